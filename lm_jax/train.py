@@ -1,0 +1,43 @@
+"""Train a language model: `python -m lm_jax.train --config=configs/char_tf.py`.
+
+Flags only; the work is `lm_jax.trainer.train_and_evaluate`.
+"""
+
+from lm_jax import runtime
+
+runtime.tune_malloc()  # before JAX allocates anything
+
+import pathlib  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from lm_jax import trainer  # noqa: E402
+
+_DEFAULT_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "char_tf.py"
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(_DEFAULT_CONFIG), "Config file, e.g. configs/char_tf.py or "
+    "configs/char_tf.py:smoke; override fields with --config.train.num_steps=N",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default: runs/<config name>). An existing "
+    "one is resumed from its latest checkpoint.")
+
+
+def default_workdir() -> str:
+  """runs/<config file stem>[_<variant>], e.g. runs/char_tf_smoke."""
+  path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]
+                                                  ).partition(":")
+  name = pathlib.Path(path).stem + (f"_{arg}" if arg else "")
+  return str(pathlib.Path("runs") / name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.run_main(trainer.train_and_evaluate, _CONFIG.value,
+                   _WORKDIR.value or default_workdir())
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=runtime.parse_flags)
