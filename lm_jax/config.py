@@ -23,7 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.path = ""  # empty: the built-in Shakespeare corpus
   c.data.val_fraction = 0.1  # for a single text file: the last 10% is val
   c.data.val_plays = VAL_PLAYS  # for the built-in corpus
-  c.data.tokenizer = "char"
+  c.data.tokenizer = "char"  # or "word"
+  c.data.vocab_size = 8192  # word tokenizer: ids in all, `<unk>` included
+  c.data.min_count = 1  # word tokenizer: rarer words become `<unk>`
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "transformer"
@@ -74,6 +76,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.tokenizer not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "
                     f"config.data.tokenizer to one of {sorted(TOKENIZERS)}")
+  if config.data.tokenizer == "word":
+    _positive("config.data.min_count", config.data.min_count)
+    if config.data.vocab_size < 2:
+      raise UserError(f"config.data.vocab_size must be >= 2 (`<unk>` and one "
+                      f"word), got {config.data.vocab_size}")
   for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
                "log_every", "eval_every", "eval_tokens"):
     _positive(f"config.train.{name}", t[name])

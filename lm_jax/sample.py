@@ -4,6 +4,8 @@ Flags only; the work is `lm_jax.trainer.load_run` and
 `lm_jax.sampling.generate`.
 """
 
+import sys
+
 from lm_jax import runtime
 
 runtime.tune_malloc()
@@ -27,7 +29,7 @@ def sample_main() -> None:
   import jax.numpy as jnp
   import numpy as np
 
-  from lm_jax import sampling, trainer
+  from lm_jax import sampling, tokenizers, trainer
   from lm_jax.errors import UserError
 
   options = sampling.SamplingOptions(
@@ -38,14 +40,16 @@ def sample_main() -> None:
   _, tokenizer, model, params, _ = trainer.load_run(_WORKDIR.value, _STEP.value)
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")
-  prompt = tokenizer.encode(_PROMPT.value, strict=True)
+  prompt, notice = tokenizers.encode_prompt(tokenizer, _PROMPT.value)
+  if notice:
+    print(f"note: {notice}", file=sys.stderr)
   batch = jnp.asarray(np.tile(prompt, (_NUM_SAMPLES.value, 1)))
   ids = sampling.generate(params, model, batch, jax.random.key(_SEED.value),
                           options)
   for i, row in enumerate(np.asarray(ids)):
     if _NUM_SAMPLES.value > 1:
       print(f"---------- sample {i + 1} ----------")
-    print(_PROMPT.value + tokenizer.decode(row))
+    print(tokenizer.decode(np.concatenate([prompt, row])))
 
 
 def main(argv):

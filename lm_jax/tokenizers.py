@@ -3,12 +3,20 @@
 Every tokenizer reserves id 0 for `<unk>`, so text from outside the training
 vocabulary (a held-out play, a user's prompt) still maps to valid ids.
 `encode(..., strict=True)` raises instead, naming the unknown symbols.
+
+Two kinds: `CharTokenizer` (every character of the training text) and
+`WordTokenizer` (the most frequent words, punctuation marks and line breaks).
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import pathlib
+import re
+import sys
+import unicodedata
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +30,8 @@ UNK_ID = 0
 class Tokenizer(Protocol):
   kind: str
   vocab: list[str]
+  options: tuple[str, ...]  # the config.data fields `build` takes
+  strict_prompts: bool  # unknown symbols in a prompt: an error, or `<unk>`
 
   @property
   def vocab_size(self) -> int: ...
@@ -29,12 +39,15 @@ class Tokenizer(Protocol):
   def decode(self, ids) -> str: ...
   def unknown(self, text: str) -> list[str]: ...
   def token_lengths(self) -> np.ndarray: ...
+  def covered_chars(self, x: np.ndarray, y: np.ndarray) -> int: ...
   def to_json(self) -> dict: ...
 
 
 class CharTokenizer:
   """One token per Unicode character; `<unk>` first, then sorted characters."""
   kind = "char"
+  options = ()
+  strict_prompts = True  # a character has no `<unk>`-worthy meaning
 
   def __init__(self, vocab: list[str]):
     if not vocab or vocab[UNK_ID] != UNK:
@@ -75,6 +88,10 @@ class CharTokenizer:
     """Characters each token id stands for (bits per character needs it)."""
     return np.ones(self.vocab_size, dtype=np.int64)
 
+  def covered_chars(self, x: np.ndarray, y: np.ndarray) -> int:
+    """Characters the targets y stand for (x, the tokens before, unused)."""
+    return int(np.size(y))
+
   def to_json(self) -> dict:
     return {"kind": self.kind, "vocab": self.vocab}
 
@@ -83,15 +100,190 @@ class CharTokenizer:
     return cls(data["vocab"])
 
 
-TOKENIZERS = {"char": CharTokenizer}
+# Scripts written without spaces between words: every character is a token,
+# and decoding puts no space on either side of it.
+_CJK = ("\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf"
+        "\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f")
+_IS_CJK = re.compile(f"[{_CJK}]")
+_APOSTROPHES = "'\u2019"
+# Decoding puts no space before a closing mark, none after an opening mark,
+# and none on either side of a hyphen (`well-known`, `then--O`).
+_CLOSING = frozenset(",.;:!?)]}%\u2019\u201d\u00bb\u2026'")
+_OPENING = frozenset("([{\u2018\u201c\u00ab\u00bf\u00a1")
+_JOINERS = frozenset("-")
+
+
+def _mark_ranges() -> str:
+  """A regex class body of every combining mark (category M*), as ranges."""
+  ranges: list[list[int]] = []
+  for c in range(sys.maxunicode + 1):
+    if unicodedata.category(chr(c)).startswith("M"):
+      if ranges and ranges[-1][1] == c - 1:
+        ranges[-1][1] = c
+      else:
+        ranges.append([c, c])
+  return "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+@functools.cache
+def _word_pattern() -> re.Pattern:
+  """Words, line breaks, and every other non-space character on its own.
+
+  A word is letters and digits of any script, with the combining marks
+  that follow them (decomposed accents, Indic vowel signs), apostrophes
+  inside (`o'er`, `I'll`) and at most one in front (`'tis`). Built on first
+  use: finding the combining marks scans the Unicode table (~0.3 s).
+  """
+  marks = _mark_ranges()
+  letter = rf"[^\W_{_CJK}]"  # a letter or digit, not `_`, not CJK
+  part = rf"{letter}(?:{letter}+|[{marks}]+)*"
+  apos = f"[{_APOSTROPHES}]"
+  return re.compile(rf"{apos}?{part}(?:{apos}{part})*|\n|\S[{marks}]*")
+
+
+def split_words(text: str) -> list[str]:
+  """The word tokenizer's tokens of `text`; other whitespace than "\\n" goes."""
+  return _word_pattern().findall(text)
+
+
+def _space_before(token: str) -> bool:
+  """Whether decoding puts a space before `token` in running text."""
+  return not (token == "\n" or token in _CLOSING or token in _JOINERS
+              or _IS_CJK.match(token))
+
+
+def _glues_next(token: str) -> bool:
+  """Whether decoding puts no space after `token` (so the next one touches)."""
+  return (token == "\n" or token in _OPENING or token in _JOINERS
+          or bool(_IS_CJK.match(token)))
+
+
+class WordTokenizer:
+  """The most frequent words, punctuation marks and "\\n" of a text.
+
+  Case is kept (`The` and `the` are two words), so text round-trips. The
+  vocabulary is `<unk>`, then the tokens seen at least `min_count` times by
+  count (descending), ties by the token itself, cut at `vocab_size` ids in
+  all: the same text gives the same ids whatever its order of ties.
+
+  Decoding spells the tokens with one space between them, except: none at
+  the start of a line, none before `\\n` or a closing mark (`, . ; : ! ? '
+  ) ] }` and closing quotes), none after an opening mark (`( [ {` and opening
+  quotes), none around `-` and CJK characters. Text in that spacing (the
+  *canonical* spacing) round-trips: decode(encode(text)) == text when every
+  token is in the vocabulary; any text does up to its spacing.
+  """
+  kind = "word"
+  options = ("vocab_size", "min_count")
+  strict_prompts = False  # an unknown word becomes `<unk>`, with a notice
+
+  def __init__(self, vocab: list[str]):
+    if not vocab or vocab[UNK_ID] != UNK:
+      raise ValueError(f"vocab must start with {UNK!r}")
+    self.vocab = list(vocab)
+    self._ids = {w: i for i, w in enumerate(self.vocab)}
+    self._space = np.array([_space_before(w) for w in self.vocab])  # (V,)
+    self._glue = np.array([_glues_next(w) for w in self.vocab])  # (V,)
+
+  @classmethod
+  def build(cls, text: str, vocab_size: int = 8192,
+            min_count: int = 1) -> "WordTokenizer":
+    if vocab_size < 2 or min_count < 1:
+      raise UserError(
+          f"config.data.vocab_size must be >= 2 and config.data.min_count >= "
+          f"1, got {vocab_size} and {min_count}")
+    counts = collections.Counter(split_words(text))
+    ranked = sorted((w for w, n in counts.items() if n >= min_count),
+                    key=lambda w: (-counts[w], w))
+    return cls([UNK] + ranked[:vocab_size - 1])
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.vocab)
+
+  def unknown(self, text: str) -> list[str]:
+    """The distinct tokens of `text` outside the vocabulary, sorted."""
+    return sorted(set(split_words(text)) - self._ids.keys())
+
+  def encode(self, text: str, strict: bool = False) -> np.ndarray:
+    if strict:
+      missing = self.unknown(text)
+      if missing:
+        raise UserError(
+            f"word(s) not in the model's vocabulary: "
+            f"{', '.join(repr(w) for w in missing)}; rephrase without them")
+    get = self._ids.get
+    return np.array([get(w, UNK_ID) for w in split_words(text)],
+                    dtype=np.int32)
+
+  def decode(self, ids) -> str:
+    parts, glue = [], True  # no space at the start of the text
+    for i in np.asarray(ids).tolist():
+      if self._space[i] and not glue:
+        parts.append(" ")
+      parts.append(self.vocab[i])
+      glue = self._glue[i]
+    return "".join(parts)
+
+  def token_lengths(self) -> np.ndarray:
+    """Characters each token id stands for: its spelling plus its space.
+
+    len(token) + 1 for tokens decoded with a space before them in running
+    text, len(token) for the rest (`\\n`, closing marks, `-`); `<unk>` counts
+    its space only, since the word it replaced is not predicted.
+    """
+    lengths = np.array([len(w) for w in self.vocab]) + self._space
+    lengths[UNK_ID] = 1
+    return lengths.astype(np.int64)
+
+  def covered_chars(self, x: np.ndarray, y: np.ndarray) -> int:
+    """Characters the targets y stand for, each after the token x before it.
+
+    Sum of token_lengths()[y], less the spaces decoding drops: one for each
+    spaced target that follows a line break, an opening mark or `-`.
+    """
+    dropped = self._space[y] & self._glue[x]
+    return int(self.token_lengths()[y].sum() - dropped.sum())
+
+  def to_json(self) -> dict:
+    return {"kind": self.kind, "vocab": self.vocab}
+
+  @classmethod
+  def from_json(cls, data: dict) -> "WordTokenizer":
+    return cls(data["vocab"])
+
+
+TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
 
 
 def build_tokenizer(kind: str, text: str, **options) -> Tokenizer:
-  """A new tokenizer of `kind` whose vocabulary comes from `text`."""
+  """A new tokenizer of `kind` whose vocabulary comes from `text`.
+
+  `options` may be all of `config.data`: each tokenizer takes only the fields
+  named in its `options` (the word tokenizer: vocab_size, min_count).
+  """
   if kind not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {kind!r}: set config.data.tokenizer "
                     f"to one of {sorted(TOKENIZERS)}")
-  return TOKENIZERS[kind].build(text, **options)
+  cls = TOKENIZERS[kind]
+  return cls.build(text, **{k: options[k] for k in cls.options if k in options})
+
+
+def encode_prompt(tokenizer: Tokenizer, text: str
+                  ) -> tuple[np.ndarray, str | None]:
+  """Prompt ids, and a notice naming the words read as `<unk>` (or None).
+
+  A character tokenizer refuses unknown characters instead (UserError).
+  """
+  ids = tokenizer.encode(text, strict=tokenizer.strict_prompts)
+  if len(ids) == 0:
+    raise UserError("the prompt has no tokens (only spaces?): give at least "
+                    "one word or character")
+  missing = tokenizer.unknown(text)
+  if not missing:
+    return ids, None
+  return ids, (f"not in the model's vocabulary, read as {UNK}: "
+               f"{', '.join(repr(w) for w in missing)}")
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | pathlib.Path) -> None:

@@ -84,7 +84,8 @@ def load_tokens(config, workdir: pathlib.Path):
   if tok_file.exists():
     tokenizer = tokenizers.load_tokenizer(tok_file)
   else:
-    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train)
+    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
+                                           **config.data)
   train_ids = tokenizer.encode(text.train)
   val_ids = tokenizer.encode(text.val)
   need = data.min_tokens(config.train.batch_size, config.train.seq_len)
@@ -142,9 +143,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   start = mngr.latest_step()
   if start is not None:
     state = checkpoints.restore(mngr, start, state)
+  unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
   print(f"workdir: {workdir}")
   print(f"corpus: {text.source}: {len(train_ids):,} train / "
-        f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}")
+        f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
+        f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
   print(f"model: {config.model.kind}, {count_params(state.params):,} params")
   if start is not None:
     print(f"resuming from step {start}")
@@ -153,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   val_x, val_y = data.eval_batches(val_ids, t.batch_size, t.seq_len,
                                    t.eval_tokens)
   # Bits per character: nats over the characters the targets stand for.
-  val_chars = int(tokenizer.token_lengths()[val_y].sum())
+  val_chars = tokenizer.covered_chars(val_x, val_y)
   log = MetricsLog(workdir / METRICS_FILE)
   sample_prompt = tokenizer.encode(t.sample_prompt)[None, :]
 
@@ -191,29 +194,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       tick, tick_step = time.perf_counter(), step
     if step % t.eval_every == 0 or step == end:
       result = evaluate_and_save(state, model, mngr, log, step, val_x, val_y,
-                                 val_chars, tokenizer, sample_prompt, config)
+                                 val_chars, unk_rate, tokenizer, sample_prompt,
+                                 config)
       tick, tick_step = time.perf_counter(), step
   return result
 
 
 def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
-                      tokenizer, sample_prompt, config) -> dict:
-  """Val loss (nats, bits per character), a checkpoint, and a sample."""
+                      unk_rate, tokenizer, sample_prompt, config) -> dict:
+  """Val loss, perplexity, bits per character; a checkpoint and a sample.
+
+  val_loss is nats per token; bits per character spreads the same total
+  over the `val_chars` characters the targets cover (README: "Metrics").
+  """
   val_loss = steps.evaluate(state.params, model, val_x, val_y)
   bpc = val_loss * val_y.size / (val_chars * math.log(2))
   record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
-                val_ppl=math.exp(val_loss))
+                val_ppl=math.exp(val_loss), val_unk_rate=unk_rate)
   log.write(**record)
   checkpoints.save(mngr, step, state, val_loss)
-  print(f"eval step {step} | val loss {val_loss:.4f} nats | {bpc:.4f} bpc | "
-        f"best step {mngr.best_step()}", flush=True)
+  print(f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
+        f"{record['val_ppl']:.2f} | {bpc:.4f} bpc | best step "
+        f"{mngr.best_step()}", flush=True)
   if config.train.sample_tokens > 0:
     opts = sampling.SamplingOptions(
         max_new_tokens=config.train.sample_tokens, temperature=0.8)
     ids = sampling.generate(state.params, model, jnp.asarray(sample_prompt),
                             jax.random.key(step), opts)
     print("-" * 20 + " sample " + "-" * 20)
-    print(tokenizer.decode(sample_prompt[0]) + tokenizer.decode(ids[0]))
+    print(tokenizer.decode(np.concatenate([sample_prompt[0], ids[0]])))
     print("-" * 48, flush=True)
   return record
 
