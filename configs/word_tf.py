@@ -22,14 +22,14 @@ def get_config(arg: str = ""):
   c.model.d_model = 128
   c.model.max_len = 64  # 64 words: about 300 characters of context
   c.model.dropout = 0.0  # about one epoch: too short to overfit
-  c.train.batch_size = 32
+  c.train.batch_size = 16  # more updates per token in a short run
   c.train.seq_len = 64
   c.train.num_steps = 600
   c.train.learning_rate = 1e-3
   c.train.warmup_steps = 100
   c.train.log_every = 50
   c.train.eval_every = 200
-  c.train.eval_tokens = 65536
+  c.train.eval_tokens = 32768
   c.train.sample_tokens = 60
   c.train.sample_prompt = "\n"
   if arg == "smoke":

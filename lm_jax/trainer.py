@@ -200,6 +200,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return result
 
 
+def bits_per_char(nats_per_token: float, num_tokens: int,
+                  num_chars: int) -> float:
+  """The total loss in bits, spread over the characters the tokens cover."""
+  return nats_per_token * num_tokens / (num_chars * math.log(2))
+
+
 def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
                       unk_rate, tokenizer, sample_prompt, config) -> dict:
   """Val loss, perplexity, bits per character; a checkpoint and a sample.
@@ -208,7 +214,7 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
   over the `val_chars` characters the targets cover (README: "Metrics").
   """
   val_loss = steps.evaluate(state.params, model, val_x, val_y)
-  bpc = val_loss * val_y.size / (val_chars * math.log(2))
+  bpc = bits_per_char(val_loss, val_y.size, val_chars)
   record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
                 val_ppl=math.exp(val_loss), val_unk_rate=unk_rate)
   log.write(**record)

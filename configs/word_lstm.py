@@ -1,0 +1,53 @@
+"""Word-level LSTM on the built-in Shakespeare plays.
+
+    python -m lm_jax.train --config=configs/word_lstm.py
+    python -m lm_jax.sample --workdir=runs/word_lstm --prompt="ROMEO:"
+
+The word tokenizer of configs/word_tf.py (8192 ids) feeding 2 layers of 512
+LSTM units, with windows of 64 words.
+
+Measured: not yet run; the LSTM model (`config.model.kind="lstm"`) is built
+on its own branch and had not landed on main when this config was written.
+
+Variants (`--config=configs/word_lstm.py:NAME`):
+  smoke  a tiny model and a few steps, for tests (seconds).
+"""
+
+import ml_collections
+
+from lm_jax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.data.tokenizer = "word"
+  c.data.vocab_size = 8192
+  c.data.min_count = 1
+  c.model = ml_collections.ConfigDict(dict(
+      kind="lstm", num_layers=2, embed_dim=128, hidden_size=512, dropout=0.0))
+  c.train.batch_size = 32
+  c.train.seq_len = 64
+  c.train.num_steps = 600
+  c.train.learning_rate = 2e-3
+  c.train.weight_decay = 0.0  # plain Adam, as char-rnn
+  c.train.warmup_steps = 100
+  c.train.log_every = 50
+  c.train.eval_every = 200
+  c.train.eval_tokens = 65536
+  c.train.sample_tokens = 60
+  if arg == "smoke":
+    c.data.vocab_size = 256
+    c.model.embed_dim = 16
+    c.model.hidden_size = 32
+    c.train.batch_size = 8
+    c.train.seq_len = 32
+    c.train.num_steps = 20
+    c.train.warmup_steps = 2
+    c.train.steps_per_call = 4
+    c.train.log_every = 4
+    c.train.eval_every = 10
+    c.train.eval_tokens = 512
+    c.train.sample_tokens = 16
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke'")
+  return c
