@@ -1,6 +1,5 @@
 import math
 import random
-import re
 
 import numpy as np
 import pytest
@@ -138,3 +137,15 @@ def test_bits_per_char_by_hand():
   # A uniform guess over 4 tokens costs ln 4 nats = 2 bits per token:
   # 7 tokens covering 12 characters cost 14 bits, 14/12 bits per character.
   assert trainer.bits_per_char(math.log(4), 7, 12) == pytest.approx(14 / 12)
+
+
+def test_config_checks_word_options():
+  from configs import word_tf
+  from lm_jax import config as config_lib
+  config = word_tf.get_config("smoke")
+  config.data.vocab_size = 1
+  with pytest.raises(UserError, match="config.data.vocab_size must be >= 2"):
+    config_lib.validate(config)
+  config.data.vocab_size, config.data.min_count = 16, 0
+  with pytest.raises(UserError, match="config.data.min_count"):
+    config_lib.validate(config)
