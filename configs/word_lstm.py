@@ -7,7 +7,8 @@ The word tokenizer of configs/word_tf.py (8192 ids) feeding 2 layers of 512
 LSTM units, with windows of 64 words.
 
 Measured: not yet run; the LSTM model (`config.model.kind="lstm"`) is built
-on its own branch and had not landed on main when this config was written.
+on its own branch and had not landed on main when this config was written
+(its `:smoke` variant trains and samples on a merge with that branch).
 
 Variants (`--config=configs/word_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
