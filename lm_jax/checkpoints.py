@@ -53,8 +53,15 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   """Restores the pytree saved at `step` into the structure of `target`.
 
   `target` may hold arrays or `jax.ShapeDtypeStruct`s (from jax.eval_shape).
+  Arrays come back with the target's shardings, so a checkpoint written on N
+  devices restores on M; a target without shardings restores onto the first
+  local device.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device),
+      target)
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
 

@@ -18,6 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Defaults for a small character-level Transformer on the built-in plays."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.distributed = False  # True: jax.distributed.initialize() (several hosts)
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""  # empty: the built-in Shakespeare corpus
@@ -51,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.1  # on matrices only
   c.train.grad_clip = 1.0  # global norm
   c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
+  c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
+  c.train.fsdp = False  # shard params and optimiser state across devices
   c.train.log_every = 50
   c.train.eval_every = 250
   c.train.eval_tokens = 32768  # validation targets per evaluation
@@ -82,8 +85,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(f"config.data.vocab_size must be >= 2 (`<unk>` and one "
                       f"word), got {config.data.vocab_size}")
   for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
-               "log_every", "eval_every", "eval_tokens"):
+               "log_every", "eval_every", "eval_tokens", "grad_accum_steps"):
     _positive(f"config.train.{name}", t[name])
+  if t.batch_size % t.grad_accum_steps:
+    raise UserError(
+        f"config.train.batch_size ({t.batch_size}) must be divisible by "
+        f"config.train.grad_accum_steps ({t.grad_accum_steps}); change either")
   _positive("config.train.learning_rate", t.learning_rate, (int, float))
   if not 0 <= t.warmup_steps:
     raise UserError("config.train.warmup_steps must be >= 0")

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm_jax import checkpoints, config as config_lib, corpus, data, sampling
-from lm_jax import steps, tokenizers
+from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
+from lm_jax import sampling, steps, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
@@ -128,6 +128,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   calling again resumes, exactly as if the run had never stopped.
   """
   config_lib.validate(config)
+  parallel.maybe_initialize_distributed(config)
+  mesh = parallel.make_mesh(config.train.batch_size)
   workdir = pathlib.Path(workdir)
   t = config.train
   text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
@@ -138,7 +140,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if not (workdir / CONFIG_FILE).exists():
     (workdir / CONFIG_FILE).write_text(config.to_json(indent=1) + "\n")
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
-  state = steps.create_train_state(model, t, init_key)
+  state = parallel.place_state(steps.create_train_state(model, t, init_key),
+                               mesh, t.fsdp)
   mngr = checkpoints.manager(workdir)
   start = mngr.latest_step()
   if start is not None:
@@ -149,10 +152,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
         f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
   print(f"model: {config.model.kind}, {count_params(state.params):,} params")
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
+        + (", parameters sharded (FSDP)" if t.fsdp else ""))
   if start is not None:
     print(f"resuming from step {start}")
 
-  train_tokens = jnp.asarray(train_ids)
+  train_tokens = jax.device_put(train_ids, parallel.replicated(mesh))
   val_x, val_y = data.eval_batches(val_ids, t.batch_size, t.seq_len,
                                    t.eval_tokens)
   # Bits per character: nats over the characters the targets stand for.
@@ -169,7 +174,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    (step // t.eval_every + 1) * t.eval_every)
     state, metrics = steps.train_steps(
         state, train_tokens, seed_key, batch_size=t.batch_size,
-        seq_len=t.seq_len, num_steps=min(t.steps_per_call, boundary - step))
+        seq_len=t.seq_len, num_steps=min(t.steps_per_call, boundary - step),
+        grad_accum_steps=t.grad_accum_steps,
+        batch_sharding=parallel.batch_sharding(mesh))
     metrics = jax.device_get(metrics)
     step = int(state.step)
     if not np.all(np.isfinite(metrics["loss"])):
