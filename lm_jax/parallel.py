@@ -24,13 +24,17 @@ DATA = "data"
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """Joins a multi-host job when the config or the environment asks.
 
-  `jax.distributed.initialize()` reads the coordinator address, process
-  count and id from its arguments or from the cluster environment (SLURM,
-  Open MPI, Kubernetes, or the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID variables).
+  `jax.distributed.initialize()` finds the coordinator address, process
+  count and id in the cluster environment (SLURM, Open MPI, Kubernetes) or in
+  JAX_COORDINATOR_ADDRESS; elsewhere the count and id come from the
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID variables, read here.
   """
-  if config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    return
+  env_int = lambda name: (int(os.environ[name]) if name in os.environ
+                          else None)
+  jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),
+                             process_id=env_int("JAX_PROCESS_ID"))
 
 
 def make_mesh(batch_size: int) -> Mesh:
