@@ -1,6 +1,7 @@
 """Train a language model: `python -m lm_jax.train --config=configs/char_tf.py`.
 
-Flags only; the work is `lm_jax.trainer.train_and_evaluate`.
+Flags only; the work is `lm_jax.trainer.train_and_evaluate`. At the end
+the loss curves go to <workdir>/loss.png (`lm_jax.plotting`).
 """
 
 from lm_jax import runtime
@@ -12,7 +13,7 @@ import pathlib  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from lm_jax import trainer  # noqa: E402
+from lm_jax import plotting, trainer  # noqa: E402
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "char_tf.py"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,10 +33,17 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
+def train_main(config, workdir: str) -> None:
+  trainer.train_and_evaluate(config, workdir)
+  plot = plotting.plot_runs([workdir],
+                            pathlib.Path(workdir) / plotting.LOSS_PLOT)
+  print(f"loss plot: {plot}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  runtime.run_main(trainer.train_and_evaluate, _CONFIG.value,
+  runtime.run_main(train_main, _CONFIG.value,
                    _WORKDIR.value or default_workdir())
 
 

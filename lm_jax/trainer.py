@@ -18,14 +18,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+<<<<<<< HEAD
 from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
 from lm_jax import sampling, steps, tokenizers
+=======
+from lm_jax import checkpoints, config as config_lib, corpus, data, sampling
+from lm_jax import steps, summary, tokenizers
+>>>>>>> f52829c (Visualisation: TensorBoard events and sample text (lm_jax/metrics.py), loss plots (lm_jax.plot), model summary, attention maps (lm_jax.inspect), tour experiments script)
 from lm_jax.errors import UserError
+from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
-METRICS_FILE = "metrics.jsonl"
 # Settings a checkpoint cannot be resumed or sampled with if they change.
 FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len")
 
@@ -103,17 +108,6 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-class MetricsLog:
-  """Appends one JSON object per line to metrics.jsonl."""
-
-  def __init__(self, path: pathlib.Path):
-    self.path = path
-
-  def write(self, **record) -> None:
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
-
-
 def _duration(seconds: float) -> str:
   m, s = divmod(int(seconds), 60)
   return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
@@ -151,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   print(f"corpus: {text.source}: {len(train_ids):,} train / "
         f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
         f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
-  print(f"model: {config.model.kind}, {count_params(state.params):,} params")
+  print(summary.model_summary(config, state.params, tokenizer.vocab_size))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
   if start is not None:
@@ -162,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                    t.eval_tokens)
   # Bits per character: nats over the characters the targets stand for.
   val_chars = tokenizer.covered_chars(val_x, val_y)
-  log = MetricsLog(workdir / METRICS_FILE)
+  log = MetricsLog(workdir, resume_step=start)
   sample_prompt = tokenizer.encode(t.sample_prompt)[None, :]
 
   step = int(state.step)
@@ -235,7 +229,9 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
     ids = sampling.generate(state.params, model, jnp.asarray(sample_prompt),
                             jax.random.key(step), opts)
     print("-" * 20 + " sample " + "-" * 20)
-    print(tokenizer.decode(np.concatenate([sample_prompt[0], ids[0]])))
+    sample = tokenizer.decode(np.concatenate([sample_prompt[0], ids[0]]))
+    print(sample)
+    log.text(step, "sample", sample)
     print("-" * 48, flush=True)
   return record
 

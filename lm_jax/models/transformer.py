@@ -40,6 +40,7 @@ class CausalSelfAttention(nn.Module):
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1)  # in float32
+    self.sow("intermediates", "attention", weights)  # for lm_jax.inspect
     if self.dropout > 0:
       weights = nn.Dropout(self.dropout)(weights, self.deterministic)
     y = jnp.einsum("bhqt,bthk->bqhk", weights.astype(self.dtype), v)

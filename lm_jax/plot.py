@@ -1,0 +1,33 @@
+"""Loss curves: `python -m lm_jax.plot --workdir=DIR [DIR ...] [--out=FILE]`.
+
+Flags only; the work is `lm_jax.plotting.plot_runs`. One run is drawn into
+DIR/loss.png, several into loss.png here (one legend entry per run).
+"""
+
+import pathlib
+
+from absl import app, flags
+
+from lm_jax import runtime
+
+_WORKDIR = flags.DEFINE_multi_string(
+    "workdir", None, "Run directory; repeat the flag or list more directories "
+    "after it to compare runs.", required=True)
+_OUT = flags.DEFINE_string("out", None, "PNG to write (default: DIR/loss.png "
+                           "for one run, ./loss.png for several).")
+
+
+def plot_main(workdirs: list[str]) -> None:
+  from lm_jax import plotting
+  default = (pathlib.Path(workdirs[0]) if len(workdirs) == 1
+             else pathlib.Path(".")) / plotting.LOSS_PLOT
+  out = plotting.plot_runs(workdirs, _OUT.value or default)
+  print(f"wrote {out}")
+
+
+def main(argv):
+  runtime.run_main(plot_main, _WORKDIR.value + argv[1:])
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=runtime.parse_flags)

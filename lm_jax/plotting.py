@@ -1,0 +1,95 @@
+"""Loss curves of one or more runs, read from their metrics.jsonl.
+
+`plot_runs([DIR, ...], out)` draws train and val loss against the step
+(left) and against the tokens seen (right; tokens per step = batch_size *
+seq_len from each run's config.json). Each run has one colour: train is the
+solid line, val the dashed line with dots, so the train/val gap is the space
+between two lines of the same colour; the legend gives the final gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+from lm_jax.errors import UserError
+from lm_jax.metrics import METRICS_FILE
+
+LOSS_PLOT = "loss.png"
+FIGSIZE, DPI = (12, 4.5), 100  # a 1200 x 450 pixel PNG
+
+
+@dataclasses.dataclass
+class Curves:
+  """The loss curves of one run."""
+  name: str
+  tokens_per_step: int
+  train: list[tuple[int, float]]  # (step, loss)
+  val: list[tuple[int, float]]  # (step, val loss)
+
+  @property
+  def gap(self) -> float | None:
+    """Last val loss minus the train loss logged last at or before it."""
+    if not self.val:
+      return None
+    step, val = self.val[-1]
+    before = [loss for s, loss in self.train if s <= step]
+    return val - before[-1] if before else None
+
+
+def read_curves(workdir: str | pathlib.Path) -> Curves:
+  """A run's curves; a resumed run's repeated steps keep their last value."""
+  workdir = pathlib.Path(workdir)
+  metrics, config = workdir / METRICS_FILE, workdir / "config.json"
+  if not metrics.is_file() or not config.is_file():
+    raise UserError(f"{workdir} has no {METRICS_FILE} and config.json; pass "
+                    "the --workdir of a training run")
+  train, val = {}, {}
+  for line in metrics.read_text().splitlines():
+    record = json.loads(line)
+    if "loss" in record:
+      train[record["step"]] = record["loss"]
+    if "val_loss" in record:
+      val[record["step"]] = record["val_loss"]
+  if not train and not val:
+    raise UserError(f"{workdir / METRICS_FILE} holds no losses yet; train "
+                    "for at least config.train.log_every steps")
+  t = json.loads(config.read_text())["train"]
+  return Curves(name=workdir.name, tokens_per_step=t["batch_size"] * t["seq_len"],
+                train=sorted(train.items()), val=sorted(val.items()))
+
+
+def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
+  """Writes the loss plot of `workdirs` (one legend entry each) to `out`."""
+  import matplotlib
+  matplotlib.use("Agg")  # files only, no display needed
+  import matplotlib.pyplot as plt
+
+  runs = [read_curves(w) for w in workdirs]
+  fig, axes = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
+  for i, run in enumerate(runs):
+    color = f"C{i % 10}"
+    gap = "" if run.gap is None else f" (val - train {run.gap:+.3f})"
+    for ax, scale in zip(axes, (1, run.tokens_per_step)):
+      if run.train:
+        steps, losses = zip(*run.train)
+        ax.plot([s * scale for s in steps], losses, color=color, lw=1.2,
+                label=f"{run.name} train")
+      if run.val:
+        steps, losses = zip(*run.val)
+        ax.plot([s * scale for s in steps], losses, color=color, ls="--",
+                marker="o", ms=3, label=f"{run.name} val{gap}")
+  for ax, xlabel in zip(axes, ("step", "tokens seen")):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+  axes[0].set_title("loss against step")
+  axes[1].set_title("loss against tokens seen")
+  axes[1].legend(fontsize=8)
+  fig.tight_layout()
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out)
+  plt.close(fig)
+  return out
