@@ -50,13 +50,11 @@ def _label(token: str) -> str:
 def plot_attention(weights: np.ndarray, tokens: list[str],
                    out: str | pathlib.Path) -> pathlib.Path:
   """A grid of heat maps, one row per layer, one column per head."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # no pyplot: no display, no state
 
   L, H, T, _ = weights.shape
-  fig, axes = plt.subplots(L, H, figsize=(H * CELL_INCHES, L * CELL_INCHES),
-                           dpi=DPI, squeeze=False)
+  fig = Figure(figsize=(H * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
+  axes = fig.subplots(L, H, squeeze=False)
   labels = [_label(t) for t in tokens] if T <= 32 else None
   for layer in range(L):
     for head in range(H):
@@ -75,5 +73,4 @@ def plot_attention(weights: np.ndarray, tokens: list[str],
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out)
-  plt.close(fig)
   return out

@@ -62,12 +62,12 @@ def read_curves(workdir: str | pathlib.Path) -> Curves:
 
 def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
   """Writes the loss plot of `workdirs` (one legend entry each) to `out`."""
-  import matplotlib
-  matplotlib.use("Agg")  # files only, no display needed
-  import matplotlib.pyplot as plt
+  # A bare Figure draws to files without pyplot's global state or a display.
+  from matplotlib.figure import Figure
 
   runs = [read_curves(w) for w in workdirs]
-  fig, axes = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
+  fig = Figure(figsize=FIGSIZE, dpi=DPI)
+  axes = fig.subplots(1, 2)
   for i, run in enumerate(runs):
     color = f"C{i % 10}"
     gap = "" if run.gap is None else f" (val - train {run.gap:+.3f})"
@@ -91,5 +91,4 @@ def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out)
-  plt.close(fig)
   return out
