@@ -18,13 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-<<<<<<< HEAD
 from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
-from lm_jax import sampling, steps, tokenizers
-=======
-from lm_jax import checkpoints, config as config_lib, corpus, data, sampling
-from lm_jax import steps, summary, tokenizers
->>>>>>> f52829c (Visualisation: TensorBoard events and sample text (lm_jax/metrics.py), loss plots (lm_jax.plot), model summary, attention maps (lm_jax.inspect), tour experiments script)
+from lm_jax import sampling, steps, summary, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
