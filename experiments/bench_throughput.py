@@ -1,0 +1,318 @@
+"""Training throughput, JAX against PyTorch, on the same models.
+
+    python experiments/bench_throughput.py            # the full table
+    python experiments/bench_throughput.py --quick    # baby model, < 2 min
+    python experiments/bench_throughput.py --device=gpu
+
+For each configuration and precision it starts one worker process per
+framework (JAX running `lm_jax.steps.train_steps`, PyTorch eager, PyTorch
+`torch.compile`; see `bench_runners.py`), measures the first call (compile
+time), discards a warm-up call, then times calls in rotating order so that
+every framework sees the same machine load, and reports medians. It also
+measures the fp32 matmul peak of both frameworks in the same run. Results:
+experiments/results/<device>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from experiments.bench_runners import MALLOC_ENV, VOCAB  # noqa: E402
+
+FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
+
+
+def spec(name: str, layers: int, width: int, seq_len: int, batch: int,
+         dropout: float, steps_per_call: int, repeats: int) -> dict:
+  """A benchmark configuration: model and train fields of an lm_jax config."""
+  return dict(
+      name=name, repeats=repeats,
+      model=dict(num_layers=layers, num_heads=layers if width > 128 else 4,
+                 d_model=width, max_len=seq_len, dropout=dropout),
+      train=dict(batch_size=batch, seq_len=seq_len,
+                 steps_per_call=steps_per_call))
+
+
+# The big model takes seconds per step on a 2-core CPU: few, short repeats.
+CONFIGS = {
+    "baby": spec("baby 4L/128 T64 B12", 4, 128, 64, 12, 0.0, 16, 5),
+    "gpt6": spec("6L/384 T256 B64", 6, 384, 256, 64, 0.0, 1, 2),
+    "gpt6_drop": spec("6L/384 T256 B64 drop 0.2", 6, 384, 256, 64, 0.2, 1, 2),
+}
+
+
+def flops_per_token(s: dict) -> float:
+  """Training FLOPs per token: 6 x matmul weights + attention (PaLM's count)."""
+  m, T = s["model"], s["train"]["seq_len"]
+  L, D = m["num_layers"], m["d_model"]
+  weights = L * 12 * D * D + VOCAB * D  # qkv, proj, 2 MLP matrices; tied head
+  return 6 * weights + 12 * L * T * D
+
+
+class Worker:
+  """One framework in its own process, driven over a pipe."""
+
+  def __init__(self, framework: str, device: str, malloc: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if malloc == "env":
+      env.update(MALLOC_ENV)
+    env["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
+    env["PYTHONPATH"] = str(REPO)
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.bench_runners",
+         f"--framework={framework}", f"--device={device}", f"--malloc={malloc}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        cwd=REPO)
+
+  def call(self, cmd: str, **kw) -> dict:
+    self.proc.stdin.write(json.dumps(dict(cmd=cmd, **kw)) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"benchmark worker died on {cmd!r} (see stderr)")
+    return json.loads(line)
+
+  def close(self) -> None:
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+@dataclasses.dataclass
+class Variant:
+  """One column of a measurement: a framework in a process environment."""
+  label: str
+  framework: str
+  malloc: str = "mallopt"
+  model: dict = dataclasses.field(default_factory=dict)  # spec overrides
+  train: dict = dataclasses.field(default_factory=dict)
+
+
+def measure(s: dict, precision: str, variants: list[Variant], device: str
+            ) -> list[dict]:
+  """Interleaved median timings of each variant on spec `s`."""
+  workers = {v.label: Worker(v.framework, device, v.malloc) for v in variants}
+  rows = {}
+  try:
+    for v in variants:  # build and compile one at a time
+      vs = dict(s, model={**s["model"], **v.model},
+                train={**s["train"], **v.train})
+      w = workers[v.label]
+      w.call("build", spec=vs, precision=precision)
+      first = w.call("time", calls=1)["seconds"]
+      w.call("time", calls=1)  # warm-up, discarded
+      rows[v.label] = dict(config=s["name"], variant=v.label,
+                           framework=v.framework, malloc=v.malloc,
+                           precision=precision, first_call_s=first, times=[],
+                           tokens_per_call=vs["train"]["steps_per_call"] *
+                           vs["train"]["batch_size"] * vs["train"]["seq_len"],
+                           steps_per_call=vs["train"]["steps_per_call"],
+                           flops_per_token=flops_per_token(vs))
+    load = [os.getloadavg()[0]]
+    for r in range(s["repeats"]):
+      order = variants[r % len(variants):] + variants[:r % len(variants)]
+      for v in order:
+        rows[v.label]["times"].append(
+            workers[v.label].call("time", calls=1)["seconds"])
+      load.append(os.getloadavg()[0])
+    for v in variants:
+      rows[v.label]["peak_rss_mb"] = workers[v.label].call("mem")["peak_rss_mb"]
+  finally:
+    for w in workers.values():
+      w.close()
+  for row in rows.values():
+    row["load_avg"] = [min(load), max(load)]
+    call_s = statistics.median(row["times"])
+    row.update(step_ms=1e3 * call_s / row["steps_per_call"],
+               tokens_per_s=row["tokens_per_call"] / call_s,
+               compile_s=max(0.0, row["first_call_s"] - call_s),
+               gflops=row["tokens_per_call"] / call_s *
+               row["flops_per_token"] / 1e9)
+    print(f"   {row['variant']:28s} {row['step_ms']:8.1f} ms/step "
+          f"{row['tokens_per_s']:9,.0f} tok/s  compile {row['compile_s']:.1f} s"
+          f"  load {min(load):.1f}-{max(load):.1f}", flush=True)
+  return list(rows.values())
+
+
+def matmul_peaks(device: str) -> dict:
+  """fp32 2048 x 2048 matmul GFLOP/s of XLA and of PyTorch, interleaved."""
+  workers = {fw: Worker(fw, device, "mallopt") for fw in ("jax", "torch_eager")}
+  try:
+    runs = [(fw, w.call("matmul")["gflops"]) for _ in range(3)
+            for fw, w in workers.items()]
+  finally:
+    for w in workers.values():
+      w.close()
+  return {fw: max(g for f, g in runs if f == fw) for fw in workers}
+
+
+def main_table(configs: list[str], precisions: list[str], device: str
+               ) -> list[dict]:
+  variants = [Variant(fw, fw) for fw in FRAMEWORKS]
+  rows = []
+  for name in configs:
+    for precision in precisions:
+      print(f"-- {CONFIGS[name]['name']} {precision}", flush=True)
+      rows += measure(CONFIGS[name], precision, variants, device)
+  return rows
+
+
+def ablations(device: str) -> list[dict]:
+  """What each lever buys, on the baby model in fp32 (and bf16 for GELU)."""
+  baby = CONFIGS["baby"]
+  rows = []
+  print("-- allocator: none / env vars / in-process mallopt", flush=True)
+  rows += measure(baby, "fp32", [
+      Variant(f"{fw} malloc={m}", fw, malloc=m)
+      for fw in ("jax", "torch_eager") for m in ("none", "env", "mallopt")],
+      device)
+  print("-- steps per call", flush=True)
+  rows += measure(baby, "fp32", [
+      Variant(f"jax steps_per_call={k}", "jax", train=dict(steps_per_call=k))
+      for k in (1, 4, 16)], device)
+  print("-- erf vs tanh GELU", flush=True)
+  rows += measure(baby, "fp32", [
+      Variant(f"{fw} gelu={'tanh' if a else 'erf'}", fw,
+              model=dict(gelu_approximate=a))
+      for fw in ("jax", "torch_eager") for a in (False, True)], device)
+  return rows
+
+
+def machine() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(l.split(":", 1)[1].strip() for l in f
+                   if l.startswith("model name"))
+  except (OSError, StopIteration):
+    model = platform.processor()
+  return f"{os.cpu_count()}-core {model} ({platform.system()})"
+
+
+def markdown(result: dict) -> str:
+  """The summary table, the per-variant details and the ablations."""
+  peak = max(result["matmul_gflops"].values())
+  lines = [f"# Training throughput: JAX vs PyTorch ({result['device']})", "",
+           f"Machine: {result['machine']}; {result['note']}", "",
+           f"Command: `{result['command']}`", "",
+           "fp32 matmul peak (2048 x 2048), measured in this run: " +
+           ", ".join(f"{k} {v:.0f} GFLOP/s"
+                     for k, v in result["matmul_gflops"].items()), "",
+           "| config | precision | JAX tok/s | PyTorch eager | torch.compile "
+           "| JAX / eager | JAX / compile |", "|---|---|---|---|---|---|---|"]
+  by = {(r["config"], r["precision"], r["variant"]): r for r in result["rows"]}
+  for config, precision in dict.fromkeys(
+      (r["config"], r["precision"]) for r in result["rows"]):
+    j, e, c = (by[(config, precision, fw)]["tokens_per_s"] for fw in FRAMEWORKS)
+    lines.append(f"| {config} | {precision} | {j:,.0f} | {e:,.0f} | {c:,.0f} "
+                 f"| **{j / e:.2f}x** | **{j / c:.2f}x** |")
+  lines += ["", "## Details", "",
+            *_detail_table(result["rows"], peak)]
+  if result["ablations"]:
+    lines += ["", "## Levers (baby model, fp32)", "",
+              *_detail_table(result["ablations"], peak)]
+  return "\n".join(lines) + "\n"
+
+
+def _detail_table(rows: list[dict], peak: float) -> list[str]:
+  out = ["| config | precision | variant | steps/call | ms/step (min-max) "
+         "| tok/s | compile s | peak RSS MiB | GFLOP/s | % of fp32 peak "
+         "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lo, hi = (1e3 * t / r["steps_per_call"] for t in (min(r["times"]),
+                                                      max(r["times"])))
+    out.append(
+        f"| {r['config']} | {r['precision']} | {r['variant']} "
+        f"| {r['steps_per_call']} | {r['step_ms']:.1f} ({lo:.1f}-{hi:.1f}) "
+        f"| {r['tokens_per_s']:,.0f} | {r['compile_s']:.1f} "
+        f"| {r['peak_rss_mb']:,.0f} | {r['gflops']:.1f} "
+        f"| {100 * r['gflops'] / peak:.0f}% "
+        f"| {r['load_avg'][0]:.1f}-{r['load_avg'][1]:.1f} |")
+  return out
+
+
+def bar_chart(result: dict, path: pathlib.Path) -> None:
+  """Tokens/s relative to PyTorch eager, per config and precision."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  by = {(r["config"], r["precision"], r["variant"]): r["tokens_per_s"]
+        for r in result["rows"]}
+  groups = list(dict.fromkeys((r["config"], r["precision"])
+                              for r in result["rows"]))
+  fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
+  width = 0.27
+  for i, fw in enumerate(FRAMEWORKS):
+    xs = [g + (i - 1) * width for g in range(len(groups))]
+    ys = [by[(c, p, fw)] / by[(c, p, "torch_eager")] for c, p in groups]
+    bars = ax.bar(xs, ys, width, label=fw.replace("_", " "))
+    ax.bar_label(bars, fmt="%.2f", fontsize=7)
+  ax.axhline(1.0, color="gray", lw=0.8)
+  ax.set_xticks(range(len(groups)), [f"{c}\n{p}" for c, p in groups],
+                fontsize=7)
+  ax.set_ylabel("training tokens/s relative to PyTorch eager")
+  ax.set_title(f"JAX vs PyTorch, {result['machine']}", fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run(configs: list[str], precisions: list[str], device: str,
+        with_ablations: bool, command: str, note: str) -> dict:
+  start = time.perf_counter()
+  print("-- fp32 matmul peaks", flush=True)
+  result = dict(device=device, machine=machine(), command=command, note=note,
+                matmul_gflops=matmul_peaks(device))
+  result["rows"] = main_table(configs, precisions, device)
+  result["ablations"] = ablations(device) if with_ablations else []
+  result["wall_s"] = time.perf_counter() - start
+  return result
+
+
+def write(result: dict, out_dir: pathlib.Path, name: str) -> None:
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+  (out_dir / f"{name}.md").write_text(markdown(result))
+  bar_chart(result, out_dir / f"{name}.png")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+  parser.add_argument("--quick", action="store_true",
+                      help="the baby model only, few repeats (< 2 minutes)")
+  parser.add_argument("--configs", default=",".join(CONFIGS),
+                      help=f"comma-separated, from {','.join(CONFIGS)}")
+  parser.add_argument("--no-ablations", action="store_true")
+  parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
+  parser.add_argument("--note", default="shared with other users' jobs: "
+                      "timings are medians of interleaved runs")
+  args = parser.parse_args()
+  configs = args.configs.split(",")
+  if unknown := set(configs) - set(CONFIGS):
+    parser.error(f"unknown configs {sorted(unknown)}; choose from {list(CONFIGS)}")
+  command = "python experiments/bench_throughput.py " + " ".join(sys.argv[1:])
+  if args.quick:
+    CONFIGS["baby"]["repeats"] = 3
+  result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
+               args.device, not (args.quick or args.no_ablations),
+               command.strip(), args.note)
+  name = args.device + ("_quick" if args.quick else "")
+  write(result, pathlib.Path(args.out), name)
+  print(markdown(result))
+  print(f"wrote {args.out}/{name}.json, .md, .png in {result['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,34 @@
+"""The benchmark's bookkeeping: its learning rates and FLOP counts are ours."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import bench_runners, bench_throughput
+from lm_jax import steps
+from lm_jax.models import make_model
+
+
+def test_torch_side_lr_schedule_equals_optax(smoke_config):
+  t = smoke_config.train
+  t.update(num_steps=50, warmup_steps=5, learning_rate=2e-3, min_lr_ratio=0.1)
+  lr = steps.lr_schedule(t)
+  for s in (0, 1, 4, 5, 6, 27, 49, 50, 60):
+    assert bench_runners._lr(t, s) == pytest.approx(float(lr(s)), rel=1e-5,
+                                                    abs=1e-9)
+
+
+def test_flops_count_matches_the_model_matrices(smoke_config):
+  s = bench_throughput.CONFIGS["baby"]
+  config = bench_runners._config(s, "fp32")
+  model = make_model(config.model, bench_runners.VOCAB)
+  params = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, 8), jnp.int32))["params"]
+  matrices = sum(np.prod(p.shape) for path, p in
+                 jax.tree_util.tree_leaves_with_path(params)
+                 if path[-1].key == "kernel")
+  V, D = bench_runners.VOCAB, config.model.d_model
+  L, T = config.model.num_layers, config.train.seq_len
+  assert bench_throughput.flops_per_token(s) == 6 * (matrices + V * D) + \
+      12 * L * T * D
