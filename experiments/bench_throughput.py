@@ -157,17 +157,6 @@ def matmul_peaks(device: str) -> dict:
   return {fw: max(g for f, g in runs if f == fw) for fw in workers}
 
 
-def main_table(configs: list[str], precisions: list[str], device: str
-               ) -> list[dict]:
-  variants = [Variant(fw, fw) for fw in FRAMEWORKS]
-  rows = []
-  for name in configs:
-    for precision in precisions:
-      print(f"-- {CONFIGS[name]['name']} {precision}", flush=True)
-      rows += measure(CONFIGS[name], precision, variants, device)
-  return rows
-
-
 def ablations(device: str) -> list[dict]:
   """What each lever buys, on the baby model in fp32 (and bf16 for GELU)."""
   baby = CONFIGS["baby"]
@@ -269,14 +258,23 @@ def bar_chart(result: dict, path: pathlib.Path) -> None:
 
 
 def run(configs: list[str], precisions: list[str], device: str,
-        with_ablations: bool, command: str, note: str) -> dict:
+        with_ablations: bool, command: str, note: str,
+        save=lambda result: None) -> dict:
+  """Measures everything; `save(result)` after each step keeps partial results."""
   start = time.perf_counter()
   print("-- fp32 matmul peaks", flush=True)
   result = dict(device=device, machine=machine(), command=command, note=note,
-                matmul_gflops=matmul_peaks(device))
-  result["rows"] = main_table(configs, precisions, device)
-  result["ablations"] = ablations(device) if with_ablations else []
+                matmul_gflops=matmul_peaks(device), rows=[], ablations=[])
+  for name in configs:
+    for precision in precisions:
+      print(f"-- {CONFIGS[name]['name']} {precision}", flush=True)
+      result["rows"] += measure(CONFIGS[name], precision,
+                                [Variant(fw, fw) for fw in FRAMEWORKS], device)
+      save(result)
+  if with_ablations:
+    result["ablations"] = ablations(device)
   result["wall_s"] = time.perf_counter() - start
+  save(result)
   return result
 
 
@@ -305,11 +303,11 @@ def main() -> None:
   command = "python experiments/bench_throughput.py " + " ".join(sys.argv[1:])
   if args.quick:
     CONFIGS["baby"]["repeats"] = 3
+  name = args.device + ("_quick" if args.quick else "")
   result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
                args.device, not (args.quick or args.no_ablations),
-               command.strip(), args.note)
-  name = args.device + ("_quick" if args.quick else "")
-  write(result, pathlib.Path(args.out), name)
+               command.strip(), args.note,
+               save=lambda r: write(r, pathlib.Path(args.out), name))
   print(markdown(result))
   print(f"wrote {args.out}/{name}.json, .md, .png in {result['wall_s']:.0f} s")
 
