@@ -157,25 +157,26 @@ def matmul_peaks(device: str) -> dict:
   return {fw: max(g for f, g in runs if f == fw) for fw in workers}
 
 
-def ablations(device: str) -> list[dict]:
-  """What each lever buys, on the baby model in fp32 (and bf16 for GELU)."""
+def ablations(device: str, rows: list[dict], save) -> None:
+  """What each lever buys, on the baby model in fp32; appends to `rows`."""
   baby = CONFIGS["baby"]
-  rows = []
   print("-- allocator: none / env vars / in-process mallopt", flush=True)
   rows += measure(baby, "fp32", [
       Variant(f"{fw} malloc={m}", fw, malloc=m)
       for fw in ("jax", "torch_eager") for m in ("none", "env", "mallopt")],
       device)
+  save()
   print("-- steps per call", flush=True)
   rows += measure(baby, "fp32", [
       Variant(f"jax steps_per_call={k}", "jax", train=dict(steps_per_call=k))
       for k in (1, 4, 16)], device)
+  save()
   print("-- erf vs tanh GELU", flush=True)
   rows += measure(baby, "fp32", [
       Variant(f"{fw} gelu={'tanh' if a else 'erf'}", fw,
               model=dict(gelu_approximate=a))
       for fw in ("jax", "torch_eager") for a in (False, True)], device)
-  return rows
+  save()
 
 
 def machine() -> str:
@@ -272,7 +273,7 @@ def run(configs: list[str], precisions: list[str], device: str,
                                 [Variant(fw, fw) for fw in FRAMEWORKS], device)
       save(result)
   if with_ablations:
-    result["ablations"] = ablations(device)
+    ablations(device, result["ablations"], lambda: save(result))
   result["wall_s"] = time.perf_counter() - start
   save(result)
   return result
@@ -282,7 +283,8 @@ def write(result: dict, out_dir: pathlib.Path, name: str) -> None:
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
   (out_dir / f"{name}.md").write_text(markdown(result))
-  bar_chart(result, out_dir / f"{name}.png")
+  if result["rows"]:
+    bar_chart(result, out_dir / f"{name}.png")
 
 
 def main() -> None:
@@ -293,6 +295,8 @@ def main() -> None:
   parser.add_argument("--configs", default=",".join(CONFIGS),
                       help=f"comma-separated, from {','.join(CONFIGS)}")
   parser.add_argument("--no-ablations", action="store_true")
+  parser.add_argument("--ablations-only", action="store_true",
+                      help="only the lever measurements (baby model, fp32)")
   parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
   parser.add_argument("--note", default="shared with other users' jobs: "
                       "timings are medians of interleaved runs")
@@ -304,6 +308,8 @@ def main() -> None:
   if args.quick:
     CONFIGS["baby"]["repeats"] = 3
   name = args.device + ("_quick" if args.quick else "")
+  if args.ablations_only:
+    configs, name = [], args.device + "_levers"
   result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
                args.device, not (args.quick or args.no_ablations),
                command.strip(), args.note,
