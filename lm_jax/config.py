@@ -6,6 +6,8 @@ experiment needs; `validate()` runs before anything is trained or written.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from lm_jax.errors import UserError
@@ -84,6 +86,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.vocab_size < 2:
       raise UserError(f"config.data.vocab_size must be >= 2 (`<unk>` and one "
                       f"word), got {config.data.vocab_size}")
+  taken = {f.name for f in dataclasses.fields(MODELS[m.kind])}
+  extra = sorted(set(m) - taken - {"kind"})
+  if extra:
+    raise UserError(
+        f"config.model has settings the {m.kind} model does not take "
+        f"({', '.join(extra)}); start from a config file written for it, "
+        "e.g. configs/char_lstm.py for an LSTM")
   for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
                "log_every", "eval_every", "eval_tokens", "grad_accum_steps"):
     _positive(f"config.train.{name}", t[name])
@@ -111,6 +120,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"config.train.seq_len ({t.seq_len}) is longer than the model's "
           f"positions (config.model.max_len={m.max_len}); lower seq_len or "
           "raise max_len")
+  if m.kind == "lstm":
+    for name in ("embed_dim", "hidden_size"):
+      if name in m:
+        _positive(f"config.model.{name}", m[name])
   if "dropout" in m and not 0 <= m.dropout < 1:
     raise UserError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
   if "dtype" in m and m.dtype not in ("float32", "bfloat16"):

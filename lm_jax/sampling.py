@@ -64,10 +64,13 @@ def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
              options: SamplingOptions) -> jax.Array:
   """Continues each row of `prompt` (B, P) by `options.max_new_tokens`.
 
-  Returns the new tokens (B, N). Every step re-runs the model over the last
-  `model.max_len` tokens (a sliding window), so the context never exceeds
-  the positions the model learned.
+  Returns the new tokens (B, N). For a model with positions (`max_len`),
+  every step re-runs it over the last `max_len` tokens (a sliding window), so
+  the context never exceeds the positions the model learned; a model without
+  carries its state (`_generate_stateful`).
   """
+  if not hasattr(model, "max_len"):
+    return _generate_stateful(params, model, prompt, key, options)
   B, P = prompt.shape
   N = options.max_new_tokens
   W = min(model.max_len, P + N)  # window length, static
@@ -88,3 +91,23 @@ def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
 
   seq, _ = jax.lax.fori_loop(0, N, body, (seq, key))
   return seq[:, P:]
+
+
+def _generate_stateful(params, model: nn.Module, prompt: jax.Array,
+                       key: jax.Array, options: SamplingOptions) -> jax.Array:
+  """`generate` for a model with a carried state (`initial_state`, `extend`):
+  the prompt is read once, then each new token costs one step."""
+  extend = functools.partial(model.apply, {"params": params},
+                             method=model.extend)
+  logits, state = extend(prompt, model.initial_state(prompt.shape[0]))
+
+  def body(carry, _):
+    last, state, key = carry  # last: logits (B, V) for the next token
+    key, sub = jax.random.split(key)
+    token = sample_logits(sub, last, options).astype(prompt.dtype)  # (B,)
+    logits, state = extend(token[:, None], state)
+    return (logits[:, -1], state, key), token
+
+  _, tokens = jax.lax.scan(body, (logits[:, -1], state, key),
+                           length=options.max_new_tokens)
+  return tokens.T  # (B, N)

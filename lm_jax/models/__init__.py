@@ -6,9 +6,11 @@ import flax.linen as nn
 import ml_collections
 
 from lm_jax.errors import UserError
+from lm_jax.models.lstm import LSTMLM
 from lm_jax.models.transformer import TransformerLM
 
-MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerLM}
+MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerLM,
+                                      "lstm": LSTMLM}
 
 
 def make_model(model_config: ml_collections.ConfigDict,

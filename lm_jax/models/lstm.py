@@ -1,0 +1,162 @@
+"""A multi-layer LSTM language model (Flax Linen), scanned over time.
+
+Shapes in comments: B batch, T time (sequence), D embedding width, H hidden
+size, V vocabulary. Inside the model activations are time-major (T, B, ...),
+the layout `lax.scan` walks.
+
+Each layer has one input kernel (D, 4H), one recurrent kernel (H, 4H) and one
+bias (4H), the gates side by side in PyTorch's order: input, forget, cell
+(g), output. The input projection of all time steps is one matrix product
+before the scan; inside the scan each step costs one (B, H) x (H, 4H)
+product. The scan has a hand-written backward pass (`lstm_scan`) that
+returns the gate gradients of all steps, so the recurrent kernel's gradient
+is one large matrix product after the loop instead of T small ones inside it.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
+
+
+def _gates(z: jax.Array) -> tuple[jax.Array, ...]:
+  """Pre-activations (B, 4H) -> gates i, f, g, o (B, H) each."""
+  zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+  return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
+
+
+def lstm_cell(params: dict, x: jax.Array, carry: Carry) -> Carry:
+  """One LSTM step, the textbook form: x (B, D), carry (c, h) -> (c', h')."""
+  c, h = carry
+  z = x @ params["input_kernel"] + h @ params["recurrent_kernel"] + \
+      params["bias"]  # (B, 4H)
+  i, f, g, o = _gates(z)
+  c = f * c + i * g
+  return c, o * jnp.tanh(c)
+
+
+def _forward(recurrent_kernel, xw, carry):
+  """The scan, also returning what the backward pass needs."""
+  def step(carry, xw_t):  # xw_t (B, 4H): input projection plus bias
+    c, h = carry
+    i, f, g, o = _gates(xw_t + h @ recurrent_kernel)
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    return (c_new, h_new), (h_new, (c, h, i, f, g, o))
+
+  carry, (hs, saved) = jax.lax.scan(step, carry, xw)
+  return carry, hs, saved
+
+
+@jax.custom_vjp
+def lstm_scan(recurrent_kernel: jax.Array, xw: jax.Array, carry: Carry
+              ) -> tuple[Carry, jax.Array]:
+  """Runs the recurrence over xw (T, B, 4H); returns (final carry, hs (T, B, H)).
+
+  `xw` is the input projection of every step with the bias added.
+  """
+  carry, hs, _ = _forward(recurrent_kernel, xw, carry)
+  return carry, hs
+
+
+def _lstm_scan_fwd(recurrent_kernel, xw, carry):
+  carry, hs, saved = _forward(recurrent_kernel, xw, carry)
+  return (carry, hs), (recurrent_kernel, saved)
+
+
+def _lstm_scan_bwd(residuals, cotangents):
+  recurrent_kernel, saved = residuals
+  (dc, dh), dhs = cotangents
+
+  def step(carry, inputs):  # walks time backwards
+    dc, dh = carry
+    dh_t, (c, h, i, f, g, o) = inputs
+    c_new = f * c + i * g
+    tanh_c = jnp.tanh(c_new)
+    dh = dh + dh_t
+    dc = dc + dh * o * (1 - tanh_c**2)
+    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f),
+                          dc * i * (1 - g**2), dh * tanh_c * o * (1 - o)],
+                         axis=-1)  # (B, 4H)
+    return (dc * f, dz @ recurrent_kernel.T), dz
+
+  (dc, dh), dz = jax.lax.scan(step, (dc, dh), (dhs, saved), reverse=True)
+  h_prev = saved[1]  # (T, B, H): the h each step started from
+  d_kernel = jnp.einsum("tbh,tbg->hg", h_prev, dz)
+  return d_kernel, dz, (dc, dh)
+
+
+lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM layer over a whole sequence."""
+  hidden_size: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+    """x (T, B, D), carry (c, h) -> outputs hs (T, B, H), final carry."""
+    H = self.hidden_size
+    input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(),
+                              (x.shape[-1], 4 * H))
+    recurrent_kernel = self.param("recurrent_kernel",
+                                  nn.initializers.orthogonal(), (H, 4 * H))
+    bias = self.param("bias", _forget_bias_one, (4 * H,))
+    xw = x @ input_kernel + bias  # (T, B, 4H): all steps in one product
+    carry, hs = lstm_scan(recurrent_kernel, xw, carry)
+    return hs, carry
+
+
+def _forget_bias_one(key, shape, dtype=jnp.float32):
+  """Zeros, and 1 for the forget gate: remember by default at the start
+  (Jozefowicz et al., 2015)."""
+  del key
+  H = shape[0] // 4
+  return jnp.zeros(shape, dtype).at[H:2 * H].set(1.0)
+
+
+class LSTMLM(nn.Module):
+  """Embedding, `num_layers` stacked LSTM layers, output head.
+
+  Fields map one to one onto `config.model` (see configs/char_lstm.py).
+  Dropout (training only) applies to the output of every layer: between
+  layers and before the head.
+  """
+  vocab_size: int
+  num_layers: int = 2
+  embed_dim: int = 128
+  hidden_size: int = 256
+  dropout: float = 0.0
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_dim,
+                          embedding_init=nn.initializers.normal(1.0))
+    self.layers = [LSTMLayer(self.hidden_size, name=f"lstm_{i}")
+                   for i in range(self.num_layers)]
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.vocab_size)
+
+  def initial_state(self, batch_size: int) -> tuple[Carry, ...]:
+    """Zero (c, h) for every layer, each (B, H)."""
+    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(self.num_layers))
+
+  def extend(self, tokens: jax.Array, state: tuple[Carry, ...],
+             train: bool = False) -> tuple[jax.Array, tuple[Carry, ...]]:
+    """Continues from `state` over tokens (B, T): logits (B, T, V), new state."""
+    x = self.embed(tokens.T)  # (T, B, D)
+    new_state = []
+    for layer, carry in zip(self.layers, state):
+      x, carry = layer(x, carry)  # (T, B, H)
+      new_state.append(carry)
+      if self.dropout > 0:  # on every layer's output, as char-rnn does
+        x = self.drop(x, deterministic=not train)
+    logits = self.head(x)  # (T, B, V)
+    return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)
+
+  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    """Logits (B, T, V) for tokens (B, T), starting from the zero state."""
+    return self.extend(tokens, self.initial_state(tokens.shape[0]), train)[0]
