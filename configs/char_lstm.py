@@ -21,15 +21,15 @@ from lm_jax.config import base_config
 def get_config(arg: str = ""):
   c = base_config()
   c.model = ml_collections.ConfigDict(dict(
-      kind="lstm", num_layers=2, embed_dim=128, hidden_size=512, dropout=0.0))
+      kind="lstm", num_layers=2, embed_dim=128, hidden_size=256, dropout=0.0))
   c.train.batch_size = 64
   c.train.seq_len = 100
-  c.train.num_steps = 2000
+  c.train.num_steps = 1000
   c.train.learning_rate = 2e-3
   c.train.weight_decay = 0.0  # plain Adam, as char-rnn
   c.train.grad_clip = 1.0
   c.train.warmup_steps = 100
-  c.train.eval_every = 500
+  c.train.eval_every = 250
   c.train.log_every = 100
   if arg == "smoke":
     c.model.embed_dim = 16

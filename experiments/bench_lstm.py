@@ -1,0 +1,189 @@
+"""LSTM training throughput: lm_jax against a PyTorch `nn.LSTM` twin.
+
+    python experiments/bench_lstm.py --hidden=256,512
+
+Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
+cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
+random token array, same batch and sequence length, in one process after
+`lm_jax.runtime.tune_malloc()`. The frameworks take turns (interleaved),
+warm-up excluded; each prints the median tokens/s over `--repeats` timings.
+
+`--variants` picks JAX implementations to compare: `lm_jax` (the repo's
+model, hoisted input projection and hand-written backward), `autodiff` (the
+same forward, backward by JAX autodiff through `lax.scan`), `flax_rnn`
+(`nn.RNN(nn.OptimizedLSTMCell)`, input projection inside the loop).
+The functions are importable: `jax_runner`, `torch_runner`, `measure`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lm_jax import runtime  # noqa: E402
+
+runtime.tune_malloc()  # before JAX or PyTorch allocate anything
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from lm_jax import config as config_lib, steps  # noqa: E402
+from lm_jax.models import lstm  # noqa: E402
+
+VOCAB = 65  # tinyshakespeare's characters
+NUM_TOKENS = 1_000_000
+
+
+class AutodiffLayer(lstm.LSTMLayer):
+  """`LSTMLayer` with the backward pass left to JAX autodiff."""
+
+  @nn.compact
+  def __call__(self, x, carry):
+    H = self.hidden_size
+    input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(),
+                              (x.shape[-1], 4 * H))
+    recurrent_kernel = self.param("recurrent_kernel",
+                                  nn.initializers.orthogonal(), (H, 4 * H))
+    bias = self.param("bias", nn.initializers.zeros, (4 * H,))
+    carry, hs, _ = lstm._forward(recurrent_kernel, x @ input_kernel + bias,
+                                 carry)
+    return hs, carry
+
+
+class AutodiffLSTMLM(lstm.LSTMLM):
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+    self.layers = [AutodiffLayer(self.hidden_size, name=f"lstm_{i}")
+                   for i in range(self.num_layers)]
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.vocab_size)
+
+
+class FlaxRNNLM(nn.Module):
+  """The stock Flax recipe: `nn.RNN(nn.OptimizedLSTMCell)` per layer."""
+  vocab_size: int
+  num_layers: int = 2
+  embed_dim: int = 128
+  hidden_size: int = 256
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = False):
+    x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)
+    for _ in range(self.num_layers):
+      x = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size))(x)
+    return nn.Dense(self.vocab_size)(x)
+
+
+VARIANTS = {"lm_jax": lstm.LSTMLM, "autodiff": AutodiffLSTMLM,
+            "flax_rnn": FlaxRNNLM}
+
+
+def train_config(batch_size: int, seq_len: int, steps_per_call: int):
+  """The repo's train settings with plain Adam (no decay), as the twin."""
+  c = config_lib.base_config().train
+  c.batch_size, c.seq_len, c.steps_per_call = batch_size, seq_len, steps_per_call
+  c.weight_decay, c.grad_clip, c.learning_rate = 0.0, 1.0, 2e-3
+  return c
+
+
+def jax_runner(hidden: int, batch_size: int = 64, seq_len: int = 100,
+               steps_per_call: int = 16, variant: str = "lm_jax"
+               ) -> Callable[[int], None]:
+  """A function that trains `n` steps (a multiple of steps_per_call)."""
+  model = VARIANTS[variant](vocab_size=VOCAB, hidden_size=hidden)
+  t = train_config(batch_size, seq_len, steps_per_call)
+  key = jax.random.key(0)
+  box = [steps.create_train_state(model, t, key)]
+  tokens = jax.random.randint(key, (NUM_TOKENS,), 0, VOCAB)
+
+  def run(n: int) -> None:
+    for _ in range(n // steps_per_call):
+      box[0], metrics = steps.train_steps(
+          box[0], tokens, key, batch_size=batch_size, seq_len=seq_len,
+          num_steps=steps_per_call)
+    jax.block_until_ready(metrics)
+
+  return run
+
+
+def torch_runner(hidden: int, batch_size: int = 64, seq_len: int = 100
+                 ) -> Callable[[int], None]:
+  """The PyTorch twin: embedding, `nn.LSTM` (oneDNN on CPU), linear head."""
+  import torch
+  torch.manual_seed(0)
+  embed = torch.nn.Embedding(VOCAB, 128)
+  rnn = torch.nn.LSTM(128, hidden, num_layers=2, batch_first=True)
+  head = torch.nn.Linear(hidden, VOCAB)
+  params = [*embed.parameters(), *rnn.parameters(), *head.parameters()]
+  opt = torch.optim.Adam(params, lr=2e-3)
+  tokens = torch.randint(0, VOCAB, (NUM_TOKENS,))
+
+  def run(n: int) -> None:
+    for _ in range(n):
+      starts = torch.randint(0, NUM_TOKENS - seq_len - 1, (batch_size, 1))
+      windows = tokens[starts + torch.arange(seq_len + 1)]
+      x, y = windows[:, :-1], windows[:, 1:]
+      logits = head(rnn(embed(x))[0])
+      loss = torch.nn.functional.cross_entropy(
+          logits.reshape(-1, VOCAB), y.reshape(-1))
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(params, 1.0)
+      opt.step()
+
+  return run
+
+
+def measure(runners: dict[str, Callable[[int], None]], num_steps: int,
+            repeats: int, tokens_per_step: int) -> dict[str, float]:
+  """Median tokens/s of each runner, taking turns; one warm-up call each."""
+  for run in runners.values():
+    run(num_steps)
+  times = {name: [] for name in runners}
+  for _ in range(repeats):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run(num_steps)
+      times[name].append(time.perf_counter() - start)
+  return {name: num_steps * tokens_per_step / statistics.median(ts)
+          for name, ts in times.items()}
+
+
+_HIDDEN = flags.DEFINE_list("hidden", ["256", "512"], "Hidden sizes.")
+_VARIANTS = flags.DEFINE_list("variants", ["lm_jax"],
+                              f"JAX variants, of {sorted(VARIANTS)}.")
+_STEPS_PER_CALL = flags.DEFINE_list("steps_per_call", ["16"],
+                                    "JAX train steps per jitted call.")
+_TORCH = flags.DEFINE_bool("torch", True, "Include the PyTorch twin.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Steps per timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per runner.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_SEQ = flags.DEFINE_integer("seq_len", 100, "Sequence length.")
+
+
+def main(argv):
+  del argv
+  B, T = _BATCH.value, _SEQ.value
+  print(f"batch {B}, sequence {T}, embedding 128, 2 layers; {os.cpu_count()} "
+        f"CPUs; jax {jax.__version__}", flush=True)
+  for hidden in map(int, _HIDDEN.value):
+    runners = {f"jax {v} spc={k}": jax_runner(hidden, B, T, int(k), v)
+               for v in _VARIANTS.value for k in _STEPS_PER_CALL.value}
+    if _TORCH.value:
+      runners["torch nn.LSTM"] = torch_runner(hidden, B, T)
+    rates = measure(runners, _NUM_STEPS.value, _REPEATS.value, B * T)
+    for name, rate in rates.items():
+      print(f"hidden {hidden} | {name:24s} | {rate:9,.0f} tokens/s", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
