@@ -3,11 +3,15 @@
     python -m lm_jax.train --config=configs/char_lstm.py
     python -m lm_jax.sample --workdir=runs/char_lstm --prompt="ROMEO:"
 
-The sizes of classic char-rnn tutorials: embedding 128, 2 layers of 512
-hidden units, windows of 100 characters, batch 64, Adam with gradient
-clipping.
+The sizes of classic char-rnn tutorials: embedding 128, 2 layers of 256
+hidden units, windows of 100 characters, batch 64, Adam (lr 2e-3, warmup,
+cosine decay) with gradient clipping. 500 steps see 3.2M characters, about
+three quarters of the training text.
 
-Measured: TODO
+Measured (2-core AMD EPYC CPU, shared: load average 11-15 during the run,
+so expect it several times faster on a quiet machine): 20m25s wall clock
+for the first command, 1.9-5.0k tokens/s; val loss 1.7684 nats (2.551 bpc)
+at step 250, 1.6715 nats (2.411 bpc) at step 500.
 
 Variants (`--config=configs/char_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
@@ -24,7 +28,7 @@ def get_config(arg: str = ""):
       kind="lstm", num_layers=2, embed_dim=128, hidden_size=256, dropout=0.0))
   c.train.batch_size = 64
   c.train.seq_len = 100
-  c.train.num_steps = 1000
+  c.train.num_steps = 500
   c.train.learning_rate = 2e-3
   c.train.weight_decay = 0.0  # plain Adam, as char-rnn
   c.train.grad_clip = 1.0
