@@ -1,6 +1,6 @@
 """LSTM training throughput: lm_jax against a PyTorch `nn.LSTM` twin.
 
-    python experiments/bench_lstm.py --hidden=256,512
+    python -m experiments.bench_lstm --hidden=256,512
 
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
@@ -18,11 +18,8 @@ The functions are importable: `jax_runner`, `torch_runner`, `measure`.
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lm_jax import runtime  # noqa: E402
+from lm_jax import runtime
 
 runtime.tune_malloc()  # before JAX or PyTorch allocate anything
 
