@@ -9,7 +9,9 @@ delete the latest checkpoint whenever validation got worse.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 
 import jax
 import orbax.checkpoint as ocp
@@ -18,6 +20,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 from lm_jax.errors import UserError
 
 VAL_LOSS = "val_loss"
+# How TensorStore (under Orbax) reports a failed write: "... [os_error_code='28']".
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 
 
 def manager(workdir: str | pathlib.Path, read_only: bool = False
@@ -42,11 +46,36 @@ def manager(workdir: str | pathlib.Path, read_only: bool = False
 
 def save(mngr: ocp.CheckpointManager, step: int, state,
          val_loss: float | None = None) -> None:
-  """Saves the train state at `step`; `val_loss` ranks it for 'best'."""
+  """Saves the train state at `step`; `val_loss` ranks it for 'best'.
+
+  A failed write (a full disk, a lost mount) is a UserError naming the
+  cause; the unfinished temporary folder is removed at the next start and
+  the checkpoints saved before stay intact.
+  """
   metrics = None if val_loss is None else {VAL_LOSS: float(val_loss)}
-  mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-            force=True)
-  mngr.wait_until_finished()
+  previous = mngr.latest_step()
+  try:
+    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+              force=True)
+    mngr.wait_until_finished()
+  except (OSError, ValueError) as e:
+    cause = write_error_cause(e)
+    if cause is None:
+      raise
+    kept = ("no earlier checkpoint" if previous is None else
+            f"the checkpoint of step {previous} is intact")
+    raise UserError(
+        f"could not save the checkpoint of step {step} in {mngr.directory}: "
+        f"{cause}; {kept}; free space or fix the folder, then run the same "
+        "command to resume") from None
+
+
+def write_error_cause(e: Exception) -> str | None:
+  """'No space left on device' and the like, or None if `e` is no I/O error."""
+  if isinstance(e, OSError):
+    return e.strerror or str(e)
+  code = _OS_ERROR_CODE.search(str(e))
+  return os.strerror(int(code[1])) if code else None
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target):
@@ -66,13 +95,18 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
 
 
 def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:
-  """`step` if it was saved, else the best checkpoint's step."""
+  """`step` if it was saved, else the best checkpoint's step.
+
+  Without any evaluated checkpoint (a run interrupted before its first
+  evaluation) the best is the latest.
+  """
   steps = mngr.all_steps()
   if not steps:
     raise UserError(f"no checkpoint in {mngr.directory}: train first with "
                     "`python -m lm_jax.train --workdir=...`")
   if step is None:
-    return mngr.best_step()
+    best = mngr.best_step()
+    return mngr.latest_step() if best is None else best
   if step not in steps:
     raise UserError(f"no checkpoint at step {step}; saved steps: "
                     f"{sorted(steps)}")

@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.99  # bigger than 0.95 because tokens per step are few
   c.train.weight_decay = 0.1  # on matrices only
   c.train.grad_clip = 1.0  # global norm
+  # A step with a non-finite loss or gradients stops the run (False), or
+  # its update is dropped and counted in the logs (True).
+  c.train.skip_nonfinite = False
   c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
   c.train.fsdp = False  # shard params and optimiser state across devices
@@ -66,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def _positive(name: str, value, kind=(int,)) -> None:
   if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-    raise UserError(f"{name} must be a positive number, got {value!r}; "
+    what = "integer" if kind == (int,) else "number"
+    raise UserError(f"{name} must be a positive {what}, got {value!r}; "
                     f"set --{name}=...")
 
 

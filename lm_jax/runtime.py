@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import sys
 
 # glibc mallopt parameters (malloc.h).
@@ -33,22 +34,72 @@ def tune_malloc() -> bool:
               and mallopt(_M_ARENA_MAX, 1))
 
 
+# Python's words for a value of the wrong type, and plainer ones.
+_TYPE_ERRORS = (
+    (re.compile(r"invalid literal for int\(\) with base 10: (.*)"),
+     r"expected an integer, got \1"),
+    (re.compile(r"could not convert string to float: (.*)"),
+     r"expected a number, got \1"),
+)
+
+
+def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
+  """One line for an error raised while parsing flags and the config file."""
+  lines = [l.strip() for l in str(e).strip().strip('"').splitlines()
+           if l.strip()]
+  if isinstance(e, OSError):  # ml_collections: the config file did not load
+    return (f"cannot load the config file: {lines[-1]}; pass an existing "
+            "file, e.g. --config=configs/char_tf.py")
+  if isinstance(e, SyntaxError):
+    return (f"the config file {e.filename} is not valid Python (line "
+            f"{e.lineno}: {e.msg}); pass a config file such as "
+            "configs/char_tf.py")
+  if any("Traceback (most recent call last)" in l for l in lines):
+    # An error raised by the config file's get_config: its last line says it.
+    return f"bad --config: {lines[-1]}"
+  message = " ".join(lines)
+  if isinstance(e, (KeyError, AttributeError)):
+    # The error names one key; the flag it came from names the whole path.
+    key = message.strip("'")
+    names = [a.partition("=")[0] for a in argv if a.startswith("--config.")]
+    flag = next((n for n in names if key in n.split(".")), None)
+    where = f" in {flag}" if flag else ""
+    return (f"unknown config key {message}{where}; the config file lists "
+            "the keys")
+  for pattern, plain in _TYPE_ERRORS:
+    message = pattern.sub(plain, message)
+  return message + "; see --helpfull for the flags"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a bad flag or config override as one line."""
+  """absl flag parsing, with a bad flag, override or config file as one line."""
   from absl import flags
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-    message = str(e).strip().strip('"').replace("\n", " ")
-    if isinstance(e, (KeyError, AttributeError)):
-      message = f"unknown config key {message}"
-    print(f"error: {message}; see --helpfull for the flags and the config "
-          "file for its keys", file=sys.stderr)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError,
+          OSError, SyntaxError) as e:
+    print(f"error: {flag_error_message(e, argv)}", file=sys.stderr)
     sys.exit(2)
 
 
+def config_value(holder):
+  """The config of a `config_flags` flag; a file that failed to load raises
+  UserError (ml_collections defers that error to the first use)."""
+  from lm_jax.errors import UserError
+  config = holder.value
+  try:
+    config.get("model")
+  except OSError as e:
+    raise UserError(flag_error_message(e)) from None
+  return config
+
+
 def run_main(main, *args) -> None:
-  """Calls main(*args); a UserError becomes one line on stderr and exit 2."""
+  """Calls main(*args); a UserError becomes one line on stderr and exit 2.
+
+  Ctrl-C outside the training loop (which handles it itself) exits 130
+  without a traceback.
+  """
   from absl import logging
   from lm_jax.errors import UserError
   logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes
@@ -57,3 +108,6 @@ def run_main(main, *args) -> None:
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)

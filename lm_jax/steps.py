@@ -19,6 +19,11 @@ from flax import struct
 
 from lm_jax import data
 
+# With config.train.skip_nonfinite, this many non-finite updates in a row
+# mean the run has diverged, not hit a bad batch: the next one is applied,
+# its NaN reaches the parameters, and the trainer stops.
+MAX_CONSECUTIVE_SKIPS = 10
+
 
 class TrainState(struct.PyTreeNode):
   """What a checkpoint holds: the step, the parameters, the optimiser state."""
@@ -40,12 +45,19 @@ def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(train: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
-  """AdamW after global-norm clipping; weight decay on matrices only."""
+  """AdamW after global-norm clipping; weight decay on matrices only.
+
+  An update whose gradients are not finite is dropped (parameters and
+  moments unchanged) and counted, so a NaN never reaches a checkpoint; the
+  trainer stops at the first one unless config.train.skip_nonfinite. The
+  wrapper is always there so that checkpoints have one layout either way.
+  """
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-  return optax.chain(
+  return optax.apply_if_finite(optax.chain(
       optax.clip_by_global_norm(train.grad_clip),
       optax.adamw(lr_schedule(train), b1=train.b1, b2=train.b2,
-                  weight_decay=train.weight_decay, mask=decay_mask))
+                  weight_decay=train.weight_decay, mask=decay_mask)),
+      max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
 
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
@@ -56,6 +68,18 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
   tx = make_optimizer(train)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), model=model, tx=tx)
+
+
+def skipped_updates(state: TrainState) -> int:
+  """How many updates were dropped for non-finite gradients, over the run."""
+  return int(state.opt_state.total_notfinite)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """True if no leaf of `tree` holds a NaN or an infinity."""
+  return jnp.all(jnp.array([jnp.isfinite(x).all()
+                            for x in jax.tree.leaves(tree)]))
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

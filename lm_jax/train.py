@@ -9,11 +9,13 @@ from lm_jax import runtime
 runtime.tune_malloc()  # before JAX allocates anything
 
 import pathlib  # noqa: E402
+import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from lm_jax import plotting, trainer  # noqa: E402
+from lm_jax import plotting, preemption, trainer  # noqa: E402
+from lm_jax.errors import UserError  # noqa: E402
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "char_tf.py"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,18 +35,24 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
-def train_main(config, workdir: str) -> None:
-  trainer.train_and_evaluate(config, workdir)
+def train(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
+                    "--name=value")
+  workdir = _WORKDIR.value or default_workdir()
+  try:
+    trainer.train_and_evaluate(runtime.config_value(_CONFIG), workdir)
+  except preemption.Interrupted as e:
+    print(f"{e}; resume with:\n  {preemption.resume_command()}",
+          file=sys.stderr)
+    sys.exit(128 + e.signum)
   plot = plotting.plot_runs([workdir],
                             pathlib.Path(workdir) / plotting.LOSS_PLOT)
   print(f"loss plot: {plot}")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  runtime.run_main(train_main, _CONFIG.value,
-                   _WORKDIR.value or default_workdir())
+  runtime.run_main(train, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
-from lm_jax import sampling, steps, summary, tokenizers
+from lm_jax import preemption, sampling, steps, summary, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
@@ -31,7 +31,8 @@ FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len")
 
 
 class NonFiniteLoss(UserError):
-  """The loss became NaN or infinite: training stops, checkpoints stay."""
+  """The loss, gradients or parameters became NaN or infinite: training
+  stops, and the checkpoints saved before stay (none of them holds a NaN)."""
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -56,8 +57,40 @@ def config_differences(stored: dict, requested: dict,
           for n in names if stored.get(n) != requested.get(n)]
 
 
-def prepare_workdir(workdir: pathlib.Path, config) -> None:
-  """Creates the run directory, or checks a resumed one matches `config`."""
+def vocabulary_differences(stored, requested) -> list[str]:
+  """'vocabulary: ...' if the two tokenizers map text to different ids."""
+  if stored.to_json() == requested.to_json() or stored.kind != requested.kind:
+    return []  # a different kind shows as a data.tokenizer difference
+  show = lambda symbols: ", ".join(repr(s) for s in sorted(symbols)[:10]) + (
+      ", ..." if len(symbols) > 10 else "")
+  added = set(requested.vocab) - set(stored.vocab)
+  dropped = set(stored.vocab) - set(requested.vocab)
+  change = "; ".join(f"{name} {show(symbols)}" for name, symbols in
+                     (("new", added), ("missing", dropped)) if symbols)
+  return [f"vocabulary: stored {stored.vocab_size} tokens, requested "
+          f"{requested.vocab_size} ({change or 'reordered'})"]
+
+
+def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
+  """Refuses a workdir whose run differs in what its checkpoints depend on.
+
+  Runs before anything is written, so a refused command changes nothing.
+  """
+  diffs = []
+  if (workdir / CONFIG_FILE).exists():
+    stored = json.loads((workdir / CONFIG_FILE).read_text())
+    diffs += config_differences(stored, config_to_dict(config))
+  if (workdir / TOKENIZER_FILE).exists():
+    diffs += vocabulary_differences(
+        tokenizers.load_tokenizer(workdir / TOKENIZER_FILE), tokenizer)
+  if diffs:
+    raise UserError(
+        f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
+        "use a new --workdir or the stored settings and text")
+
+
+def prepare_workdir(workdir: pathlib.Path) -> None:
+  """Creates the run directory, or checks an existing one is writable."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe = workdir / ".write_test"
@@ -66,26 +99,26 @@ def prepare_workdir(workdir: pathlib.Path, config) -> None:
   except OSError as e:
     raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; pass "
                     "a writable --workdir") from None
-  stored_file = workdir / CONFIG_FILE
-  if stored_file.exists():
-    stored = json.loads(stored_file.read_text())
-    diffs = config_differences(stored, config_to_dict(config))
-    if diffs:
-      raise UserError(
-          f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
-          "use a new --workdir or the stored settings")
+
+
+def _write_atomically(path: pathlib.Path, write) -> None:
+  """write(tmp) then a rename: a run killed mid-write leaves no torn file."""
+  tmp = path.with_name(path.name + ".tmp")
+  write(tmp)
+  os.replace(tmp, path)
 
 
 def load_tokens(config, workdir: pathlib.Path):
-  """Corpus -> tokenizer (built, or loaded on resume) -> (train, val) ids."""
+  """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
+
+  The tokenizer is built from the training text on every start; resuming
+  needs it to equal the one stored in `workdir`.
+  """
   text = corpus.load_corpus(config.data.path, config.data.val_fraction,
                             tuple(config.data.val_plays))
-  tok_file = workdir / TOKENIZER_FILE
-  if tok_file.exists():
-    tokenizer = tokenizers.load_tokenizer(tok_file)
-  else:
-    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
-                                           **config.data)
+  tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
+                                         **config.data)
+  check_resumable(workdir, config, tokenizer)
   train_ids = tokenizer.encode(text.train)
   val_ids = tokenizer.encode(text.val)
   need = data.min_tokens(config.train.batch_size, config.train.seq_len)
@@ -108,26 +141,68 @@ def _duration(seconds: float) -> str:
   return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
+def check_finite(state: steps.TrainState, metrics: dict, mngr,
+                 skip_nonfinite: bool) -> None:
+  """Raises NonFiniteLoss if the chunk just run diverged.
+
+  That is: a step with a non-finite loss or gradients (unless such steps
+  are skipped), or non-finite parameters, which can then only come from
+  too many skipped steps in a row (steps.MAX_CONSECUTIVE_SKIPS).
+  """
+  step = int(state.step)
+  finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
+  if skip_nonfinite or finite.all():
+    if bool(steps.all_finite(state.params)):
+      return
+    bad, what = step, "the parameters are"
+  else:
+    first = int(np.argmin(finite))
+    bad = step - len(finite) + first + 1
+    what = ("the loss is" if not np.isfinite(metrics["loss"][first])
+            else "the gradients are")
+  latest = mngr.latest_step()
+  kept = ("no checkpoint was saved yet" if latest is None else
+          f"the last good checkpoint (step {latest}) is kept")
+  fix = ("lower config.train.learning_rate or raise "
+         "config.train.warmup_steps")
+  if not skip_nonfinite:
+    fix += ", or set config.train.skip_nonfinite=True to skip such steps"
+  raise NonFiniteLoss(
+      f"training diverged at step {bad}: {what} not finite "
+      f"({steps.skipped_updates(state)} steps skipped before); {kept}; {fix}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike,
                        stop_at: int | None = None) -> dict:
   """Trains `config` in `workdir` to config.train.num_steps; returns last eval.
 
   `stop_at` ends this call early at that step (evaluating and saving there);
-  calling again resumes, exactly as if the run had never stopped.
+  calling again resumes, exactly as if the run had never stopped. On SIGINT
+  or SIGTERM it saves a checkpoint after the chunk of steps in flight and
+  raises preemption.Interrupted.
   """
+  with preemption.StopOnSignal() as stop:
+    return _train(config, pathlib.Path(workdir), stop_at, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+           stop_at: int | None, stop: preemption.StopOnSignal) -> dict:
+  """train_and_evaluate, polling `stop` after each chunk of steps."""
+  # Every check on the user's input comes before the first write.
   config_lib.validate(config)
   parallel.maybe_initialize_distributed(config)
   mesh = parallel.make_mesh(config.train.batch_size)
-  workdir = pathlib.Path(workdir)
   t = config.train
   text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
   model = make_model(config.model, tokenizer.vocab_size)
-  prepare_workdir(workdir, config)
+  prepare_workdir(workdir)
   if not (workdir / TOKENIZER_FILE).exists():
-    tokenizers.save_tokenizer(tokenizer, workdir / TOKENIZER_FILE)
+    _write_atomically(workdir / TOKENIZER_FILE,
+                      lambda p: tokenizers.save_tokenizer(tokenizer, p))
   if not (workdir / CONFIG_FILE).exists():
-    (workdir / CONFIG_FILE).write_text(config.to_json(indent=1) + "\n")
+    _write_atomically(workdir / CONFIG_FILE, lambda p: p.write_text(
+        config.to_json(indent=1) + "\n"))
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(steps.create_train_state(model, t, init_key),
                                mesh, t.fsdp)
@@ -168,13 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         batch_sharding=parallel.batch_sharding(mesh))
     metrics = jax.device_get(metrics)
     step = int(state.step)
-    if not np.all(np.isfinite(metrics["loss"])):
-      bad = step - len(metrics["loss"]) + int(np.argmin(
-          np.isfinite(metrics["loss"]))) + 1
-      raise NonFiniteLoss(
-          f"loss is not finite at step {bad}; the last good checkpoint "
-          f"(step {mngr.latest_step()}) is kept; lower "
-          "config.train.learning_rate or raise config.train.warmup_steps")
+    check_finite(state, metrics, mngr, t.skip_nonfinite)
     if step % t.log_every == 0 or step == end:
       now = time.perf_counter()
       rate = (step - tick_step) / (now - tick)
@@ -182,17 +251,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     lr=float(steps.lr_schedule(t)(step - 1)),
                     grad_norm=float(metrics["grad_norm"][-1]),
                     tokens_per_s=rate * t.batch_size * t.seq_len)
+      if t.skip_nonfinite:
+        record["skipped_steps"] = steps.skipped_updates(state)
       log.write(**record)
       print(f"step {step}/{t.num_steps} | loss {record['loss']:.4f} | "
             f"lr {record['lr']:.2e} | grad norm {record['grad_norm']:.3f} | "
             f"{record['tokens_per_s']:,.0f} tok/s | "
-            f"ETA {_duration((t.num_steps - step) / rate)}", flush=True)
+            f"ETA {_duration((t.num_steps - step) / rate)}" +
+            (f" | {record['skipped_steps']} skipped" if t.skip_nonfinite
+             else ""), flush=True)
       tick, tick_step = time.perf_counter(), step
     if step % t.eval_every == 0 or step == end:
       result = evaluate_and_save(state, model, mngr, log, step, val_x, val_y,
                                  val_chars, unk_rate, tokenizer, sample_prompt,
                                  config)
       tick, tick_step = time.perf_counter(), step
+    if stop.requested:
+      if mngr.latest_step() != step:  # not saved by the evaluation just now
+        checkpoints.save(mngr, step, state)
+      raise preemption.Interrupted(stop.signum, step, workdir)
   return result
 
 
