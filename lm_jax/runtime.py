@@ -45,7 +45,13 @@ _TYPE_ERRORS = (
 
 def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
   """One line for an error raised while parsing flags and the config file."""
-  lines = [l.strip() for l in str(e).strip().strip('"').splitlines()
+  # str() of a KeyError is the repr of its message, and ml_collections may
+  # wrap one in an AttributeError: unwrap to the message itself.
+  while isinstance(e, (KeyError, AttributeError)) and e.args and isinstance(
+      e.args[0], KeyError):
+    e = e.args[0]
+  text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  lines = [l.strip() for l in text.strip().strip('"').splitlines()
            if l.strip()]
   if isinstance(e, OSError):  # ml_collections: the config file did not load
     return (f"cannot load the config file: {lines[-1]}; pass an existing "
@@ -59,12 +65,14 @@ def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
     return f"bad --config: {lines[-1]}"
   message = " ".join(lines)
   if isinstance(e, (KeyError, AttributeError)):
-    # The error names one key; the flag it came from names the whole path.
-    key = message.strip("'")
+    # ml_collections names one key (and may suggest a close one); the flag
+    # it came from names the whole path.
+    key, hint = lines[0], " ".join(lines[1:])
     names = [a.partition("=")[0] for a in argv if a.startswith("--config.")]
-    flag = next((n for n in names if key in n.split(".")), None)
+    flag = next((n for n in names if key.strip("'") in n.split(".")), None)
     where = f" in {flag}" if flag else ""
-    return (f"unknown config key {message}{where}; the config file lists "
+    hint = f" ({hint[0].lower()}{hint[1:]})" if hint else ""
+    return (f"unknown config key {key}{where}{hint}; the config file lists "
             "the keys")
   for pattern, plain in _TYPE_ERRORS:
     message = pattern.sub(plain, message)
