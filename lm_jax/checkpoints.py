@@ -9,6 +9,8 @@ delete the latest checkpoint whenever validation got worse.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import re
@@ -55,9 +57,12 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
   metrics = None if val_loss is None else {VAL_LOSS: float(val_loss)}
   previous = mngr.latest_step()
   try:
-    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-              force=True)
-    mngr.wait_until_finished()
+    # Orbax's writer threads log a failed write with a traceback each; we
+    # report it once, below.
+    with _absl_logging_off():
+      mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+                force=True)
+      mngr.wait_until_finished()
   except (OSError, ValueError) as e:
     cause = write_error_cause(e)
     if cause is None:
@@ -68,6 +73,17 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
         f"could not save the checkpoint of step {step} in {mngr.directory}: "
         f"{cause}; {kept}; free space or fix the folder, then run the same "
         "command to resume") from None
+
+
+@contextlib.contextmanager
+def _absl_logging_off():
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL + 1)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def write_error_cause(e: Exception) -> str | None:
@@ -91,7 +107,14 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
       lambda x: jax.ShapeDtypeStruct(
           x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device),
       target)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except ValueError as e:  # Orbax: the stored tree has another structure
+    reason = str(e).strip().splitlines()[0].rstrip(":")
+    raise UserError(
+        f"the checkpoint of step {step} in {mngr.directory} does not fit the "
+        f"model and optimiser this code builds ({reason}); it was written by "
+        "another version or config: train in a new --workdir") from None
 
 
 def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:
