@@ -1,17 +1,34 @@
-"""Generation: pure functions of (params, prompt tokens, key, options).
+"""Generation: pure functions of (params, model, prompt tokens, key, options).
 
-`sample_logits` turns next-token logits into a token (greedy, temperature,
-top-k, top-p); `generate` extends a prompt one token at a time.
+Works with any model that has the decoding interface (lm_jax/models):
+`initial_state(batch_size)` and `extend(tokens, state) -> (logits, state)`.
+The prompt is prefilled in one call, then a jitted loop (`lax.scan`) feeds
+one token per step: sample from the last logits, extend by that token.
+
+Past the context. A model with a `max_len` (the Transformer, W = max_len
+learned positions and a cache of W keys and values) sees at most W tokens:
+  1. a prompt longer than W is cut to its last W tokens;
+  2. when the cache is full and the token just sampled must be fed, the
+     window slides: the last W // 2 tokens (that token included) are
+     prefilled again from an empty cache, at positions 0 .. W // 2 - 1, and
+     decoding goes on one token per step.
+So every token is predicted from the last W // 2 to W tokens before it, and a
+re-prefill of W // 2 tokens happens once every W // 2 + 1 new tokens. A model
+without `max_len` (the LSTM) carries its state forward with no limit.
+`generate_uncached` follows the same rule by recomputing the whole window at
+every step; it is the reference for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Callable, Iterator, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lm_jax.errors import UserError
 
@@ -48,66 +65,209 @@ def sample_logits(key: jax.Array, logits: jax.Array,
     kth = jax.lax.top_k(logits, options.top_k)[0][:, -1:]  # (B, 1)
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if options.top_p < 1:
-    # Keep the fewest most likely tokens whose probabilities sum to >= top_p.
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
-    cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-    # A token stays if the mass before it is still below top_p.
-    keep = (cum - jax.nn.softmax(sorted_logits, axis=-1)) < options.top_p
+    # Keep the fewest most likely tokens whose probabilities sum to >= top_p:
+    # a token stays if the mass of the likelier ones is still below top_p.
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # (B, V) descending
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    keep = jnp.cumsum(probs, axis=-1) - probs < options.top_p
     cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1,
                      keepdims=True)  # (B, 1)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
   return jax.random.categorical(key, logits, axis=-1)
 
 
+class Decoding(NamedTuple):
+  """The loop's carry: everything needed to produce the next token."""
+  state: Any  # the model's decoding state (cache or recurrent carries)
+  logits: jax.Array  # (B, V) for the next token
+  key: jax.Array
+  context: jax.Array | None  # (B, W) tokens the cache holds; None: no max_len
+  length: jax.Array  # int32, valid tokens in `context`
+
+
+def _window(model: nn.Module) -> int | None:
+  return getattr(model, "max_len", None)
+
+
+def _keep(window: int) -> int:
+  """Tokens kept when the window slides (see the module docstring)."""
+  return max(1, window // 2)
+
+
+def _extend(params, model: nn.Module, tokens, state):
+  return model.apply({"params": params}, tokens, state, method=model.extend)
+
+
+def _start(params, model: nn.Module, prompt: jax.Array,
+           key: jax.Array) -> Decoding:
+  """Prefills the prompt (B, P) (its last W tokens) in one call."""
+  B, P = prompt.shape
+  if P == 0:
+    raise UserError("the prompt is empty: give at least one token")
+  W = _window(model)
+  if W is not None:
+    prompt = prompt[:, -W:]
+  logits, state = _extend(params, model, prompt, model.initial_state(B))
+  context = None
+  if W is not None:
+    context = jnp.zeros((B, W), jnp.int32).at[:, :prompt.shape[1]].set(prompt)
+  return Decoding(state, logits[:, -1], key, context,
+                  jnp.int32(prompt.shape[1]))
+
+
+def _feed(params, model: nn.Module, d: Decoding, token: jax.Array) -> Decoding:
+  """Extends by the sampled tokens (B,), sliding the window when it is full."""
+  W = _window(model)
+  if W is None:
+    logits, state = _extend(params, model, token[:, None], d.state)
+    return d._replace(state=state, logits=logits[:, 0], length=d.length + 1)
+
+  def append(d):
+    logits, state = _extend(params, model, token[:, None], d.state)
+    context = jax.lax.dynamic_update_slice_in_dim(d.context, token[:, None],
+                                                  d.length, axis=1)
+    return d._replace(state=state, logits=logits[:, 0], context=context,
+                      length=d.length + 1)
+
+  def slide(d):
+    keep = _keep(W)
+    recent = jnp.concatenate([d.context[:, W - keep + 1:], token[:, None]],
+                             axis=1)  # (B, keep)
+    fresh = model.initial_state(token.shape[0])
+    logits, state = _extend(params, model, recent, fresh)
+    context = jnp.zeros_like(d.context).at[:, :keep].set(recent)
+    return d._replace(state=state, logits=logits[:, -1], context=context,
+                      length=jnp.int32(keep))
+
+  return jax.lax.cond(d.length < W, append, slide, d)
+
+
+def _decode(params, model: nn.Module, d: Decoding,
+            options: SamplingOptions) -> tuple[Decoding, jax.Array]:
+  """`options.max_new_tokens` steps; returns the carry and tokens (B, N)."""
+
+  def step(d, _):
+    key, sub = jax.random.split(d.key)
+    token = sample_logits(sub, d.logits, options).astype(jnp.int32)
+    return _feed(params, model, d._replace(key=key), token), token
+
+  d, tokens = jax.lax.scan(step, d, None, length=options.max_new_tokens)
+  return d, tokens.T
+
+
+_start_jit = jax.jit(_start, static_argnames=("model",))
+_decode_jit = jax.jit(_decode, static_argnames=("model", "options"),
+                      donate_argnames=("d",))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "options"))
 def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
              options: SamplingOptions) -> jax.Array:
-  """Continues each row of `prompt` (B, P) by `options.max_new_tokens`.
+  """Continues each row of `prompt` (B, P) int by `options.max_new_tokens`.
 
-  Returns the new tokens (B, N). For a model with positions (`max_len`),
-  every step re-runs it over the last `max_len` tokens (a sliding window), so
-  the context never exceeds the positions the model learned; a model without
-  carries its state (`_generate_stateful`).
+  Returns the new tokens (B, N). Rows are independent samples; the same key
+  gives the same tokens.
   """
-  if not hasattr(model, "max_len"):
-    return _generate_stateful(params, model, prompt, key, options)
+  return _decode(params, model, _start(params, model, prompt, key), options)[1]
+
+
+def stream(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
+           options: SamplingOptions,
+           chunk_tokens: int = 16) -> Iterator[np.ndarray]:
+  """The tokens of `generate`, yielded as they are made: (B, <= chunk_tokens).
+
+  Each chunk is one jitted call of `chunk_tokens` steps (the last one may be
+  shorter), so the compiled loop does not depend on max_new_tokens.
+  """
+  d = _start_jit(params, model, jnp.asarray(prompt, jnp.int32), key)
+  left = options.max_new_tokens
+  while left > 0:
+    n = min(chunk_tokens, left)
+    d, tokens = _decode_jit(params, model, d,
+                            dataclasses.replace(options, max_new_tokens=n))
+    left -= n
+    yield np.asarray(tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "options"))
+def generate_uncached(params, model: nn.Module, prompt: jax.Array,
+                      key: jax.Array, options: SamplingOptions) -> jax.Array:
+  """`generate` without a cache: the whole window is recomputed every step.
+
+  Same context rule and same random draws as `generate`, so greedy decoding
+  gives the same tokens; the reference for tests and benchmarks (needs
+  `max_len`).
+  """
   B, P = prompt.shape
-  N = options.max_new_tokens
-  W = min(model.max_len, P + N)  # window length, static
-  seq = jnp.concatenate([prompt, jnp.zeros((B, N), prompt.dtype)], axis=1)
+  W = model.max_len
+  score = lambda context: model.apply({"params": params}, context)  # (B,W,V)
+  prompt = prompt[:, -W:]
+  context = jnp.zeros((B, W), jnp.int32).at[:, :prompt.shape[1]].set(prompt)
+  length = jnp.int32(prompt.shape[1])
 
-  def body(i, carry):
-    seq, key = carry
-    pos = P + i  # index of the token to produce
-    start = jnp.clip(pos - W, 0, P + N - W)
-    window = jax.lax.dynamic_slice_in_dim(seq, start, W, axis=1)  # (B, W)
-    logits = model.apply({"params": params}, window)  # (B, W, V)
-    last = jax.lax.dynamic_index_in_dim(logits, pos - 1 - start, axis=1,
-                                        keepdims=False)  # (B, V)
+  def step(carry, _):
+    context, length, key = carry
+    logits = jax.lax.dynamic_index_in_dim(score(context), length - 1, axis=1,
+                                          keepdims=False)  # (B, V)
     key, sub = jax.random.split(key)
-    token = sample_logits(sub, last, options).astype(seq.dtype)
-    seq = jax.lax.dynamic_update_slice_in_dim(seq, token[:, None], pos, axis=1)
-    return seq, key
+    token = sample_logits(sub, logits, options).astype(jnp.int32)
+    keep = _keep(W)
+    slid = jnp.zeros_like(context).at[:, :keep].set(jnp.concatenate(
+        [context[:, W - keep + 1:], token[:, None]], axis=1))
+    appended = jax.lax.dynamic_update_slice_in_dim(
+        context, token[:, None], jnp.minimum(length, W - 1), axis=1)
+    full = length == W
+    context = jnp.where(full, slid, appended)
+    length = jnp.where(full, keep, length + 1)
+    return (context, length, key), token
 
-  seq, _ = jax.lax.fori_loop(0, N, body, (seq, key))
-  return seq[:, P:]
-
-
-def _generate_stateful(params, model: nn.Module, prompt: jax.Array,
-                       key: jax.Array, options: SamplingOptions) -> jax.Array:
-  """`generate` for a model with a carried state (`initial_state`, `extend`):
-  the prompt is read once, then each new token costs one step."""
-  extend = functools.partial(model.apply, {"params": params},
-                             method=model.extend)
-  logits, state = extend(prompt, model.initial_state(prompt.shape[0]))
-
-  def body(carry, _):
-    last, state, key = carry  # last: logits (B, V) for the next token
-    key, sub = jax.random.split(key)
-    token = sample_logits(sub, last, options).astype(prompt.dtype)  # (B,)
-    logits, state = extend(token[:, None], state)
-    return (logits[:, -1], state, key), token
-
-  _, tokens = jax.lax.scan(body, (logits[:, -1], state, key),
+  _, tokens = jax.lax.scan(step, (context, length, key), None,
                            length=options.max_new_tokens)
-  return tokens.T  # (B, N)
+  return tokens.T
+
+
+def encode_prompt(tokenizer, text: str) -> np.ndarray:
+  """Prompt text -> ids (P,); UserError for an empty prompt or unknown symbols.
+
+  The one place that decides what to do with text outside the vocabulary.
+  """
+  if not text:
+    raise UserError("the prompt is empty: give at least one character")
+  return tokenizer.encode(text, strict=True)
+
+
+def generate_text(params, model: nn.Module, tokenizer, prompt: str,
+                  key: jax.Array, options: SamplingOptions, *,
+                  num_samples: int = 1, stop: str = "",
+                  on_text: Callable[[str], None] | None = None,
+                  chunk_tokens: int = 16) -> list[str]:
+  """`num_samples` continuations of `prompt` (text), each cut before `stop`.
+
+  Generation ends after `options.max_new_tokens` tokens or once every sample
+  contains `stop`. `on_text` receives the first sample's new text as it is
+  produced (for streaming to a terminal); text that could be the start of
+  `stop` is held back until it is known not to be.
+  """
+  if num_samples <= 0:
+    raise UserError(f"--num_samples must be positive, got {num_samples}")
+  ids = encode_prompt(tokenizer, prompt)
+  batch = np.tile(ids, (num_samples, 1))
+  chunks, texts, shown = [], [""] * num_samples, 0
+  for chunk in stream(params, model, batch, key, options, chunk_tokens):
+    chunks.append(chunk)
+    tokens = np.concatenate(chunks, axis=1)
+    texts = [tokenizer.decode(row) for row in tokens]
+    cuts = [t.find(stop) if stop else -1 for t in texts]
+    texts = [t if c < 0 else t[:c] for t, c in zip(texts, cuts)]
+    done = all(c >= 0 for c in cuts)
+    if on_text is not None:
+      # Hold back a tail that may turn out to begin the stop string.
+      hold = 0 if cuts[0] >= 0 or not stop else len(stop) - 1
+      ready = max(shown, len(texts[0]) - hold)
+      on_text(texts[0][shown:ready])
+      shown = ready
+    if done:
+      break
+  if on_text is not None and shown < len(texts[0]):
+    on_text(texts[0][shown:])
+  return texts

@@ -22,7 +22,13 @@ def _normal(std: float):
 
 
 class CausalSelfAttention(nn.Module):
-  """Multi-head self-attention where position t sees positions <= t."""
+  """Multi-head self-attention where position t sees positions <= t.
+
+  With `past` (keys and values of earlier positions, and how many are
+  valid), the chunk `x` continues that text: it attends to the valid past
+  and causally to itself. Returns the output and the chunk's own keys and
+  values, which the caller stores for later chunks.
+  """
   num_heads: int
   dropout: float
   residual_std: float
@@ -30,7 +36,7 @@ class CausalSelfAttention(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x):  # (B, T, D)
+  def __call__(self, x, past=None):  # (B, T, D)
     B, T, D = x.shape
     H, K = self.num_heads, D // self.num_heads
     qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=_normal(0.02),
@@ -39,6 +45,14 @@ class CausalSelfAttention(nn.Module):
     scores = jnp.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+    if past is not None:
+      past_k, past_v, length = past  # (B, S, H, K) twice; valid: [0, length)
+      S = past_k.shape[1]
+      past_scores = jnp.einsum("bqhk,bshk->bhqs", q, past_k) / math.sqrt(K)
+      past_scores = jnp.where(jnp.arange(S) < length,
+                              past_scores.astype(jnp.float32), -jnp.inf)
+      scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
+      v = jnp.concatenate([past_v, v], axis=1)  # (B, S+T, H, K)
     weights = jax.nn.softmax(scores, axis=-1)  # in float32
     self.sow("intermediates", "attention", weights)  # for lm_jax.inspect
     if self.dropout > 0:
@@ -46,7 +60,7 @@ class CausalSelfAttention(nn.Module):
     y = jnp.einsum("bhqt,bthk->bqhk", weights.astype(self.dtype), v)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(y.reshape(B, T, D))
-    return y.astype(jnp.float32)  # (B, T, D)
+    return y.astype(jnp.float32), (k, v[:, -T:])  # (B, T, D), 2x (B, T, H, K)
 
 
 class MLP(nn.Module):
@@ -69,7 +83,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+  """Pre-LayerNorm block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+  Returns the new x and the attention's keys and values for `x` (see
+  `CausalSelfAttention`; `past` is None for a full pass).
+  """
   num_heads: int
   dropout: float
   residual_std: float
@@ -78,29 +96,33 @@ class Block(nn.Module):
   gelu_approximate: bool
 
   @nn.compact
-  def __call__(self, x):  # (B, T, D)
+  def __call__(self, x, past=None):  # (B, T, D)
     drop = lambda y: (nn.Dropout(self.dropout)(y, self.deterministic)
                       if self.dropout > 0 else y)
-    x = x + drop(CausalSelfAttention(
+    h, kv = CausalSelfAttention(
         self.num_heads, self.dropout, self.residual_std, self.dtype,
-        self.deterministic, name="attn")(nn.LayerNorm(name="ln1")(x)))
+        self.deterministic, name="attn")(nn.LayerNorm(name="ln1")(x), past)
+    x = x + drop(h)
     x = x + drop(MLP(
         self.dropout, self.residual_std, self.dtype, self.deterministic,
         self.gelu_approximate, name="mlp")(nn.LayerNorm(name="ln2")(x)))
-    return x
+    return x, kv
 
 
 class ScanBlock(Block):
-  """`Block` with the (carry, output) signature that `nn.scan` expects."""
+  """`Block` with the (carry, per-layer input) signature `nn.scan` expects."""
 
-  def __call__(self, x, _):
-    return super().__call__(x), None
+  def __call__(self, x, layer_past, length):
+    past = None if layer_past is None else (*layer_past, length)
+    return super().__call__(x, past)
 
 
 class TransformerLM(nn.Module):
   """Token + learned position embeddings, N blocks, LayerNorm, output head.
 
   Fields map one to one onto `config.model` (see configs/char_tf.py).
+  `__call__` scores a whole sequence; `initial_state` and `extend` decode
+  with a key/value cache of `max_len` positions (lm_jax/sampling.py).
   """
   vocab_size: int
   num_layers: int = 4
@@ -113,14 +135,43 @@ class TransformerLM(nn.Module):
   dtype: str = "float32"
   gelu_approximate: bool = True
 
-  @nn.compact
   def __call__(self, tokens, train: bool = False):  # (B, T) int
+    """Next-token logits (B, T, V) at every position of `tokens`."""
+    return self.forward(tokens, None, train)[0]
+
+  def initial_state(self, batch_size: int) -> dict:
+    """An empty cache: keys and values (L, B, max_len, H, K), and its length."""
+    shape = (self.num_layers, batch_size, self.max_len, self.num_heads,
+             self.d_model // self.num_heads)
+    zeros = jnp.zeros(shape, jnp.dtype(self.dtype))
+    return {"k": zeros, "v": zeros, "length": jnp.zeros((), jnp.int32)}
+
+  def extend(self, tokens, state: dict):  # (B, T) int
+    """Logits (B, T, V) of `tokens` continuing the cached text, new state.
+
+    The caller keeps length + T <= max_len (lm_jax/sampling.py slides).
+    """
+    length = state["length"]
+    logits, (k, v) = self.forward(tokens, state)  # k, v: (L, B, T, H, K)
+    at = (0, 0, length, 0, 0)
+    return logits, {"k": jax.lax.dynamic_update_slice(state["k"], k, at),
+                    "v": jax.lax.dynamic_update_slice(state["v"], v, at),
+                    "length": length + tokens.shape[1]}
+
+  @nn.compact
+  def forward(self, tokens, state: dict | None, train: bool = False):
+    """Logits (B, T, V) and the keys and values (L, B, T, H, K) of `tokens`.
+
+    `state` None: `tokens` start at position 0 (the training pass); else
+    they follow the `state["length"]` cached positions.
+    """
     B, T = tokens.shape
     dtype = jnp.dtype(self.dtype)
+    start = 0 if state is None else state["length"]
     embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_normal(0.02),
                      name="embed")
     pos = self.param("pos_embed", _normal(0.02), (self.max_len, self.d_model))
-    x = embed(tokens) + pos[:T]  # (B, T, D)
+    x = embed(tokens) + jax.lax.dynamic_slice_in_dim(pos, start, T)  # (B, T, D)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
     block_args = dict(
@@ -129,14 +180,19 @@ class TransformerLM(nn.Module):
         residual_std=0.02 / math.sqrt(2 * self.num_layers),
         dtype=dtype, deterministic=not train,
         gelu_approximate=self.gelu_approximate)
+    past = None if state is None else (state["k"], state["v"])  # (L, ...)
     if self.scan_layers:
       blocks = nn.scan(ScanBlock, variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True},
-                       length=self.num_layers)
-      x, _ = blocks(**block_args, name="blocks")(x, None)
+                       in_axes=(0, nn.broadcast), length=self.num_layers)
+      x, (k, v) = blocks(**block_args, name="blocks")(x, past, start)
     else:
+      kvs = []
       for i in range(self.num_layers):
-        x = Block(**block_args, name=f"block_{i}")(x)
+        layer_past = None if past is None else (past[0][i], past[1][i], start)
+        x, kv = Block(**block_args, name=f"block_{i}")(x, layer_past)
+        kvs.append(kv)
+      k, v = (jnp.stack(z) for z in zip(*kvs))
     x = nn.LayerNorm(name="ln_f")(x)
     if self.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
@@ -144,7 +200,7 @@ class TransformerLM(nn.Module):
     else:
       logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype,
                         kernel_init=_normal(0.02), name="head")(x)
-    return logits.astype(jnp.float32)  # (B, T, V)
+    return logits.astype(jnp.float32), (k, v)  # (B, T, V)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:
