@@ -1,7 +1,7 @@
 """Sample from a trained run: `python -m lm_jax.sample --workdir=DIR --prompt=...`.
 
-Flags only; the work is `lm_jax.trainer.load_run` and
-`lm_jax.sampling.generate`.
+Flags only; the work is `lm_jax.trainer.load_run`,
+`lm_jax.sampling.generate_text` and `lm_jax.interactive.prompt_loop`.
 """
 
 import sys
@@ -22,40 +22,61 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 is greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k likeliest (0: all).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Same seed, same text.")
+_STOP = flags.DEFINE_string(
+    "stop", "", "End a sample at this text (not printed); \\n and \\t are "
+    "understood, e.g. --stop='\\n\\n'.")
+_INTERACTIVE = flags.DEFINE_boolean(
+    "interactive", False, "A prompt loop: type a phrase, the model continues "
+    "it; /help lists the commands.")
+
+
+def unescape(text: str) -> str:
+  """The shell passes "\\n" literally; a stop string usually means a newline."""
+  return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def sample_main() -> None:
   import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from lm_jax import sampling, tokenizers, trainer
+  from lm_jax import interactive, sampling, tokenizers, trainer
   from lm_jax.errors import UserError
 
   options = sampling.SamplingOptions(
       max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
       top_k=_TOP_K.value, top_p=_TOP_P.value)
-  if _NUM_SAMPLES.value <= 0:
-    raise UserError(f"--num_samples must be positive, got {_NUM_SAMPLES.value}")
   _, tokenizer, model, params, _ = trainer.load_run(_WORKDIR.value, _STEP.value)
+  stop = unescape(_STOP.value)
+  if _INTERACTIVE.value:
+    interactive.prompt_loop(params, model, tokenizer, options, _SEED.value,
+                            stop)
+    return
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")
   prompt, notice = tokenizers.encode_prompt(tokenizer, _PROMPT.value)
   if notice:
     print(f"note: {notice}", file=sys.stderr)
-  batch = jnp.asarray(np.tile(prompt, (_NUM_SAMPLES.value, 1)))
-  ids = sampling.generate(params, model, batch, jax.random.key(_SEED.value),
-                          options)
-  for i, row in enumerate(np.asarray(ids)):
-    if _NUM_SAMPLES.value > 1:
-      print(f"---------- sample {i + 1} ----------")
-    print(tokenizer.decode(np.concatenate([prompt, row])))
+  n = _NUM_SAMPLES.value
+  show = lambda text: print(text, end="", flush=True)
+  if n == 1:  # one sample is streamed as it is produced
+    show(tokenizer.decode(prompt))
+  texts = sampling.generate_text(
+      params, model, tokenizer, prompt, jax.random.key(_SEED.value), options,
+      num_samples=n, stop=stop, on_text=show if n == 1 else None)
+  if n == 1:
+    print()
+    return
+  for i, text in enumerate(texts):
+    print(f"---------- sample {i + 1} ----------")
+    print(tokenizer.decode(prompt) + text)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  runtime.run_main(sample_main)
+  try:
+    runtime.run_main(sample_main)
+  except KeyboardInterrupt:  # Ctrl-C while a sample streams
+    print()
 
 
 if __name__ == "__main__":

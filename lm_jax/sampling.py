@@ -226,37 +226,31 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
   return tokens.T
 
 
-def encode_prompt(tokenizer, text: str) -> np.ndarray:
-  """Prompt text -> ids (P,); UserError for an empty prompt or unknown symbols.
-
-  The one place that decides what to do with text outside the vocabulary.
-  """
-  if not text:
-    raise UserError("the prompt is empty: give at least one character")
-  return tokenizer.encode(text, strict=True)
-
-
-def generate_text(params, model: nn.Module, tokenizer, prompt: str,
+def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
                   key: jax.Array, options: SamplingOptions, *,
                   num_samples: int = 1, stop: str = "",
                   on_text: Callable[[str], None] | None = None,
                   chunk_tokens: int = 16) -> list[str]:
-  """`num_samples` continuations of `prompt` (text), each cut before `stop`.
+  """`num_samples` continuations (text) of `prompt` (P,) ids, cut at `stop`.
 
   Generation ends after `options.max_new_tokens` tokens or once every sample
-  contains `stop`. `on_text` receives the first sample's new text as it is
-  produced (for streaming to a terminal); text that could be the start of
-  `stop` is held back until it is known not to be.
+  contains `stop`, which is left out. `on_text` receives the first sample's
+  new text as it is produced (for streaming to a terminal); text that could
+  be the start of `stop` is held back until it is known not to be. Get the
+  ids with `tokenizers.encode_prompt`.
   """
   if num_samples <= 0:
     raise UserError(f"--num_samples must be positive, got {num_samples}")
-  ids = encode_prompt(tokenizer, prompt)
-  batch = np.tile(ids, (num_samples, 1))
+  prompt = np.asarray(prompt)
+  batch = np.tile(prompt, (num_samples, 1))
+  # Decode with the prompt: a word tokenizer spaces by the token before.
+  skip = len(tokenizer.decode(prompt))
+  decode = lambda row: tokenizer.decode(np.concatenate([prompt, row]))[skip:]
   chunks, texts, shown = [], [""] * num_samples, 0
   for chunk in stream(params, model, batch, key, options, chunk_tokens):
     chunks.append(chunk)
     tokens = np.concatenate(chunks, axis=1)
-    texts = [tokenizer.decode(row) for row in tokens]
+    texts = [decode(row) for row in tokens]
     cuts = [t.find(stop) if stop else -1 for t in texts]
     texts = [t if c < 0 else t[:c] for t, c in zip(texts, cuts)]
     done = all(c >= 0 for c in cuts)

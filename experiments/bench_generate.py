@@ -1,0 +1,145 @@
+"""Generation speed: key/value cache against full recomputation.
+
+    python experiments/bench_generate.py   # writes results/generate_cpu.md
+
+Random weights (speed does not depend on them), vocabulary 65 (the
+characters of tinyshakespeare), float32, a one-token prompt. Per model and
+batch size (1 and 32):
+  cached    `sampling.generate`: prefill, then one cached position per step,
+            sliding the window past max_len (so re-prefills are included);
+  streamed  `sampling.stream` in chunks of 16 tokens, as the CLI prints;
+  full      `sampling.generate_uncached`: the whole max_len window is
+            recomputed for every token (static shapes, so its cost per token
+            is the same from the first token on).
+Compilation is excluded; the methods run interleaved, `--repeats` rounds,
+and the table shows the median, since the CPU is shared.
+"""
+
+from lm_jax import runtime
+
+runtime.tune_malloc()
+
+import datetime  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from lm_jax import sampling  # noqa: E402
+from lm_jax.models.transformer import TransformerLM  # noqa: E402
+
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved rounds (median).")
+_OUT = flags.DEFINE_string(
+    "out", str(pathlib.Path(__file__).parent / "results" / "generate_cpu.md"),
+    "Markdown file for the table ('' to skip).")
+
+VOCAB = 65
+# name -> (model fields, new tokens cached, new tokens full at batch 1, 32)
+MODELS = {
+    "4L/128/ctx128 (default)": (dict(num_layers=4, num_heads=4, d_model=128,
+                                     max_len=128), 512, (64, 16)),
+    "4L/128/ctx64 (baby)": (dict(num_layers=4, num_heads=4, d_model=128,
+                                 max_len=64), 512, (64, 16)),
+    "6L/384/ctx256": (dict(num_layers=6, num_heads=6, d_model=384,
+                           max_len=256), 512, (32, 4)),
+}
+# nanoGPT generate() (no cache), batch 1, on this machine kind (issue 4).
+NANOGPT = {"4L/128/ctx64 (baby)": 882, "6L/384/ctx256": 32}
+BATCHES = (1, 32)
+
+
+def _stream_all(params, model, prompt, key, options):
+  return np.concatenate(list(sampling.stream(params, model, prompt, key,
+                                             options)), axis=1)
+
+
+def machine() -> str:
+  cpu = platform.processor() or "CPU"
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f"{os.cpu_count()}-core {cpu}, shared"
+
+
+def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
+                repeats: int) -> dict:
+  """{(method, batch): [tokens per second of each round]}."""
+  model = TransformerLM(vocab_size=VOCAB, **fields)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
+  key = jax.random.key(1)
+  runs = {}
+  for batch, full_n in zip(BATCHES, full_tokens):
+    prompt = jnp.zeros((batch, 1), jnp.int32)
+    cached = sampling.SamplingOptions(max_new_tokens=cached_tokens)
+    full = sampling.SamplingOptions(max_new_tokens=full_n)
+    runs[("cached", batch)] = (lambda p=prompt, o=cached: sampling.generate(
+        params, model, p, key, o), batch * cached_tokens)
+    runs[("streamed", batch)] = (lambda p=prompt, o=cached: _stream_all(
+        params, model, p, key, o), batch * cached_tokens)
+    runs[("full", batch)] = (lambda p=prompt, o=full: sampling.generate_uncached(
+        params, model, p, key, o), batch * full_n)
+  for fn, _ in runs.values():  # compile
+    jax.block_until_ready(fn())
+  rates = {name: [] for name in runs}
+  for _ in range(repeats):
+    for name, (fn, tokens) in runs.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      rates[name].append(tokens / (time.perf_counter() - t0))
+  return rates
+
+
+def table(results: dict) -> str:
+  rows = ["| model | batch | cached tok/s | streamed tok/s | full recompute "
+          "tok/s | cached / full | cached / nanoGPT |",
+          "|---|---|---|---|---|---|---|"]
+  for name, rates in results.items():
+    for batch in BATCHES:
+      med = {m: statistics.median(rates[(m, batch)])
+             for m in ("cached", "streamed", "full")}
+      ref = NANOGPT.get(name) if batch == 1 else None
+      vs_ref = f"{med['cached'] / ref:.0f}x (ref {ref})" if ref else "-"
+      rows.append(
+          f"| {name} | {batch} | {med['cached']:,.0f} | {med['streamed']:,.0f}"
+          f" | {med['full']:,.0f} | {med['cached'] / med['full']:.1f}x | "
+          f"{vs_ref} |")
+  return "\n".join(rows)
+
+
+def main(argv):
+  del argv
+  results = {}
+  for name, (fields, cached_n, full_n) in MODELS.items():
+    results[name] = bench_model(fields, cached_n, full_n, _REPEATS.value)
+    print(f"done: {name}", flush=True)
+  text = table(results)
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  header = (
+      f"Machine: {machine()}; jax {jax.__version__}; "
+      f"{datetime.date.today()}; load average at the end {load:.1f}.\n"
+      f"Command: `python experiments/bench_generate.py "
+      f"--repeats={_REPEATS.value}`. Random weights, float32, one-token "
+      "prompt, 512 new tokens for cached/streamed; median of "
+      f"{_REPEATS.value} interleaved rounds, compilation excluded. "
+      "nanoGPT reference: its generate() (no cache), batch 1, same machine "
+      "kind, context 64 for the small model.\n")
+  print(header)
+  print(text)
+  if _OUT.value:
+    out = pathlib.Path(_OUT.value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# Generation speed (CPU)\n\n" + header + "\n" + text + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

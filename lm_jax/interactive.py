@@ -1,0 +1,91 @@
+"""A prompt loop: the user types a phrase, the model continues it.
+
+Lines starting with "/" are commands that change the sampling options; Ctrl-D
+or Ctrl-C leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from lm_jax import sampling, tokenizers
+from lm_jax.errors import UserError
+
+HELP = """\
+Type a phrase and press Enter: the model continues it.
+Commands:
+  /temp X   temperature (0 is greedy)     /len N    tokens to generate
+  /topk K   keep the K likeliest (0: all)  /topp P   nucleus mass (1: all)
+  /help     this text
+Ctrl-D or Ctrl-C leaves."""
+
+# command -> (SamplingOptions field, value type)
+COMMANDS = {"/temp": ("temperature", float), "/len": ("max_new_tokens", int),
+            "/topk": ("top_k", int), "/topp": ("top_p", float)}
+
+
+def apply_command(line: str,
+                  options: sampling.SamplingOptions) -> sampling.SamplingOptions:
+  """The options after a command such as "/temp 0.5"; UserError if bad."""
+  name, _, arg = line.strip().partition(" ")
+  if name not in COMMANDS:
+    raise UserError(f"unknown command {name!r}; type /help for the commands")
+  field, kind = COMMANDS[name]
+  try:
+    value = kind(arg.strip())
+  except ValueError:
+    raise UserError(f"{name} needs a{'n integer' if kind is int else ' number'}"
+                    f", e.g. {name} {'20' if kind is int else '0.8'}") from None
+  return dataclasses.replace(options, **{field: value})
+
+
+def describe(options: sampling.SamplingOptions) -> str:
+  return (f"temperature {options.temperature}, length "
+          f"{options.max_new_tokens}, top-k {options.top_k}, "
+          f"top-p {options.top_p}")
+
+
+def prompt_loop(params, model, tokenizer, options: sampling.SamplingOptions,
+                seed: int, stop: str = "") -> None:
+  """Reads phrases from stdin until end of input or Ctrl-C."""
+  print(HELP)
+  print(f"({describe(options)})")
+  key = jax.random.key(seed)
+  turn = 0
+  try:
+    while True:
+      try:
+        line = input("> ")
+      except EOFError:
+        print()
+        return
+      if not line.strip():
+        continue
+      if line.startswith("/"):
+        if line.strip() == "/help":
+          print(HELP)
+          continue
+        try:
+          options = apply_command(line, options)
+          print(f"({describe(options)})")
+        except UserError as e:
+          print(f"error: {e}")
+        continue
+      try:
+        prompt, notice = tokenizers.encode_prompt(tokenizer, line)
+      except UserError as e:
+        print(f"error: {e}")
+        continue
+      if notice:
+        print(f"note: {notice}")
+      print(tokenizer.decode(prompt), end="", flush=True)
+      sampling.generate_text(
+          params, model, tokenizer, prompt, jax.random.fold_in(key, turn),
+          options, stop=stop,
+          on_text=lambda text: print(text, end="", flush=True))
+      print()
+      turn += 1
+  except KeyboardInterrupt:
+    print()
