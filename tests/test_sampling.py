@@ -33,6 +33,31 @@ def test_top_p_only_picks_the_nucleus():
   assert set(_draw(top_p=0.4)) == {0}
 
 
+def _nucleus(probs, p):
+  """The fewest likeliest tokens whose probabilities sum to at least p."""
+  order = np.argsort(-probs)
+  size = int(np.searchsorted(np.cumsum(probs[order]), p - 1e-12)) + 1
+  return set(order[:size].tolist())
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("top_p", [0.3, 0.75, 0.9])
+def test_top_p_with_temperature_picks_exactly_the_nucleus(temperature, top_p):
+  tempered = PROBS ** (1 / temperature)
+  allowed = _nucleus(tempered / tempered.sum(), top_p)
+  assert set(_draw(temperature=temperature, top_p=top_p)) == allowed
+
+
+def test_top_k_and_top_p_together():
+  # top-k 3 leaves .4 .3 .15 (renormalised .47 .35 .18): p=.5 keeps two.
+  assert set(_draw(top_k=3, top_p=0.5)) == {0, 1}
+  assert set(_draw(top_k=1, temperature=5.0)) == {0}
+
+
+def test_greedy_ignores_the_filters():
+  np.testing.assert_array_equal(_draw(temperature=0, top_k=3, top_p=0.2), 0)
+
+
 def test_temperature_one_follows_the_distribution():
   counts = np.bincount(_draw(), minlength=6) / 2000
   np.testing.assert_allclose(counts, PROBS, atol=0.04)
