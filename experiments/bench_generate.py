@@ -5,8 +5,8 @@
 Random weights (speed does not depend on them), vocabulary 65 (the
 characters of tinyshakespeare), float32, a one-token prompt. Per model and
 batch size (1 and 32):
-  cached    `sampling.generate`: prefill, then one cached position per step,
-            sliding the window past max_len (so re-prefills are included);
+  cached    `sampling.generate`, 256 tokens: prefill, then one cached step
+            per token, sliding the window past max_len (re-prefills count);
   streamed  `sampling.stream` in chunks of 16 tokens, as the CLI prints;
   full      `sampling.generate_uncached`: the whole max_len window is
             recomputed for every token (static shapes, so its cost per token
@@ -43,11 +43,11 @@ VOCAB = 65
 # name -> (model fields, new tokens cached, new tokens full at batch 1, 32)
 MODELS = {
     "4L/128/ctx128 (default)": (dict(num_layers=4, num_heads=4, d_model=128,
-                                     max_len=128), 512, (64, 16)),
+                                     max_len=128), 256, (32, 8)),
     "4L/128/ctx64 (baby)": (dict(num_layers=4, num_heads=4, d_model=128,
-                                 max_len=64), 512, (64, 16)),
+                                 max_len=64), 256, (32, 8)),
     "6L/384/ctx256": (dict(num_layers=6, num_heads=6, d_model=384,
-                           max_len=256), 512, (32, 4)),
+                           max_len=256), 256, (16, 2)),
 }
 # nanoGPT generate() (no cache), batch 1, on this machine kind (issue 4).
 NANOGPT = {"4L/128/ctx64 (baby)": 882, "6L/384/ctx256": 32}
@@ -121,7 +121,7 @@ def main(argv):
   results = {}
   for name, (fields, cached_n, full_n) in MODELS.items():
     results[name] = bench_model(fields, cached_n, full_n, _REPEATS.value)
-    print(f"done: {name}", flush=True)
+    print(table({name: results[name]}), flush=True)
   text = table(results)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   header = (
@@ -129,7 +129,7 @@ def main(argv):
       f"{datetime.date.today()}; load average at the end {load:.1f}.\n"
       f"Command: `python experiments/bench_generate.py "
       f"--repeats={_REPEATS.value}`. Random weights, float32, one-token "
-      "prompt, 512 new tokens for cached/streamed; median of "
+      "prompt, 256 new tokens for cached/streamed; median of "
       f"{_REPEATS.value} interleaved rounds, compilation excluded. "
       "nanoGPT reference: its generate() (no cache), batch 1, same machine "
       "kind, context 64 for the small model.\n")
