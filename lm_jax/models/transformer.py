@@ -46,21 +46,25 @@ class CausalSelfAttention(nn.Module):
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     if past is not None:
-      past_k, past_v, length = past  # (B, S, H, K) twice; valid: [0, length)
-      S = past_k.shape[1]
-      past_scores = jnp.einsum("bqhk,bshk->bhqs", q, past_k) / math.sqrt(K)
+      past_k, past_v, length = past  # (B, H, S, K) twice; valid: [0, length)
+      S = past_k.shape[2]
+      past_scores = jnp.einsum("bqhk,bhsk->bhqs", q, past_k) / math.sqrt(K)
       past_scores = jnp.where(jnp.arange(S) < length,
                               past_scores.astype(jnp.float32), -jnp.inf)
       scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
-      v = jnp.concatenate([past_v, v], axis=1)  # (B, S+T, H, K)
     weights = jax.nn.softmax(scores, axis=-1)  # in float32
     self.sow("intermediates", "attention", weights)  # for lm_jax.inspect
     if self.dropout > 0:
       weights = nn.Dropout(self.dropout)(weights, self.deterministic)
-    y = jnp.einsum("bhqt,bthk->bqhk", weights.astype(self.dtype), v)
+    weights = weights.astype(self.dtype)
+    y = jnp.einsum("bhqt,bthk->bqhk", weights[..., -T:], v)  # (B, T, H, K)
+    if past is not None:  # (no concatenated copy of the cached values)
+      y = y + jnp.einsum("bhqs,bhsk->bqhk", weights[..., :S], past_v)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(y.reshape(B, T, D))
-    return y.astype(jnp.float32), (k, v[:, -T:])  # (B, T, D), 2x (B, T, H, K)
+    # Head-major keys and values: the cached einsums then need no transpose.
+    head_major = lambda z: z.transpose(0, 2, 1, 3)  # (B, H, T, K)
+    return y.astype(jnp.float32), (head_major(k), head_major(v))  # (B, T, D)
 
 
 class MLP(nn.Module):
@@ -140,11 +144,19 @@ class TransformerLM(nn.Module):
     return self.forward(tokens, None, train)[0]
 
   def initial_state(self, batch_size: int) -> dict:
-    """An empty cache: keys and values (L, B, max_len, H, K), and its length."""
-    shape = (self.num_layers, batch_size, self.max_len, self.num_heads,
+    """An empty cache of keys and values, and its length.
+
+    Keys and values: (L, B, H, max_len, K) with `scan_layers`, else a tuple
+    of L arrays (B, H, max_len, K), so that no step copies a layer's cache.
+    """
+    shape = (batch_size, self.num_heads, self.max_len,
              self.d_model // self.num_heads)
-    zeros = jnp.zeros(shape, jnp.dtype(self.dtype))
-    return {"k": zeros, "v": zeros, "length": jnp.zeros((), jnp.int32)}
+    zeros = lambda: jnp.zeros(shape, jnp.dtype(self.dtype))
+    if self.scan_layers:
+      cache = jnp.zeros((self.num_layers, *shape), jnp.dtype(self.dtype))
+    else:
+      cache = tuple(zeros() for _ in range(self.num_layers))
+    return {"k": cache, "v": cache, "length": jnp.zeros((), jnp.int32)}
 
   def extend(self, tokens, state: dict):  # (B, T) int
     """Logits (B, T, V) of `tokens` continuing the cached text, new state.
@@ -152,15 +164,17 @@ class TransformerLM(nn.Module):
     The caller keeps length + T <= max_len (lm_jax/sampling.py slides).
     """
     length = state["length"]
-    logits, (k, v) = self.forward(tokens, state)  # k, v: (L, B, T, H, K)
-    at = (0, 0, length, 0, 0)
-    return logits, {"k": jax.lax.dynamic_update_slice(state["k"], k, at),
-                    "v": jax.lax.dynamic_update_slice(state["v"], v, at),
+    logits, (k, v) = self.forward(tokens, state)  # shaped as the cache, T long
+    axis = 3 if self.scan_layers else 2  # time
+    write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
+        cache, new, length, axis)
+    return logits, {"k": jax.tree.map(write, state["k"], k),
+                    "v": jax.tree.map(write, state["v"], v),
                     "length": length + tokens.shape[1]}
 
   @nn.compact
   def forward(self, tokens, state: dict | None, train: bool = False):
-    """Logits (B, T, V) and the keys and values (L, B, T, H, K) of `tokens`.
+    """Logits (B, T, V) and the keys and values of `tokens` (cache layout).
 
     `state` None: `tokens` start at position 0 (the training pass); else
     they follow the `state["length"]` cached positions.
@@ -180,7 +194,7 @@ class TransformerLM(nn.Module):
         residual_std=0.02 / math.sqrt(2 * self.num_layers),
         dtype=dtype, deterministic=not train,
         gelu_approximate=self.gelu_approximate)
-    past = None if state is None else (state["k"], state["v"])  # (L, ...)
+    past = None if state is None else (state["k"], state["v"])
     if self.scan_layers:
       blocks = nn.scan(ScanBlock, variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True},
@@ -192,7 +206,7 @@ class TransformerLM(nn.Module):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
         x, kv = Block(**block_args, name=f"block_{i}")(x, layer_past)
         kvs.append(kv)
-      k, v = (jnp.stack(z) for z in zip(*kvs))
+      k, v = zip(*kvs)  # L-tuples of (B, H, T, K)
     x = nn.LayerNorm(name="ln_f")(x)
     if self.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
