@@ -13,7 +13,7 @@ Variants (`--config=configs/char_tf.py:NAME`):
          --config.data.path=../shared/data/tinyshakespeare.txt.
 """
 
-from lm_jax.config import base_config
+from lm_jax.config import base_config, smoke_train
 
 
 def get_config(arg: str = ""):
@@ -23,15 +23,7 @@ def get_config(arg: str = ""):
     c.model.num_heads = 2
     c.model.d_model = 32
     c.model.max_len = 32
-    c.train.batch_size = 8
-    c.train.seq_len = 32
-    c.train.num_steps = 20
-    c.train.warmup_steps = 2
-    c.train.steps_per_call = 4
-    c.train.log_every = 4
-    c.train.eval_every = 10
-    c.train.eval_tokens = 2048
-    c.train.sample_tokens = 32
+    smoke_train(c)
   elif arg == "baby":
     c.model.max_len = 64
     c.train.batch_size = 12

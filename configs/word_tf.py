@@ -13,7 +13,7 @@ Variants (`--config=configs/word_tf.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
 """
 
-from lm_jax.config import base_config
+from lm_jax.config import base_config, smoke_train
 
 
 def get_config(arg: str = ""):
@@ -42,15 +42,7 @@ def get_config(arg: str = ""):
     c.model.num_heads = 2
     c.model.d_model = 32
     c.model.max_len = 32
-    c.train.batch_size = 8
-    c.train.seq_len = 32
-    c.train.num_steps = 20
-    c.train.warmup_steps = 2
-    c.train.steps_per_call = 4
-    c.train.log_every = 4
-    c.train.eval_every = 10
-    c.train.eval_tokens = 512
-    c.train.sample_tokens = 16
+    smoke_train(c, eval_tokens=512, sample_tokens=16)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke'")
   return c

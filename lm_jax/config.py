@@ -67,6 +67,15 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def smoke_train(c: ml_collections.ConfigDict, eval_tokens: int = 2048,
+                sample_tokens: int = 32) -> None:
+  """The seconds-long training every config's `:smoke` variant shares."""
+  c.train.update(dict(
+      batch_size=8, seq_len=32, num_steps=20, warmup_steps=2, steps_per_call=4,
+      log_every=4, eval_every=10, eval_tokens=eval_tokens,
+      sample_tokens=sample_tokens))
+
+
 def _positive(name: str, value, kind=(int,)) -> None:
   if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
     what = "integer" if kind == (int,) else "number"
