@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
   c.train.seq_len = 128
-  c.train.num_steps = 2000
+  c.train.num_steps = 1500
   c.train.learning_rate = 1e-3
   c.train.min_lr_ratio = 0.1  # cosine decay ends at learning_rate * this
   c.train.warmup_steps = 100
