@@ -1,7 +1,9 @@
-"""Attention maps: `python -m lm_jax.inspect --workdir=DIR --prompt=TEXT`.
+"""Inside a model: `python -m lm_jax.inspect --workdir=DIR --prompt=TEXT`.
 
-Flags only; the work is `lm_jax.internals`. Writes a PNG grid of attention
-weights (one row per layer, one column per head) for the prompt.
+Flags only; the work is `lm_jax.internals`. For a Transformer run, writes a
+PNG grid of attention weights (one row per layer, one column per head); for
+an LSTM run, the input, forget and output gates and the cell state of every
+layer across the prompt.
 """
 
 from absl import app, flags
@@ -21,9 +23,15 @@ def inspect_main() -> None:
   _, tokenizer, model, params, step = trainer.load_run(_WORKDIR.value,
                                                        _STEP.value)
   tokens = tokenizer.encode(_PROMPT.value, strict=True)
+  labels = [tokenizer.decode([i]) for i in tokens]
+  if isinstance(model, internals.LSTMLM):
+    activity = internals.lstm_activity(model, params, tokens)
+    out = internals.plot_lstm_activity(activity, labels, _OUT.value)
+    print(f"wrote {out} (step {step}, {activity.shape[0]} layers, gates and "
+          f"cell over {len(tokens)} tokens)")
+    return
   weights = internals.attention_weights(model, params, tokens)
-  out = internals.plot_attention(
-      weights, [tokenizer.decode([i]) for i in tokens], _OUT.value)
+  out = internals.plot_attention(weights, labels, _OUT.value)
   print(f"wrote {out} (step {step}, {weights.shape[0]} layers x "
         f"{weights.shape[1]} heads, {len(tokens)} tokens)")
 

@@ -1,8 +1,10 @@
-"""Inside the model: the attention weights of every layer and head.
+"""Inside the model: attention weights, or LSTM gate and cell activity.
 
-`CausalSelfAttention` sows its softmax weights into the "intermediates"
-collection; applying the model with that collection mutable returns them
-next to the logits (the parameters and the logits are unchanged).
+Transformer: `CausalSelfAttention` sows its softmax weights into the
+"intermediates" collection; applying the model with that collection mutable
+returns them next to the logits (the parameters and the logits are
+unchanged). LSTM: the textbook cell (`lstm.lstm_cell`'s math) is replayed
+step by step over the prompt with the trained parameters, keeping every gate.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.models.lstm import LSTMLM, _gates
 from lm_jax.models.transformer import TransformerLM, unstack_layers
 
 CELL_INCHES, DPI = 2.5, 100  # each head's map is a 250 x 250 pixel square
@@ -69,6 +72,64 @@ def plot_attention(weights: np.ndarray, tokens: list[str],
         ax.set_yticks([])
   fig.supxlabel("attended position (key)", fontsize=8)
   fig.supylabel("query position", fontsize=8)
+  fig.tight_layout()
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out)
+  return out
+
+
+LSTM_PANELS = ("input gate", "forget gate", "output gate", "cell state")
+
+
+def lstm_activity(model: nn.Module, params, tokens: np.ndarray) -> np.ndarray:
+  """Gates and cell of every layer over a prompt: (L, 4, T, H).
+
+  Panels in LSTM_PANELS order: i, f, o in [0, 1] and the cell state c.
+  """
+  if not isinstance(model, LSTMLM):
+    raise UserError(f"gate plots need an LSTM run; this run's model is "
+                    f"{type(model).__name__}")
+  x = np.asarray(params["embed"]["embedding"])[np.asarray(tokens)]  # (T, D)
+  layers = []
+  for layer in range(model.num_layers):
+    p = params[f"lstm_{layer}"]
+    c = h = jnp.zeros((model.hidden_size,))
+    panels = []
+    for x_t in x:
+      i, f, g, o = _gates(x_t @ p["input_kernel"] + h @ p["recurrent_kernel"]
+                          + p["bias"])
+      c = f * c + i * g
+      h = o * jnp.tanh(c)
+      panels.append(np.stack([i, f, o, c]))  # (4, H)
+    layers.append(np.stack(panels, axis=1))  # (4, T, H)
+    x = np.stack([panel[2] * np.tanh(panel[3]) for panel in panels])  # h
+  return np.stack(layers)  # (L, 4, T, H)
+
+
+def plot_lstm_activity(activity: np.ndarray, tokens: list[str],
+                       out: str | pathlib.Path, units: int = 64
+                       ) -> pathlib.Path:
+  """One row per layer, one column per gate/cell: time down, units across."""
+  from matplotlib.figure import Figure
+
+  L, P, T, H = activity.shape
+  fig = Figure(figsize=(P * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
+  axes = fig.subplots(L, P, squeeze=False)
+  for layer in range(L):
+    for panel in range(P):
+      ax = axes[layer, panel]
+      values = activity[layer, panel, :, :units]  # (T, units)
+      cell = LSTM_PANELS[panel] == "cell state"
+      ax.imshow(values, cmap="RdBu_r" if cell else "viridis", aspect="auto",
+                vmin=-np.abs(values).max() if cell else 0,
+                vmax=np.abs(values).max() if cell else 1)
+      ax.set_title(f"layer {layer} {LSTM_PANELS[panel]}", fontsize=8)
+      ax.set_xticks([])
+      ax.set_yticks(range(T), [_label(t) for t in tokens] if T <= 32 else
+                    [""] * T, fontsize=6)
+  fig.supxlabel(f"hidden unit (first {min(units, H)} of {H})", fontsize=8)
+  fig.supylabel("prompt position", fontsize=8)
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)

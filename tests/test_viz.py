@@ -152,6 +152,27 @@ def test_inspect_command(run, tmp_path):
   assert _png_size(out) == (2 * 250, 2 * 250)  # smoke: 2 heads, 2 layers
 
 
+def test_lstm_activity_replays_the_model(tmp_path):
+  from configs import char_lstm
+  config = char_lstm.get_config("smoke")
+  model = make_model(config.model, 13)
+  tokens = np.array([1, 5, 2, 12, 7, 7, 3])
+  params = model.init(jax.random.key(0), jnp.asarray(tokens)[None])["params"]
+  activity = internals.lstm_activity(model, params, tokens)
+  L, T, H = config.model.num_layers, len(tokens), config.model.hidden_size
+  assert activity.shape == (L, 4, T, H)
+  gates = activity[:, :3]
+  assert gates.min() >= 0 and gates.max() <= 1
+  # The replayed cell state after the prompt is the model's own state.
+  _, state = model.apply({"params": params}, jnp.asarray(tokens)[None],
+                         model.initial_state(1), method=model.extend)
+  for layer, (c, _) in enumerate(state):
+    np.testing.assert_allclose(activity[layer, 3, -1], c[0], atol=1e-5)
+  out = internals.plot_lstm_activity(activity, list("abcdefg"),
+                                     tmp_path / "lstm.png")
+  assert _png_size(out) == (4 * 250, L * 250)
+
+
 def _xla_train_costs(config, vocab_size, batch_size):
   """(FLOPs per token, bytes) XLA reports for one compiled train step."""
   model = make_model(config.model, vocab_size)
