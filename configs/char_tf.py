@@ -3,14 +3,20 @@
     python -m lm_jax.train --config=configs/char_tf.py
     python -m lm_jax.sample --workdir=runs/char_tf --prompt="ROMEO:"
 
-Measured: see the README's results section (filled in from a run of this
-exact command).
+Measured with exactly this command on a 2-core AMD EPYC CPU (the machine
+otherwise idle), 2026-11-25: 1500 steps of 32 x 128 characters, 8m50s wall
+(529.5 s, start-up, 6 evaluations and samples included; about 12k
+tokens/s), final val loss 1.7020 nats, 2.4555 bits per character on the 4
+held-out plays. Samples have speaker lines, line breaks and mostly real
+words, e.g. "BOLTHOL:\nThat honest our out the mans lords to my seem".
 
 Variants (`--config=configs/char_tf.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
   baby   nanoGPT's CPU "baby" setting on tinyshakespeare (4 layers, 4 heads,
          width 128, block 64, batch 12, 2000 steps); set
-         --config.data.path=../shared/data/tinyshakespeare.txt.
+         --config.data.path=../shared/data/tinyshakespeare.txt. Measured on
+         the same machine: 125.0 s wall, val loss 1.9105 nats (on the first
+         32k tokens of the last 10%); nanoGPT itself: 1.8857 in 72-75 s.
 """
 
 from lm_jax.config import base_config, smoke_train
