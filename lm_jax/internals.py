@@ -70,8 +70,14 @@ def plot_attention(weights: np.ndarray, tokens: list[str],
       else:
         ax.set_xticks([])
         ax.set_yticks([])
-  fig.supxlabel("attended position (key)", fontsize=8)
-  fig.supylabel("query position", fontsize=8)
+  return _save(fig, "attended position (key)", "query position", out)
+
+
+def _save(fig, xlabel: str, ylabel: str, out: str | pathlib.Path
+          ) -> pathlib.Path:
+  """Labels the whole grid and writes it as a PNG."""
+  fig.supxlabel(xlabel, fontsize=8)
+  fig.supylabel(ylabel, fontsize=8)
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,10 +134,5 @@ def plot_lstm_activity(activity: np.ndarray, tokens: list[str],
       ax.set_xticks([])
       ax.set_yticks(range(T), [_label(t) for t in tokens] if T <= 32 else
                     [""] * T, fontsize=6)
-  fig.supxlabel(f"hidden unit (first {min(units, H)} of {H})", fontsize=8)
-  fig.supylabel("prompt position", fontsize=8)
-  fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out)
-  return out
+  return _save(fig, f"hidden unit (first {min(units, H)} of {H})",
+               "prompt position", out)
