@@ -6,9 +6,8 @@
 The word tokenizer of configs/word_tf.py (8192 ids) feeding 2 layers of 512
 LSTM units, with windows of 64 words.
 
-Measured: not yet run; the LSTM model (`config.model.kind="lstm"`) is built
-on its own branch and had not landed on main when this config was written
-(its `:smoke` variant trains and samples on a merge with that branch).
+Measured: the full run has not been timed yet; its `:smoke` variant trains
+and samples in tests/test_word_train.py.
 
 Variants (`--config=configs/word_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).

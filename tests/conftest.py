@@ -1,6 +1,8 @@
 """Shared test helpers: tiny configs and a tiny text corpus."""
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -24,3 +26,9 @@ def text_file(tmp_path):
   path = tmp_path / "corpus.txt"
   path.write_text("".join(lines), encoding="utf-8")
   return path
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+  """`python -m ARGS` from the repository root, output captured as text."""
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)

@@ -1,7 +1,5 @@
 """The LSTM language model: scan vs loop, backward pass, PyTorch, decoding."""
 
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,7 @@ from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.models import lstm
 
-from conftest import REPO
+from conftest import run_module
 
 V, B, T = 11, 3, 9
 
@@ -161,8 +159,7 @@ def test_validate_checks_lstm_fields():
 
 def test_command_line_train_and_sample(tmp_path, text_file):
   workdir = tmp_path / "cli"
-  run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
-                                  capture_output=True, text=True, timeout=300)
+  run = run_module
   out = run("lm_jax.train", "--config=configs/char_lstm.py:smoke",
             f"--config.data.path={text_file}", f"--workdir={workdir}",
             "--config.train.num_steps=8", "--config.train.eval_every=8")

@@ -1,8 +1,6 @@
 """End to end: train the smoke config, resume it, sample from it."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 from lm_jax import steps, trainer
 from lm_jax.errors import UserError
 
-from conftest import REPO
+from conftest import run_module
 
 
 def _config(smoke_config, text_file, **train):
@@ -77,8 +75,7 @@ def test_lr_schedule_and_decay_mask(smoke_config):
 
 def test_command_line_train_and_sample(tmp_path, text_file):
   workdir = tmp_path / "cli"
-  run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
-                                  capture_output=True, text=True, timeout=300)
+  run = run_module
   out = run("lm_jax.train", "--config=configs/char_tf.py:smoke",
             f"--config.data.path={text_file}", f"--workdir={workdir}",
             "--config.train.num_steps=8", "--config.train.eval_every=8")

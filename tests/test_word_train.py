@@ -2,23 +2,17 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from configs import word_lstm, word_tf
 from lm_jax import trainer
-from lm_jax.models import MODELS
 
-from conftest import REPO
+from conftest import run_module
 
-CONFIGS = [
-    pytest.param(word_tf, id="word_tf"),
-    pytest.param(word_lstm, id="word_lstm", marks=pytest.mark.skipif(
-        "lstm" not in MODELS, reason="the LSTM model is not on this branch")),
-]
+CONFIGS = [pytest.param(word_tf, id="word_tf"),
+           pytest.param(word_lstm, id="word_lstm")]
 
 
 @pytest.fixture
@@ -54,10 +48,8 @@ def test_train_and_sample_with_unknown_word(module, unicode_file, tmp_path):
              (workdir / "metrics.jsonl").read_text().splitlines()]
   assert records[-1] == result
 
-  out = subprocess.run(
-      [sys.executable, "-m", "lm_jax.sample", f"--workdir={workdir}",
-       "--prompt=быстрая зебра", "--max_new_tokens=12"],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+  out = run_module("lm_jax.sample", f"--workdir={workdir}",
+                   "--prompt=быстрая зебра", "--max_new_tokens=12")
   assert out.returncode == 0, out.stderr
   assert "'зебра'" in out.stderr and "<unk>" in out.stderr
   assert out.stdout.startswith("быстрая <unk>")
