@@ -1,6 +1,6 @@
 """The worker side of the throughput benchmark: one framework per process.
 
-`python -m experiments.bench_runners --framework=jax --malloc=mallopt`
+`python -m experiments.bench_runners --framework=jax --malloc=none`
 reads JSON commands on stdin and answers one JSON line per command on
 stdout. Each framework runs in its own process so that its peak memory is
 its own and the allocator environment is chosen per process; the driver
@@ -53,22 +53,27 @@ def _config(spec: dict, precision: str):
 
 def jax_runner(spec: dict, precision: str, device: str):
   """A function running n calls of `lm_jax.steps.train_steps`."""
-  import jax
-  import jax.numpy as jnp
-  from lm_jax import steps
-  from lm_jax.models import make_model
+  from lm_jax import runtime
   c = _config(spec, precision)
   t = c.train
+  if device == "cpu":  # as `python -m lm_jax.train`: one device per core
+    runtime.use_cpu_cores(t.cpu_devices, t.batch_size)
+  import jax
+  from lm_jax import parallel, steps
+  from lm_jax.models import make_model
   model = make_model(c.model, VOCAB)
-  box = [steps.create_train_state(model, t, jax.random.key(0))]
-  tokens = jnp.asarray(token_array())
+  mesh = parallel.make_mesh(t.batch_size)
+  box = [parallel.place_state(
+      steps.create_train_state(model, t, jax.random.key(0)), mesh, False)]
+  tokens = jax.device_put(token_array(), parallel.replicated(mesh))
   seed_key = jax.random.key(1)
 
   def run(calls: int) -> None:
     for _ in range(calls):
       box[0], metrics = steps.train_steps(
           box[0], tokens, seed_key, batch_size=t.batch_size,
-          seq_len=t.seq_len, num_steps=t.steps_per_call)
+          seq_len=t.seq_len, num_steps=t.steps_per_call,
+          batch_sharding=parallel.batch_sharding(mesh))
       jax.device_get(metrics["loss"])  # the trainer's one sync per call
   return run
 
@@ -185,7 +190,7 @@ def main() -> None:
   parser.add_argument("--framework", required=True,
                       choices=["jax", "torch_eager", "torch_compile"])
   parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-  parser.add_argument("--malloc", default="mallopt",
+  parser.add_argument("--malloc", default="none",
                       choices=["mallopt", "env", "none"])
   args = parser.parse_args()
   if args.malloc == "mallopt":

@@ -94,7 +94,7 @@ class Variant:
   """One column of a measurement: a framework in a process environment."""
   label: str
   framework: str
-  malloc: str = "mallopt"
+  malloc: str = "none"
   model: dict = dataclasses.field(default_factory=dict)  # spec overrides
   train: dict = dataclasses.field(default_factory=dict)
 
@@ -147,7 +147,7 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str
 
 def matmul_peaks(device: str) -> dict:
   """fp32 2048 x 2048 matmul GFLOP/s of XLA and of PyTorch, interleaved."""
-  workers = {fw: Worker(fw, device, "mallopt") for fw in ("jax", "torch_eager")}
+  workers = {fw: Worker(fw, device, "none") for fw in ("jax", "torch_eager")}
   try:
     runs = [(fw, w.call("matmul")["gflops"]) for _ in range(3)
             for fw, w in workers.items()]
@@ -165,6 +165,11 @@ def ablations(device: str, rows: list[dict], save) -> None:
       Variant(f"{fw} malloc={m}", fw, malloc=m)
       for fw in ("jax", "torch_eager") for m in ("none", "env", "mallopt")],
       device)
+  save()
+  print("-- CPU devices: one for all cores / one per core", flush=True)
+  rows += measure(baby, "fp32", [
+      Variant(f"jax cpu_devices={n}", "jax", train=dict(cpu_devices=n))
+      for n in (1, 0)], device)
   save()
   print("-- steps per call", flush=True)
   rows += measure(baby, "fp32", [

@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
   c.train.fsdp = False  # shard params and optimiser state across devices
+  # On CPU, JAX devices to split the cores into (0: one per core, as many as
+  # divide the batch); set by `python -m lm_jax.train` before JAX starts.
+  c.train.cpu_devices = 0
   c.train.log_every = 50
   c.train.eval_every = 250
   c.train.eval_tokens = 32768  # validation targets per evaluation
@@ -118,6 +121,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError("config.train.warmup_steps must be >= 0")
   if not 0 < t.grad_clip:
     raise UserError("config.train.grad_clip must be > 0")
+  if isinstance(t.cpu_devices, bool) or t.cpu_devices < 0:
+    raise UserError(f"config.train.cpu_devices must be 0 (one per core) or a "
+                    f"positive integer, got {t.cpu_devices!r}")
   if "num_layers" in m:
     _positive("config.model.num_layers", m.num_layers)
   if m.kind == "transformer":

@@ -4,18 +4,14 @@ Flags only; the work is `lm_jax.trainer.train_and_evaluate`. At the end
 the loss curves go to <workdir>/loss.png (`lm_jax.plotting`).
 """
 
-from lm_jax import runtime
+import pathlib
+import sys
 
-runtime.tune_malloc()  # before JAX allocates anything
+from absl import app, flags
+from ml_collections import config_flags
 
-import pathlib  # noqa: E402
-import sys  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from lm_jax import plotting, preemption, trainer  # noqa: E402
-from lm_jax.errors import UserError  # noqa: E402
+from lm_jax import plotting, preemption, runtime, trainer
+from lm_jax.errors import UserError
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "char_tf.py"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,8 +36,10 @@ def train(argv: list[str]) -> None:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
                     "--name=value")
   workdir = _WORKDIR.value or default_workdir()
+  config = runtime.config_value(_CONFIG)
+  runtime.use_cpu_cores(config.train.cpu_devices, config.train.batch_size)
   try:
-    trainer.train_and_evaluate(runtime.config_value(_CONFIG), workdir)
+    trainer.train_and_evaluate(config, workdir)
   except preemption.Interrupted as e:
     print(f"{e}; resume with:\n  {preemption.resume_command()}",
           file=sys.stderr)

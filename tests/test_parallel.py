@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import steps, trainer
+from lm_jax import runtime, steps, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
@@ -128,3 +128,14 @@ def test_accumulation_must_divide_batch(smoke_config, tmp_path):
   smoke_config.train.grad_accum_steps = 3
   with pytest.raises(UserError, match="divisible by config.train.grad_accum"):
     trainer.train_and_evaluate(smoke_config, tmp_path / "run")
+
+
+def test_cpu_device_count_divides_the_batch(monkeypatch):
+  monkeypatch.setattr(os, "cpu_count", lambda: 8)
+  assert runtime.cpu_device_count(0, 32) == 8  # one per core
+  assert runtime.cpu_device_count(0, 12) == 4  # as many as divide the batch
+  assert runtime.cpu_device_count(0, 7) == 1
+  assert runtime.cpu_device_count(2, 32) == 2  # asked for
+  assert runtime.cpu_device_count(3, 32) == 1
+  monkeypatch.setattr(os, "cpu_count", lambda: None)
+  assert runtime.cpu_device_count(0, 32) == 1

@@ -89,8 +89,10 @@ def test_sigint_saves_and_the_resumed_run_is_bitwise_exact(
   """SIGINT, then the printed command, then SIGTERM: two real restarts that
   end with the same parameters as one uninterrupted run."""
   workdir = tmp_path / "run"
-  first = Run(_train_args(text_file, workdir, eval_every=100_000),
-              tmp_path / "1")
+  # One CPU device, as the in-process run below: a device per core gives the
+  # same parameters to float rounding, not bit for bit (test_parallel.py).
+  first = Run(_train_args(text_file, workdir, eval_every=100_000,
+                          cpu_devices=1), tmp_path / "1")
   first.wait_for(r"^step \d+/")
   first.proc.send_signal(signal.SIGINT)
   rc, err = first.finish()
@@ -404,6 +406,9 @@ TRAIN_CASES = {
                            "number, got 0.0"),
     "negative learning rate": (["--config.train.learning_rate=-1e-3"],
                                "must be a positive number, got -0.001"),
+    "negative cpu devices": (["--config.train.cpu_devices=-1"],
+                             "config.train.cpu_devices must be 0 (one per "
+                             "core) or a positive integer, got -1"),
     "zero layers": (["--config.model.num_layers=0"],
                     "config.model.num_layers must be a positive integer"),
     "negative heads": (["--config.model.num_heads=-2"],

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import steps, trainer
+from lm_jax import runtime, steps, trainer
 from lm_jax.errors import UserError
 
 from conftest import run_module
@@ -81,6 +81,8 @@ def test_command_line_train_and_sample(tmp_path, text_file):
             "--config.train.num_steps=8", "--config.train.eval_every=8")
   assert out.returncode == 0, out.stderr
   assert "eval step 8" in out.stdout and "sample" in out.stdout
+  # One JAX device per core by default (the smoke batch of 8 splits evenly).
+  assert f"devices: {runtime.cpu_device_count(0, 8)} x cpu" in out.stdout
   out = run("lm_jax.sample", f"--workdir={workdir}", "--prompt=LINE",
             "--max_new_tokens=20", "--num_samples=2", "--seed=1")
   assert out.returncode == 0, out.stderr
