@@ -15,24 +15,20 @@ Compilation is excluded; the methods run interleaved, `--repeats` rounds,
 and the table shows the median, since the CPU is shared.
 """
 
-from lm_jax import runtime
+import datetime
+import os
+import pathlib
+import platform
+import statistics
+import time
 
-runtime.tune_malloc()
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-import datetime  # noqa: E402
-import os  # noqa: E402
-import pathlib  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from lm_jax import sampling  # noqa: E402
-from lm_jax.models.transformer import TransformerLM  # noqa: E402
+from lm_jax import sampling
+from lm_jax.models.transformer import TransformerLM
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved rounds (median).")
 _OUT = flags.DEFINE_string(

@@ -4,8 +4,7 @@
 
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
-random token array, same batch and sequence length, in one process after
-`lm_jax.runtime.tune_malloc()`. The frameworks take turns (interleaved),
+random token array, same batch and sequence length, in one process. The frameworks take turns (interleaved),
 warm-up excluded; each prints the median tokens/s over `--repeats` timings.
 
 `--variants` picks JAX implementations to compare: `lm_jax` (the repo's
@@ -19,21 +18,17 @@ from __future__ import annotations
 
 import os
 
-from lm_jax import runtime
+import statistics
+import time
+from typing import Callable
 
-runtime.tune_malloc()  # before JAX or PyTorch allocate anything
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from absl import app, flags
 
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Callable  # noqa: E402
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from lm_jax import config as config_lib, steps  # noqa: E402
-from lm_jax.models import lstm  # noqa: E402
+from lm_jax import config as config_lib, steps
+from lm_jax.models import lstm
 
 VOCAB = 65  # tinyshakespeare's characters
 NUM_TOKENS = 1_000_000

@@ -8,17 +8,13 @@ changes one field; the table printed at the end (Markdown) is the one in
 docs/TOUR.md. A finished run is not trained again: its metrics are read back.
 """
 
-from lm_jax import runtime
+import contextlib
+import json
+import pathlib
+import sys
 
-runtime.tune_malloc()
-
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import sys  # noqa: E402
-
-from configs import char_tf  # noqa: E402
-from lm_jax import trainer  # noqa: E402
+from configs import char_tf
+from lm_jax import trainer
 
 ROOT = pathlib.Path("runs/tour")
 # name -> {"section.field": value}: one change from the base run each.

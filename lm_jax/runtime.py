@@ -16,12 +16,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 def tune_malloc() -> bool:
   """Keeps freed memory in the process instead of returning it to the OS.
 
-  XLA on CPU allocates fresh buffers for every call; by default glibc serves
-  large ones with new page mappings and unmaps them on free, and the page
-  faults that follow cost about 30% of a small model's step time on a 2-core
-  machine. The same effect as setting MALLOC_MMAP_MAX_=0,
-  MALLOC_TRIM_THRESHOLD_=<huge> and MALLOC_ARENA_MAX=1, done in-process so
-  that nobody needs to set them. Returns False where there is no glibc.
+  The same effect as setting MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=<huge>
+  and MALLOC_ARENA_MAX=1, done in-process. An earlier jax release lost
+  about 30% of a small model's step to page faults from fresh buffers and
+  this setting won it back; with jax 0.10.2 it slows training instead
+  (baby model: 41.0 against 37.1 ms/step), so no entry point calls it. The
+  throughput benchmark keeps it as one of its measured levers
+  (`--ablations-only`). Returns False where there is no glibc.
   """
   if not sys.platform.startswith("linux"):
     return False

@@ -6,11 +6,9 @@ Flags only; the work is `lm_jax.trainer.load_run`,
 
 import sys
 
+from absl import app, flags
+
 from lm_jax import runtime
-
-runtime.tune_malloc()
-
-from absl import app, flags  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.",
                                required=True)
