@@ -46,9 +46,9 @@ class CausalSelfAttention(nn.Module):
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     if past is not None:
-      past_k, past_v, length = past  # (B, H, S, K) twice; valid: [0, length)
-      S = past_k.shape[2]
-      past_scores = jnp.einsum("bqhk,bhsk->bhqs", q, past_k) / math.sqrt(K)
+      past_k, past_v, length = past  # (B, H, K, S), (B, H, S, K); valid: < length
+      S = past_v.shape[2]
+      past_scores = jnp.einsum("bqhk,bhks->bhqs", q, past_k) / math.sqrt(K)
       past_scores = jnp.where(jnp.arange(S) < length,
                               past_scores.astype(jnp.float32), -jnp.inf)
       scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
@@ -62,9 +62,11 @@ class CausalSelfAttention(nn.Module):
       y = y + jnp.einsum("bhqs,bhsk->bqhk", weights[..., :S], past_v)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(y.reshape(B, T, D))
-    # Head-major keys and values: the cached einsums then need no transpose.
-    head_major = lambda z: z.transpose(0, 2, 1, 3)  # (B, H, T, K)
-    return y.astype(jnp.float32), (head_major(k), head_major(v))  # (B, T, D)
+    # Cache layouts in which the cached einsums read keys and values in
+    # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
+    # values are, XLA transposed each layer's whole key cache at every step.
+    return y.astype(jnp.float32), (k.transpose(0, 2, 3, 1),
+                                   v.transpose(0, 2, 1, 3))  # (B, T, D)
 
 
 class MLP(nn.Module):
@@ -146,17 +148,21 @@ class TransformerLM(nn.Module):
   def initial_state(self, batch_size: int) -> dict:
     """An empty cache of keys and values, and its length.
 
-    Keys and values: (L, B, H, max_len, K) with `scan_layers`, else a tuple
-    of L arrays (B, H, max_len, K), so that no step copies a layer's cache.
+    Keys (B, H, K, max_len) and values (B, H, max_len, K) per layer: stacked
+    (L, ...) with `scan_layers`, else tuples of L arrays, so that no step
+    copies a layer's cache.
     """
-    shape = (batch_size, self.num_heads, self.max_len,
-             self.d_model // self.num_heads)
-    zeros = lambda: jnp.zeros(shape, jnp.dtype(self.dtype))
-    if self.scan_layers:
-      cache = jnp.zeros((self.num_layers, *shape), jnp.dtype(self.dtype))
-    else:
-      cache = tuple(zeros() for _ in range(self.num_layers))
-    return {"k": cache, "v": cache, "length": jnp.zeros((), jnp.int32)}
+    B, H, K, S = (batch_size, self.num_heads, self.d_model // self.num_heads,
+                  self.max_len)
+
+    def cache(shape):
+      zeros = lambda: jnp.zeros(shape, jnp.dtype(self.dtype))
+      if self.scan_layers:
+        return jnp.zeros((self.num_layers, *shape), jnp.dtype(self.dtype))
+      return tuple(zeros() for _ in range(self.num_layers))
+
+    return {"k": cache((B, H, K, S)), "v": cache((B, H, S, K)),
+            "length": jnp.zeros((), jnp.int32)}
 
   def extend(self, tokens, state: dict):  # (B, T) int
     """Logits (B, T, V) of `tokens` continuing the cached text, new state.
@@ -165,11 +171,11 @@ class TransformerLM(nn.Module):
     """
     length = state["length"]
     logits, (k, v) = self.forward(tokens, state)  # shaped as the cache, T long
-    axis = 3 if self.scan_layers else 2  # time
-    write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
-        cache, new, length, axis)
-    return logits, {"k": jax.tree.map(write, state["k"], k),
-                    "v": jax.tree.map(write, state["v"], v),
+    stacked = int(self.scan_layers)  # the layer axis comes first
+    write = lambda axis: lambda cache, new: (
+        jax.lax.dynamic_update_slice_in_dim(cache, new, length, axis + stacked))
+    return logits, {"k": jax.tree.map(write(3), state["k"], k),  # time axes
+                    "v": jax.tree.map(write(2), state["v"], v),
                     "length": length + tokens.shape[1]}
 
   @nn.compact
@@ -206,7 +212,7 @@ class TransformerLM(nn.Module):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
         x, kv = Block(**block_args, name=f"block_{i}")(x, layer_past)
         kvs.append(kv)
-      k, v = zip(*kvs)  # L-tuples of (B, H, T, K)
+      k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
     x = nn.LayerNorm(name="ln_f")(x)
     if self.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
