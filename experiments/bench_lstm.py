@@ -38,7 +38,9 @@ class AutodiffLayer(lstm.LSTMLayer):
   """`LSTMLayer` with the backward pass left to JAX autodiff."""
 
   @nn.compact
-  def __call__(self, x, carry):
+  def __call__(self, x, carry, embedding=None):
+    if embedding is not None:  # token ids: look up their embeddings
+      x = embedding[x]
     H = self.hidden_size
     input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(),
                               (x.shape[-1], 4 * H))

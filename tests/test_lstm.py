@@ -81,6 +81,31 @@ def test_hand_written_backward_equals_autodiff():
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(ours))
 
 
+def test_embedding_table_equals_embedding_lookup():
+  """The first layer's projected-vocabulary table (V < T * B) gives the
+  outputs and gradients of projecting the looked-up embeddings."""
+  layer = lstm.LSTMLayer(8)
+  k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+  embedding = jax.random.normal(k1, (V, 5))
+  ids = jax.random.randint(k2, (T, B), 0, V)  # T * B = 27 > V = 11
+  carry = (jnp.zeros((B, 8)), jnp.zeros((B, 8)))
+  p = layer.init(k3, ids, carry, embedding)
+
+  def loss(p, embedding, table):
+    hs, (c, h) = (layer.apply(p, ids, carry, embedding) if table else
+                  layer.apply(p, embedding[ids], carry))
+    return jnp.sum(hs * jnp.arange(8.0)) + jnp.sum(c * h), hs
+
+  (l1, hs1), g1 = jax.value_and_grad(loss, (0, 1), has_aux=True)(
+      p, embedding, True)
+  (l2, hs2), g2 = jax.value_and_grad(loss, (0, 1), has_aux=True)(
+      p, embedding, False)
+  np.testing.assert_allclose(hs1, hs2, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               g1, g2)
+  assert float(jnp.abs(g1[1]).sum()) > 0  # the embedding gets gradients
+
+
 def test_equals_torch_lstm(model, params):
   torch = pytest.importorskip("torch")
   D, H = model.embed_dim, model.hidden_size

@@ -97,15 +97,30 @@ class LSTMLayer(nn.Module):
   hidden_size: int
 
   @nn.compact
-  def __call__(self, x: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
-    """x (T, B, D), carry (c, h) -> outputs hs (T, B, H), final carry."""
+  def __call__(self, x: jax.Array, carry: Carry,
+               embedding: jax.Array | None = None
+               ) -> tuple[jax.Array, Carry]:
+    """x (T, B, D), carry (c, h) -> outputs hs (T, B, H), final carry.
+
+    With `embedding` (V, D), x holds token ids (T, B) and the layer's input
+    is their embeddings. Where the vocabulary is smaller than the T * B
+    tokens, the input projection is then computed once per vocabulary entry
+    and looked up: the same numbers (to float rounding) for fewer FLOPs,
+    forward and backward.
+    """
     H = self.hidden_size
+    D = x.shape[-1] if embedding is None else embedding.shape[-1]
     input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(),
-                              (x.shape[-1], 4 * H))
+                              (D, 4 * H))
     recurrent_kernel = self.param("recurrent_kernel",
                                   nn.initializers.orthogonal(), (H, 4 * H))
     bias = self.param("bias", _forget_bias_one, (4 * H,))
-    xw = x @ input_kernel + bias  # (T, B, 4H): all steps in one product
+    if embedding is not None and embedding.shape[0] < x.size:
+      xw = (embedding @ input_kernel + bias)[x]  # (V, 4H) table -> (T, B, 4H)
+    else:
+      if embedding is not None:
+        x = embedding[x]  # (T, B, D)
+      xw = x @ input_kernel + bias  # (T, B, 4H): all steps in one product
     carry, hs = lstm_scan(recurrent_kernel, xw, carry)
     return hs, carry
 
@@ -147,10 +162,11 @@ class LSTMLM(nn.Module):
   def extend(self, tokens: jax.Array, state: tuple[Carry, ...],
              train: bool = False) -> tuple[jax.Array, tuple[Carry, ...]]:
     """Continues from `state` over tokens (B, T): logits (B, T, V), new state."""
-    x = self.embed(tokens.T)  # (T, B, D)
+    x = tokens.T  # (T, B): the first layer looks up its own inputs
     new_state = []
-    for layer, carry in zip(self.layers, state):
-      x, carry = layer(x, carry)  # (T, B, H)
+    for i, (layer, carry) in enumerate(zip(self.layers, state)):
+      embedding = self.embed.embedding if i == 0 else None
+      x, carry = layer(x, carry, embedding)  # (T, B, H)
       new_state.append(carry)
       if self.dropout > 0:  # on every layer's output, as char-rnn does
         x = self.drop(x, deterministic=not train)
