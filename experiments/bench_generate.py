@@ -10,30 +10,38 @@ batch size (1 and 32):
   streamed  `sampling.stream` in chunks of 16 tokens, as the CLI prints;
   full      `sampling.generate_uncached`: the whole max_len window is
             recomputed for every token (static shapes, so its cost per token
-            is the same from the first token on).
+            is the same from the first token on);
+  floor     `weights_only`: one matrix-vector product per weight matrix
+            per token and nothing else, the least a cached step must do.
 Compilation is excluded; the methods run interleaved, `--repeats` rounds,
 and the table shows the median, since the CPU is shared.
 """
 
 import datetime
+import functools
 import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from lm_jax import sampling
-from lm_jax.models.transformer import TransformerLM
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from lm_jax import sampling  # noqa: E402
+from lm_jax.models.transformer import TransformerLM  # noqa: E402
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved rounds (median).")
 _OUT = flags.DEFINE_string(
     "out", str(pathlib.Path(__file__).parent / "results" / "generate_cpu.md"),
     "Markdown file for the table ('' to skip).")
+_NOTE = flags.DEFINE_string("note", "shared with other jobs",
+                            "How busy the machine was, for the results file.")
 
 VOCAB = 65
 # name -> (model fields, new tokens cached, new tokens full at batch 1, 32)
@@ -64,7 +72,29 @@ def machine() -> str:
         break
   except OSError:
     pass
-  return f"{os.cpu_count()}-core {cpu}, shared"
+  return f"{os.cpu_count()}-core {cpu}"
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def weights_only(params, x: jax.Array, steps: int) -> jax.Array:
+  """`steps` passes through every weight matrix of `params`, in a chain.
+
+  Per token, cached decoding must at least read every weight once; this is
+  that work alone (one matrix-vector product per matrix and nothing else),
+  the floor under a cached step's time. x (B, widest input).
+  """
+  kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(params)
+             if jax.tree_util.keystr(path).endswith(("kernel']",
+                                                     "embedding']"))]
+
+  def step(x, _):
+    h = x
+    for w in kernels:  # each product depends on the last, as in the model
+      y = jnp.tanh(h[:, :w.shape[0]] @ w)
+      h = jnp.pad(y, ((0, 0), (0, x.shape[1] - y.shape[1])))[:, :x.shape[1]]
+    return h, None
+
+  return jax.lax.scan(step, x, None, length=steps)[0]
 
 
 def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
@@ -84,6 +114,10 @@ def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
         params, model, p, key, o), batch * cached_tokens)
     runs[("full", batch)] = (lambda p=prompt, o=full: sampling.generate_uncached(
         params, model, p, key, o), batch * full_n)
+    widest = max(w.shape[0] for w in jax.tree.leaves(params))
+    x = jnp.ones((batch, widest), jnp.float32)
+    runs[("floor", batch)] = (lambda x=x: weights_only(
+        params, x, cached_tokens), batch * cached_tokens)
   for fn, _ in runs.values():  # compile
     jax.block_until_ready(fn())
   rates = {name: [] for name in runs}
@@ -97,17 +131,18 @@ def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
 
 def table(results: dict) -> str:
   rows = ["| model | batch | cached tok/s | streamed tok/s | full recompute "
-          "tok/s | cached / full | cached / nanoGPT |",
-          "|---|---|---|---|---|---|---|"]
+          "tok/s | weights-only floor tok/s | cached / full | cached / nanoGPT |",
+          "|---|---|---|---|---|---|---|---|"]
   for name, rates in results.items():
     for batch in BATCHES:
       med = {m: statistics.median(rates[(m, batch)])
-             for m in ("cached", "streamed", "full")}
+             for m in ("cached", "streamed", "full", "floor")}
       ref = NANOGPT.get(name) if batch == 1 else None
       vs_ref = f"{med['cached'] / ref:.0f}x (ref {ref})" if ref else "-"
       rows.append(
           f"| {name} | {batch} | {med['cached']:,.0f} | {med['streamed']:,.0f}"
-          f" | {med['full']:,.0f} | {med['cached'] / med['full']:.1f}x | "
+          f" | {med['full']:,.0f} | {med['floor']:,.0f}"
+          f" | {med['cached'] / med['full']:.1f}x | "
           f"{vs_ref} |")
   return "\n".join(rows)
 
@@ -121,14 +156,16 @@ def main(argv):
   text = table(results)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   header = (
-      f"Machine: {machine()}; jax {jax.__version__}; "
+      f"Machine: {machine()}, {_NOTE.value}; jax {jax.__version__}; "
       f"{datetime.date.today()}; load average at the end {load:.1f}.\n"
       f"Command: `python experiments/bench_generate.py "
-      f"--repeats={_REPEATS.value}`. Random weights, float32, one-token "
+      f"--repeats={_REPEATS.value} --note='{_NOTE.value}'`. Random weights, float32, one-token "
       "prompt, 256 new tokens for cached/streamed; median of "
       f"{_REPEATS.value} interleaved rounds, compilation excluded. "
       "nanoGPT reference: its generate() (no cache), batch 1, same machine "
-      "kind, context 64 for the small model.\n")
+      "kind, context 64 for the small model. Weights-only floor: one "
+      "chained matrix-vector product per weight matrix per token and "
+      "nothing else (`weights_only`), the least a cached step must do.\n")
   print(header)
   print(text)
   if _OUT.value:
