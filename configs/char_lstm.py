@@ -15,8 +15,8 @@ at step 250, 1.6715 nats (2.411 bpc) at step 500.
 
 Training throughput on the same CPU with no other jobs running
 (`python -m experiments.bench_lstm --hidden=256,512 --repeats=3`, batch 64,
-sequence 100, 2026-11-25): JAX 19,386 tokens/s against PyTorch nn.LSTM
-28,759 at hidden 256; 6,414 against 8,732 at hidden 512.
+sequence 100, 2026-11-26): JAX 19,981 tokens/s against PyTorch nn.LSTM
+23,908 at hidden 256; 6,754 against 6,878 at hidden 512.
 
 Variants (`--config=configs/char_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).

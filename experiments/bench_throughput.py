@@ -48,6 +48,8 @@ def spec(name: str, layers: int, width: int, seq_len: int, batch: int,
 # The big model takes seconds per step on a 2-core CPU: few, short repeats.
 CONFIGS = {
     "baby": spec("baby 4L/128 T64 B12", 4, 128, 64, 12, 0.0, 16, 5),
+    # What `python -m lm_jax.train` trains (configs/char_tf.py).
+    "default": spec("default 4L/128 T128 B32", 4, 128, 128, 32, 0.0, 16, 3),
     "gpt6": spec("6L/384 T256 B64", 6, 384, 256, 64, 0.0, 1, 2),
     "gpt6_drop": spec("6L/384 T256 B64 drop 0.2", 6, 384, 256, 64, 0.2, 1, 2),
 }
