@@ -4,11 +4,13 @@
     python -m lm_jax.sample --workdir=runs/char_tf --prompt="ROMEO:"
 
 Measured with exactly this command on a 2-core AMD EPYC CPU (the machine
-otherwise idle), 2026-11-25: 1500 steps of 32 x 128 characters, 8m50s wall
-(529.5 s, start-up, 6 evaluations and samples included; about 12k
-tokens/s), final val loss 1.7020 nats, 2.4555 bits per character on the 4
-held-out plays. Samples have speaker lines, line breaks and mostly real
-words, e.g. "BOLTHOL:\nThat honest our out the mans lords to my seem".
+otherwise idle), 2026-11-26: 1500 steps of 32 x 128 characters, 5m45s wall
+(344.9 s, start-up, 6 evaluations and samples included; about 20k tokens/s
+on one JAX device per core), final val loss 1.7020 nats, 2.4555 bits per
+character on the 4 held-out plays. (The same run on one device for both
+cores, 2026-11-25: 529.5 s, the same losses.) Samples have speaker lines,
+line breaks and mostly real words, e.g. "BOLTHOL:\nThat honest our out the
+mans lords to my seem".
 
 Variants (`--config=configs/char_tf.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
