@@ -20,9 +20,9 @@ def tune_malloc() -> bool:
   and MALLOC_ARENA_MAX=1, done in-process. An earlier jax release lost
   about 30% of a small model's step to page faults from fresh buffers and
   this setting won it back; with jax 0.10.2 it slows training instead
-  (baby model: 41.0 against 37.1 ms/step), so no entry point calls it. The
-  throughput benchmark keeps it as one of its measured levers
-  (`--ablations-only`). Returns False where there is no glibc.
+  (baby model: 40.9 against 37.7 ms/step, experiments/results/cpu.md), so
+  no entry point calls it. The throughput benchmark keeps it as one of its
+  measured levers. Returns False where there is no glibc.
   """
   if not sys.platform.startswith("linux"):
     return False
@@ -51,8 +51,8 @@ def use_cpu_cores(requested: int, batch_size: int) -> int | None:
   a 2-core machine the threads spend much of a step waiting for each other;
   with one device per core, each core trains its slice of the batch
   (lm_jax/parallel.py) and the two meet once per step to add gradients:
-  1.48x the tokens/s of the default char_tf config on 2 cores (see the
-  README). The results are those of one device (tests/test_parallel.py).
+  about 1.5x the tokens/s of the default char_tf config on 2 cores (see
+  the README). The results are those of one device (tests/test_parallel.py).
   Returns the count set, or None where XLA_FLAGS already sets one or JAX
   has started (its device count can no longer change).
   """
