@@ -5,7 +5,8 @@
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
 random token array, same batch and sequence length, in one process. The
-frameworks take turns (interleaved), warm-up excluded; each prints the median tokens/s over `--repeats` timings.
+frameworks take turns (interleaved), warm-up excluded; each prints the
+median tokens/s over `--repeats` timings.
 
 `--variants` picks JAX implementations to compare: `lm_jax` (the repo's
 model, hoisted input projection and hand-written backward), `autodiff` (the
