@@ -75,17 +75,22 @@ def machine() -> str:
   return f"{os.cpu_count()}-core {cpu}"
 
 
+def weight_matrices(params) -> list[jax.Array]:
+  """The matrices a decoding step multiplies by: kernels and the (tied)
+  embedding; not the position table, of which a step reads one row."""
+  return [w for path, w in jax.tree_util.tree_leaves_with_path(params)
+          if jax.tree_util.keystr(path).endswith(("kernel']", "embedding']"))]
+
+
 @functools.partial(jax.jit, static_argnames=("steps",))
 def weights_only(params, x: jax.Array, steps: int) -> jax.Array:
   """`steps` passes through every weight matrix of `params`, in a chain.
 
   Per token, cached decoding must at least read every weight once; this is
   that work alone (one matrix-vector product per matrix and nothing else),
-  the floor under a cached step's time. x (B, widest input).
+  the floor under a cached step's time. x (B, widest matrix input).
   """
-  kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(params)
-             if jax.tree_util.keystr(path).endswith(("kernel']",
-                                                     "embedding']"))]
+  kernels = weight_matrices(params)
 
   def step(x, _):
     h = x
@@ -114,7 +119,7 @@ def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
         params, model, p, key, o), batch * cached_tokens)
     runs[("full", batch)] = (lambda p=prompt, o=full: sampling.generate_uncached(
         params, model, p, key, o), batch * full_n)
-    widest = max(w.shape[0] for w in jax.tree.leaves(params))
+    widest = max(w.shape[0] for w in weight_matrices(params))
     x = jnp.ones((batch, widest), jnp.float32)
     runs[("floor", batch)] = (lambda x=x: weights_only(
         params, x, cached_tokens), batch * cached_tokens)
@@ -131,7 +136,8 @@ def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
 
 def table(results: dict) -> str:
   rows = ["| model | batch | cached tok/s | streamed tok/s | full recompute "
-          "tok/s | weights-only floor tok/s | cached / full | cached / nanoGPT |",
+          "tok/s | weights-only floor tok/s | cached / full "
+          "| cached / nanoGPT |",
           "|---|---|---|---|---|---|---|---|"]
   for name, rates in results.items():
     for batch in BATCHES:
@@ -159,8 +165,8 @@ def main(argv):
       f"Machine: {machine()}, {_NOTE.value}; jax {jax.__version__}; "
       f"{datetime.date.today()}; load average at the end {load:.1f}.\n"
       f"Command: `python experiments/bench_generate.py "
-      f"--repeats={_REPEATS.value} --note='{_NOTE.value}'`. Random weights, float32, one-token "
-      "prompt, 256 new tokens for cached/streamed; median of "
+      f"--repeats={_REPEATS.value} --note='{_NOTE.value}'`. Random weights, "
+      "float32, one-token prompt, 256 new tokens for cached/streamed; median of "
       f"{_REPEATS.value} interleaved rounds, compilation excluded. "
       "nanoGPT reference: its generate() (no cache), batch 1, same machine "
       "kind, context 64 for the small model. Weights-only floor: one "

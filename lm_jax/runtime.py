@@ -39,7 +39,7 @@ def tune_malloc() -> bool:
 
 def cpu_device_count(requested: int, batch_size: int) -> int:
   """How many JAX CPU devices to make: `requested`, or for 0 one per core,
-  lowered to the largest count that divides the batch."""
+  lowered to its largest divisor that also divides the batch (their gcd)."""
   n = requested if requested > 0 else (os.cpu_count() or 1)
   return max(1, math.gcd(n, max(1, batch_size)))
 

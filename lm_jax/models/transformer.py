@@ -46,7 +46,7 @@ class CausalSelfAttention(nn.Module):
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     if past is not None:
-      past_k, past_v, length = past  # (B, H, K, S), (B, H, S, K); valid: < length
+      past_k, past_v, length = past  # (B,H,K,S), (B,H,S,K); valid: < length
       S = past_v.shape[2]
       past_scores = jnp.einsum("bqhk,bhks->bhqs", q, past_k) / math.sqrt(K)
       past_scores = jnp.where(jnp.arange(S) < length,
