@@ -1,6 +1,7 @@
 """Generation speed: key/value cache against full recomputation.
 
     python experiments/bench_generate.py   # writes results/generate_cpu.md
+    python experiments/bench_generate.py --out=experiments/results/generate_gpu.md  # on a GPU
 
 Random weights (speed does not depend on them), vocabulary 65 (the
 characters of tinyshakespeare), float32, a one-token prompt. Per model and
@@ -21,7 +22,7 @@ import datetime
 import functools
 import os
 import pathlib
-import platform
+import shlex
 import statistics
 import sys
 import time
@@ -33,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from experiments.bench_throughput import machine  # noqa: E402
 from lm_jax import sampling  # noqa: E402
 from lm_jax.models.transformer import TransformerLM  # noqa: E402
 
@@ -61,18 +63,6 @@ BATCHES = (1, 32)
 def _stream_all(params, model, prompt, key, options):
   return np.concatenate(list(sampling.stream(params, model, prompt, key,
                                              options)), axis=1)
-
-
-def machine() -> str:
-  cpu = platform.processor() or "CPU"
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{os.cpu_count()}-core {cpu}"
 
 
 def weight_matrices(params) -> list[jax.Array]:
@@ -143,7 +133,8 @@ def table(results: dict) -> str:
     for batch in BATCHES:
       med = {m: statistics.median(rates[(m, batch)])
              for m in ("cached", "streamed", "full", "floor")}
-      ref = NANOGPT.get(name) if batch == 1 else None
+      on_cpu = jax.default_backend() == "cpu"  # the reference is CPU-only
+      ref = NANOGPT.get(name) if batch == 1 and on_cpu else None
       vs_ref = f"{med['cached'] / ref:.0f}x (ref {ref})" if ref else "-"
       rows.append(
           f"| {name} | {batch} | {med['cached']:,.0f} | {med['streamed']:,.0f}"
@@ -155,17 +146,22 @@ def table(results: dict) -> str:
 
 def main(argv):
   del argv
+  device = "cpu" if jax.default_backend() == "cpu" else "gpu"
   results = {}
   for name, (fields, cached_n, full_n) in MODELS.items():
     results[name] = bench_model(fields, cached_n, full_n, _REPEATS.value)
     print(table({name: results[name]}), flush=True)
+    write(results, device)  # after each model: a cut-short run keeps its rows
+
+
+def write(results: dict, device: str) -> None:
   text = table(results)
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   header = (
-      f"Machine: {machine()}, {_NOTE.value}; jax {jax.__version__}; "
+      f"Machine: {machine(device)}, {_NOTE.value}; jax {jax.__version__}; "
       f"{datetime.date.today()}; load average at the end {load:.1f}.\n"
       f"Command: `python experiments/bench_generate.py "
-      f"--repeats={_REPEATS.value} --note='{_NOTE.value}'`. Random weights, "
+      + shlex.join(sys.argv[1:]) + "`. Random weights, "
       "float32, one-token prompt, 256 new tokens for cached/streamed; median of "
       f"{_REPEATS.value} interleaved rounds, compilation excluded. "
       "nanoGPT reference: its generate() (no cache), batch 1, same machine "
@@ -177,7 +173,8 @@ def main(argv):
   if _OUT.value:
     out = pathlib.Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("# Generation speed (CPU)\n\n" + header + "\n" + text + "\n")
+    out.write_text(f"# Generation speed ({device.upper()})\n\n" + header
+                   + "\n" + text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """LSTM training throughput: lm_jax against a PyTorch `nn.LSTM` twin.
 
     python -m experiments.bench_lstm --hidden=256,512
+    python -m experiments.bench_lstm --device=gpu --out=experiments/results/lstm_gpu.md
 
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
@@ -17,9 +18,10 @@ The functions are importable: `jax_runner`, `torch_runner`, `measure`.
 
 from __future__ import annotations
 
-import os
-
+import pathlib
+import shlex
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -110,22 +112,26 @@ def jax_runner(hidden: int, batch_size: int = 64, seq_len: int = 100,
   return run
 
 
-def torch_runner(hidden: int, batch_size: int = 64, seq_len: int = 100
-                 ) -> Callable[[int], None]:
-  """The PyTorch twin: embedding, `nn.LSTM` (oneDNN on CPU), linear head."""
+def torch_runner(hidden: int, batch_size: int = 64, seq_len: int = 100,
+                 device: str = "cpu") -> Callable[[int], None]:
+  """The PyTorch twin: embedding, `nn.LSTM` (oneDNN on CPU, cuDNN on a GPU),
+  linear head; `device` is a torch device name."""
   import torch
   torch.manual_seed(0)
-  embed = torch.nn.Embedding(VOCAB, 128)
-  rnn = torch.nn.LSTM(128, hidden, num_layers=2, batch_first=True)
-  head = torch.nn.Linear(hidden, VOCAB)
+  embed = torch.nn.Embedding(VOCAB, 128).to(device)
+  rnn = torch.nn.LSTM(128, hidden, num_layers=2, batch_first=True).to(device)
+  head = torch.nn.Linear(hidden, VOCAB).to(device)
   params = [*embed.parameters(), *rnn.parameters(), *head.parameters()]
   opt = torch.optim.Adam(params, lr=2e-3)
-  tokens = torch.randint(0, VOCAB, (NUM_TOKENS,))
+  tokens = torch.randint(0, VOCAB, (NUM_TOKENS,), device=device)
+  window = torch.arange(seq_len + 1, device=device)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def run(n: int) -> None:
     for _ in range(n):
-      starts = torch.randint(0, NUM_TOKENS - seq_len - 1, (batch_size, 1))
-      windows = tokens[starts + torch.arange(seq_len + 1)]
+      starts = torch.randint(0, NUM_TOKENS - seq_len - 1, (batch_size, 1),
+                             device=device)
+      windows = tokens[starts + window]
       x, y = windows[:, :-1], windows[:, 1:]
       logits = head(rnn(embed(x))[0])
       loss = torch.nn.functional.cross_entropy(
@@ -134,6 +140,7 @@ def torch_runner(hidden: int, batch_size: int = 64, seq_len: int = 100
       loss.backward()
       torch.nn.utils.clip_grad_norm_(params, 1.0)
       opt.step()
+    sync()
 
   return run
 
@@ -163,21 +170,44 @@ _NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per runner.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _SEQ = flags.DEFINE_integer("seq_len", 100, "Sequence length.")
+_DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"],
+                            "Where both frameworks run.")
+_OUT = flags.DEFINE_string("out", "", "Also write the table to this "
+                           "Markdown file (e.g. experiments/results/lstm_gpu.md).")
 
 
 def main(argv):
   del argv
   B, T = _BATCH.value, _SEQ.value
-  print(f"batch {B}, sequence {T}, embedding 128, 2 layers; {os.cpu_count()} "
-        f"CPUs; jax {jax.__version__}", flush=True)
+  from experiments.bench_runners import set_tf32
+  from experiments.bench_throughput import machine
+  if _DEVICE.value == "cpu":
+    jax.config.update("jax_platforms", "cpu")
+  else:  # float32 products on TF32 tensor cores on both sides
+    set_tf32("jax")
+    set_tf32("torch")
+  where = machine(_DEVICE.value)
+  header = (f"batch {B}, sequence {T}, embedding 128, 2 layers; {where}; "
+            f"jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(header, flush=True)
+  lines = [f"# LSTM training throughput, JAX vs PyTorch ({_DEVICE.value})", "",
+           header, "", "Command: `python -m experiments.bench_lstm " +
+           shlex.join(sys.argv[1:]) + "`", "",
+           "| hidden | runner | tokens/s | / torch |", "|---|---|---|---|"]
   for hidden in map(int, _HIDDEN.value):
     runners = {f"jax {v} spc={k}": jax_runner(hidden, B, T, int(k), v)
                for v in _VARIANTS.value for k in _STEPS_PER_CALL.value}
     if _TORCH.value:
-      runners["torch nn.LSTM"] = torch_runner(hidden, B, T)
+      runners["torch nn.LSTM"] = torch_runner(
+          hidden, B, T, "cuda" if _DEVICE.value == "gpu" else "cpu")
     rates = measure(runners, _NUM_STEPS.value, _REPEATS.value, B * T)
     for name, rate in rates.items():
       print(f"hidden {hidden} | {name:24s} | {rate:9,.0f} tokens/s", flush=True)
+      ratio = rate / rates.get("torch nn.LSTM", float("nan"))
+      lines.append(f"| {hidden} | {name} | {rate:,.0f} | {ratio:.2f}x |")
+  if _OUT.value:
+    pathlib.Path(_OUT.value).write_text("\n".join(lines) + "\n")
+    print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Both sides train the same model on the same kind of batches: random windows
 drawn on the device from a token array held on the device, an AdamW update
 after global-norm clipping, and one host sync (the loss) per call of
 `steps_per_call` steps.
+
+On a GPU both sides let float32 matrix products use TF32 tensor cores
+(`set_tf32`: JAX's `jax_default_matmul_precision="tensorfloat32"`, PyTorch's
+`set_float32_matmul_precision("high")`), so "fp32" is the same math on both.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import time
 
 VOCAB = 65  # tinyshakespeare's characters
+MATMUL_N = {"cpu": 2048, "gpu": 8192}  # the matmul-peak size per device
 NUM_TOKENS = 1 << 20
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736",
               "MALLOC_ARENA_MAX": "1"}
@@ -34,6 +39,29 @@ def peak_rss_mb() -> float:
       if line.startswith("VmHWM:"):
         return int(line.split()[1]) / 1024
   return float("nan")
+
+
+def peak_device_mb(framework: str) -> float | None:
+  """Peak GPU memory this process allocated, in MiB (None off the GPU)."""
+  if framework == "jax":
+    import jax
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
+  import torch
+  if not torch.cuda.is_initialized():
+    return None
+  return torch.cuda.max_memory_allocated() / 2**20
+
+
+def set_tf32(framework: str) -> None:
+  """Float32 matrix products on TF32 tensor cores, in both frameworks."""
+  if framework == "jax":
+    import jax
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+  else:
+    import torch
+    torch.set_float32_matmul_precision("high")
 
 
 def token_array():
@@ -134,7 +162,8 @@ def torch_runner(spec: dict, precision: str, device: str, compiled: bool):
 
 
 def matmul_gflops(framework: str, n: int = 2048, repeats: int = 7) -> float:
-  """Median fp32 GFLOP/s of an n x n matmul in this framework."""
+  """Median fp32 GFLOP/s of an n x n matmul in this framework (on the GPU
+  for a `*_gpu` framework name)."""
   if framework == "jax":
     import jax
     import jax.numpy as jnp
@@ -178,9 +207,13 @@ def serve(framework: str, device: str, inp, out) -> None:
       reply = {"seconds": time.perf_counter() - start}
     elif cmd["cmd"] == "matmul":
       name = framework if device == "cpu" else f"{framework}_gpu"
-      reply = {"gflops": matmul_gflops("jax" if framework == "jax" else name)}
+      reply = {"gflops": matmul_gflops("jax" if framework == "jax" else name,
+                                       n=MATMUL_N[device])}
     else:
       reply = {"peak_rss_mb": peak_rss_mb()}
+      if device == "gpu":
+        reply["peak_device_mb"] = peak_device_mb(
+            "jax" if framework == "jax" else "torch")
     out.write(json.dumps(reply) + "\n")
     out.flush()
 
@@ -193,6 +226,8 @@ def main() -> None:
   parser.add_argument("--malloc", default="none",
                       choices=["mallopt", "env", "none"])
   args = parser.parse_args()
+  if args.device == "gpu":
+    set_tf32("jax" if args.framework == "jax" else "torch")
   if args.malloc == "mallopt":
     from lm_jax import runtime
     runtime.tune_malloc()

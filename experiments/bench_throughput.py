@@ -11,6 +11,13 @@ time), discards a warm-up call, then times calls in rotating order so that
 every framework sees the same machine load, and reports medians. It also
 measures the fp32 matmul peak of both frameworks in the same run. Results:
 experiments/results/<device>.json, .md and .png.
+
+With `--device=gpu`: float32 products use TF32 on both sides (see
+`bench_runners`), every configuration runs 16 steps per call and 5 timed
+calls (a step takes milliseconds there), the memory column is the GPU's
+peak, and `--concurrent-compile` (the frameworks compile at the same time,
+on the host's cores) keeps the run short; compile times are then upper
+bounds.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments.bench_runners import MALLOC_ENV, VOCAB  # noqa: E402
+from experiments.bench_runners import MALLOC_ENV, MATMUL_N, VOCAB  # noqa: E402
 
 FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
 
@@ -71,20 +78,29 @@ class Worker:
     if malloc == "env":
       env.update(MALLOC_ENV)
     env["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
-    env["PYTHONPATH"] = str(REPO)
+    # Several workers share the GPU: no worker may claim most of its memory.
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     self.proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.bench_runners",
          f"--framework={framework}", f"--device={device}", f"--malloc={malloc}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         cwd=REPO)
 
-  def call(self, cmd: str, **kw) -> dict:
+  def send(self, cmd: str, **kw) -> None:
     self.proc.stdin.write(json.dumps(dict(cmd=cmd, **kw)) + "\n")
     self.proc.stdin.flush()
+
+  def receive(self) -> dict:
     line = self.proc.stdout.readline()
     if not line:
-      raise RuntimeError(f"benchmark worker died on {cmd!r} (see stderr)")
+      raise RuntimeError("benchmark worker died (see its stderr above)")
     return json.loads(line)
+
+  def call(self, cmd: str, **kw) -> dict:
+    self.send(cmd, **kw)
+    return self.receive()
 
   def close(self) -> None:
     self.proc.stdin.close()
@@ -101,19 +117,31 @@ class Variant:
   train: dict = dataclasses.field(default_factory=dict)
 
 
-def measure(s: dict, precision: str, variants: list[Variant], device: str
-            ) -> list[dict]:
-  """Interleaved median timings of each variant on spec `s`."""
+def measure(s: dict, precision: str, variants: list[Variant], device: str,
+            concurrent: bool = False) -> list[dict]:
+  """Interleaved median timings of each variant on spec `s`.
+
+  The variants build and compile one at a time, or all at once with
+  `concurrent` (shorter, but each compile time then includes the others'
+  load on the host).
+  """
   workers = {v.label: Worker(v.framework, device, v.malloc) for v in variants}
+  specs = {v.label: dict(s, model={**s["model"], **v.model},
+                         train={**s["train"], **v.train}) for v in variants}
+  # build; first call (compile); a warm-up call, discarded.
+  stages = [("build", lambda v: dict(spec=specs[v.label], precision=precision)),
+            ("time", lambda v: dict(calls=1)), ("time", lambda v: dict(calls=1))]
   rows = {}
   try:
-    for v in variants:  # build and compile one at a time
-      vs = dict(s, model={**s["model"], **v.model},
-                train={**s["train"], **v.train})
-      w = workers[v.label]
-      w.call("build", spec=vs, precision=precision)
-      first = w.call("time", calls=1)["seconds"]
-      w.call("time", calls=1)  # warm-up, discarded
+    replies = {v.label: [] for v in variants}
+    for group in ([variants] if concurrent else [[v] for v in variants]):
+      for cmd, args in stages:
+        for v in group:
+          workers[v.label].send(cmd, **args(v))
+        for v in group:
+          replies[v.label].append(workers[v.label].receive())
+    for v in variants:
+      vs, first = specs[v.label], replies[v.label][1]["seconds"]
       rows[v.label] = dict(config=s["name"], variant=v.label,
                            framework=v.framework, malloc=v.malloc,
                            precision=precision, first_call_s=first, times=[],
@@ -129,7 +157,7 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str
             workers[v.label].call("time", calls=1)["seconds"])
       load.append(os.getloadavg()[0])
     for v in variants:
-      rows[v.label]["peak_rss_mb"] = workers[v.label].call("mem")["peak_rss_mb"]
+      rows[v.label].update(workers[v.label].call("mem"))
   finally:
     for w in workers.values():
       w.close()
@@ -186,14 +214,25 @@ def ablations(device: str, rows: list[dict], save) -> None:
   save()
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
+  """The CPU, and with `device="gpu"` the GPU as nvidia-smi names it."""
   try:
     with open("/proc/cpuinfo") as f:
       model = next(l.split(":", 1)[1].strip() for l in f
                    if l.startswith("model name"))
   except (OSError, StopIteration):
     model = platform.processor()
-  return f"{os.cpu_count()}-core {model} ({platform.system()})"
+  host = f"{os.cpu_count()}-core {model} ({platform.system()})"
+  if device != "gpu":
+    return host
+  try:
+    gpu = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+         "--format=csv,noheader"], capture_output=True, text=True,
+        check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    gpu = "unknown GPU"
+  return f"GPU {gpu} (name, memory, driver); host {host}"
 
 
 def markdown(result: dict) -> str:
@@ -202,7 +241,9 @@ def markdown(result: dict) -> str:
   lines = [f"# Training throughput: JAX vs PyTorch ({result['device']})", "",
            f"Machine: {result['machine']}; {result['note']}", "",
            f"Command: `{result['command']}`", "",
-           "fp32 matmul peak (2048 x 2048), measured in this run: " +
+           f"fp32 matmul peak ({MATMUL_N[result['device']]} squared"
+           f"{', TF32' if result['device'] == 'gpu' else ''}), measured in "
+           "this run: " +
            ", ".join(f"{k} {v:.0f} GFLOP/s"
                      for k, v in result["matmul_gflops"].items()), "",
            "| config | precision | JAX tok/s | PyTorch eager | torch.compile "
@@ -221,9 +262,14 @@ def markdown(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+MEMORY = {"peak_rss_mb": "peak RSS MiB", "peak_device_mb": "peak GPU MiB"}
+
+
 def _detail_table(rows: list[dict], peak: float) -> list[str]:
+  memory = "peak_device_mb" if any(r.get("peak_device_mb") for r in rows) \
+      else "peak_rss_mb"
   out = ["| config | precision | variant | steps/call | ms/step (min-max) "
-         "| tok/s | compile s | peak RSS MiB | GFLOP/s | % of fp32 peak "
+         f"| tok/s | compile s | {MEMORY[memory]} | GFLOP/s | % of fp32 peak "
          "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lo, hi = (1e3 * t / r["steps_per_call"] for t in (min(r["times"]),
@@ -232,7 +278,7 @@ def _detail_table(rows: list[dict], peak: float) -> list[str]:
         f"| {r['config']} | {r['precision']} | {r['variant']} "
         f"| {r['steps_per_call']} | {r['step_ms']:.1f} ({lo:.1f}-{hi:.1f}) "
         f"| {r['tokens_per_s']:,.0f} | {r['compile_s']:.1f} "
-        f"| {r['peak_rss_mb']:,.0f} | {r['gflops']:.1f} "
+        f"| {r[memory] or float('nan'):,.0f} | {r['gflops']:.1f} "
         f"| {100 * r['gflops'] / peak:.0f}% "
         f"| {r['load_avg'][0]:.1f}-{r['load_avg'][1]:.1f} |")
   return out
@@ -265,19 +311,30 @@ def bar_chart(result: dict, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def for_gpu(s: dict) -> dict:
+  """A spec with GPU-sized timings: 16 steps per call, 5 timed calls."""
+  return dict(s, repeats=5, train=dict(s["train"], steps_per_call=16))
+
+
 def run(configs: list[str], precisions: list[str], device: str,
         with_ablations: bool, command: str, note: str,
-        save=lambda result: None) -> dict:
+        save=lambda result: None, concurrent: bool = False) -> dict:
   """Measures everything; `save(result)` after each step keeps partial results."""
   start = time.perf_counter()
   print("-- fp32 matmul peaks", flush=True)
-  result = dict(device=device, machine=machine(), command=command, note=note,
-                matmul_gflops=matmul_peaks(device), rows=[], ablations=[])
+  if device == "gpu":
+    note += ("; fp32 rows use TF32 tensor-core products on both sides"
+             + ("; compiles ran concurrently" if concurrent else ""))
+  result = dict(device=device, machine=machine(device), command=command,
+                note=note, matmul_gflops=matmul_peaks(device), rows=[],
+                ablations=[])
   for name in configs:
+    s = for_gpu(CONFIGS[name]) if device == "gpu" else CONFIGS[name]
     for precision in precisions:
-      print(f"-- {CONFIGS[name]['name']} {precision}", flush=True)
-      result["rows"] += measure(CONFIGS[name], precision,
-                                [Variant(fw, fw) for fw in FRAMEWORKS], device)
+      print(f"-- {s['name']} {precision}", flush=True)
+      result["rows"] += measure(s, precision,
+                                [Variant(fw, fw) for fw in FRAMEWORKS], device,
+                                concurrent)
       save(result)
   if with_ablations:
     ablations(device, result["ablations"], lambda: save(result))
@@ -302,6 +359,9 @@ def main() -> None:
   parser.add_argument("--configs", default=",".join(CONFIGS),
                       help=f"comma-separated, from {','.join(CONFIGS)}")
   parser.add_argument("--no-ablations", action="store_true")
+  parser.add_argument("--concurrent-compile", action="store_true",
+                      help="the frameworks compile at the same time (a "
+                      "shorter run; compile times become upper bounds)")
   parser.add_argument("--ablations-only", action="store_true",
                       help="only the lever measurements (baby model, fp32)")
   parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
@@ -320,7 +380,8 @@ def main() -> None:
   result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
                args.device, not (args.quick or args.no_ablations),
                command.strip(), args.note,
-               save=lambda r: write(r, pathlib.Path(args.out), name))
+               save=lambda r: write(r, pathlib.Path(args.out), name),
+               concurrent=args.concurrent_compile)
   print(markdown(result))
   print(f"wrote {args.out}/{name}.json, .md, .png in {result['wall_s']:.0f} s")
 

@@ -32,3 +32,24 @@ def test_flops_count_matches_the_model_matrices(smoke_config):
   L, T = config.model.num_layers, config.train.seq_len
   assert bench_throughput.flops_per_token(s) == 6 * (matrices + V * D) + \
       12 * L * T * D
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_measure_times_every_worker_and_writes_a_table(tmp_path, concurrent):
+  """The driver and its worker processes, end to end on a tiny model."""
+  s = bench_throughput.spec("tiny", 1, 32, 16, 2, 0.0, 2, 2)
+  rows = bench_throughput.measure(
+      s, "fp32", [bench_throughput.Variant(fw, fw)
+                  for fw in bench_throughput.FRAMEWORKS[:2]], "cpu", concurrent)
+  assert [r["variant"] for r in rows] == ["jax", "torch_eager"]
+  for r in rows:
+    assert len(r["times"]) == 2 and min(r["times"]) > 0
+    assert r["tokens_per_call"] == 2 * 2 * 16
+    assert r["tokens_per_s"] == pytest.approx(
+        r["tokens_per_call"] / np.median(r["times"]))
+    assert r["peak_rss_mb"] > 50
+  result = dict(device="cpu", machine="m", command="c", note="n",
+                matmul_gflops={"jax": 1.0}, rows=[], ablations=rows)
+  text = bench_throughput.markdown(result)
+  assert "| tiny | fp32 | torch_eager | 2 |" in text
+  assert "peak RSS MiB" in text
