@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of experiments/results/*gpu*, in one run of about
-# 9 minutes on one GPU (each stage has a time limit; the benchmarks save
+# 8 minutes on one H200 (each stage has a time limit; the benchmarks save
 # what they finished, so a cut-short stage still leaves its rows):
 #
 #     bash experiments/run_gpu.sh [results dir]     # default experiments/results
@@ -36,10 +36,10 @@ print(jax.devices())'
 stage 340 "$py" experiments/bench_throughput.py --device=gpu --no-ablations \
   --concurrent-compile --configs=baby,gpt6,gpt6_drop,default --out="$out" \
   --note="$note"
-stage 60 bash -c "'$py' -m lm_jax.train --workdir=/tmp/run_gpu_train \
+stage 100 bash -c "'$py' -m lm_jax.train --workdir=/tmp/run_gpu_train \
   2>&1 | tee '$out/train_gpu.log'"
 stage 70 "$py" -m experiments.bench_lstm --device=gpu --hidden=256,512 \
   --repeats=3 --out="$out/lstm_gpu.md"
-stage 45 "$py" experiments/bench_generate.py --out="$out/generate_gpu.md" \
+stage 170 "$py" experiments/bench_generate.py --out="$out/generate_gpu.md" \
   --note="$note"
 ls -la "$out"
