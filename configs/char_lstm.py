@@ -20,6 +20,12 @@ sequence 100, 2026-11-26): JAX 19,981 tokens/s against PyTorch nn.LSTM
 
 Variants (`--config=configs/char_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
+  tbptt  the same model and steps, trained as char-rnn does: truncated
+         backpropagation through time (config.train.carry_state=True).
+         Each of the 64 batch rows reads its own contiguous lane of the
+         text, window after window, and the LSTM state at the end of a
+         window starts the next one (no gradient across windows). Not
+         measured yet.
 """
 
 import ml_collections
@@ -47,6 +53,8 @@ def get_config(arg: str = ""):
     c.model.embed_dim = 16
     c.model.hidden_size = 32
     smoke_train(c)
+  elif arg == "tbptt":
+    c.train.carry_state = True
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}: use 'smoke'")
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'tbptt'")
   return c

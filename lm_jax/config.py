@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
   c.train.fsdp = False  # shard params and optimiser state across devices
+  # LSTM only: truncated backpropagation through time, as char-rnn. The
+  # batch rows are contiguous lanes of the text read window after window,
+  # and the LSTM state at the end of a window starts the next (no gradient
+  # across windows). False: random windows, each from the zero state.
+  c.train.carry_state = False
   # On CPU, JAX devices to split the cores into (0: one per core, as many as
   # divide the batch); set by `python -m lm_jax.train` before JAX starts.
   c.train.cpu_devices = 0
@@ -121,6 +126,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError("config.train.warmup_steps must be >= 0")
   if not 0 < t.grad_clip:
     raise UserError("config.train.grad_clip must be > 0")
+  if not isinstance(t.carry_state, bool):
+    raise UserError(f"config.train.carry_state must be True or False, got "
+                    f"{t.carry_state!r}")
+  if t.carry_state and m.kind != "lstm":
+    raise UserError(
+        f"config.train.carry_state=True needs an LSTM (config.model.kind "
+        f"'lstm'); the {m.kind} model carries no state between windows: set "
+        "--config.train.carry_state=False or use configs/char_lstm.py:tbptt")
   if isinstance(t.cpu_devices, bool) or t.cpu_devices < 0:
     raise UserError(f"config.train.cpu_devices must be 0 (one per core) or a "
                     f"positive integer, got {t.cpu_devices!r}")

@@ -27,6 +27,31 @@ def get_batch(tokens: jax.Array, key: jax.Array, batch_size: int,
   return windows[:, :-1], windows[:, 1:]
 
 
+def lane_windows(num_tokens: int, batch_size: int, seq_len: int) -> int:
+  """Windows per lane in `lane_batch`: a lane holds (N - 1) // B tokens."""
+  return (num_tokens - 1) // batch_size // seq_len
+
+
+def lane_batch(tokens: jax.Array, step, batch_size: int, seq_len: int
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Consecutive windows of `batch_size` lanes, for truncated BPTT.
+
+  The N tokens are cut into B contiguous lanes of L = (N - 1) // B tokens;
+  lane b starts at token b * L. Step k reads window j = k mod W of every
+  lane, W = L // T (`lane_windows`): x[b, t] = tokens[b * L + j * T + t] and
+  y[b, t] the token after it, so step k + 1 continues where step k stopped.
+  Returns x (B, T), y (B, T) and `reset`, True where j == 0: the lanes have
+  wrapped around to their starts and a carried state begins again from
+  zero. The last L - W * T (< T) tokens of each lane are never inputs.
+  """
+  lane_len = (tokens.shape[0] - 1) // batch_size
+  j = step % lane_windows(tokens.shape[0], batch_size, seq_len)
+  idx = (jnp.arange(batch_size)[:, None] * lane_len + j * seq_len
+         + jnp.arange(seq_len + 1))  # (B, T + 1)
+  windows = jnp.take(tokens, idx, axis=0)
+  return windows[:, :-1], windows[:, 1:], j == 0
+
+
 def eval_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
                  num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
   """Fixed, non-overlapping windows from the start of `tokens`.

@@ -67,11 +67,19 @@ def _fsdp_spec(shape: tuple[int, ...], n: int) -> P:
 
 
 def state_shardings(state, mesh: Mesh, fsdp: bool):
-  """A sharding for every array of `state`: replicated, or FSDP-split."""
+  """A sharding for every array of `state`: replicated, or FSDP-split.
+
+  A carried LSTM state (`state.carry`, config.train.carry_state) has one
+  row per lane: it is split like the batch, each device holding its lanes.
+  """
   n = mesh.shape[DATA]
-  return jax.tree.map(
+  shardings = jax.tree.map(
       lambda x: NamedSharding(mesh, _fsdp_spec(x.shape, n) if fsdp else P()),
       state)
+  if getattr(state, "carry", None) is not None:
+    shardings = shardings.replace(carry=jax.tree.map(
+        lambda _: batch_sharding(mesh), state.carry))
+  return shardings
 
 
 def place_state(state, mesh: Mesh, fsdp: bool):

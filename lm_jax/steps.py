@@ -3,6 +3,12 @@
 Everything here is a pure function of its arguments: the data batch and the
 dropout key of step s are functions of (seed, s), so a run resumed from a
 checkpoint continues exactly as if it had never stopped.
+
+With config.train.carry_state (LSTM only) training is truncated
+backpropagation through time, as in char-rnn: the batch rows are contiguous
+lanes of the text read window after window (`data.lane_batch`), and the
+LSTM state at the end of one window starts the next (`CarryTrainState`),
+with no gradient flowing back across the boundary.
 """
 
 from __future__ import annotations
@@ -34,6 +40,20 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
+class CarryTrainState(TrainState):
+  """A TrainState with the LSTM state carried across windows
+  (config.train.carry_state, truncated BPTT).
+
+  `carry` is the (c, h) of every layer, each (B, H), where each lane's last
+  window ended; row b belongs to lane b. It is part of the checkpoint: a
+  resumed run continues every lane from the very state it stopped in,
+  exactly as if it had never stopped (restarting the lanes from zero state
+  at the right windows would only be close). A subclass rather than an
+  optional field, so that a TrainState's checkpoints keep their layout.
+  """
+  carry: Any
+
+
 def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to the peak rate, then cosine decay to min_lr_ratio of it."""
   return optax.warmup_cosine_decay_schedule(
@@ -62,12 +82,18 @@ def make_optimizer(train: ml_collections.ConfigDict
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
                        key: jax.Array) -> TrainState:
-  """Fresh parameters (from `key`) and optimiser state."""
+  """Fresh parameters (from `key`) and optimiser state; with
+  train.carry_state, the zero state of every lane."""
   dummy = jnp.zeros((1, train.seq_len), jnp.int32)
   params = jax.jit(model.init)(key, dummy)["params"]
   tx = make_optimizer(train)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), model=model, tx=tx)
+  fields = dict(step=jnp.zeros((), jnp.int32), params=params,
+                opt_state=tx.init(params), model=model, tx=tx)
+  if not train.get("carry_state", False):
+    return TrainState(**fields)
+  # One buffer per array (initial_state shares one): the state is donated.
+  carry = jax.tree.map(jnp.zeros_like, model.initial_state(train.batch_size))
+  return CarryTrainState(**fields, carry=carry)
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -94,46 +120,85 @@ def loss_fn(params, model: nn.Module, x, y, dropout_key) -> jax.Array:
   return cross_entropy(logits, y)
 
 
+def carried_loss_fn(params, model: nn.Module, x, y, dropout_key, carry
+                    ) -> tuple[jax.Array, Any]:
+  """`loss_fn` of a window that continues from the LSTM state `carry`.
+
+  Returns (loss, the state at the window's end). Truncated BPTT: the
+  incoming state is a constant (`stop_gradient`), so the gradient of this
+  window's loss stops at its first token and never reaches earlier windows.
+  """
+  carry = jax.lax.stop_gradient(carry)
+  logits, carry = model.apply({"params": params}, x, carry, train=True,
+                              rngs={"dropout": dropout_key},
+                              method="extend")  # (B, T, V)
+  return cross_entropy(logits, y), jax.lax.stop_gradient(carry)
+
+
 def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
-                      grad_accum_steps: int):
+                      grad_accum_steps: int, carry=None):
   """Mean loss and gradients over `grad_accum_steps` equal micro-batches.
 
   The micro-batches run one after another (a `lax.scan`), so only one
   micro-batch of activations is alive at a time; the mean of their mean
   losses is the loss of the whole batch.
+
+  With `carry` (config.train.carry_state: the LSTM state of every row) the
+  loss is `carried_loss_fn`, each micro-batch continuing from its rows'
+  state, and the result is ((loss, new carry), gradients).
   """
-  grad_fn = jax.value_and_grad(loss_fn)
+  if carry is None:
+    grad_fn, extra = jax.value_and_grad(loss_fn), ()
+  else:
+    grad_fn = jax.value_and_grad(carried_loss_fn, has_aux=True)
+    extra = (carry,)
   if grad_accum_steps == 1:
-    return grad_fn(params, model, x, y, dropout_key)
+    return grad_fn(params, model, x, y, dropout_key, *extra)
   B, A = x.shape[0], grad_accum_steps
   # Micro-batch i takes rows i, i + A, i + 2A, ...: with the batch split
   # across devices, every device then holds part of every micro-batch.
   micro = lambda a: a.reshape(B // A, A, *a.shape[1:]).swapaxes(0, 1)
+  unmicro = lambda a: a.swapaxes(0, 1).reshape(B, *a.shape[2:])
 
   def add(total, batch):
-    i, xm, ym = batch
-    loss, grads = grad_fn(params, model, xm, ym,
-                          jax.random.fold_in(dropout_key, i))
-    return jax.tree.map(jnp.add, total, (loss, grads)), None
+    i, xm, ym, extra_m = batch
+    out, grads = grad_fn(params, model, xm, ym,
+                         jax.random.fold_in(dropout_key, i), *extra_m)
+    loss, carry_m = (out, None) if carry is None else out
+    return jax.tree.map(jnp.add, total, (loss, grads)), carry_m
 
   zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-  total, _ = jax.lax.scan(add, zeros, (jnp.arange(grad_accum_steps),
-                                       micro(x), micro(y)))
-  return jax.tree.map(lambda t: t / grad_accum_steps, total)
+  total, carries = jax.lax.scan(add, zeros, (
+      jnp.arange(grad_accum_steps), micro(x), micro(y),
+      jax.tree.map(micro, extra)))
+  loss, grads = jax.tree.map(lambda t: t / grad_accum_steps, total)
+  if carry is None:
+    return loss, grads
+  return (loss, jax.tree.map(unmicro, carries)), grads
 
 
 @functools.partial(jax.jit, static_argnames=("grad_accum_steps",))
 def train_step(state: TrainState, x: jax.Array, y: jax.Array,
                dropout_key: jax.Array, grad_accum_steps: int = 1
                ) -> tuple[TrainState, dict]:
-  """One AdamW update on the batch (x, y); returns the new state and metrics."""
-  loss, grads = accumulated_grads(state.params, state.model, x, y,
-                                  dropout_key, grad_accum_steps)
+  """One AdamW update on the batch (x, y); returns the new state and metrics.
+
+  A CarryTrainState's batch continues from its `carry` (truncated BPTT) and
+  the new state holds the LSTM state where the batch ended.
+  """
+  carried = isinstance(state, CarryTrainState)
+  out, grads = accumulated_grads(state.params, state.model, x, y,
+                                 dropout_key, grad_accum_steps,
+                                 state.carry if carried else None)
+  loss = out[0] if carried else out
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-  return state.replace(step=state.step + 1, params=params,
-                       opt_state=opt_state), metrics
+  state = state.replace(step=state.step + 1, params=params,
+                        opt_state=opt_state)
+  if carried:  # the lanes move on with the step, update dropped or not
+    state = state.replace(carry=out[1])
+  return state, metrics
 
 
 def step_keys(seed_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
@@ -155,15 +220,34 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
   and host round trip, the largest speed lever on a small CPU. Metrics come
   back stacked, one entry per step. With `batch_sharding` (see
   lm_jax/parallel.py) each device draws and trains on its slice of the batch.
+
+  With a CarryTrainState (config.train.carry_state) step k reads the k-th
+  window of every lane (`data.lane_batch`) instead of random windows, and
+  the LSTM state passes from step to step in the scan's carry (the
+  state's `carry`), reset to zero where the lanes wrap around; with `batch_sharding` each
+  device keeps the state of its own lanes.
   """
   def one_step(state, _):
     data_key, dropout_key = step_keys(seed_key, state.step)
-    x, y = data.get_batch(tokens, data_key, batch_size, seq_len)
+    if not isinstance(state, CarryTrainState):
+      x, y = data.get_batch(tokens, data_key, batch_size, seq_len)
+    else:
+      x, y, reset = data.lane_batch(tokens, state.step, batch_size, seq_len)
+      carry = jax.tree.map(lambda a: jnp.where(reset, jnp.zeros_like(a), a),
+                           state.carry)
+      if batch_sharding is not None:
+        carry = jax.lax.with_sharding_constraint(carry, batch_sharding)
+      state = state.replace(carry=carry)
     if batch_sharding is not None:
       x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
     return train_step(state, x, y, dropout_key, grad_accum_steps)
 
-  return jax.lax.scan(one_step, state, length=num_steps)
+  state, metrics = jax.lax.scan(one_step, state, length=num_steps)
+  if isinstance(state, CarryTrainState) and batch_sharding is not None:
+    # Returned as it came in (parallel.state_shardings), split by lane.
+    state = state.replace(carry=jax.lax.with_sharding_constraint(
+        state.carry, batch_sharding))
+  return state, metrics
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -26,8 +26,13 @@ from lm_jax.models import make_model
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
-# Settings a checkpoint cannot be resumed or sampled with if they change.
-FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len")
+# Settings a checkpoint cannot be resumed or sampled with if they change
+# (train.carry_state: whether it holds the carried LSTM state).
+FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
+                  "train.carry_state")
+# Fixed settings added after runs were written: a stored config.json
+# without one had this value.
+ADDED_SETTINGS = {"train.carry_state": False}
 
 
 class NonFiniteLoss(UserError):
@@ -50,7 +55,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def config_differences(stored: dict, requested: dict,
                        keys=FIXED_SETTINGS) -> list[str]:
   """'name: stored X, requested Y' for each fixed setting that differs."""
-  stored, requested = _flatten(stored), _flatten(requested)
+  stored = {**ADDED_SETTINGS, **_flatten(stored)}
+  requested = {**ADDED_SETTINGS, **_flatten(requested)}
   names = sorted(n for n in stored.keys() | requested.keys()
                  if any(n == k or n.startswith(k + ".") for k in keys))
   return [f"{n}: stored {stored.get(n)!r}, requested {requested.get(n)!r}"
@@ -218,6 +224,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   print(summary.model_summary(config, state.params, tokenizer.vocab_size))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
+  if t.carry_state:
+    print(f"carrying the LSTM state (truncated BPTT): {t.batch_size} lanes "
+          f"of {(len(train_ids) - 1) // t.batch_size:,} tokens, "
+          f"{data.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
+          f"windows of {t.seq_len} each")
   if start is not None:
     print(f"resuming from step {start}")
 
