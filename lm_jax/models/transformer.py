@@ -41,14 +41,18 @@ class CausalSelfAttention(nn.Module):
     H, K = self.num_heads, D // self.num_heads
     qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=_normal(0.02),
                    name="qkv")(x)  # (B, T, 3D)
-    q, k, v = jnp.split(qkv.reshape(B, T, 3 * H, K), 3, axis=2)  # (B, T, H, K)
-    scores = jnp.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
+    # Heads-major (B, H, T, K): each head's rows contiguous, the layout in
+    # which XLA's CPU batched products run fastest (in a standalone probe,
+    # 2.5x for the weights-times-values product against reading (B, T, H, K)
+    # in place; about 5% of a 6-layer/384 training step).
+    q, k, v = qkv.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
+    scores = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     if past is not None:
       past_k, past_v, length = past  # (B,H,K,S), (B,H,S,K); valid: < length
       S = past_v.shape[2]
-      past_scores = jnp.einsum("bqhk,bhks->bhqs", q, past_k) / math.sqrt(K)
+      past_scores = jnp.einsum("bhqk,bhks->bhqs", q, past_k) / math.sqrt(K)
       past_scores = jnp.where(jnp.arange(S) < length,
                               past_scores.astype(jnp.float32), -jnp.inf)
       scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
@@ -57,16 +61,15 @@ class CausalSelfAttention(nn.Module):
     if self.dropout > 0:
       weights = nn.Dropout(self.dropout)(weights, self.deterministic)
     weights = weights.astype(self.dtype)
-    y = jnp.einsum("bhqt,bthk->bqhk", weights[..., -T:], v)  # (B, T, H, K)
+    y = jnp.einsum("bhqt,bhtk->bhqk", weights[..., -T:], v)  # (B, H, T, K)
     if past is not None:  # (no concatenated copy of the cached values)
-      y = y + jnp.einsum("bhqs,bhsk->bqhk", weights[..., :S], past_v)
+      y = y + jnp.einsum("bhqs,bhsk->bhqk", weights[..., :S], past_v)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
-                 name="proj")(y.reshape(B, T, D))
+                 name="proj")(y.transpose(0, 2, 1, 3).reshape(B, T, D))
     # Cache layouts in which the cached einsums read keys and values in
     # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
     # values are, XLA transposed each layer's whole key cache at every step.
-    return y.astype(jnp.float32), (k.transpose(0, 2, 3, 1),
-                                   v.transpose(0, 2, 1, 3))  # (B, T, D)
+    return y.astype(jnp.float32), (k.transpose(0, 1, 3, 2), v)  # (B, T, D)
 
 
 class MLP(nn.Module):
