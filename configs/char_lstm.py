@@ -8,15 +8,16 @@ hidden units, windows of 100 characters, batch 64, Adam (lr 2e-3, warmup,
 cosine decay) with gradient clipping. 500 steps see 3.2M characters, about
 three quarters of the training text.
 
-Measured (2-core AMD EPYC CPU, shared: load average 11-15 during the run,
-so expect it several times faster on a quiet machine): 20m25s wall clock
-for the first command, 1.9-5.0k tokens/s; val loss 1.7684 nats (2.551 bpc)
-at step 250, 1.6715 nats (2.411 bpc) at step 500.
+Measured on a 2-core AMD EPYC CPU with no other jobs running (2026-11-26,
+`--workdir=/tmp/lstmrun`): 2m32s wall clock for the first command, start-up
+and evaluations included, about 20-26k tokens/s; val loss 1.7684 nats
+(2.551 bpc) at step 250, 1.6715 nats (2.411 bpc) at step 500.
 
-Training throughput on the same CPU with no other jobs running
-(`python -m experiments.bench_lstm --hidden=256,512 --repeats=3`, batch 64,
-sequence 100, 2026-11-26): JAX 19,981 tokens/s against PyTorch nn.LSTM
-23,908 at hidden 256; 6,754 against 6,878 at hidden 512.
+Training throughput on the same CPU, same conditions
+(`python -m experiments.bench_lstm --hidden=256,512 --repeats=3
+--out=experiments/results/lstm_cpu.md`, batch 64, sequence 100): JAX 22,917
+tokens/s against PyTorch nn.LSTM 24,215 at hidden 256; 7,465 against 7,043
+at hidden 512. Runs of the same command vary by about 10%.
 
 Variants (`--config=configs/char_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
@@ -24,8 +25,12 @@ Variants (`--config=configs/char_lstm.py:NAME`):
          backpropagation through time (config.train.carry_state=True).
          Each of the 64 batch rows reads its own contiguous lane of the
          text, window after window, and the LSTM state at the end of a
-         window starts the next one (no gradient across windows). Not
-         measured yet.
+         window starts the next one (no gradient across windows). Same
+         machine and conditions: 2m19s; val loss 1.7989 nats (2.595 bpc)
+         at step 250, 1.7097 nats (2.467 bpc) at step 500. Evaluation
+         starts every window from the zero state, which this mode did not
+         train for, and 500 steps read the first 500 of each lane's 671
+         windows.
 """
 
 import ml_collections
