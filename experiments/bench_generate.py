@@ -1,7 +1,8 @@
 """Generation speed: key/value cache against full recomputation.
 
     python experiments/bench_generate.py   # writes results/generate_cpu.md
-    python experiments/bench_generate.py --out=experiments/results/generate_gpu.md  # on a GPU
+    python experiments/bench_generate.py \
+        --out=experiments/results/generate_gpu.md   # on a GPU
 
 Random weights (speed does not depend on them), vocabulary 65 (the
 characters of tinyshakespeare), float32, a one-token prompt. Per model and

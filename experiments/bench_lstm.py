@@ -1,7 +1,8 @@
 """LSTM training throughput: lm_jax against a PyTorch `nn.LSTM` twin.
 
     python -m experiments.bench_lstm --hidden=256,512
-    python -m experiments.bench_lstm --device=gpu --out=experiments/results/lstm_gpu.md
+    python -m experiments.bench_lstm --device=gpu \
+        --out=experiments/results/lstm_gpu.md
 
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
@@ -172,8 +173,9 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _SEQ = flags.DEFINE_integer("seq_len", 100, "Sequence length.")
 _DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"],
                             "Where both frameworks run.")
-_OUT = flags.DEFINE_string("out", "", "Also write the table to this "
-                           "Markdown file (e.g. experiments/results/lstm_gpu.md).")
+_OUT = flags.DEFINE_string(
+    "out", "", "Also write the table to this Markdown file "
+    "(e.g. experiments/results/lstm_gpu.md).")
 
 
 def main(argv):

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import platform
 import statistics
 import subprocess
@@ -118,12 +119,13 @@ class Variant:
 
 
 def measure(s: dict, precision: str, variants: list[Variant], device: str,
-            concurrent: bool = False) -> list[dict]:
+            concurrent: bool = False, sequential: bool = False) -> list[dict]:
   """Interleaved median timings of each variant on spec `s`.
 
   The variants build and compile one at a time, or all at once with
   `concurrent` (shorter, but each compile time then includes the others'
-  load on the host).
+  load on the host). With `sequential` each variant's timed calls run back
+  to back, one variant after another, instead of taking turns.
   """
   workers = {v.label: Worker(v.framework, device, v.malloc) for v in variants}
   specs = {v.label: dict(s, model={**s["model"], **v.model},
@@ -150,8 +152,12 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str,
                            steps_per_call=vs["train"]["steps_per_call"],
                            flops_per_token=flops_per_token(vs))
     load = [os.getloadavg()[0]]
-    for r in range(s["repeats"]):
-      order = variants[r % len(variants):] + variants[:r % len(variants)]
+    if sequential:
+      rounds = [[v] * s["repeats"] for v in variants]
+    else:  # rotate who goes first
+      rounds = [variants[r % len(variants):] + variants[:r % len(variants)]
+                for r in range(s["repeats"])]
+    for order in rounds:
       for v in order:
         rows[v.label]["times"].append(
             workers[v.label].call("time", calls=1)["seconds"])
@@ -318,13 +324,16 @@ def for_gpu(s: dict) -> dict:
 
 def run(configs: list[str], precisions: list[str], device: str,
         with_ablations: bool, command: str, note: str,
-        save=lambda result: None, concurrent: bool = False) -> dict:
+        save=lambda result: None, concurrent: bool = False,
+        sequential: bool = False) -> dict:
   """Measures everything; `save(result)` after each step keeps partial results."""
   start = time.perf_counter()
   print("-- fp32 matmul peaks", flush=True)
   if device == "gpu":
     note += ("; fp32 rows use TF32 tensor-core products on both sides"
              + ("; compiles ran concurrently" if concurrent else ""))
+  if sequential:
+    note += "; each framework's timings ran back to back (--sequential)"
   result = dict(device=device, machine=machine(device), command=command,
                 note=note, matmul_gflops=matmul_peaks(device), rows=[],
                 ablations=[])
@@ -334,7 +343,7 @@ def run(configs: list[str], precisions: list[str], device: str,
       print(f"-- {s['name']} {precision}", flush=True)
       result["rows"] += measure(s, precision,
                                 [Variant(fw, fw) for fw in FRAMEWORKS], device,
-                                concurrent)
+                                concurrent, sequential)
       save(result)
   if with_ablations:
     ablations(device, result["ablations"], lambda: save(result))
@@ -362,6 +371,9 @@ def main() -> None:
   parser.add_argument("--concurrent-compile", action="store_true",
                       help="the frameworks compile at the same time (a "
                       "shorter run; compile times become upper bounds)")
+  parser.add_argument("--sequential", action="store_true",
+                      help="time each framework's calls back to back instead "
+                      "of taking turns (writes <device>_sequential.*)")
   parser.add_argument("--ablations-only", action="store_true",
                       help="only the lever measurements (baby model, fp32)")
   parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
@@ -371,17 +383,19 @@ def main() -> None:
   configs = args.configs.split(",")
   if unknown := set(configs) - set(CONFIGS):
     parser.error(f"unknown configs {sorted(unknown)}; choose from {list(CONFIGS)}")
-  command = "python experiments/bench_throughput.py " + " ".join(sys.argv[1:])
+  command = ("python experiments/bench_throughput.py "
+             + shlex.join(sys.argv[1:]))
   if args.quick:
     CONFIGS["baby"]["repeats"] = 3
-  name = args.device + ("_quick" if args.quick else "")
+  name = args.device + ("_quick" if args.quick else "") + (
+      "_sequential" if args.sequential else "")
   if args.ablations_only:
     configs, name = [], args.device + "_levers"
   result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
                args.device, not (args.quick or args.no_ablations),
                command.strip(), args.note,
                save=lambda r: write(r, pathlib.Path(args.out), name),
-               concurrent=args.concurrent_compile)
+               concurrent=args.concurrent_compile, sequential=args.sequential)
   print(markdown(result))
   print(f"wrote {args.out}/{name}.json, .md, .png in {result['wall_s']:.0f} s")
 

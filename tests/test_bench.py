@@ -34,13 +34,14 @@ def test_flops_count_matches_the_model_matrices(smoke_config):
       12 * L * T * D
 
 
-@pytest.mark.parametrize("concurrent", [False, True])
-def test_measure_times_every_worker_and_writes_a_table(tmp_path, concurrent):
+@pytest.mark.parametrize("concurrent,sequential", [(False, False), (True, True)])
+def test_measure_times_every_worker_and_writes_a_table(concurrent, sequential):
   """The driver and its worker processes, end to end on a tiny model."""
   s = bench_throughput.spec("tiny", 1, 32, 16, 2, 0.0, 2, 2)
   rows = bench_throughput.measure(
       s, "fp32", [bench_throughput.Variant(fw, fw)
-                  for fw in bench_throughput.FRAMEWORKS[:2]], "cpu", concurrent)
+                  for fw in bench_throughput.FRAMEWORKS[:2]], "cpu", concurrent,
+      sequential)
   assert [r["variant"] for r in rows] == ["jax", "torch_eager"]
   for r in rows:
     assert len(r["times"]) == 2 and min(r["times"]) > 0
