@@ -120,7 +120,7 @@ class Variant:
 
 def measure(s: dict, precision: str, variants: list[Variant], device: str,
             concurrent: bool = False, sequential: bool = False) -> list[dict]:
-  """Interleaved median timings of each variant on spec `s`.
+  """Median timings of each variant on spec `s`, the variants taking turns.
 
   The variants build and compile one at a time, or all at once with
   `concurrent` (shorter, but each compile time then includes the others'
