@@ -41,6 +41,11 @@ def peak_rss_mb() -> float:
   return float("nan")
 
 
+def library(framework: str) -> str:
+  """"jax" or "torch": the library a worker's framework runs on."""
+  return "jax" if framework == "jax" else "torch"
+
+
 def peak_device_mb(framework: str) -> float | None:
   """Peak GPU memory this process allocated, in MiB (None off the GPU)."""
   if framework == "jax":
@@ -212,8 +217,7 @@ def serve(framework: str, device: str, inp, out) -> None:
     else:
       reply = {"peak_rss_mb": peak_rss_mb()}
       if device == "gpu":
-        reply["peak_device_mb"] = peak_device_mb(
-            "jax" if framework == "jax" else "torch")
+        reply["peak_device_mb"] = peak_device_mb(library(framework))
     out.write(json.dumps(reply) + "\n")
     out.flush()
 
@@ -227,7 +231,7 @@ def main() -> None:
                       choices=["mallopt", "env", "none"])
   args = parser.parse_args()
   if args.device == "gpu":
-    set_tf32("jax" if args.framework == "jax" else "torch")
+    set_tf32(library(args.framework))
   if args.malloc == "mallopt":
     from lm_jax import runtime
     runtime.tune_malloc()

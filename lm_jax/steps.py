@@ -223,9 +223,9 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
 
   With a CarryTrainState (config.train.carry_state) step k reads the k-th
   window of every lane (`data.lane_batch`) instead of random windows, and
-  the LSTM state passes from step to step in the scan's carry (the
-  state's `carry`), reset to zero where the lanes wrap around; with `batch_sharding` each
-  device keeps the state of its own lanes.
+  the LSTM state passes from step to step in the scan's carry (the state's
+  `carry`), reset to zero where the lanes wrap around; with
+  `batch_sharding` each device keeps the state of its own lanes.
   """
   def one_step(state, _):
     data_key, dropout_key = step_keys(seed_key, state.step)

@@ -108,8 +108,8 @@ def lstm_layer_scan(input_kernel, recurrent_kernel, bias, x, carry):
   """`lstm_scan` with the input projection x (T, B, D) @ input_kernel + bias
   inside: the backward pass then computes both kernels' gradients as one
   matrix product, [x, h_prev]^T @ dz."""
-  carry, hs, _ = _forward(recurrent_kernel, x @ input_kernel + bias, carry)
-  return carry, hs
+  return _lstm_layer_scan_fwd(input_kernel, recurrent_kernel, bias, x,
+                              carry)[0]
 
 
 def _lstm_layer_scan_fwd(input_kernel, recurrent_kernel, bias, x, carry):
@@ -155,14 +155,13 @@ class LSTMLayer(nn.Module):
     bias = self.param("bias", _forget_bias_one, (4 * H,))
     if embedding is not None and embedding.shape[0] < x.size:
       xw = (embedding @ input_kernel + bias)[x]  # (V, 4H) table -> (T, B, 4H)
+      carry, hs = lstm_scan(recurrent_kernel, xw, carry)
     else:
       if embedding is not None:
         x = embedding[x]  # (T, B, D)
       # The input projection of all steps is one product, inside.
       carry, hs = lstm_layer_scan(input_kernel, recurrent_kernel, bias, x,
                                   carry)
-      return hs, carry
-    carry, hs = lstm_scan(recurrent_kernel, xw, carry)
     return hs, carry
 
 
