@@ -7,14 +7,16 @@
 Both sides train the same model (embedding 128, 2 LSTM layers, linear head,
 cross-entropy, Adam, global-norm clipping at 1.0) on random windows of a
 random token array, same batch and sequence length, in one process. The
-frameworks take turns (interleaved), warm-up excluded; each prints the
-median tokens/s over `--repeats` timings.
+frameworks take turns (interleaved) for `--repeats` rounds, warm-up
+excluded; each prints its median tokens/s and, against PyTorch, the median
+and range of the rounds' ratios.
 
 `--variants` picks JAX implementations to compare: `lm_jax` (the repo's
 model, hoisted input projection and hand-written backward), `autodiff` (the
 same forward, backward by JAX autodiff through `lax.scan`), `flax_rnn`
 (`nn.RNN(nn.OptimizedLSTMCell)`, input projection inside the loop).
-The functions are importable: `jax_runner`, `torch_runner`, `measure`.
+The functions are importable: `jax_runner`, `torch_runner`, `measure`,
+`summarize`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lm_jax.models import lstm
 
 VOCAB = 65  # tinyshakespeare's characters
 NUM_TOKENS = 1_000_000
+TORCH = "torch nn.LSTM"
 
 
 class AutodiffLayer(lstm.LSTMLayer):
@@ -147,18 +150,29 @@ def torch_runner(hidden: int, batch_size: int = 64, seq_len: int = 100,
 
 
 def measure(runners: dict[str, Callable[[int], None]], num_steps: int,
-            repeats: int, tokens_per_step: int) -> dict[str, float]:
-  """Median tokens/s of each runner, taking turns; one warm-up call each."""
+            repeats: int, tokens_per_step: int) -> dict[str, list[float]]:
+  """Tokens/s of each runner in each of `repeats` rounds; within a round
+  the runners take turns. One warm-up call each first."""
   for run in runners.values():
     run(num_steps)
-  times = {name: [] for name in runners}
+  rates = {name: [] for name in runners}
   for _ in range(repeats):
     for name, run in runners.items():
       start = time.perf_counter()
       run(num_steps)
-      times[name].append(time.perf_counter() - start)
-  return {name: num_steps * tokens_per_step / statistics.median(ts)
-          for name, ts in times.items()}
+      rates[name].append(num_steps * tokens_per_step /
+                         (time.perf_counter() - start))
+  return rates
+
+
+def summarize(rates: list[float], reference: list[float]) -> tuple[float, str]:
+  """The median tokens/s, and the ratio to the reference runner: the median
+  of the rounds' ratios with their range. A round's two runs follow each
+  other, so its ratio is spared most of the machine's slower drifts."""
+  ratios = sorted(a / b for a, b in zip(rates, reference))
+  ratio = (f"{statistics.median(ratios):.2f}x "
+           f"({ratios[0]:.2f}-{ratios[-1]:.2f})")
+  return statistics.median(rates), ratio
 
 
 _HIDDEN = flags.DEFINE_list("hidden", ["256", "512"], "Hidden sizes.")
@@ -168,7 +182,8 @@ _STEPS_PER_CALL = flags.DEFINE_list("steps_per_call", ["16"],
                                     "JAX train steps per jitted call.")
 _TORCH = flags.DEFINE_bool("torch", True, "Include the PyTorch twin.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Steps per timing.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per runner.")
+_REPEATS = flags.DEFINE_integer("repeats", 5,
+                                "Rounds: one timing per runner each.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _SEQ = flags.DEFINE_integer("seq_len", 100, "Sequence length.")
 _DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"],
@@ -195,18 +210,21 @@ def main(argv):
   lines = [f"# LSTM training throughput, JAX vs PyTorch ({_DEVICE.value})", "",
            header, "", "Command: `python -m experiments.bench_lstm " +
            shlex.join(sys.argv[1:]) + "`", "",
-           "| hidden | runner | tokens/s | / torch |", "|---|---|---|---|"]
+           "| hidden | runner | tokens/s (median) "
+           "| / torch (median of rounds, range) |", "|---|---|---|---|"]
   for hidden in map(int, _HIDDEN.value):
     runners = {f"jax {v} spc={k}": jax_runner(hidden, B, T, int(k), v)
                for v in _VARIANTS.value for k in _STEPS_PER_CALL.value}
     if _TORCH.value:
-      runners["torch nn.LSTM"] = torch_runner(
+      runners[TORCH] = torch_runner(
           hidden, B, T, "cuda" if _DEVICE.value == "gpu" else "cpu")
     rates = measure(runners, _NUM_STEPS.value, _REPEATS.value, B * T)
-    for name, rate in rates.items():
-      print(f"hidden {hidden} | {name:24s} | {rate:9,.0f} tokens/s", flush=True)
-      ratio = rate / rates.get("torch nn.LSTM", float("nan"))
-      lines.append(f"| {hidden} | {name} | {rate:,.0f} | {ratio:.2f}x |")
+    reference = rates.get(TORCH, [float("nan")] * _REPEATS.value)
+    for name, rs in rates.items():
+      rate, ratio = summarize(rs, reference)
+      print(f"hidden {hidden} | {name:24s} | {rate:9,.0f} tokens/s | {ratio}",
+            flush=True)
+      lines.append(f"| {hidden} | {name} | {rate:,.0f} | {ratio} |")
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text("\n".join(lines) + "\n")
     print(f"wrote {_OUT.value}")

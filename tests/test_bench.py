@@ -54,3 +54,18 @@ def test_measure_times_every_worker_and_writes_a_table(concurrent, sequential):
   text = bench_throughput.markdown(result)
   assert "| tiny | fp32 | torch_eager | 2 |" in text
   assert "peak RSS MiB" in text
+
+
+def test_lstm_bench_takes_turns_and_pairs_each_round():
+  from experiments import bench_lstm
+  calls = []
+  runners = {name: (lambda n, name=name: calls.append((name, n)))
+             for name in ("jax", "torch")}
+  rates = bench_lstm.measure(runners, num_steps=4, repeats=3,
+                             tokens_per_step=10)
+  assert calls == [("jax", 4), ("torch", 4)] * 4  # a warm-up, then 3 rounds
+  assert [len(r) for r in rates.values()] == [3, 3]
+  assert all(r > 0 for rs in rates.values() for r in rs)
+  # Each round's ratio: 1, 3, 1; the median rate is 20.
+  assert bench_lstm.summarize([10.0, 30.0, 20.0], [10.0, 10.0, 20.0]) == \
+      (20.0, "1.00x (1.00-3.00)")
