@@ -14,10 +14,13 @@ and evaluations included, about 20-26k tokens/s; val loss 1.7684 nats
 (2.551 bpc) at step 250, 1.6715 nats (2.411 bpc) at step 500.
 
 Training throughput on the same CPU, same conditions
-(`python -m experiments.bench_lstm --hidden=256,512 --repeats=3
---out=experiments/results/lstm_cpu.md`, batch 64, sequence 100): JAX 22,917
-tokens/s against PyTorch nn.LSTM 24,215 at hidden 256; 7,465 against 7,043
-at hidden 512. Runs of the same command vary by about 10%.
+(`python -m experiments.bench_lstm --hidden=256,512 --repeats=7
+--num_steps=32 --out=experiments/results/lstm_cpu.md`, batch 64, sequence
+100, 7 rounds in which the two take turns): JAX 26,635 tokens/s against
+PyTorch nn.LSTM 23,640 at hidden 256 (1.13x, rounds 1.08-1.22x); 7,922
+against 7,456 at hidden 512 (1.06x). Runs of the same command vary: five
+runs at hidden 256 gave 0.99x, 1.13x, 1.01x, 1.09x and 1.07x (all listed
+in the results file).
 
 Variants (`--config=configs/char_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
