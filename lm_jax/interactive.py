@@ -1,7 +1,7 @@
 """A prompt loop: the user types a phrase, the model continues it.
 
-Lines starting with "/" are commands that change the sampling options; Ctrl-D
-or Ctrl-C leaves.
+Lines starting with "/" are commands that change the sampling options;
+/quit, Ctrl-D or Ctrl-C leaves.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from lm_jax.errors import UserError
 HELP = """\
 Type a phrase and press Enter: the model continues it.
 Commands:
-  /temp X   temperature (0 is greedy)     /len N    tokens to generate
+  /temp X   temperature (0 is greedy)      /len N    tokens to generate
   /topk K   keep the K likeliest (0: all)  /topp P   nucleus mass (1: all)
-  /help     this text
-Ctrl-D or Ctrl-C leaves."""
+  /help     this text                      /quit     leave (or Ctrl-D, Ctrl-C)"""
 
 # command -> (SamplingOptions field, value type)
 COMMANDS = {"/temp": ("temperature", float), "/len": ("max_new_tokens", int),
             "/topk": ("top_k", int), "/topp": ("top_p", float)}
+QUIT = ("/quit", "/exit", "/q")
 
 
 def apply_command(line: str,
@@ -67,6 +67,8 @@ def prompt_loop(params, model, tokenizer, options: sampling.SamplingOptions,
         if line.strip() == "/help":
           print(HELP)
           continue
+        if line.strip() in QUIT:
+          return
         try:
           options = apply_command(line, options)
           print(f"({describe(options)})")

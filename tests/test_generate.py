@@ -240,13 +240,14 @@ def _sample(run_dir, *flags, stdin=None):
 
 
 def test_interactive_loop_through_stdin(run_dir):
-  stdin = "/temp 0\nLINE\n/len 5\nLI~NE\n/bogus\n\nLINE\n"  # then end of input
+  stdin = "/temp 0\nLINE\n/len 5\nLI~NE\n/bogus\n\nLINE\n/quit\nLINE\n"
   out = _sample(run_dir, "--interactive", "--max_new_tokens=20", stdin=stdin)
   assert out.returncode == 0, out.stderr
   assert "Traceback" not in out.stderr
   assert "temperature 0.0, length 20" in out.stdout
   assert "error: character(s) not in the model's vocabulary: '~'" in out.stdout
   assert "error: unknown command '/bogus'" in out.stdout
+  assert out.stdout.count("> ") == 8  # /quit left: the last line unread
   # Greedy: the 5-token continuation begins the 20-token one.
   # (The continuations may hold newlines: split at the prompts.)
   long, short = [s.removesuffix("\n") for s in out.stdout.split("> ")
