@@ -27,9 +27,14 @@ def get_batch(tokens: jax.Array, key: jax.Array, batch_size: int,
   return windows[:, :-1], windows[:, 1:]
 
 
+def lane_length(num_tokens: int, batch_size: int) -> int:
+  """Tokens per lane in `lane_batch`: (N - 1) // B."""
+  return (num_tokens - 1) // batch_size
+
+
 def lane_windows(num_tokens: int, batch_size: int, seq_len: int) -> int:
-  """Windows per lane in `lane_batch`: a lane holds (N - 1) // B tokens."""
-  return (num_tokens - 1) // batch_size // seq_len
+  """Windows of `seq_len` tokens per lane in `lane_batch`."""
+  return lane_length(num_tokens, batch_size) // seq_len
 
 
 def lane_batch(tokens: jax.Array, step, batch_size: int, seq_len: int
@@ -44,7 +49,7 @@ def lane_batch(tokens: jax.Array, step, batch_size: int, seq_len: int
   wrapped around to their starts and a carried state begins again from
   zero. The last L - W * T (< T) tokens of each lane are never inputs.
   """
-  lane_len = (tokens.shape[0] - 1) // batch_size
+  lane_len = lane_length(tokens.shape[0], batch_size)
   j = step % lane_windows(tokens.shape[0], batch_size, seq_len)
   idx = (jnp.arange(batch_size)[:, None] * lane_len + j * seq_len
          + jnp.arange(seq_len + 1))  # (B, T + 1)

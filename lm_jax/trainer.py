@@ -226,7 +226,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
   if t.carry_state:
     print(f"carrying the LSTM state (truncated BPTT): {t.batch_size} lanes "
-          f"of {(len(train_ids) - 1) // t.batch_size:,} tokens, "
+          f"of {data.lane_length(len(train_ids), t.batch_size):,} tokens, "
           f"{data.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
           f"windows of {t.seq_len} each")
   if start is not None:
