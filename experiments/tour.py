@@ -14,7 +14,7 @@ import pathlib
 import sys
 
 from configs import char_tf
-from lm_jax import trainer
+from lm_jax import rundir, trainer
 
 ROOT = pathlib.Path("runs/tour")
 # name -> {"section.field": value}: one change from the base run each.
@@ -59,7 +59,7 @@ def run(name: str, changes: dict) -> dict:
   train = [r for r in records if "loss" in r][-1]
   val = [r for r in records if "val_loss" in r][-1]
   return dict(name=name, train_loss=train["loss"], val_loss=val["val_loss"],
-              params=trainer.count_params(trainer.load_run(workdir)[3]))
+              params=trainer.count_params(rundir.load_run(workdir).params))
 
 
 def main(names: list[str]) -> None:

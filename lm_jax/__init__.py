@@ -13,7 +13,7 @@ can set up the process before JAX loads):
 import importlib
 
 # name -> module that defines it
-_API = {"load_run": "lm_jax.trainer", "generate": "lm_jax.sampling",
+_API = {"load_run": "lm_jax.rundir", "generate": "lm_jax.sampling",
         "generate_text": "lm_jax.sampling", "stream": "lm_jax.sampling",
         "encode_prompt": "lm_jax.tokenizers",
         "SamplingOptions": "lm_jax.sampling"}

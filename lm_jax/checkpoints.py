@@ -21,6 +21,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from lm_jax.errors import UserError
 
+DIRECTORY = "checkpoints"  # inside the run directory
 VAL_LOSS = "val_loss"
 # How TensorStore (under Orbax) reports a failed write: "... [os_error_code='28']".
 _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
@@ -43,7 +44,7 @@ def manager(workdir: str | pathlib.Path, read_only: bool = False
       enable_async_checkpointing=False,
       read_only=read_only, create=not read_only)
   return ocp.CheckpointManager(
-      pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+      pathlib.Path(workdir).absolute() / DIRECTORY, options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state,
@@ -94,6 +95,24 @@ def write_error_cause(e: Exception) -> str | None:
   return os.strerror(int(code[1])) if code else None
 
 
+def _abstract(target):
+  """ShapeDtypeStructs with the target's shardings, else the first device's."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device),
+      target)
+
+
+def _does_not_fit(mngr, step: int, e: ValueError) -> UserError:
+  """Orbax's error for a stored tree of another structure, as one line."""
+  reason = str(e).strip().splitlines()[0].rstrip(":")
+  return UserError(
+      f"the checkpoint of step {step} in {mngr.directory} does not fit the "
+      f"model and optimiser this code builds ({reason}); it was written by "
+      "another version or config: train in a new --workdir")
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, target):
   """Restores the pytree saved at `step` into the structure of `target`.
 
@@ -102,19 +121,26 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   devices restores on M; a target without shardings restores onto the first
   local device.
   """
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(
-          x.shape, x.dtype, sharding=getattr(x, "sharding", None) or device),
-      target)
   try:
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return mngr.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
   except ValueError as e:  # Orbax: the stored tree has another structure
-    reason = str(e).strip().splitlines()[0].rstrip(":")
-    raise UserError(
-        f"the checkpoint of step {step} in {mngr.directory} does not fit the "
-        f"model and optimiser this code builds ({reason}); it was written by "
-        "another version or config: train in a new --workdir") from None
+    raise _does_not_fit(mngr, step, e) from None
+
+
+def restore_params(mngr: ocp.CheckpointManager, step: int, target):
+  """Only the parameters of the train state saved at `step`.
+
+  A partial restore: the optimiser state is not read, so it may have any
+  structure (another optimiser, another optax version).
+  """
+  item = {"params": _abstract(target)}
+  try:
+    restored = mngr.restore(step, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(
+            item), partial_restore=True))
+  except ValueError as e:
+    raise _does_not_fit(mngr, step, e) from None
+  return restored["params"]
 
 
 def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:

@@ -18,10 +18,10 @@ _OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.")
 
 
 def inspect_main() -> None:
-  from lm_jax import internals, trainer
+  from lm_jax import internals, rundir
 
-  _, tokenizer, model, params, step = trainer.load_run(_WORKDIR.value,
-                                                       _STEP.value)
+  _, tokenizer, model, params, step = rundir.load_run(_WORKDIR.value,
+                                                      _STEP.value)
   tokens = tokenizer.encode(_PROMPT.value, strict=True)
   labels = [tokenizer.decode([i]) for i in tokens]
   if isinstance(model, internals.LSTMLM):

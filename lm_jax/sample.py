@@ -1,6 +1,6 @@
 """Sample from a trained run: `python -m lm_jax.sample --workdir=DIR --prompt=...`.
 
-Flags only; the work is `lm_jax.trainer.load_run`,
+Flags only; the work is `lm_jax.rundir.load_run`,
 `lm_jax.sampling.generate_text` and `lm_jax.interactive.prompt_loop`.
 """
 
@@ -36,13 +36,14 @@ def unescape(text: str) -> str:
 def sample_main() -> None:
   import jax
 
-  from lm_jax import interactive, sampling, tokenizers, trainer
+  from lm_jax import interactive, rundir, sampling, tokenizers
   from lm_jax.errors import UserError
 
   options = sampling.SamplingOptions(
       max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
       top_k=_TOP_K.value, top_p=_TOP_P.value)
-  _, tokenizer, model, params, _ = trainer.load_run(_WORKDIR.value, _STEP.value)
+  run = rundir.load_run(_WORKDIR.value, _STEP.value)
+  tokenizer, model, params = run.tokenizer, run.model, run.params
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:
     interactive.prompt_loop(params, model, tokenizer, options, _SEED.value,

@@ -7,7 +7,6 @@ workdir resumes from the latest checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pathlib
@@ -19,99 +18,15 @@ import ml_collections
 import numpy as np
 
 from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
-from lm_jax import preemption, sampling, steps, summary, tokenizers
+from lm_jax import preemption, rundir, sampling, steps, summary, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
-
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-# Settings a checkpoint cannot be resumed or sampled with if they change
-# (train.carry_state: whether it holds the carried LSTM state).
-FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
-                  "train.carry_state")
-# Fixed settings added after runs were written: a stored config.json
-# without one had this value.
-ADDED_SETTINGS = {"train.carry_state": False}
 
 
 class NonFiniteLoss(UserError):
   """The loss, gradients or parameters became NaN or infinite: training
   stops, and the checkpoints saved before stay (none of them holds a NaN)."""
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  return json.loads(config.to_json())
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
-               else {f"{prefix}{k}": v})
-  return out
-
-
-def config_differences(stored: dict, requested: dict,
-                       keys=FIXED_SETTINGS) -> list[str]:
-  """'name: stored X, requested Y' for each fixed setting that differs."""
-  stored = {**ADDED_SETTINGS, **_flatten(stored)}
-  requested = {**ADDED_SETTINGS, **_flatten(requested)}
-  names = sorted(n for n in stored.keys() | requested.keys()
-                 if any(n == k or n.startswith(k + ".") for k in keys))
-  return [f"{n}: stored {stored.get(n)!r}, requested {requested.get(n)!r}"
-          for n in names if stored.get(n) != requested.get(n)]
-
-
-def vocabulary_differences(stored, requested) -> list[str]:
-  """'vocabulary: ...' if the two tokenizers map text to different ids."""
-  if stored.to_json() == requested.to_json() or stored.kind != requested.kind:
-    return []  # a different kind shows as a data.tokenizer difference
-  show = lambda symbols: ", ".join(repr(s) for s in sorted(symbols)[:10]) + (
-      ", ..." if len(symbols) > 10 else "")
-  added = set(requested.vocab) - set(stored.vocab)
-  dropped = set(stored.vocab) - set(requested.vocab)
-  change = "; ".join(f"{name} {show(symbols)}" for name, symbols in
-                     (("new", added), ("missing", dropped)) if symbols)
-  return [f"vocabulary: stored {stored.vocab_size} tokens, requested "
-          f"{requested.vocab_size} ({change or 'reordered'})"]
-
-
-def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
-  """Refuses a workdir whose run differs in what its checkpoints depend on.
-
-  Runs before anything is written, so a refused command changes nothing.
-  """
-  diffs = []
-  if (workdir / CONFIG_FILE).exists():
-    stored = json.loads((workdir / CONFIG_FILE).read_text())
-    diffs += config_differences(stored, config_to_dict(config))
-  if (workdir / TOKENIZER_FILE).exists():
-    diffs += vocabulary_differences(
-        tokenizers.load_tokenizer(workdir / TOKENIZER_FILE), tokenizer)
-  if diffs:
-    raise UserError(
-        f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
-        "use a new --workdir or the stored settings and text")
-
-
-def prepare_workdir(workdir: pathlib.Path) -> None:
-  """Creates the run directory, or checks an existing one is writable."""
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
-    probe.write_text("ok")
-    probe.unlink()
-  except OSError as e:
-    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; pass "
-                    "a writable --workdir") from None
-
-
-def _write_atomically(path: pathlib.Path, write) -> None:
-  """write(tmp) then a rename: a run killed mid-write leaves no torn file."""
-  tmp = path.with_name(path.name + ".tmp")
-  write(tmp)
-  os.replace(tmp, path)
 
 
 def load_tokens(config, workdir: pathlib.Path):
@@ -124,7 +39,7 @@ def load_tokens(config, workdir: pathlib.Path):
                             tuple(config.data.val_plays))
   tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
                                          **config.data)
-  check_resumable(workdir, config, tokenizer)
+  rundir.check_resumable(workdir, config, tokenizer)
   train_ids = tokenizer.encode(text.train)
   val_ids = tokenizer.encode(text.val)
   need = data.min_tokens(config.train.batch_size, config.train.seq_len)
@@ -202,13 +117,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   t = config.train
   text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
   model = make_model(config.model, tokenizer.vocab_size)
-  prepare_workdir(workdir)
-  if not (workdir / TOKENIZER_FILE).exists():
-    _write_atomically(workdir / TOKENIZER_FILE,
-                      lambda p: tokenizers.save_tokenizer(tokenizer, p))
-  if not (workdir / CONFIG_FILE).exists():
-    _write_atomically(workdir / CONFIG_FILE, lambda p: p.write_text(
-        config.to_json(indent=1) + "\n"))
+  rundir.prepare(workdir)
+  rundir.write_run(workdir, config, tokenizer)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(steps.create_train_state(model, t, init_key),
                                mesh, t.fsdp)
@@ -317,25 +227,3 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
     log.text(step, "sample", sample)
     print("-" * 48, flush=True)
   return record
-
-
-def load_run(workdir: str | os.PathLike, step: int | None = None):
-  """(config, tokenizer, model, params, step) of a trained run directory.
-
-  Loads the best checkpoint, or the one saved at `step`; the model is built
-  from the config stored with the run, never from the caller's flags.
-  """
-  workdir = pathlib.Path(workdir)
-  if not (workdir / CONFIG_FILE).exists():
-    raise UserError(f"{workdir} is not a run directory (no {CONFIG_FILE}); "
-                    "pass the --workdir a training run wrote")
-  config = ml_collections.ConfigDict(
-      json.loads((workdir / CONFIG_FILE).read_text()))
-  tokenizer = tokenizers.load_tokenizer(workdir / TOKENIZER_FILE)
-  model = make_model(config.model, tokenizer.vocab_size)
-  mngr = checkpoints.manager(workdir, read_only=True)
-  step = checkpoints.pick_step(mngr, step)
-  abstract = jax.eval_shape(
-      lambda: steps.create_train_state(model, config.train, jax.random.key(0)))
-  state = checkpoints.restore(mngr, step, abstract)
-  return config, tokenizer, model, state.params, step

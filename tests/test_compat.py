@@ -11,7 +11,7 @@ import shutil
 import ml_collections
 import pytest
 
-from lm_jax import trainer
+from lm_jax import rundir, trainer
 
 from conftest import REPO
 
@@ -33,5 +33,5 @@ def test_old_checkpoint_resumes_bitwise(layout, tmp_path):
   trainer.train_and_evaluate(config, workdir)
   losses = make_checkpoints.train_losses(workdir, make_checkpoints.STOP)
   assert losses == [tuple(x) for x in expected["losses"]]
-  params = trainer.load_run(workdir, make_checkpoints.END)[3]
+  params = rundir.load_run(workdir, make_checkpoints.END).params
   assert make_checkpoints.params_digest(params) == expected["params_sha256"]

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import runtime, steps, trainer
+from lm_jax import rundir, runtime, steps, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
@@ -54,7 +54,7 @@ def _run_here(smoke_config, overrides, workdir, stop_at=None):
 
 
 def _params(workdir, step):
-  return trainer.load_run(workdir, step)[3]
+  return rundir.load_run(workdir, step).params
 
 
 def _assert_params_close(a, b, atol):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, preemption, steps, trainer
+from lm_jax import checkpoints, preemption, rundir, steps, trainer
 from lm_jax.errors import UserError
 
 from conftest import REPO
@@ -74,7 +74,7 @@ class Run:
 
 
 def _params(workdir, step=None):
-  return trainer.load_run(workdir, step)[3]
+  return rundir.load_run(workdir, step).params
 
 
 def _assert_same(a, b):
@@ -182,7 +182,7 @@ def test_leftover_temporary_checkpoint_is_ignored_and_removed(
   leftover = workdir / "checkpoints" / "8.orbax-checkpoint-tmp-1234"
   (leftover / "default").mkdir(parents=True)
   (leftover / "default" / "junk").write_bytes(b"\x00" * 100)
-  assert trainer.load_run(workdir)[4] == 4  # sampling ignores it
+  assert rundir.load_run(workdir).step == 4  # sampling ignores it
   assert trainer.train_and_evaluate(config, workdir, stop_at=8)["step"] == 8
   assert not leftover.exists()
 
@@ -291,7 +291,7 @@ def test_resume_with_other_settings_lists_every_difference(
           f"{stored_vocab + 2} (new 'é', 'ü')") in message
   assert _snapshot(workdir) == before
   # Sampling builds the model from the stored settings.
-  stored_config = trainer.load_run(workdir)[0]
+  stored_config = rundir.load_run(workdir).config
   assert stored_config.model.num_layers == 2
 
 

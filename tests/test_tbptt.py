@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from configs import char_lstm, char_tf
-from lm_jax import checkpoints, config as config_lib, data, steps, trainer
+from lm_jax import checkpoints, config as config_lib, data, rundir, steps, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
@@ -215,7 +215,8 @@ def test_config_switch_and_variant():
 
 def _restored_state(workdir, step):
   """The whole CarryTrainState a run saved at `step`, carry included."""
-  config, _, model, _, _ = trainer.load_run(workdir, step)
+  run = rundir.load_run(workdir, step)
+  config, model = run.config, run.model
   abstract = jax.eval_shape(lambda: steps.create_train_state(
       model, config.train, jax.random.key(0)))
   mngr = checkpoints.manager(workdir, read_only=True)

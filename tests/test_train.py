@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import runtime, steps, trainer
+from lm_jax import rundir, runtime, steps, trainer
 from lm_jax.errors import UserError
 
 from conftest import run_module
@@ -41,8 +41,8 @@ def test_train_resume_and_files(smoke_config, text_file, tmp_path):
   # Resume equals uninterrupted: train 20 steps in one go elsewhere.
   straight = trainer.train_and_evaluate(config, tmp_path / "straight")
   assert straight["val_loss"] == second["val_loss"]
-  _, _, _, a, _ = trainer.load_run(workdir, 20)
-  _, _, _, b, _ = trainer.load_run(tmp_path / "straight", 20)
+  a = rundir.load_run(workdir, 20).params
+  b = rundir.load_run(tmp_path / "straight", 20).params
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import char_tf
-from lm_jax import internals, plotting, steps, summary, trainer
+from lm_jax import internals, plotting, rundir, steps, summary, trainer
 from lm_jax.metrics import MetricsLog, tag
 from lm_jax.models import make_model
 
@@ -125,7 +125,7 @@ def test_plot_command(run, tmp_path):
 
 
 def test_attention_maps(run, tmp_path):
-  _, tokenizer, model, params, _ = trainer.load_run(run)
+  _, tokenizer, model, params, _ = rundir.load_run(run)
   tokens = tokenizer.encode("LINE 7: the")
   w = internals.attention_weights(model, params, tokens)
   L, H, T = model.num_layers, model.num_heads, len(tokens)

@@ -1,0 +1,162 @@
+"""The run directory: what a training run writes, and loading it back.
+
+A run directory holds
+  config.json     the resolved config (what `load_run` builds the model from)
+  tokenizer.json  the vocabulary (lm_jax/tokenizers.py)
+  checkpoints/    Orbax checkpoints, the latest and the best (checkpoints.py)
+  metrics.jsonl   one JSON record per log or evaluation (metrics.py)
+plus TensorBoard event files and loss.png. Running the trainer again on the
+same directory resumes it, after `check_resumable` has compared what the
+checkpoints depend on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from lm_jax import checkpoints, tokenizers
+from lm_jax.errors import UserError
+from lm_jax.metrics import METRICS_FILE
+from lm_jax.models import make_model
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+CHECKPOINTS = "checkpoints"
+FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
+# Settings a checkpoint cannot be resumed or sampled with if they change
+# (train.carry_state: whether it holds the carried recurrent state).
+FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
+                  "train.carry_state")
+# Fixed settings added after runs were written: a stored config.json
+# without one had this value.
+ADDED_SETTINGS = {"train.carry_state": False}
+
+
+class Run(NamedTuple):
+  """A trained run, loaded for sampling and inspection (no optimiser)."""
+  config: ml_collections.ConfigDict
+  tokenizer: Any
+  model: Any  # an lm_jax.models.base.LanguageModel
+  params: Any
+  step: int
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json())
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
+               else {f"{prefix}{k}": v})
+  return out
+
+
+def config_differences(stored: dict, requested: dict,
+                       keys=FIXED_SETTINGS) -> list[str]:
+  """'name: stored X, requested Y' for each fixed setting that differs."""
+  stored = {**ADDED_SETTINGS, **_flatten(stored)}
+  requested = {**ADDED_SETTINGS, **_flatten(requested)}
+  names = sorted(n for n in stored.keys() | requested.keys()
+                 if any(n == k or n.startswith(k + ".") for k in keys))
+  return [f"{n}: stored {stored.get(n)!r}, requested {requested.get(n)!r}"
+          for n in names if stored.get(n) != requested.get(n)]
+
+
+def vocabulary_differences(stored, requested) -> list[str]:
+  """'vocabulary: ...' if the two tokenizers map text to different ids."""
+  if stored.to_json() == requested.to_json() or stored.kind != requested.kind:
+    return []  # a different kind shows as a data.tokenizer difference
+  show = lambda symbols: ", ".join(repr(s) for s in sorted(symbols)[:10]) + (
+      ", ..." if len(symbols) > 10 else "")
+  added = set(requested.vocab) - set(stored.vocab)
+  dropped = set(stored.vocab) - set(requested.vocab)
+  change = "; ".join(f"{name} {show(symbols)}" for name, symbols in
+                     (("new", added), ("missing", dropped)) if symbols)
+  return [f"vocabulary: stored {stored.vocab_size} tokens, requested "
+          f"{requested.vocab_size} ({change or 'reordered'})"]
+
+
+def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
+  """Refuses a workdir whose run differs in what its checkpoints depend on.
+
+  Runs before anything is written, so a refused command changes nothing.
+  """
+  diffs = []
+  if (workdir / CONFIG_FILE).exists():
+    stored = json.loads((workdir / CONFIG_FILE).read_text())
+    diffs += config_differences(stored, config_to_dict(config))
+  if (workdir / TOKENIZER_FILE).exists():
+    diffs += vocabulary_differences(
+        tokenizers.load_tokenizer(workdir / TOKENIZER_FILE), tokenizer)
+  if diffs:
+    raise UserError(
+        f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
+        "use a new --workdir or the stored settings and text")
+
+
+def prepare(workdir: pathlib.Path) -> None:
+  """Creates the run directory, or checks an existing one is writable."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; pass "
+                    "a writable --workdir") from None
+
+
+def write_atomically(path: pathlib.Path, write) -> None:
+  """write(tmp) then a rename: a run killed mid-write leaves no torn file."""
+  tmp = path.with_name(path.name + ".tmp")
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def write_run(workdir: pathlib.Path, config, tokenizer) -> None:
+  """Writes the config and tokenizer of a new run (an existing run's stay)."""
+  if not (workdir / TOKENIZER_FILE).exists():
+    write_atomically(workdir / TOKENIZER_FILE,
+                     lambda p: tokenizers.save_tokenizer(tokenizer, p))
+  if not (workdir / CONFIG_FILE).exists():
+    write_atomically(workdir / CONFIG_FILE, lambda p: p.write_text(
+        config.to_json(indent=1) + "\n"))
+
+
+def abstract_params(model, seq_len: int):
+  """The shapes and dtypes of `model`'s parameters, computing nothing."""
+  dummy = jnp.zeros((1, seq_len), jnp.int32)
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), dummy)["params"])
+
+
+def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
+  """The config, tokenizer, model and parameters of a trained run.
+
+  Loads the best checkpoint, or the one saved at `step`; the model is built
+  from the config stored with the run, never from the caller's flags. Only
+  the parameters are read: the optimiser state in the checkpoint is left
+  alone, so a run stays loadable whatever the optimiser code becomes.
+  """
+  workdir = pathlib.Path(workdir)
+  if not (workdir / CONFIG_FILE).exists():
+    raise UserError(f"{workdir} is not a run directory (no {CONFIG_FILE}); "
+                    "pass the --workdir a training run wrote")
+  config = ml_collections.ConfigDict(
+      json.loads((workdir / CONFIG_FILE).read_text()))
+  tokenizer = tokenizers.load_tokenizer(workdir / TOKENIZER_FILE)
+  model = make_model(config.model, tokenizer.vocab_size)
+  mngr = checkpoints.manager(workdir, read_only=True)
+  step = checkpoints.pick_step(mngr, step)
+  params = checkpoints.restore_params(
+      mngr, step, abstract_params(model, config.train.seq_len))
+  return Run(config, tokenizer, model, params, step)
