@@ -10,6 +10,7 @@ delete the latest checkpoint whenever validation got worse.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pathlib
@@ -49,7 +50,8 @@ def manager(workdir: str | pathlib.Path, read_only: bool = False
 
 def save(mngr: ocp.CheckpointManager, step: int, state,
          val_loss: float | None = None) -> None:
-  """Saves the train state at `step`; `val_loss` ranks it for 'best'.
+  """Saves the train state (a steps.TrainState) at `step`; `val_loss` ranks
+  it for 'best'.
 
   A failed write (a full disk, a lost mount) is a UserError naming the
   cause; the unfinished temporary folder is removed at the next start and
@@ -61,7 +63,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
     # Orbax's writer threads log a failed write with a traceback each; we
     # report it once, below.
     with _absl_logging_off():
-      mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+      mngr.save(step, args=ocp.args.StandardSave(_items(state)),
+                metrics=metrics,
                 force=True)
       mngr.wait_until_finished()
   except (OSError, ValueError) as e:
@@ -95,6 +98,17 @@ def write_error_cause(e: Exception) -> str | None:
   return os.strerror(int(code[1])) if code else None
 
 
+def _items(state) -> dict:
+  """A train state's arrays by field name, as a checkpoint holds them.
+
+  Empty fields (a None carry) are left out, so a stateless run's checkpoint
+  holds step, params and opt_state alone, as it always has.
+  """
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+          if f.metadata.get("pytree_node", True)
+          and getattr(state, f.name) is not None}
+
+
 def _abstract(target):
   """ShapeDtypeStructs with the target's shardings, else the first device's."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -114,17 +128,20 @@ def _does_not_fit(mngr, step: int, e: ValueError) -> UserError:
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target):
-  """Restores the pytree saved at `step` into the structure of `target`.
+  """Restores the train state saved at `step` into the structure of `target`.
 
-  `target` may hold arrays or `jax.ShapeDtypeStruct`s (from jax.eval_shape).
+  `target` (a steps.TrainState) may hold arrays or `jax.ShapeDtypeStruct`s
+  (from jax.eval_shape).
   Arrays come back with the target's shardings, so a checkpoint written on N
   devices restores on M; a target without shardings restores onto the first
   local device.
   """
   try:
-    return mngr.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
+    restored = mngr.restore(step, args=ocp.args.StandardRestore(
+        _abstract(_items(target))))
   except ValueError as e:  # Orbax: the stored tree has another structure
     raise _does_not_fit(mngr, step, e) from None
+  return target.replace(**restored)
 
 
 def restore_params(mngr: ocp.CheckpointManager, step: int, target):

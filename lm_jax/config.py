@@ -6,8 +6,6 @@ experiment needs; `validate()` runs before anything is trained or written.
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
 from lm_jax.errors import UserError
@@ -93,12 +91,10 @@ def _positive(name: str, value, kind=(int,)) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first setting that cannot work."""
-  from lm_jax.models import MODELS  # here: models need not import config
+  from lm_jax import models  # here: models need not import config
   from lm_jax.tokenizers import TOKENIZERS
-  m, t = config.model, config.train
-  if m.kind not in MODELS:
-    raise UserError(f"unknown model kind {m.kind!r}: set config.model.kind to "
-                    f"one of {sorted(MODELS)}")
+  t = config.train
+  models.model_class(config.model.kind)
   if config.data.tokenizer not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "
                     f"config.data.tokenizer to one of {sorted(TOKENIZERS)}")
@@ -107,13 +103,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.vocab_size < 2:
       raise UserError(f"config.data.vocab_size must be >= 2 (`<unk>` and one "
                       f"word), got {config.data.vocab_size}")
-  taken = {f.name for f in dataclasses.fields(MODELS[m.kind])}
-  extra = sorted(set(m) - taken - {"kind"})
-  if extra:
-    raise UserError(
-        f"config.model has settings the {m.kind} model does not take "
-        f"({', '.join(extra)}); start from a config file written for it, "
-        "e.g. configs/char_lstm.py for an LSTM")
   for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
                "log_every", "eval_every", "eval_tokens", "grad_accum_steps"):
     _positive(f"config.train.{name}", t[name])
@@ -129,35 +118,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(t.carry_state, bool):
     raise UserError(f"config.train.carry_state must be True or False, got "
                     f"{t.carry_state!r}")
-  if t.carry_state and m.kind != "lstm":
-    raise UserError(
-        f"config.train.carry_state=True needs an LSTM (config.model.kind "
-        f"'lstm'); the {m.kind} model carries no state between windows: set "
-        "--config.train.carry_state=False or use configs/char_lstm.py:tbptt")
   if isinstance(t.cpu_devices, bool) or t.cpu_devices < 0:
     raise UserError(f"config.train.cpu_devices must be 0 (one per core) or a "
                     f"positive integer, got {t.cpu_devices!r}")
-  if "num_layers" in m:
-    _positive("config.model.num_layers", m.num_layers)
-  if m.kind == "transformer":
-    _positive("config.model.num_heads", m.num_heads)
-    _positive("config.model.d_model", m.d_model)
-    _positive("config.model.max_len", m.max_len)
-    if m.d_model % m.num_heads:
-      raise UserError(
-          f"config.model.d_model ({m.d_model}) must be divisible by "
-          f"config.model.num_heads ({m.num_heads}); change either")
-    if t.seq_len > m.max_len:
-      raise UserError(
-          f"config.train.seq_len ({t.seq_len}) is longer than the model's "
-          f"positions (config.model.max_len={m.max_len}); lower seq_len or "
-          "raise max_len")
-  if m.kind == "lstm":
-    for name in ("embed_dim", "hidden_size"):
-      if name in m:
-        _positive(f"config.model.{name}", m[name])
-  if "dropout" in m and not 0 <= m.dropout < 1:
-    raise UserError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
-  if "dtype" in m and m.dtype not in ("float32", "bfloat16"):
-    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', "
-                    f"got {m.dtype!r}")
+  models.check_config(config.model, t)

@@ -1,9 +1,8 @@
 """Inside a model: `python -m lm_jax.inspect --workdir=DIR --prompt=TEXT`.
 
-Flags only; the work is `lm_jax.internals`. For a Transformer run, writes a
-PNG grid of attention weights (one row per layer, one column per head); for
-an LSTM run, the input, forget and output gates and the cell state of every
-layer across the prompt.
+Flags only; the work is `lm_jax.internals`. Writes a PNG grid of what the
+model computes over the prompt, one row per layer: attention weights per
+head for a Transformer; gates and cell state for an LSTM.
 """
 
 from absl import app, flags
@@ -20,20 +19,14 @@ _OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.")
 def inspect_main() -> None:
   from lm_jax import internals, rundir
 
-  _, tokenizer, model, params, step = rundir.load_run(_WORKDIR.value,
-                                                      _STEP.value)
-  tokens = tokenizer.encode(_PROMPT.value, strict=True)
-  labels = [tokenizer.decode([i]) for i in tokens]
-  if isinstance(model, internals.LSTMLM):
-    activity = internals.lstm_activity(model, params, tokens)
-    out = internals.plot_lstm_activity(activity, labels, _OUT.value)
-    print(f"wrote {out} (step {step}, {activity.shape[0]} layers, gates and "
-          f"cell over {len(tokens)} tokens)")
-    return
-  weights = internals.attention_weights(model, params, tokens)
-  out = internals.plot_attention(weights, labels, _OUT.value)
-  print(f"wrote {out} (step {step}, {weights.shape[0]} layers x "
-        f"{weights.shape[1]} heads, {len(tokens)} tokens)")
+  run = rundir.load_run(_WORKDIR.value, _STEP.value)
+  tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
+  labels = [run.tokenizer.decode([i]) for i in tokens]
+  inside = internals.model_internals(run.model, run.params, tokens)
+  out = internals.plot_internals(inside, labels, _OUT.value)
+  L, P = inside.values.shape[:2]
+  print(f"wrote {out} (step {run.step}, {L} layers x {P} panels: "
+        f"{', '.join(inside.panels)}; {len(tokens)} tokens)")
 
 
 def main(argv):

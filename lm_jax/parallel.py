@@ -69,17 +69,16 @@ def _fsdp_spec(shape: tuple[int, ...], n: int) -> P:
 def state_shardings(state, mesh: Mesh, fsdp: bool):
   """A sharding for every array of `state`: replicated, or FSDP-split.
 
-  A carried LSTM state (`state.carry`, config.train.carry_state) has one
-  row per lane: it is split like the batch, each device holding its lanes.
+  The carried recurrent state (`state.carry`, config.train.carry_state;
+  None otherwise) has one row per lane: it is split like the batch, each
+  device holding its lanes.
   """
   n = mesh.shape[DATA]
   shardings = jax.tree.map(
       lambda x: NamedSharding(mesh, _fsdp_spec(x.shape, n) if fsdp else P()),
       state)
-  if getattr(state, "carry", None) is not None:
-    shardings = shardings.replace(carry=jax.tree.map(
-        lambda _: batch_sharding(mesh), state.carry))
-  return shardings
+  return shardings.replace(carry=jax.tree.map(lambda _: batch_sharding(mesh),
+                                              state.carry))
 
 
 def place_state(state, mesh: Mesh, fsdp: bool):

@@ -1,11 +1,12 @@
 """Generation: pure functions of (params, model, prompt tokens, key, options).
 
-Works with any model that has the decoding interface (lm_jax/models):
-`initial_state(batch_size)` and `extend(tokens, state) -> (logits, state)`.
+Works with any model through its decoding interface
+(`lm_jax.models.base.LanguageModel`): `initial_state(batch_size)`,
+`extend(tokens, state) -> (logits, state)` and `context_length`.
 The prompt is prefilled in one call, then a jitted loop (`lax.scan`) feeds
 one token per step: sample from the last logits, extend by that token.
 
-Past the context. A model with a `max_len` (the Transformer, W = max_len
+Past the context. A model with a `context_length` W (the Transformer: W
 learned positions and a cache of W keys and values) sees at most W tokens:
   1. a prompt longer than W is cut to its last W tokens;
   2. when the cache is full and the token just sampled must be fed, the
@@ -14,7 +15,8 @@ learned positions and a cache of W keys and values) sees at most W tokens:
      decoding goes on one token per step.
 So every token is predicted from the last W // 2 to W tokens before it, and a
 re-prefill of W // 2 tokens happens once every W // 2 + 1 new tokens. A model
-without `max_len` (the LSTM) carries its state forward with no limit.
+whose context_length is None (the LSTM) carries its state forward with no
+limit.
 `generate_uncached` follows the same rule by recomputing the whole window at
 every step; it is the reference for tests and benchmarks.
 """
@@ -81,12 +83,8 @@ class Decoding(NamedTuple):
   state: Any  # the model's decoding state (cache or recurrent carries)
   logits: jax.Array  # (B, V) for the next token
   key: jax.Array
-  context: jax.Array | None  # (B, W) tokens the cache holds; None: no max_len
+  context: jax.Array | None  # (B, W) tokens the cache holds; None: no limit
   length: jax.Array  # int32, valid tokens in `context`
-
-
-def _window(model: nn.Module) -> int | None:
-  return getattr(model, "max_len", None)
 
 
 def _keep(window: int) -> int:
@@ -104,7 +102,7 @@ def _start(params, model: nn.Module, prompt: jax.Array,
   B, P = prompt.shape
   if P == 0:
     raise UserError("the prompt is empty: give at least one token")
-  W = _window(model)
+  W = model.context_length
   if W is not None:
     prompt = prompt[:, -W:]
   logits, state = _extend(params, model, prompt, model.initial_state(B))
@@ -117,7 +115,7 @@ def _start(params, model: nn.Module, prompt: jax.Array,
 
 def _feed(params, model: nn.Module, d: Decoding, token: jax.Array) -> Decoding:
   """Extends by the sampled tokens (B,), sliding the window when it is full."""
-  W = _window(model)
+  W = model.context_length
   if W is None:
     logits, state = _extend(params, model, token[:, None], d.state)
     return d._replace(state=state, logits=logits[:, 0], length=d.length + 1)
@@ -195,11 +193,11 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
   """`generate` without a cache: the whole window is recomputed every step.
 
   Same context rule and same random draws as `generate`, so greedy decoding
-  gives the same tokens; the reference for tests and benchmarks (needs
-  `max_len`).
+  gives the same tokens; the reference for tests and benchmarks (needs a
+  `context_length`).
   """
   B, P = prompt.shape
-  W = model.max_len
+  W = model.context_length
   score = lambda context: model.apply({"params": params}, context)  # (B,W,V)
   prompt = prompt[:, -W:]
   context = jnp.zeros((B, W), jnp.int32).at[:, :prompt.shape[1]].set(prompt)

@@ -4,11 +4,12 @@ Everything here is a pure function of its arguments: the data batch and the
 dropout key of step s are functions of (seed, s), so a run resumed from a
 checkpoint continues exactly as if it had never stopped.
 
-With config.train.carry_state (LSTM only) training is truncated
+With config.train.carry_state (recurrent models) training is truncated
 backpropagation through time, as in char-rnn: the batch rows are contiguous
 lanes of the text read window after window (`data.lane_batch`), and the
-LSTM state at the end of one window starts the next (`CarryTrainState`),
-with no gradient flowing back across the boundary.
+model's state at the end of one window starts the next (`TrainState.carry`),
+with no gradient flowing back across the boundary. Without it the carry is
+None and every window starts afresh: the same code, with an empty carry.
 """
 
 from __future__ import annotations
@@ -32,26 +33,22 @@ MAX_CONSECUTIVE_SKIPS = 10
 
 
 class TrainState(struct.PyTreeNode):
-  """What a checkpoint holds: the step, the parameters, the optimiser state."""
+  """What a checkpoint holds: the step, the parameters, the optimiser state,
+  and the carried recurrent state.
+
+  `carry` (config.train.carry_state, truncated BPTT) is the model's
+  decoding state where each lane's last window ended, row b for lane b;
+  None when windows start afresh. It is part of the checkpoint: a resumed
+  run continues every lane from the very state it stopped in, exactly as
+  if it had never stopped. A None carry saves nothing, so a stateless
+  run's checkpoints hold step, params and opt_state alone.
+  """
   step: jax.Array
   params: Any
   opt_state: Any
   model: nn.Module = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
-
-
-class CarryTrainState(TrainState):
-  """A TrainState with the LSTM state carried across windows
-  (config.train.carry_state, truncated BPTT).
-
-  `carry` is the (c, h) of every layer, each (B, H), where each lane's last
-  window ended; row b belongs to lane b. It is part of the checkpoint: a
-  resumed run continues every lane from the very state it stopped in,
-  exactly as if it had never stopped (restarting the lanes from zero state
-  at the right windows would only be close). A subclass rather than an
-  optional field, so that a TrainState's checkpoints keep their layout.
-  """
-  carry: Any
+  carry: Any = None
 
 
 def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
@@ -83,17 +80,16 @@ def make_optimizer(train: ml_collections.ConfigDict
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
                        key: jax.Array) -> TrainState:
   """Fresh parameters (from `key`) and optimiser state; with
-  train.carry_state, the zero state of every lane."""
+  train.carry_state, the initial state of every lane."""
   dummy = jnp.zeros((1, train.seq_len), jnp.int32)
   params = jax.jit(model.init)(key, dummy)["params"]
   tx = make_optimizer(train)
-  fields = dict(step=jnp.zeros((), jnp.int32), params=params,
-                opt_state=tx.init(params), model=model, tx=tx)
-  if not train.get("carry_state", False):
-    return TrainState(**fields)
-  # One buffer per array (initial_state shares one): the state is donated.
-  carry = jax.tree.map(jnp.zeros_like, model.initial_state(train.batch_size))
-  return CarryTrainState(**fields, carry=carry)
+  carry = None
+  if train.get("carry_state", False):
+    # One buffer per array (initial_state may share one): it is donated.
+    carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), model=model, tx=tx, carry=carry)
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -114,46 +110,33 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
       logits.astype(jnp.float32), targets).mean()
 
 
-def loss_fn(params, model: nn.Module, x, y, dropout_key) -> jax.Array:
-  logits = model.apply({"params": params}, x, train=True,
-                       rngs={"dropout": dropout_key})  # (B, T, V)
-  return cross_entropy(logits, y)
+def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None
+            ) -> tuple[jax.Array, Any]:
+  """Mean loss of a window, and the carry for the next (None: no carry).
 
-
-def carried_loss_fn(params, model: nn.Module, x, y, dropout_key, carry
-                    ) -> tuple[jax.Array, Any]:
-  """`loss_fn` of a window that continues from the LSTM state `carry`.
-
-  Returns (loss, the state at the window's end). Truncated BPTT: the
-  incoming state is a constant (`stop_gradient`), so the gradient of this
+  With a carry (truncated BPTT) the window continues from it, and the
+  incoming state is a constant (`stop_gradient`): the gradient of this
   window's loss stops at its first token and never reaches earlier windows.
   """
-  carry = jax.lax.stop_gradient(carry)
-  logits, carry = model.apply({"params": params}, x, carry, train=True,
-                              rngs={"dropout": dropout_key},
-                              method="extend")  # (B, T, V)
+  logits, carry = model.apply(
+      {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
+      rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
   return cross_entropy(logits, y), jax.lax.stop_gradient(carry)
 
 
 def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
                       grad_accum_steps: int, carry=None):
-  """Mean loss and gradients over `grad_accum_steps` equal micro-batches.
+  """((mean loss, new carry), gradients) over `grad_accum_steps` equal
+  micro-batches.
 
   The micro-batches run one after another (a `lax.scan`), so only one
   micro-batch of activations is alive at a time; the mean of their mean
-  losses is the loss of the whole batch.
-
-  With `carry` (config.train.carry_state: the LSTM state of every row) the
-  loss is `carried_loss_fn`, each micro-batch continuing from its rows'
-  state, and the result is ((loss, new carry), gradients).
+  losses is the loss of the whole batch. Each micro-batch continues from
+  its own rows' carry.
   """
-  if carry is None:
-    grad_fn, extra = jax.value_and_grad(loss_fn), ()
-  else:
-    grad_fn = jax.value_and_grad(carried_loss_fn, has_aux=True)
-    extra = (carry,)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
-    return grad_fn(params, model, x, y, dropout_key, *extra)
+    return grad_fn(params, model, x, y, dropout_key, carry)
   B, A = x.shape[0], grad_accum_steps
   # Micro-batch i takes rows i, i + A, i + 2A, ...: with the batch split
   # across devices, every device then holds part of every micro-batch.
@@ -161,19 +144,17 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
   unmicro = lambda a: a.swapaxes(0, 1).reshape(B, *a.shape[2:])
 
   def add(total, batch):
-    i, xm, ym, extra_m = batch
-    out, grads = grad_fn(params, model, xm, ym,
-                         jax.random.fold_in(dropout_key, i), *extra_m)
-    loss, carry_m = (out, None) if carry is None else out
+    i, xm, ym, carry_m = batch
+    (loss, carry_m), grads = grad_fn(params, model, xm, ym,
+                                     jax.random.fold_in(dropout_key, i),
+                                     carry_m)
     return jax.tree.map(jnp.add, total, (loss, grads)), carry_m
 
   zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
   total, carries = jax.lax.scan(add, zeros, (
       jnp.arange(grad_accum_steps), micro(x), micro(y),
-      jax.tree.map(micro, extra)))
+      jax.tree.map(micro, carry)))
   loss, grads = jax.tree.map(lambda t: t / grad_accum_steps, total)
-  if carry is None:
-    return loss, grads
   return (loss, jax.tree.map(unmicro, carries)), grads
 
 
@@ -183,22 +164,18 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array,
                ) -> tuple[TrainState, dict]:
   """One AdamW update on the batch (x, y); returns the new state and metrics.
 
-  A CarryTrainState's batch continues from its `carry` (truncated BPTT) and
-  the new state holds the LSTM state where the batch ended.
+  The batch continues from the state's `carry` (truncated BPTT; None: from
+  scratch) and the new state holds the carry where the batch ended: the
+  lanes move on with the step, whether its update is applied or dropped.
   """
-  carried = isinstance(state, CarryTrainState)
-  out, grads = accumulated_grads(state.params, state.model, x, y,
-                                 dropout_key, grad_accum_steps,
-                                 state.carry if carried else None)
-  loss = out[0] if carried else out
+  (loss, carry), grads = accumulated_grads(
+      state.params, state.model, x, y, dropout_key, grad_accum_steps,
+      state.carry)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-  state = state.replace(step=state.step + 1, params=params,
-                        opt_state=opt_state)
-  if carried:  # the lanes move on with the step, update dropped or not
-    state = state.replace(carry=out[1])
-  return state, metrics
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state, carry=carry), metrics
 
 
 def step_keys(seed_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
@@ -221,33 +198,31 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
   back stacked, one entry per step. With `batch_sharding` (see
   lm_jax/parallel.py) each device draws and trains on its slice of the batch.
 
-  With a CarryTrainState (config.train.carry_state) step k reads the k-th
-  window of every lane (`data.lane_batch`) instead of random windows, and
-  the LSTM state passes from step to step in the scan's carry (the state's
-  `carry`), reset to zero where the lanes wrap around; with
-  `batch_sharding` each device keeps the state of its own lanes.
+  With a carry (config.train.carry_state) step k reads the k-th window of
+  every lane (`data.lane_batch`) instead of random windows, and the
+  model's state passes from step to step in the state's `carry`, back to
+  the initial state where the lanes wrap around; with `batch_sharding`
+  each device keeps the state of its own lanes.
   """
+  constrain = lambda tree: (tree if batch_sharding is None else
+                            jax.lax.with_sharding_constraint(tree,
+                                                             batch_sharding))
+
   def one_step(state, _):
     data_key, dropout_key = step_keys(seed_key, state.step)
-    if not isinstance(state, CarryTrainState):
+    if state.carry is None:  # (fixed at trace time: one compiled program)
       x, y = data.get_batch(tokens, data_key, batch_size, seq_len)
     else:
       x, y, reset = data.lane_batch(tokens, state.step, batch_size, seq_len)
-      carry = jax.tree.map(lambda a: jnp.where(reset, jnp.zeros_like(a), a),
-                           state.carry)
-      if batch_sharding is not None:
-        carry = jax.lax.with_sharding_constraint(carry, batch_sharding)
-      state = state.replace(carry=carry)
-    if batch_sharding is not None:
-      x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
-    return train_step(state, x, y, dropout_key, grad_accum_steps)
+      fresh = state.model.initial_state(batch_size)
+      state = state.replace(carry=constrain(jax.tree.map(
+          lambda new, a: jnp.where(reset, new, a), fresh, state.carry)))
+    return train_step(state, *constrain((x, y)), dropout_key,
+                      grad_accum_steps)
 
   state, metrics = jax.lax.scan(one_step, state, length=num_steps)
-  if isinstance(state, CarryTrainState) and batch_sharding is not None:
-    # Returned as it came in (parallel.state_shardings), split by lane.
-    state = state.replace(carry=jax.lax.with_sharding_constraint(
-        state.carry, batch_sharding))
-  return state, metrics
+  # Returned as it came in (parallel.state_shardings), split by lane.
+  return state.replace(carry=constrain(state.carry)), metrics
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

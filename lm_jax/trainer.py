@@ -131,11 +131,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   print(f"corpus: {text.source}: {len(train_ids):,} train / "
         f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
         f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
-  print(summary.model_summary(config, state.params, tokenizer.vocab_size))
+  print(summary.model_summary(model, state.params, t))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
   if t.carry_state:
-    print(f"carrying the LSTM state (truncated BPTT): {t.batch_size} lanes "
+    print(f"carrying the recurrent state (truncated BPTT): {t.batch_size} lanes "
           f"of {data.lane_length(len(train_ids), t.batch_size):,} tokens, "
           f"{data.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
           f"windows of {t.seq_len} each")

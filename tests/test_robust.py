@@ -196,10 +196,10 @@ def poisoned_loss(monkeypatch):
   key, so a function of (seed, step); returns step -> poisoned?"""
   clean = steps.loss_fn
 
-  def loss_fn(params, model, x, y, dropout_key):
+  def loss_fn(params, model, x, y, dropout_key, carry=None):
     poison = jax.random.bernoulli(jax.random.fold_in(dropout_key, 7), 0.3)
-    return clean(params, model, x, y, dropout_key) * jnp.where(
-        poison, jnp.inf, 1.0)
+    loss, carry = clean(params, model, x, y, dropout_key, carry)
+    return loss * jnp.where(poison, jnp.inf, 1.0), carry
 
   def poisoned(seed: int, step: int) -> bool:
     seed_key = jax.random.split(jax.random.key(seed))[1]

@@ -89,12 +89,11 @@ def test_carried_state_equals_one_long_sequence(model, params):
                              rtol=1e-5, atol=1e-5)
   # The training loss of the second window, continuing from the state.
   key = jax.random.key(0)
-  loss, _ = steps.carried_loss_fn(params, model, x[:, T:], y[:, T:], key,
-                                  state)
+  loss, _ = steps.loss_fn(params, model, x[:, T:], y[:, T:], key, state)
   assert float(loss) == pytest.approx(
       float(steps.cross_entropy(full[:, T:], y[:, T:])), abs=1e-5)
-  zero, _ = steps.carried_loss_fn(params, model, x[:, T:], y[:, T:], key,
-                                  model.initial_state(B))
+  zero, _ = steps.loss_fn(params, model, x[:, T:], y[:, T:], key,
+                          model.initial_state(B))
   assert abs(float(zero) - float(loss)) > 1e-3  # the state matters
 
 
@@ -109,11 +108,11 @@ def test_gradient_stops_at_the_window_boundary(model, params):
                                         method=model.extend)[1]
 
   def through_window1(p):  # the state is a function of p
-    return steps.carried_loss_fn(p, model, x2, y2, key, window1_state(p))[0]
+    return steps.loss_fn(p, model, x2, y2, key, window1_state(p))[0]
 
   constant_state = window1_state(params)
   truncated = jax.jit(jax.grad(through_window1))(params)
-  reference = jax.jit(jax.grad(lambda p: steps.carried_loss_fn(
+  reference = jax.jit(jax.grad(lambda p: steps.loss_fn(
       p, model, x2, y2, key, constant_state)[0]))(params)
   _close(truncated, reference)
 
@@ -140,7 +139,7 @@ def test_train_steps_equal_a_hand_written_tbptt_loop(model):
   config = _carry_config()
   tokens = _tokens(3, (23,))
   state = steps.create_train_state(model, config.train, jax.random.key(0))
-  assert isinstance(state, steps.CarryTrainState)
+  assert state.carry is not None
 
   @jax.jit
   def reference_step(params, opt_state, carry, x, y):
@@ -205,7 +204,7 @@ def test_config_switch_and_variant():
   config_lib.validate(tbptt)
   tf = char_tf.get_config("smoke")
   tf.train.carry_state = True
-  with pytest.raises(UserError, match=r"carry_state=True needs an LSTM .*"
+  with pytest.raises(UserError, match=r"carry_state=True needs a recurrent model .*"
                      "the transformer model carries no state"):
     config_lib.validate(tf)
 
@@ -214,7 +213,7 @@ def test_config_switch_and_variant():
 
 
 def _restored_state(workdir, step):
-  """The whole CarryTrainState a run saved at `step`, carry included."""
+  """The whole TrainState a run saved at `step`, carry included."""
   run = rundir.load_run(workdir, step)
   config, model = run.config, run.model
   abstract = jax.eval_shape(lambda: steps.create_train_state(
@@ -235,7 +234,7 @@ def test_resume_restores_the_carried_state_exactly(text_file, tmp_path):
   config = _smoke(text_file)
   trainer.train_and_evaluate(config, tmp_path / "run", stop_at=4)
   at_4 = _restored_state(tmp_path / "run", 4)
-  assert isinstance(at_4, steps.CarryTrainState)
+  assert at_4.carry is not None
   assert float(jnp.abs(at_4.carry[-1][1]).max()) > 0  # not the zero state
   resumed = trainer.train_and_evaluate(config, tmp_path / "run")
   straight = trainer.train_and_evaluate(config, tmp_path / "straight")
@@ -260,7 +259,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
                    "--config.train.num_steps=8", "--config.train.eval_every=8",
                    "--config.train.sample_tokens=0")
   assert out.returncode == 0, out.stderr
-  assert "carrying the LSTM state (truncated BPTT): 8 lanes" in out.stdout
+  assert "carrying the recurrent state (truncated BPTT): 8 lanes" in out.stdout
   records = [json.loads(l) for l in
              (workdir / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in records if "loss" in r]
@@ -276,7 +275,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
                        f"--workdir={tmp_path / 'tf'}")
   assert refused.returncode == 2
   assert refused.stderr.startswith(
-      "error: config.train.carry_state=True needs an LSTM")
+      "error: config.train.carry_state=True needs a recurrent model")
   assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
   assert not (tmp_path / "tf").exists()
 

@@ -127,8 +127,10 @@ def test_plot_command(run, tmp_path):
 def test_attention_maps(run, tmp_path):
   _, tokenizer, model, params, _ = rundir.load_run(run)
   tokens = tokenizer.encode("LINE 7: the")
-  w = internals.attention_weights(model, params, tokens)
+  inside = internals.model_internals(model, params, tokens)
+  w = inside.values
   L, H, T = model.num_layers, model.num_heads, len(tokens)
+  assert inside.panels == ("head 0", "head 1")
   assert w.shape == (L, H, T, T)
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
   assert np.all(np.triu(w, k=1) == 0)  # causal: nothing from the future
@@ -138,7 +140,8 @@ def test_attention_maps(run, tmp_path):
   np.testing.assert_array_equal(
       logits, model.apply({"params": params}, jnp.asarray(tokens)[None]))
   assert set(state) == {"intermediates"}
-  out = internals.plot_attention(w, list("LINE 7: the"), tmp_path / "a.png")
+  out = internals.plot_internals(inside, list("LINE 7: the"),
+                                 tmp_path / "a.png")
   assert _png_size(out) == (H * 250, L * 250)
 
 
@@ -158,7 +161,8 @@ def test_lstm_activity_replays_the_model(tmp_path):
   model = make_model(config.model, 13)
   tokens = np.array([1, 5, 2, 12, 7, 7, 3])
   params = model.init(jax.random.key(0), jnp.asarray(tokens)[None])["params"]
-  activity = internals.lstm_activity(model, params, tokens)
+  inside = internals.model_internals(model, params, tokens)
+  activity = inside.values
   L, T, H = config.model.num_layers, len(tokens), config.model.hidden_size
   assert activity.shape == (L, 4, T, H)
   gates = activity[:, :3]
@@ -168,8 +172,7 @@ def test_lstm_activity_replays_the_model(tmp_path):
                          model.initial_state(1), method=model.extend)
   for layer, (c, _) in enumerate(state):
     np.testing.assert_allclose(activity[layer, 3, -1], c[0], atol=1e-5)
-  out = internals.plot_lstm_activity(activity, list("abcdefg"),
-                                     tmp_path / "lstm.png")
+  out = internals.plot_internals(inside, list("abcdefg"), tmp_path / "lstm.png")
   assert _png_size(out) == (4 * 250, L * 250)
 
 
@@ -198,11 +201,12 @@ def test_summary_estimates_match_xla(tie):
   assert sum(rows.values()) == summary.count(params)
   assert {"embed", "pos_embed", "block_*/attn", "block_*/mlp"} <= rows.keys()
   assert rows["block_*/attn"] == 2 * (64 * 3 * 64 + 3 * 64 + 64 * 64 + 64)
-  flops = summary.train_flops_per_token(config.model, params, 64)
+  model = make_model(config.model, V)
+  flops = model.train_flops_per_token(params, 64)
   assert flops == pytest.approx(xla_flops, rel=0.10)
-  mem = summary.memory_bytes(config.model, params, 4, 64, V)
+  mem = summary.memory_bytes(model, params, 4, 64)
   assert sum(mem.values()) == pytest.approx(xla_bytes, rel=0.5)
-  text = summary.model_summary(config, params, V)
+  text = summary.model_summary(model, params, config.train)
   assert len(text.splitlines()) <= 12
 
 

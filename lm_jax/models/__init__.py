@@ -1,24 +1,51 @@
-"""Language models, chosen by `config.model.kind`."""
+"""Language models, chosen by `config.model.kind`.
+
+Every model implements `lm_jax.models.base.LanguageModel`; this registry is
+the one place that reads `config.model.kind`.
+"""
 
 from __future__ import annotations
 
-import flax.linen as nn
+import dataclasses
+
 import ml_collections
 
 from lm_jax.errors import UserError
+from lm_jax.models.base import ConfigError, LanguageModel
 from lm_jax.models.lstm import LSTMLM
 from lm_jax.models.transformer import TransformerLM
 
-MODELS: dict[str, type[nn.Module]] = {"transformer": TransformerLM,
-                                      "lstm": LSTMLM}
+MODELS: dict[str, type[LanguageModel]] = {
+    cls.kind: cls for cls in (TransformerLM, LSTMLM)}
 
 
-def make_model(model_config: ml_collections.ConfigDict,
-               vocab_size: int) -> nn.Module:
-  """The model named by `model_config.kind`, its fields taken from the config."""
-  fields = dict(model_config)
-  kind = fields.pop("kind")
+def model_class(kind: str) -> type[LanguageModel]:
+  """The class of config.model.kind `kind`."""
   if kind not in MODELS:
     raise UserError(f"unknown model kind {kind!r}: set config.model.kind to "
                     f"one of {sorted(MODELS)}")
-  return MODELS[kind](vocab_size=vocab_size, **fields)
+  return MODELS[kind]
+
+
+def check_config(model_config: ml_collections.ConfigDict,
+                 train_config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the first model setting that cannot work."""
+  cls = model_class(model_config.kind)
+  taken = {f.name for f in dataclasses.fields(cls)}
+  extra = sorted(set(model_config) - taken - {"kind", "parent", "name"})
+  if extra:
+    raise UserError(
+        f"config.model has settings the {cls.kind} model does not take "
+        f"({', '.join(extra)}); start from a config file written for it, "
+        "e.g. configs/char_lstm.py for an LSTM")
+  try:
+    cls.check_config(model_config, train_config)
+  except ConfigError as e:
+    raise UserError(str(e)) from None
+
+
+def make_model(model_config: ml_collections.ConfigDict,
+               vocab_size: int) -> LanguageModel:
+  """The model named by `model_config.kind`, its fields taken from the config."""
+  fields = dict(model_config)
+  return model_class(fields.pop("kind"))(vocab_size=vocab_size, **fields)

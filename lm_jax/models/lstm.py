@@ -19,9 +19,14 @@ about 4% faster per training step at hidden 256 than two products.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.models.base import Internals, LanguageModel, count, positive
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 
@@ -173,14 +178,15 @@ def _forget_bias_one(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[H:2 * H].set(1.0)
 
 
-class LSTMLM(nn.Module):
+class LSTMLM(LanguageModel):
   """Embedding, `num_layers` stacked LSTM layers, output head.
 
   Fields map one to one onto `config.model` (see configs/char_lstm.py).
   Dropout (training only) applies to the output of every layer: between
   layers and before the head.
   """
-  vocab_size: int
+  kind: ClassVar[str] = "lstm"
+
   num_layers: int = 2
   embed_dim: int = 128
   hidden_size: int = 256
@@ -213,6 +219,32 @@ class LSTMLM(nn.Module):
     logits = self.head(x)  # (T, B, V)
     return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)
 
-  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-    """Logits (B, T, V) for tokens (B, T), starting from the zero state."""
-    return self.extend(tokens, self.initial_state(tokens.shape[0]), train)[0]
+  @classmethod
+  def check_config(cls, model, train) -> None:
+    super().check_config(model, train)
+    positive(model, "embed_dim", "hidden_size")
+
+  def lookup_params(self, params) -> int:
+    return count(params["embed"])
+
+  def internals(self, params, tokens: np.ndarray) -> Internals:
+    """Gates i, f, o in [0, 1] and the cell state c of every layer over the
+    prompt: the textbook cell replayed step by step with the trained
+    parameters, keeping every gate."""
+    x = np.asarray(params["embed"]["embedding"])[np.asarray(tokens)]  # (T, D)
+    layers = []
+    for layer in range(self.num_layers):
+      p = params[f"lstm_{layer}"]
+      c = h = jnp.zeros((self.hidden_size,))
+      panels = []
+      for x_t in x:
+        i, f, g, o = _gates(x_t @ p["input_kernel"]
+                            + h @ p["recurrent_kernel"] + p["bias"])
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        panels.append(np.stack([i, f, o, c]))  # (4, H)
+      layers.append(np.stack(panels, axis=1))  # (4, T, H)
+      x = np.stack([panel[2] * np.tanh(panel[3]) for panel in panels])  # h
+    return Internals(np.stack(layers),  # (L, 4, T, H)
+                     ("input gate", "forget gate", "output gate",
+                      "cell state"), "units", (False, False, False, True))

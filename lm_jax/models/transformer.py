@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import math
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.models.base import ConfigError, Internals, LanguageModel, count
+from lm_jax.models.base import positive
 
 
 def _normal(std: float):
@@ -126,14 +132,16 @@ class ScanBlock(Block):
     return super().__call__(x, past)
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(LanguageModel):
   """Token + learned position embeddings, N blocks, LayerNorm, output head.
 
   Fields map one to one onto `config.model` (see configs/char_tf.py).
   `__call__` scores a whole sequence; `initial_state` and `extend` decode
   with a key/value cache of `max_len` positions (lm_jax/sampling.py).
   """
-  vocab_size: int
+  kind: ClassVar[str] = "transformer"
+  flops_formula: ClassVar[str] = "6N + 12LTD"
+
   num_layers: int = 4
   num_heads: int = 4
   d_model: int = 128
@@ -167,19 +175,94 @@ class TransformerLM(nn.Module):
     return {"k": cache((B, H, K, S)), "v": cache((B, H, S, K)),
             "length": jnp.zeros((), jnp.int32)}
 
-  def extend(self, tokens, state: dict):  # (B, T) int
+  def extend(self, tokens, state: dict, train: bool = False):  # (B, T) int
     """Logits (B, T, V) of `tokens` continuing the cached text, new state.
 
     The caller keeps length + T <= max_len (lm_jax/sampling.py slides).
     """
     length = state["length"]
-    logits, (k, v) = self.forward(tokens, state)  # shaped as the cache, T long
+    logits, (k, v) = self.forward(tokens, state, train)  # cache-shaped, T long
     stacked = int(self.scan_layers)  # the layer axis comes first
     write = lambda axis: lambda cache, new: (
         jax.lax.dynamic_update_slice_in_dim(cache, new, length, axis + stacked))
     return logits, {"k": jax.tree.map(write(3), state["k"], k),  # time axes
                     "v": jax.tree.map(write(2), state["v"], v),
                     "length": length + tokens.shape[1]}
+
+  @property
+  def context_length(self) -> int:
+    return self.max_len
+
+  @classmethod
+  def check_config(cls, model, train) -> None:
+    super().check_config(model, train)
+    positive(model, "num_heads", "d_model", "max_len")
+    if model.d_model % model.num_heads:
+      raise ConfigError(
+          f"config.model.d_model ({model.d_model}) must be divisible by "
+          f"config.model.num_heads ({model.num_heads}); change either")
+    if train.seq_len > model.max_len:
+      raise ConfigError(
+          f"config.train.seq_len ({train.seq_len}) is longer than the model's "
+          f"positions (config.model.max_len={model.max_len}); lower seq_len "
+          "or raise max_len")
+    if model.dtype not in ("float32", "bfloat16"):
+      raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
+                        f"got {model.dtype!r}")
+    if train.carry_state:
+      raise ConfigError(
+          "config.train.carry_state=True needs a recurrent model (an LSTM "
+          "or a GRU); the transformer model carries no state between "
+          "windows: set --config.train.carry_state=False or use "
+          "configs/char_lstm.py:tbptt")
+
+  def lookup_params(self, params) -> int:
+    """Position embeddings, and the token embeddings unless tied (then they
+    are also the output head, a matrix product)."""
+    n = count(params.get("pos_embed", {}))
+    return n if self.tie_embeddings else n + count(params.get("embed", {}))
+
+  def train_flops_per_token(self, params, seq_len: int) -> float:
+    """6 N + 12 L T D: attention adds, per layer, q.k scores and the weighted
+    sum of values over T positions: 2 x 2 T D forward, x 3 with the backward
+    pass (the causal mask is applied to full T x T scores, so nothing is
+    halved); nanoGPT's `estimate_mfu`. Norms, softmax and GELU are left out
+    (a few percent)."""
+    return (super().train_flops_per_token(params, seq_len)
+            + 12 * self.num_layers * seq_len * self.d_model)
+
+  def activation_bytes(self, batch_size: int, seq_len: int) -> int:
+    """Kept for the backward pass, per token and layer: the block input, two
+    LayerNorm outputs, q/k/v (3 D), the attention output and the residual
+    after attention (D each), the MLP's hidden layer before and after GELU
+    (4 D each): 16 D; plus scores and weights (2 H T). Then 2 V for the
+    logits and their softmax; float32."""
+    per_token = (self.num_layers * (16 * self.d_model
+                                    + 2 * self.num_heads * seq_len)
+                 + 2 * self.vocab_size)
+    return batch_size * seq_len * per_token * 4
+
+  def internals(self, params, tokens: np.ndarray) -> Internals:
+    """Attention weights: a (T, T) map per layer and head; row q is how
+    position q spreads its attention over positions 0..q (it sums to 1).
+
+    `CausalSelfAttention` sows its softmax weights into the "intermediates"
+    collection; applying the model with that collection mutable returns
+    them next to the logits.
+    """
+    model = self
+    if self.scan_layers:  # sow inside nn.scan would need its own axis
+      params = unstack_layers(params, self.num_layers)
+      model = self.clone(scan_layers=False)
+    _, state = model.apply({"params": params}, jnp.asarray(tokens)[None],
+                           mutable=["intermediates"])
+    layers = state["intermediates"]
+    values = np.stack([
+        np.asarray(layers[f"block_{i}"]["attn"]["attention"][0][0])
+        for i in range(self.num_layers)])  # (L, H, T, T)
+    return Internals(values, tuple(f"head {h}" for h in
+                                   range(self.num_heads)), "tokens",
+                     (False,) * self.num_heads)
 
   @nn.compact
   def forward(self, tokens, state: dict | None, train: bool = False):
