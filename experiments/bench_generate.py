@@ -35,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from experiments.bench_runners import VOCAB  # noqa: E402
 from experiments.bench_throughput import machine  # noqa: E402
 from lm_jax import sampling  # noqa: E402
 from lm_jax.models.transformer import TransformerLM  # noqa: E402
@@ -46,7 +47,6 @@ _OUT = flags.DEFINE_string(
 _NOTE = flags.DEFINE_string("note", "shared with other jobs",
                             "How busy the machine was, for the results file.")
 
-VOCAB = 65
 # name -> (model fields, new tokens cached, new tokens full at batch 1, 32)
 MODELS = {
     "4L/128/ctx128 (default)": (dict(num_layers=4, num_heads=4, d_model=128,

@@ -21,6 +21,7 @@ The functions are importable: `jax_runner`, `torch_runner`, `measure`,
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import shlex
 import statistics
@@ -33,44 +34,18 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from experiments.bench_runners import VOCAB
 from lm_jax import config as config_lib, steps
 from lm_jax.models import lstm
+from lm_jax.models.base import LanguageModel
 
-VOCAB = 65  # tinyshakespeare's characters
 NUM_TOKENS = 1_000_000
 TORCH = "torch nn.LSTM"
 
 
-class AutodiffLayer(lstm.LSTMLayer):
-  """`LSTMLayer` with the backward pass left to JAX autodiff."""
-
-  @nn.compact
-  def __call__(self, x, carry, embedding=None):
-    if embedding is not None:  # token ids: look up their embeddings
-      x = embedding[x]
-    H = self.hidden_size
-    input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(),
-                              (x.shape[-1], 4 * H))
-    recurrent_kernel = self.param("recurrent_kernel",
-                                  nn.initializers.orthogonal(), (H, 4 * H))
-    bias = self.param("bias", nn.initializers.zeros, (4 * H,))
-    carry, hs, _ = lstm._forward(recurrent_kernel, x @ input_kernel + bias,
-                                 carry)
-    return hs, carry
-
-
-class AutodiffLSTMLM(lstm.LSTMLM):
-  def setup(self):
-    self.embed = nn.Embed(self.vocab_size, self.embed_dim)
-    self.layers = [AutodiffLayer(self.hidden_size, name=f"lstm_{i}")
-                   for i in range(self.num_layers)]
-    self.drop = nn.Dropout(self.dropout)
-    self.head = nn.Dense(self.vocab_size)
-
-
-class FlaxRNNLM(nn.Module):
-  """The stock Flax recipe: `nn.RNN(nn.OptimizedLSTMCell)` per layer."""
-  vocab_size: int
+class FlaxRNNLM(LanguageModel):
+  """The stock Flax recipe: `nn.RNN(nn.OptimizedLSTMCell)` per layer (only
+  `__call__` of the interface: it trains, it does not decode)."""
   num_layers: int = 2
   embed_dim: int = 128
   hidden_size: int = 256
@@ -84,7 +59,9 @@ class FlaxRNNLM(nn.Module):
     return nn.Dense(self.vocab_size)(x)
 
 
-VARIANTS = {"lm_jax": lstm.LSTMLM, "autodiff": AutodiffLSTMLM,
+VARIANTS = {"lm_jax": lstm.LSTMLM,
+            "autodiff": functools.partial(lstm.LSTMLM,
+                                          hand_written_backward=False),
             "flax_rnn": FlaxRNNLM}
 
 

@@ -74,7 +74,7 @@ def token_array():
   return np.random.default_rng(0).integers(0, VOCAB, NUM_TOKENS, np.int32)
 
 
-def _config(spec: dict, precision: str):
+def lm_config(spec: dict, precision: str):
   """An lm_jax config for a benchmark spec: the train defaults, the spec's sizes."""
   from lm_jax.config import base_config
   c = base_config()
@@ -87,7 +87,7 @@ def _config(spec: dict, precision: str):
 def jax_runner(spec: dict, precision: str, device: str):
   """A function running n calls of `lm_jax.steps.train_steps`."""
   from lm_jax import runtime
-  c = _config(spec, precision)
+  c = lm_config(spec, precision)
   t = c.train
   if device == "cpu":  # as `python -m lm_jax.train`: one device per core
     runtime.use_cpu_cores(t.cpu_devices, t.batch_size)
@@ -111,7 +111,7 @@ def jax_runner(spec: dict, precision: str, device: str):
   return run
 
 
-def _lr(train, step: int) -> float:
+def lr_at(train, step: int) -> float:
   """Warmup + cosine, as `lm_jax.steps.lr_schedule` (a Python float per step)."""
   if step < train.warmup_steps:
     return train.learning_rate * step / train.warmup_steps
@@ -126,7 +126,7 @@ def torch_runner(spec: dict, precision: str, device: str, compiled: bool):
   import torch
   import torch.nn.functional as F
   from experiments.torch_models import TorchTransformerLM, decay_param_groups
-  c = _config(spec, precision)
+  c = lm_config(spec, precision)
   t = c.train
   dev = "cuda" if device == "gpu" else "cpu"
   torch.manual_seed(0)
@@ -153,7 +153,7 @@ def torch_runner(spec: dict, precision: str, device: str, compiled: bool):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     for group in opt.param_groups:
-      group["lr"] = _lr(t, step[0])
+      group["lr"] = lr_at(t, step[0])
     opt.step()
     step[0] += 1
     return loss

@@ -64,11 +64,15 @@ CONFIGS = {
 
 
 def flops_per_token(s: dict) -> float:
-  """Training FLOPs per token: 6 x matmul weights + attention (PaLM's count)."""
-  m, T = s["model"], s["train"]["seq_len"]
-  L, D = m["num_layers"], m["d_model"]
-  weights = L * 12 * D * D + VOCAB * D  # qkv, proj, 2 MLP matrices; tied head
-  return 6 * weights + 12 * L * T * D
+  """Training FLOPs per token, the model's own count
+  (`LanguageModel.train_flops_per_token`, from abstract parameters: no
+  device is touched in this process)."""
+  from lm_jax.models import make_model
+  from experiments.bench_runners import lm_config
+  c = lm_config(s, "fp32")
+  model = make_model(c.model, VOCAB)
+  return model.train_flops_per_token(model.abstract_params(c.train.seq_len),
+                                     c.train.seq_len)
 
 
 class Worker:

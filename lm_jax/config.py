@@ -94,7 +94,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from lm_jax import models  # here: models need not import config
   from lm_jax.tokenizers import TOKENIZERS
   t = config.train
-  models.model_class(config.model.kind)
   if config.data.tokenizer not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "
                     f"config.data.tokenizer to one of {sorted(TOKENIZERS)}")

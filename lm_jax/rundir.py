@@ -17,8 +17,6 @@ import os
 import pathlib
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
 from lm_jax import checkpoints, tokenizers
@@ -132,13 +130,6 @@ def write_run(workdir: pathlib.Path, config, tokenizer) -> None:
         config.to_json(indent=1) + "\n"))
 
 
-def abstract_params(model, seq_len: int):
-  """The shapes and dtypes of `model`'s parameters, computing nothing."""
-  dummy = jnp.zeros((1, seq_len), jnp.int32)
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0), dummy)["params"])
-
-
 def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   """The config, tokenizer, model and parameters of a trained run.
 
@@ -158,5 +149,5 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   mngr = checkpoints.manager(workdir, read_only=True)
   step = checkpoints.pick_step(mngr, step)
   params = checkpoints.restore_params(
-      mngr, step, abstract_params(model, config.train.seq_len))
+      mngr, step, model.abstract_params(config.train.seq_len))
   return Run(config, tokenizer, model, params, step)

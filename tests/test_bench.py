@@ -15,13 +15,13 @@ def test_torch_side_lr_schedule_equals_optax(smoke_config):
   t.update(num_steps=50, warmup_steps=5, learning_rate=2e-3, min_lr_ratio=0.1)
   lr = steps.lr_schedule(t)
   for s in (0, 1, 4, 5, 6, 27, 49, 50, 60):
-    assert bench_runners._lr(t, s) == pytest.approx(float(lr(s)), rel=1e-5,
+    assert bench_runners.lr_at(t, s) == pytest.approx(float(lr(s)), rel=1e-5,
                                                     abs=1e-9)
 
 
 def test_flops_count_matches_the_model_matrices(smoke_config):
   s = bench_throughput.CONFIGS["baby"]
-  config = bench_runners._config(s, "fp32")
+  config = bench_runners.lm_config(s, "fp32")
   model = make_model(config.model, bench_runners.VOCAB)
   params = jax.eval_shape(model.init, jax.random.key(0),
                           jnp.zeros((1, 8), jnp.int32))["params"]

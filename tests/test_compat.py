@@ -7,17 +7,20 @@ checkpoint layout, and what that code did from there to step 8.
 
 import json
 import shutil
+import sys
 
+import jax
 import ml_collections
+import numpy as np
+import optax
 import pytest
 
-from lm_jax import rundir, trainer
+from lm_jax import checkpoints, rundir, sampling, steps, trainer
+from lm_jax.errors import UserError
 
 from conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
-
-import sys
 sys.path.insert(0, str(FIXTURES))
 import make_checkpoints  # noqa: E402
 
@@ -35,3 +38,27 @@ def test_old_checkpoint_resumes_bitwise(layout, tmp_path):
   assert losses == [tuple(x) for x in expected["losses"]]
   params = rundir.load_run(workdir, make_checkpoints.END).params
   assert make_checkpoints.params_digest(params) == expected["params_sha256"]
+
+
+def test_sampling_needs_no_optimiser_state(monkeypatch):
+  """A run stays loadable after the optimiser changes: only parameters are
+  restored. With another optax chain the whole train state no longer fits
+  the checkpoint, which is the case load_run must survive."""
+  workdir = FIXTURES / "ckpt_plain"
+  before = rundir.load_run(workdir)
+  monkeypatch.setattr(steps, "make_optimizer", lambda train: optax.chain(
+      optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)))
+  after = rundir.load_run(workdir)
+  jax.tree.map(np.testing.assert_array_equal, before.params, after.params)
+  abstract = jax.eval_shape(lambda: steps.create_train_state(
+      after.model, after.config.train, jax.random.key(0)))
+  with pytest.raises(UserError, match="does not fit the model and optimiser"):
+    checkpoints.restore(checkpoints.manager(workdir, read_only=True),
+                        after.step, abstract)
+  prompt = after.tokenizer.encode("LINE")[None]
+  options = sampling.SamplingOptions(max_new_tokens=8, temperature=0)
+  np.testing.assert_array_equal(
+      sampling.generate(before.params, before.model, prompt,
+                        jax.random.key(0), options),
+      sampling.generate(after.params, after.model, prompt,
+                        jax.random.key(0), options))

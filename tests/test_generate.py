@@ -12,6 +12,7 @@ import pytest
 from lm_jax import interactive, sampling, tokenizers, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
+from lm_jax.models.base import LanguageModel
 from lm_jax.sampling import SamplingOptions
 from lm_jax.tokenizers import CharTokenizer
 
@@ -122,10 +123,10 @@ def test_sampling_same_key_same_tokens_streamed_or_not(smoke_config):
   np.testing.assert_array_equal(np.concatenate(chunks, axis=1), a)
 
 
-class CountingBigram(nn.Module):
+class CountingBigram(LanguageModel):
   """A fake recurrent model: logits = table[token] + bias[tokens seen % 3].
 
-  No `max_len`, so the sampler's generic path runs it with no window.
+  No context_length, so the sampler's generic path runs it with no window.
   """
   vocab_size: int = V
 
@@ -159,9 +160,8 @@ def test_generic_interface_with_a_fake_model():
   assert len(np.unique(got)) > 1
 
 
-class Cycle(nn.Module):
+class Cycle(LanguageModel):
   """A fake model whose greedy continuation of token i is i + 1 (mod V)."""
-  vocab_size: int
 
   def setup(self):
     self.unused = self.param("unused", nn.initializers.zeros, ())

@@ -73,7 +73,7 @@ def test_hand_written_backward_equals_autodiff():
     return (hs * w_hs).sum() + (c * w_c).sum() + (h * w_h).sum()
 
   autodiff = lambda kernel, xw, carry: (lambda r: (r[0], r[1]))(
-      lstm._forward(kernel, xw, carry))
+      lstm.forward_scan(kernel, xw, carry))
   ours = jax.grad(loss, argnums=(1, 2, 3))(lstm.lstm_scan, kernel, xw, carry)
   ref = jax.grad(loss, argnums=(1, 2, 3))(autodiff, kernel, xw, carry)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
@@ -99,7 +99,7 @@ def test_layer_backward_equals_autodiff():
     return (hs * w_hs).sum() + (c * w_c).sum() + (h * w_h).sum()
 
   def autodiff(w_in, w_rec, bias, x, carry):
-    return lstm._forward(w_rec, x @ w_in + bias, carry)[:2]
+    return lstm.forward_scan(w_rec, x @ w_in + bias, carry)[:2]
 
   argnums = tuple(range(1, 6))
   ours = jax.grad(loss, argnums)(lstm.lstm_layer_scan, *args)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -111,6 +112,13 @@ class LanguageModel(nn.Module):
     if "dropout" in model and not 0 <= model.dropout < 1:
       raise ConfigError(f"config.model.dropout must be in [0, 1), got "
                         f"{model.dropout}")
+
+  def abstract_params(self, seq_len: int = 1):
+    """The parameters' shapes and dtypes (`jax.eval_shape`: nothing is
+    computed, no device is touched)."""
+    dummy = jnp.zeros((1, seq_len), jnp.int32)
+    return jax.eval_shape(
+        lambda: self.init(jax.random.key(0), dummy)["params"])
 
   def lookup_params(self, params) -> int:
     """Parameters read by indexing a table rather than multiplied."""

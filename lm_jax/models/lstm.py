@@ -47,8 +47,10 @@ def lstm_cell(params: dict, x: jax.Array, carry: Carry) -> Carry:
   return c, o * jnp.tanh(c)
 
 
-def _forward(recurrent_kernel, xw, carry):
-  """The scan, also returning what the backward pass needs."""
+def forward_scan(recurrent_kernel: jax.Array, xw: jax.Array, carry: Carry):
+  """The recurrence over xw (T, B, 4H): (final carry, hs (T, B, H), what the
+  hand-written backward pass needs). Differentiated by JAX itself, it is
+  the autodiff reference of `lstm_scan`."""
   def step(carry, xw_t):  # xw_t (B, 4H): input projection plus bias
     c, h = carry
     i, f, g, o = _gates(xw_t + h @ recurrent_kernel)
@@ -67,12 +69,12 @@ def lstm_scan(recurrent_kernel: jax.Array, xw: jax.Array, carry: Carry
 
   `xw` is the input projection of every step with the bias added.
   """
-  carry, hs, _ = _forward(recurrent_kernel, xw, carry)
+  carry, hs, _ = forward_scan(recurrent_kernel, xw, carry)
   return carry, hs
 
 
 def _lstm_scan_fwd(recurrent_kernel, xw, carry):
-  carry, hs, saved = _forward(recurrent_kernel, xw, carry)
+  carry, hs, saved = forward_scan(recurrent_kernel, xw, carry)
   return (carry, hs), (recurrent_kernel, saved)
 
 
@@ -118,7 +120,8 @@ def lstm_layer_scan(input_kernel, recurrent_kernel, bias, x, carry):
 
 
 def _lstm_layer_scan_fwd(input_kernel, recurrent_kernel, bias, x, carry):
-  carry, hs, saved = _forward(recurrent_kernel, x @ input_kernel + bias, carry)
+  carry, hs, saved = forward_scan(recurrent_kernel, x @ input_kernel + bias,
+                                  carry)
   return (carry, hs), (input_kernel, recurrent_kernel, x, saved)
 
 
@@ -136,8 +139,13 @@ lstm_layer_scan.defvjp(_lstm_layer_scan_fwd, _lstm_layer_scan_bwd)
 
 
 class LSTMLayer(nn.Module):
-  """One LSTM layer over a whole sequence."""
+  """One LSTM layer over a whole sequence.
+
+  `hand_written_backward` False leaves the backward pass to JAX autodiff
+  through the scan (for comparison: experiments/bench_lstm.py).
+  """
   hidden_size: int
+  hand_written_backward: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, carry: Carry,
@@ -158,7 +166,11 @@ class LSTMLayer(nn.Module):
     recurrent_kernel = self.param("recurrent_kernel",
                                   nn.initializers.orthogonal(), (H, 4 * H))
     bias = self.param("bias", _forget_bias_one, (4 * H,))
-    if embedding is not None and embedding.shape[0] < x.size:
+    if not self.hand_written_backward:
+      x = x if embedding is None else embedding[x]
+      carry, hs, _ = forward_scan(recurrent_kernel, x @ input_kernel + bias,
+                                  carry)
+    elif embedding is not None and embedding.shape[0] < x.size:
       xw = (embedding @ input_kernel + bias)[x]  # (V, 4H) table -> (T, B, 4H)
       carry, hs = lstm_scan(recurrent_kernel, xw, carry)
     else:
@@ -191,11 +203,13 @@ class LSTMLM(LanguageModel):
   embed_dim: int = 128
   hidden_size: int = 256
   dropout: float = 0.0
+  hand_written_backward: bool = True  # False: JAX autodiff (LSTMLayer)
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.embed_dim,
                           embedding_init=nn.initializers.normal(1.0))
-    self.layers = [LSTMLayer(self.hidden_size, name=f"lstm_{i}")
+    self.layers = [LSTMLayer(self.hidden_size, self.hand_written_backward,
+                             name=f"lstm_{i}")
                    for i in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.vocab_size)
