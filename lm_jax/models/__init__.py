@@ -12,11 +12,12 @@ import ml_collections
 
 from lm_jax.errors import UserError
 from lm_jax.models.base import ConfigError, LanguageModel
+from lm_jax.models.gru import GRULM
 from lm_jax.models.lstm import LSTMLM
 from lm_jax.models.transformer import TransformerLM
 
 MODELS: dict[str, type[LanguageModel]] = {
-    cls.kind: cls for cls in (TransformerLM, LSTMLM)}
+    cls.kind: cls for cls in (TransformerLM, LSTMLM, GRULM)}
 
 
 def model_class(kind: str) -> type[LanguageModel]:
