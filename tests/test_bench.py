@@ -30,8 +30,12 @@ def test_flops_count_matches_the_model_matrices(smoke_config):
                  if path[-1].key == "kernel")
   V, D = bench_runners.VOCAB, config.model.d_model
   L, T = config.model.num_layers, config.train.seq_len
-  assert bench_throughput.flops_per_token(s) == 6 * (matrices + V * D) + \
-      12 * L * T * D
+  flops = bench_throughput.flops_per_token(s)
+  # The model's own count: every parameter but the position table (biases
+  # and LayerNorm included), and the tied embedding as the output head.
+  assert flops == model.train_flops_per_token(params, T)
+  assert flops == pytest.approx(6 * (matrices + V * D) + 12 * L * T * D,
+                                rel=0.02)
 
 
 @pytest.mark.parametrize("concurrent,sequential", [(False, False), (True, True)])
