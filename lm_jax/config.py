@@ -6,6 +6,10 @@ experiment needs; `validate()` runs before anything is trained or written.
 
 from __future__ import annotations
 
+import inspect
+import pathlib
+import re
+
 import ml_collections
 
 from lm_jax.errors import UserError
@@ -121,3 +125,45 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"config.train.cpu_devices must be 0 (one per core) or a "
                     f"positive integer, got {t.cpu_devices!r}")
   models.check_config(config.model, t)
+
+
+# `c.train.seq_len = 128  # why`: the key and its trailing comment.
+_ASSIGNMENT = re.compile(r"^\s*c\.([\w.]+)\s*=[^#]*?(?:#\s*(.*))?$")
+
+
+def key_comments(source: str) -> dict[str, str]:
+  """{"train.seq_len": comment} for each `c.KEY = ...` line of a config's
+  source: its trailing comment, or else the comment block just above it."""
+  comments, block = {}, []
+  for line in source.splitlines():
+    if line.strip().startswith("#"):
+      block.append(line.strip().lstrip("#").strip())
+      continue
+    match = _ASSIGNMENT.match(line)
+    text = match and (match.group(2) or " ".join(block))
+    if text:
+      comments[match.group(1)] = text
+    block = []
+  return comments
+
+
+def describe(config: ml_collections.ConfigDict, config_file: str = "") -> str:
+  """The resolved config, one `key = value` line each, with the comments of
+  base_config and the config file (ml_collections keeps none itself)."""
+  comments = key_comments(inspect.getsource(base_config))
+  path = pathlib.Path(config_file.partition(":")[0])
+  if path.is_file():
+    comments.update(key_comments(path.read_text(encoding="utf-8")))
+  lines = [f"# --config={config_file}"] if config_file else []
+
+  def walk(node: ml_collections.ConfigDict, prefix: str) -> None:
+    for key, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, f"{prefix}{key}.")
+        continue
+      line = f"{prefix}{key} = {value!r}"
+      note = comments.get(prefix + key)
+      lines.append(f"{line:<40}  # {note}" if note else line)
+
+  walk(config, "")
+  return "\n".join(lines)

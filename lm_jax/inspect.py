@@ -35,5 +35,10 @@ def main(argv):
   runtime.run_main(inspect_main)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `lm-jax-inspect` console script."""
   app.run(main, flags_parser=runtime.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -29,5 +29,10 @@ def main(argv):
   runtime.run_main(plot_main, _WORKDIR.value + argv[1:])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `lm-jax-plot` console script."""
   app.run(main, flags_parser=runtime.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

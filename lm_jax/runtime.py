@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import math
 import os
+import pathlib
 import re
 import sys
 
@@ -88,7 +89,7 @@ def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
            if l.strip()]
   if isinstance(e, OSError):  # ml_collections: the config file did not load
     return (f"cannot load the config file: {lines[-1]}; pass an existing "
-            "file, e.g. --config=configs/char_tf.py")
+            "file or a shipped name, e.g. --config=char_tf")
   if isinstance(e, SyntaxError):
     return (f"the config file {e.filename} is not valid Python (line "
             f"{e.lineno}: {e.msg}); pass a config file such as "
@@ -105,18 +106,63 @@ def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
     flag = next((n for n in names if key.strip("'") in n.split(".")), None)
     where = f" in {flag}" if flag else ""
     hint = f" ({hint[0].lower()}{hint[1:]})" if hint else ""
-    return (f"unknown config key {key}{where}{hint}; the config file lists "
+    return (f"unknown config key {key}{where}{hint}; --show_config lists "
             "the keys")
   for pattern, plain in _TYPE_ERRORS:
     message = pattern.sub(plain, message)
   return message + "; see --helpfull for the flags"
 
 
+def configs_dir() -> pathlib.Path:
+  """The shipped config files: lm_jax/configs in a wheel, configs/ in a clone."""
+  package = pathlib.Path(__file__).parent
+  installed = package / "configs"
+  return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+  return sorted(p.stem for p in configs_dir().glob("*.py")
+                if not p.stem.startswith("_"))
+
+
+def resolve_config(value: str) -> str:
+  """`char_tf:smoke` -> `<configs_dir>/char_tf.py:smoke`; a path is kept.
+
+  absl's config flag takes a file path; a bare name lets an installed
+  package find its own configs from any directory.
+  """
+  from lm_jax.errors import UserError
+  name, colon, variant = value.partition(":")
+  if not name or "/" in name or name.endswith(".py") or os.path.exists(name):
+    return value
+  path = configs_dir() / f"{name}.py"
+  if not path.is_file():
+    raise UserError(f"unknown config {name!r}: pass a config file or one of "
+                    f"{', '.join(shipped_configs())}")
+  return f"{path}{colon}{variant}"
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+  """argv with each --config=NAME (or --config NAME) resolved to a path."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + resolve_config(arg[len("--config="):])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve_config(out[i + 1])
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a bad flag, override or config file as one line."""
   from absl import flags
+
+  from lm_jax.errors import UserError
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(resolve_config_args(argv))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError,
           OSError, SyntaxError) as e:
     print(f"error: {flag_error_message(e, argv)}", file=sys.stderr)

@@ -78,5 +78,10 @@ def main(argv):
     print()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `lm-jax-sample` console script."""
   app.run(main, flags_parser=runtime.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

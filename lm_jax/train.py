@@ -10,17 +10,22 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from lm_jax import config as config_lib
 from lm_jax import plotting, preemption, runtime, trainer
 from lm_jax.errors import UserError
 
-_DEFAULT_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "char_tf.py"
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(_DEFAULT_CONFIG), "Config file, e.g. configs/char_tf.py or "
-    "configs/char_tf.py:smoke; override fields with --config.train.num_steps=N",
+    "config", str(runtime.configs_dir() / "char_tf.py"), "A shipped config "
+    f"by name ({', '.join(runtime.shipped_configs())}; e.g. char_tf:smoke) or "
+    "a config file (configs/char_tf.py:smoke); override fields with "
+    "--config.train.num_steps=N (--show_config lists them)",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<config name>). An existing "
     "one is resumed from its latest checkpoint.")
+_SHOW_CONFIG = flags.DEFINE_boolean(
+    "show_config", False, "Print the resolved config, every key with its "
+    "value and comment, and exit.")
 
 
 def default_workdir() -> str:
@@ -35,8 +40,12 @@ def train(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
                     "--name=value")
-  workdir = _WORKDIR.value or default_workdir()
   config = runtime.config_value(_CONFIG)
+  if _SHOW_CONFIG.value:
+    print(config_lib.describe(
+        config, config_flags.get_config_filename(flags.FLAGS["config"])))
+    return
+  workdir = _WORKDIR.value or default_workdir()
   runtime.use_cpu_cores(config.train.cpu_devices, config.train.batch_size)
   try:
     trainer.train_and_evaluate(config, workdir)
@@ -53,5 +62,10 @@ def main(argv):
   runtime.run_main(train, argv)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `lm-jax-train` console script."""
   app.run(main, flags_parser=runtime.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()
