@@ -1,4 +1,4 @@
-# `make train` and `make test` set up .venv on first use.
+# `make train`, `make sample` and `make test` set up .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,6 +13,9 @@ $(VENV)/.installed-%: requirements.txt requirements-test.txt
 
 train: $(VENV)/.installed-train
 	$(PY) -m lm_jax.train --config=configs/char_tf.py
+
+sample: $(VENV)/.installed-train
+	$(PY) -m lm_jax.sample --workdir=runs/char_tf --prompt="ROMEO:"
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 tests

@@ -1,0 +1,80 @@
+"""The package: pins that agree, console scripts that exist, configs by name."""
+
+import importlib
+import re
+import tomllib
+
+import pytest
+
+from conftest import REPO, run_module
+from lm_jax import runtime
+from lm_jax.errors import UserError
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def pins(path) -> set[str]:
+  """The `name==version` lines of a requirements file, comments dropped."""
+  lines = (l.split("#")[0].strip() for l in path.read_text().splitlines())
+  return {l for l in lines if l and not l.startswith("-r")}
+
+
+def normal(requirement: str) -> str:
+  return re.sub(r"[-_.]+", "-", requirement.lower())
+
+
+def test_pyproject_pins_equal_the_requirements_files():
+  assert ({normal(p) for p in PYPROJECT["dependencies"]}
+          == {normal(p) for p in pins(REPO / "requirements.txt")})
+  extras = PYPROJECT["optional-dependencies"]
+  assert ({normal(p) for p in extras["test"]}
+          == {normal(p) for p in pins(REPO / "requirements-test.txt")})
+  assert "torch==2.13.0" in pins(REPO / "experiments" / "requirements.txt")
+  assert "torch==2.13.0" in extras["bench"]
+  jax = next(p for p in PYPROJECT["dependencies"] if p.startswith("jax=="))
+  assert extras["gpu"] == [jax.replace("jax==", "jax[cuda13]==")]
+
+
+def test_console_scripts_name_existing_functions():
+  scripts = PYPROJECT["scripts"]
+  assert sorted(scripts) == ["lm-jax-export", "lm-jax-inspect", "lm-jax-plot",
+                             "lm-jax-sample", "lm-jax-train"]
+  for target in scripts.values():
+    module, _, function = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
+  path = runtime.configs_dir() / "char_tf.py"
+  assert runtime.resolve_config("char_tf:smoke") == f"{path}:smoke"
+  assert runtime.resolve_config("char_lstm") == f"{runtime.configs_dir()}/char_lstm.py"
+  assert runtime.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
+  assert runtime.resolve_config_args(["prog", "--config", "char_tf", "--x=1"]
+                                     ) == ["prog", "--config", str(path), "--x=1"]
+  with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
+                     r"file or one of char_lstm, char_tf, word_lstm, word_tf"):
+    runtime.resolve_config("nope:smoke")
+
+
+def test_show_config_prints_every_key_with_its_comment_and_exits(
+    smoke_config):
+  done = run_module("lm_jax.train", "--config=char_tf:smoke", "--show_config",
+                    "--config.train.num_steps=7", "--workdir=/nonexistent/x")
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  assert lines[0] == f"# --config={runtime.configs_dir()}/char_tf.py:smoke"
+  assert "train.num_steps = 7" in lines
+  assert any(re.fullmatch(r"train\.grad_clip = 1\.0 +# global norm", l)
+             for l in lines)
+  leaves = [k for k, v in smoke_config.model.items()] + [
+      k for k, v in smoke_config.data.items()] + [
+      k for k, v in smoke_config.train.items()] + ["seed", "distributed"]
+  assert len([l for l in lines if " = " in l]) == len(leaves)
+
+
+def test_an_unknown_config_name_is_one_line():
+  done = run_module("lm_jax.train", "--config=char_tfx")
+  assert done.returncode == 2
+  assert done.stderr.strip() == (
+      "error: unknown config 'char_tfx': pass a config file or one of "
+      "char_lstm, char_tf, word_lstm, word_tf")
