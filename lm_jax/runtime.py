@@ -53,7 +53,8 @@ def use_cpu_cores(requested: int, batch_size: int) -> int | None:
   with one device per core, each core trains its slice of the batch
   (lm_jax/parallel.py) and the two meet once per step to add gradients:
   about 1.5x the tokens/s of the default char_tf config on 2 cores (see
-  the README). The results are those of one device (tests/test_parallel.py).
+  docs/DEVICES.md). The results are those of one device
+  (tests/test_parallel.py).
   Returns the count set, or None where XLA_FLAGS already sets one or JAX
   has started (its device count can no longer change).
   """

@@ -1,7 +1,9 @@
 """Sample from a trained run: `python -m lm_jax.sample --workdir=DIR --prompt=...`.
 
-Flags only; the work is `lm_jax.rundir.load_run`,
-`lm_jax.sampling.generate_text` and `lm_jax.interactive.prompt_loop`.
+Or from the one file lm-jax-export wrote: `--model=model.safetensors`.
+Flags only; the work is `lm_jax.rundir.load_run` (or
+`lm_jax.modelfile.load_model`), `lm_jax.sampling.generate_text` and
+`lm_jax.interactive.prompt_loop`.
 """
 
 import sys
@@ -10,8 +12,9 @@ from absl import app, flags
 
 from lm_jax import runtime
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.",
-                               required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Or a .safetensors file lm-jax-export wrote.")
 _PROMPT = flags.DEFINE_string("prompt", "\n", "Text to continue.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, in one batch.")
@@ -36,13 +39,17 @@ def unescape(text: str) -> str:
 def sample_main() -> None:
   import jax
 
-  from lm_jax import interactive, rundir, sampling, tokenizers
+  from lm_jax import interactive, modelfile, rundir, sampling, tokenizers
   from lm_jax.errors import UserError
 
   options = sampling.SamplingOptions(
       max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
       top_k=_TOP_K.value, top_p=_TOP_P.value)
-  run = rundir.load_run(_WORKDIR.value, _STEP.value)
+  if (_WORKDIR.value is None) == (_MODEL.value is None):
+    raise UserError("pass either --workdir=DIR (a training run) or "
+                    "--model=FILE (from lm-jax-export)")
+  run = (modelfile.load_model(_MODEL.value) if _MODEL.value
+         else rundir.load_run(_WORKDIR.value, _STEP.value))
   tokenizer, model, params = run.tokenizer, run.model, run.params
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:

@@ -205,7 +205,8 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
   """Val loss, perplexity, bits per character; a checkpoint and a sample.
 
   val_loss is nats per token; bits per character spreads the same total
-  over the `val_chars` characters the targets cover (README: "Metrics").
+  over the `val_chars` characters the targets cover (docs/WORD_LEVEL.md,
+  "Metrics").
   """
   val_loss = steps.evaluate(state.params, model, val_x, val_y)
   bpc = bits_per_char(val_loss, val_y.size, val_chars)

@@ -1,0 +1,153 @@
+"""The README and docs/ cannot go stale: every `path: name` they point at
+exists, every path they name exists, and their cheap commands run."""
+
+import ast
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# `lm_jax/steps.py: make_optimizer, train_step`, `...: TransformerLM.extend`
+REFERENCE = re.compile(r"`((?:lm_jax|configs|experiments)/[\w/]+\.py): "
+                       r"([\w.]+(?:, [\w.]+)*)`")
+PATH = re.compile(r"`((?:lm_jax|configs|experiments|tests|docs)/[\w/.-]+?)"
+                  r"(?::\w+)?`")
+LINK = re.compile(r"\]\(([^)#:]+)(?:#[\w-]+)?\)")
+LONG = "# long: not run by tests"
+
+
+def doc_lines():
+  for doc in DOCS:
+    for number, line in enumerate(doc.read_text().splitlines(), 1):
+      yield doc, number, line
+
+
+def defined(body: list[ast.stmt], classes: dict) -> set[str]:
+  """Names a module or class body defines, with its same-file bases'."""
+  names = set()
+  for node in body:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+      names.add(node.name)
+    elif isinstance(node, ast.Assign):
+      names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+      names.add(node.target.id)
+    elif isinstance(node, ast.If):  # e.g. a definition under a version check
+      names.update(defined(node.body + node.orelse, classes))
+  return names
+
+
+def resolves(path: pathlib.Path, name: str) -> bool:
+  """Whether `name` (`f`, `Class` or `Class.method`) is defined in `path`."""
+  module = ast.parse(path.read_text())
+  classes = {n.name: n for n in module.body if isinstance(n, ast.ClassDef)}
+  first, _, member = name.partition(".")
+  if not member:
+    return first in defined(module.body, classes)
+  seen, todo = set(), [first]
+  while todo:  # the class, then its bases defined in the same file
+    cls = classes.get(todo.pop())
+    if cls is None or cls.name in seen:
+      continue
+    seen.add(cls.name)
+    if member in defined(cls.body, classes):
+      return True
+    todo += [b.id for b in cls.bases if isinstance(b, ast.Name)]
+  return False
+
+
+def test_every_code_reference_resolves():
+  references = [(doc, n, path, name) for doc, n, line in doc_lines()
+                for path, names in REFERENCE.findall(line)
+                for name in names.split(", ")]
+  assert len(references) > 20
+  missing = [f"{doc.relative_to(REPO)}:{n}: `{path}: {name}`"
+             for doc, n, path, name in references
+             if not (REPO / path).is_file() or not resolves(REPO / path, name)]
+  assert not missing, "stale references:\n" + "\n".join(missing)
+
+
+def test_every_named_path_and_link_exists():
+  missing = []
+  for doc, n, line in doc_lines():
+    for path in PATH.findall(line):
+      if "<" not in path and "*" not in path and not (REPO / path).exists():
+        missing.append(f"{doc.relative_to(REPO)}:{n}: {path}")
+    for link in LINK.findall(line):
+      if not link.startswith("http") and not (doc.parent / link).exists():
+        missing.append(f"{doc.relative_to(REPO)}:{n}: link {link}")
+  assert not missing, "missing:\n" + "\n".join(missing)
+
+
+def fenced_commands(doc: pathlib.Path) -> list[tuple[int, str]]:
+  """(line, command) of each ```bash block's commands, continuations joined."""
+  commands, inside, pending = [], False, None
+  for number, line in enumerate(doc.read_text().splitlines(), 1):
+    if line.startswith("```"):
+      inside = line == "```bash"
+      continue
+    if not inside or not line.strip() or line.lstrip().startswith("#"):
+      continue
+    if pending:
+      pending = (pending[0], pending[1] + " " + line.strip())
+    else:
+      pending = (number, line.strip())
+    if pending[1].endswith("\\"):
+      pending = (pending[0], pending[1][:-1].rstrip())
+    else:
+      commands.append(pending)
+      pending = None
+  return commands
+
+
+def smoke(command: str) -> str:
+  """A documented command as the test runs it: this interpreter, and a
+  training shrunk to the smoke variant of its config, a few steps."""
+  command = re.sub(r"\blm-jax-(\w+)", r"python -m lm_jax.\1", command)
+  command = re.sub(r"(?<![\w/.-])python(?= )", sys.executable, command)
+  if " lm_jax.train" not in command:
+    return command
+  words = shlex.split(command)
+  config = next((w.partition("=")[2] for w in words
+                 if w.startswith("--config=")), "char_tf")
+  name, _, variant = config.partition(":")
+  name = pathlib.Path(name).stem
+  workdir = f"runs/{name}" + (f"_{variant}" if variant else "")
+  words = [w for w in words if not w.startswith(
+      ("--config=", "--config.train.num_steps="))]
+  if not any(w.startswith("--workdir=") for w in words):
+    words.append(f"--workdir={workdir}")
+  words += [f"--config={name}:smoke", "--config.train.num_steps=8",
+            "--config.train.eval_every=8"]
+  return shlex.join(words)
+
+
+def test_the_cheap_commands_of_the_docs_run(tmp_path):
+  """Trainings first (the other commands read their run directories)."""
+  runnable = [(doc, n, smoke(c)) for doc in DOCS
+              for n, c in fenced_commands(doc) if LONG not in c]
+  trains = [r for r in runnable if " lm_jax.train " in r[2]]
+  others = [r for r in runnable if r not in trains]
+  (tmp_path / "my_book.txt").write_text("".join(
+      f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
+      for i in range(400)))
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  seen = set()
+  for doc, n, command in trains + others:
+    key = re.sub(r"--workdir=\S+", "", command)
+    if key in seen:  # e.g. a variant that the smoke config replaces
+      continue
+    seen.add(key)
+    done = subprocess.run(command, shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, executable="/bin/bash")
+    assert done.returncode == 0, (
+        f"{doc.relative_to(REPO)}:{n}: {command}\n{done.stdout[-2000:]}"
+        f"\n{done.stderr[-2000:]}")
