@@ -1,0 +1,106 @@
+"""One-file export: the safetensors layout, and the same samples as the run."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from lm_jax import modelfile, sampling, trainer
+from lm_jax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A smoke run trained for 4 steps."""
+  from configs import char_tf
+  config = char_tf.get_config("smoke")
+  text = tmp_path_factory.mktemp("text") / "corpus.txt"
+  text.write_text("".join(f"LINE {i}: the quick brown fox jumps over the lazy "
+                          "dog.\n" for i in range(400)))
+  config.data.path = str(text)
+  config.train.update(num_steps=4, eval_every=4, sample_tokens=0)
+  workdir = tmp_path_factory.mktemp("run")
+  trainer.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_safetensors_layout_round_trips(tmp_path):
+  tensors = {"b/kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "a": np.array([1, -2, 3], np.int32),
+             "c/d/e": np.zeros((0, 4), np.float16)}
+  path = tmp_path / "t.safetensors"
+  modelfile.write_safetensors(path, tensors, {"note": "x"})
+  blob = path.read_bytes()
+  (size,) = struct.unpack("<Q", blob[:8])
+  header = json.loads(blob[8:8 + size])
+  assert size % 8 == 0 and header["__metadata__"] == {"note": "x"}
+  assert header["a"] == {"dtype": "I32", "shape": [3], "data_offsets": [0, 12]}
+  assert header["b/kernel"]["data_offsets"] == [12, 36]
+  assert len(blob) == 8 + size + 36
+  back, metadata = modelfile.read_safetensors(path)
+  assert metadata == {"note": "x"} and sorted(back) == sorted(tensors)
+  for name, value in tensors.items():
+    assert back[name].dtype == value.dtype
+    np.testing.assert_array_equal(back[name], value)
+  assert modelfile.unflatten(modelfile.flatten({"x": {"y": back["a"]}})
+                             )["x"]["y"] is not None
+
+
+def test_the_reference_reader_agrees(tmp_path):
+  safetensors = pytest.importorskip("safetensors.numpy")  # not a dependency
+  tensors = {"w/kernel": np.arange(12, dtype=np.float32).reshape(3, 4),
+             "n": np.array([7, 8], np.int64)}
+  modelfile.write_safetensors(tmp_path / "t.safetensors", tensors, {"k": "v"})
+  loaded = safetensors.load_file(tmp_path / "t.safetensors")
+  assert sorted(loaded) == sorted(tensors)
+  for name, value in tensors.items():
+    np.testing.assert_array_equal(loaded[name], value)
+  safetensors.save_file(tensors, tmp_path / "r.safetensors", {"k": "v"})
+  back, metadata = modelfile.read_safetensors(tmp_path / "r.safetensors")
+  assert metadata == {"k": "v"}
+  for name, value in tensors.items():
+    np.testing.assert_array_equal(back[name], value)
+
+
+def test_the_exported_file_samples_as_the_run_does(run_dir, tmp_path):
+  out = tmp_path / "model.safetensors"
+  assert modelfile.export_run(run_dir, out) == 4
+  _, tokenizer, model, params, step = modelfile.load_model(out)
+  _, run_tokenizer, _, run_params, run_step = trainer.load_run(run_dir)
+  assert step == run_step and tokenizer.to_json() == run_tokenizer.to_json()
+  assert jax.tree.structure(params) == jax.tree.structure(run_params)
+  jax.tree.map(np.testing.assert_array_equal, params, run_params)
+  options = sampling.SamplingOptions(max_new_tokens=20, temperature=0.8)
+  prompt = tokenizer.encode("LINE")
+  texts = [sampling.generate_text(p, model, tokenizer, prompt,
+                                  jax.random.key(3), options, num_samples=2)
+           for p in (params, run_params)]
+  assert texts[0] == texts[1] and len(texts[0][0]) == 20
+
+
+def test_command_line_export_then_sample(run_dir, tmp_path):
+  out = tmp_path / "m.safetensors"
+  run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
+                                  capture_output=True, text=True, timeout=300)
+  done = run("lm_jax.export", f"--workdir={run_dir}", f"--out={out}")
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.startswith(f"wrote {out} (step 4)")
+  done = run("lm_jax.sample", f"--model={out}", "--prompt=LINE",
+             "--max_new_tokens=30", "--seed=5")
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.startswith("LINE") and len(done.stdout) == 4 + 30 + 1
+
+
+def test_a_file_that_is_not_ours_is_refused(tmp_path):
+  path = tmp_path / "other.safetensors"
+  modelfile.write_safetensors(path, {"w": np.ones(2, np.float32)}, {})
+  with pytest.raises(UserError, match="holds no lm_jax config and tokenizer"):
+    modelfile.load_model(path)
+  path.write_bytes(b"not a model")
+  with pytest.raises(UserError, match=f"cannot read {path} as a safetensors"):
+    modelfile.load_model(path)
