@@ -5,6 +5,7 @@ can set up the process before JAX loads):
 
     from lm_jax import load_run, encode_prompt, generate_text, SamplingOptions
     config, tokenizer, model, params, step = load_run("runs/char_tf")
+    # or load_model("model.safetensors"), a file lm-jax-export wrote
     prompt, notice = encode_prompt(tokenizer, "ROMEO:")
     generate_text(params, model, tokenizer, prompt, jax.random.key(0),
                   SamplingOptions(max_new_tokens=100, temperature=0.8))
@@ -13,9 +14,9 @@ can set up the process before JAX loads):
 import importlib
 
 # name -> module that defines it
-_API = {"load_run": "lm_jax.rundir", "generate": "lm_jax.sampling",
-        "generate_text": "lm_jax.sampling", "stream": "lm_jax.sampling",
-        "encode_prompt": "lm_jax.tokenizers",
+_API = {"load_run": "lm_jax.rundir", "load_model": "lm_jax.modelfile",
+        "generate": "lm_jax.sampling", "generate_text": "lm_jax.sampling",
+        "stream": "lm_jax.sampling", "encode_prompt": "lm_jax.tokenizers",
         "SamplingOptions": "lm_jax.sampling"}
 
 

@@ -74,6 +74,39 @@ def test_every_code_reference_resolves():
   assert not missing, "stale references:\n" + "\n".join(missing)
 
 
+def quoted_snippets(doc: pathlib.Path):
+  """(line, code line, files) for each line of a ```python block whose
+  paragraph just above points at code: the files it points at."""
+  paragraph, inside, files, blank = [], False, [], False
+  for number, line in enumerate(doc.read_text().splitlines(), 1):
+    if line.startswith("```"):
+      if not inside:
+        files = [p for text in paragraph for p, _ in REFERENCE.findall(text)]
+      inside = not inside and line == "```python"
+      paragraph = []
+    elif inside and files and line.strip():
+      yield number, line, files
+    elif not inside and line.strip():
+      paragraph = [line] if blank else paragraph + [line]
+    blank = not line.strip()
+
+
+def test_quoted_code_is_in_the_file_it_points_at():
+  """Each quoted line (a trailing comment dropped, `...` for what is left
+  out) occurs in one line of a file its paragraph points at."""
+  stale = []
+  for doc in DOCS:
+    for n, line, files in quoted_snippets(doc):
+      code = re.sub(r"\s+#.*$", "", line).strip()
+      pattern = r".*?".join(re.escape(" ".join(part.split()))
+                            for part in code.split("..."))
+      sources = [" ".join(l.split()) for f in files
+                 for l in (REPO / f).read_text().splitlines()]
+      if not any(re.search(pattern, s) for s in sources):
+        stale.append(f"{doc.relative_to(REPO)}:{n}: {code}")
+  assert not stale, "quoted code not found:\n" + "\n".join(stale)
+
+
 def test_every_named_path_and_link_exists():
   missing = []
   for doc, n, line in doc_lines():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from lm_jax import modelfile, sampling, trainer
+from lm_jax import modelfile, rundir, sampling, trainer
 from lm_jax.errors import UserError
 
 
@@ -71,7 +71,7 @@ def test_the_exported_file_samples_as_the_run_does(run_dir, tmp_path):
   out = tmp_path / "model.safetensors"
   assert modelfile.export_run(run_dir, out) == 4
   _, tokenizer, model, params, step = modelfile.load_model(out)
-  _, run_tokenizer, _, run_params, run_step = trainer.load_run(run_dir)
+  _, run_tokenizer, _, run_params, run_step = rundir.load_run(run_dir)
   assert step == run_step and tokenizer.to_json() == run_tokenizer.to_json()
   assert jax.tree.structure(params) == jax.tree.structure(run_params)
   jax.tree.map(np.testing.assert_array_equal, params, run_params)
