@@ -8,6 +8,8 @@ import math
 import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 # glibc mallopt parameters (malloc.h).
@@ -67,6 +69,21 @@ def use_cpu_cores(requested: int, batch_size: int) -> int | None:
   except RuntimeError:  # backends already initialised (e.g. in a notebook)
     return None
   return n
+
+
+def gpu_warning(backend: str) -> str | None:
+  """A line for when `nvidia-smi` sees a GPU but JAX runs on `backend` "cpu"
+  (the CPU-only jaxlib, or a driver too old for the CUDA wheels)."""
+  if backend != "cpu" or not shutil.which("nvidia-smi"):
+    return None
+  try:
+    found = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                           timeout=20).returncode == 0
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return ("warning: nvidia-smi sees a GPU but JAX uses only the CPU; install "
+          'the CUDA wheels with pip install ".[gpu]" (docs/GPU.md)'
+          if found else None)
 
 
 # Python's words for a value of the wrong type, and plainer ones.

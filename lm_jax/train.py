@@ -5,6 +5,7 @@ the loss curves go to <workdir>/loss.png (`lm_jax.plotting`).
 """
 
 import pathlib
+import shlex
 import sys
 
 from absl import app, flags
@@ -36,6 +37,16 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
+def sample_command(workdir: str) -> str:
+  """The sampling command in the form this one was started (console script
+  or `python -m`)."""
+  if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
+    program = "lm-jax-sample"
+  else:
+    program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
+  return f"{program} --workdir={shlex.quote(workdir)} --prompt=ROMEO:"
+
+
 def train(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
@@ -56,6 +67,7 @@ def train(argv: list[str]) -> None:
   plot = plotting.plot_runs([workdir],
                             pathlib.Path(workdir) / plotting.LOSS_PLOT)
   print(f"loss plot: {plot}")
+  print(f"sample with: {sample_command(workdir)}")
 
 
 def main(argv):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -18,7 +19,8 @@ import ml_collections
 import numpy as np
 
 from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
-from lm_jax import preemption, rundir, sampling, steps, summary, tokenizers
+from lm_jax import preemption, progress, rundir, sampling, steps, summary
+from lm_jax import runtime, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
@@ -55,11 +57,6 @@ def load_tokens(config, workdir: pathlib.Path):
 
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
-
-
-def _duration(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
 def check_finite(state: steps.TrainState, metrics: dict, mngr,
@@ -115,6 +112,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   parallel.maybe_initialize_distributed(config)
   mesh = parallel.make_mesh(config.train.batch_size)
   t = config.train
+  started = time.perf_counter()
+  progress.phase("loading the corpus")
   text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
   model = make_model(config.model, tokenizer.vocab_size)
   rundir.prepare(workdir)
@@ -134,12 +133,19 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   print(summary.model_summary(model, state.params, t))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
+  warning = runtime.gpu_warning(jax.default_backend())
+  if warning:
+    print(warning, file=sys.stderr)
   if t.carry_state:
     print(f"carrying the recurrent state (truncated BPTT): {t.batch_size} lanes "
           f"of {data.lane_length(len(train_ids), t.batch_size):,} tokens, "
           f"{data.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
           f"windows of {t.seq_len} each")
-  if start is not None:
+  if start is not None and start >= t.num_steps:
+    print(f"already complete at step {start} (config.train.num_steps="
+          f"{t.num_steps}); raise it to train further, e.g. "
+          f"--config.train.num_steps={2 * t.num_steps}")
+  elif start is not None:
     print(f"resuming from step {start}")
 
   train_tokens = jax.device_put(train_ids, parallel.replicated(mesh))
@@ -154,7 +160,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   result = {}
   tick, tick_step = time.perf_counter(), step
   end = min(t.num_steps, stop_at or t.num_steps)
+  compiled = False
   while step < end:
+    if not compiled:
+      progress.phase("compiling the train step")
     boundary = min(end, (step // t.log_every + 1) * t.log_every,
                    (step // t.eval_every + 1) * t.eval_every)
     state, metrics = steps.train_steps(
@@ -164,25 +173,25 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
         batch_sharding=parallel.batch_sharding(mesh))
     metrics = jax.device_get(metrics)
     step = int(state.step)
+    if not compiled:  # time from here: the first call was mostly compiling
+      tick, tick_step, compiled = time.perf_counter(), step, True
     check_finite(state, metrics, mngr, t.skip_nonfinite)
     if step % t.log_every == 0 or step == end:
       now = time.perf_counter()
-      rate = (step - tick_step) / (now - tick)
+      rate = (step - tick_step) / (now - tick) if step > tick_step else None
       record = dict(step=step, loss=float(metrics["loss"][-1]),
                     lr=float(steps.lr_schedule(t)(step - 1)),
-                    grad_norm=float(metrics["grad_norm"][-1]),
-                    tokens_per_s=rate * t.batch_size * t.seq_len)
+                    grad_norm=float(metrics["grad_norm"][-1]))
+      if rate:
+        record["tokens_per_s"] = rate * t.batch_size * t.seq_len
       if t.skip_nonfinite:
         record["skipped_steps"] = steps.skipped_updates(state)
       log.write(**record)
-      print(f"step {step}/{t.num_steps} | loss {record['loss']:.4f} | "
-            f"lr {record['lr']:.2e} | grad norm {record['grad_norm']:.3f} | "
-            f"{record['tokens_per_s']:,.0f} tok/s | "
-            f"ETA {_duration((t.num_steps - step) / rate)}" +
-            (f" | {record['skipped_steps']} skipped" if t.skip_nonfinite
-             else ""), flush=True)
+      print(progress.step_line(step, t.num_steps, record, now - started,
+                               rate), flush=True)
       tick, tick_step = time.perf_counter(), step
     if step % t.eval_every == 0 or step == end:
+      progress.phase("evaluating")
       result = evaluate_and_save(state, model, mngr, log, step, val_x, val_y,
                                  val_chars, unk_rate, tokenizer, sample_prompt,
                                  config)
@@ -191,6 +200,9 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       if mngr.latest_step() != step:  # not saved by the evaluation just now
         checkpoints.save(mngr, step, state)
       raise preemption.Interrupted(stop.signum, step, workdir)
+  seconds = time.perf_counter() - started if compiled else None
+  print(progress.run_summary(workdir, step, t.num_steps,
+                             t.batch_size * t.seq_len, seconds))
   return result
 
 

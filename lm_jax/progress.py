@@ -1,0 +1,65 @@
+"""What a training run says about itself while it runs and when it ends.
+
+A line before each phase that is silent for seconds (loading the corpus,
+compiling, evaluating), the time elapsed on every step line, an ETA only
+once a compiled chunk has been timed (the first chunk's time is mostly
+compilation: an ETA from it was ten times too long on a GPU), and a
+summary at the end, also when a finished run is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from lm_jax.metrics import METRICS_FILE
+
+
+def duration(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def phase(text: str) -> None:
+  """One line before a phase that prints nothing for a while."""
+  print(f"{text} ...", flush=True)
+
+
+def step_line(step: int, num_steps: int, record: dict, elapsed: float,
+              steps_per_s: float | None) -> str:
+  """`step 40/100 | loss ... | elapsed 0m12s | ETA 0m18s`; no rate nor ETA
+  before a chunk of steps has been timed without compiling."""
+  parts = [f"step {step}/{num_steps}", f"loss {record['loss']:.4f}",
+           f"lr {record['lr']:.2e}", f"grad norm {record['grad_norm']:.3f}"]
+  if steps_per_s:
+    parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+  parts.append(f"elapsed {duration(elapsed)}")
+  if steps_per_s:
+    parts.append(f"ETA {duration((num_steps - step) / steps_per_s)}")
+  if "skipped_steps" in record:
+    parts.append(f"{record['skipped_steps']} skipped")
+  return " | ".join(parts)
+
+
+def best_eval(workdir: str | pathlib.Path) -> dict | None:
+  """The evaluation record with the lowest val loss in metrics.jsonl."""
+  path = pathlib.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    return None
+  records = [json.loads(line) for line in path.read_text().splitlines()
+             if line.strip()]
+  evals = [r for r in records if "val_loss" in r]
+  return min(evals, key=lambda r: r["val_loss"]) if evals else None
+
+
+def run_summary(workdir: str | pathlib.Path, step: int, num_steps: int,
+                tokens_per_step: int, seconds: float | None) -> str:
+  """Wall time (of this process; None: trained nothing), the best val loss
+  and its step, and the tokens seen."""
+  best = best_eval(workdir)
+  found = (f"best val loss {best['val_loss']:.4f} nats/token "
+           f"({best['val_bpc']:.4f} bpc) at step {best['step']}"
+           if best else "no evaluation yet")
+  took = "" if seconds is None else f" in {duration(seconds)}"
+  return (f"done: step {step}/{num_steps}{took} | {found} | "
+          f"{step * tokens_per_step:,} tokens seen")
