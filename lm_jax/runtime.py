@@ -203,7 +203,7 @@ def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
   Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback.
+  without a traceback, and so does a closed pipe (status 1).
   """
   from absl import logging
   from lm_jax.errors import UserError
@@ -216,3 +216,6 @@ def run_main(main, *args) -> None:
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     sys.exit(130)
+  except BrokenPipeError:  # the reader left early (`--show_config | head`)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
