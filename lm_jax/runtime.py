@@ -132,7 +132,7 @@ def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
 
 
 def configs_dir() -> pathlib.Path:
-  """The shipped config files: lm_jax/configs in a wheel, configs/ in a clone."""
+  """The shipped configs: lm_jax/configs in a wheel, configs/ in a clone."""
   package = pathlib.Path(__file__).parent
   installed = package / "configs"
   return installed if installed.is_dir() else package.parent / "configs"

@@ -47,12 +47,14 @@ def test_console_scripts_name_existing_functions():
 
 
 def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
-  path = runtime.configs_dir() / "char_tf.py"
+  shipped = runtime.configs_dir()
+  path = shipped / "char_tf.py"
   assert runtime.resolve_config("char_tf:smoke") == f"{path}:smoke"
-  assert runtime.resolve_config("char_lstm") == f"{runtime.configs_dir()}/char_lstm.py"
+  assert runtime.resolve_config("char_lstm") == f"{shipped}/char_lstm.py"
   assert runtime.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
-  assert runtime.resolve_config_args(["prog", "--config", "char_tf", "--x=1"]
-                                     ) == ["prog", "--config", str(path), "--x=1"]
+  argv = ["prog", "--config", "char_tf", "--x=1"]
+  assert runtime.resolve_config_args(argv) == ["prog", "--config", str(path),
+                                               "--x=1"]
   with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
                      r"file or one of char_gru, char_lstm, char_tf, "
                      r"word_lstm, word_tf"):
