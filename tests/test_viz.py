@@ -211,7 +211,8 @@ def test_summary_estimates_match_xla(tie):
 
 
 def test_notebook_executes(tmp_path, monkeypatch):
-  """docs/tour.ipynb runs top to bottom in a kernel of this interpreter."""
+  """docs/tour.ipynb runs top to bottom in a kernel of this interpreter
+  (on the smoke config; its stored outputs are those of the full run)."""
   import nbclient
   import nbformat
   kernel = tmp_path / "kernels" / "lm_jax_test"
@@ -221,6 +222,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
                "{connection_file}"],
       "display_name": "lm_jax test", "language": "python"}))
   monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+  monkeypatch.setenv("LM_JAX_TOUR_SMOKE", "1")  # the smoke config: seconds
   nb = nbformat.read(REPO / "docs" / "tour.ipynb", as_version=4)
   client = nbclient.NotebookClient(
       nb, kernel_name="lm_jax_test", timeout=300,  # per cell; CPU is shared
