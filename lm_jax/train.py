@@ -15,12 +15,17 @@ from lm_jax import config as config_lib
 from lm_jax import plotting, preemption, runtime, trainer
 from lm_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(runtime.configs_dir() / "char_tf.py"), "A shipped config "
-    f"by name ({', '.join(runtime.shipped_configs())}; e.g. char_tf:smoke) or "
-    "a config file (configs/char_tf.py:smoke); override fields with "
-    "--config.train.num_steps=N (--show_config lists them)",
-    lock_config=True)
+try:  # without --config, the default is loaded here, with sys.argv's fields
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", str(runtime.configs_dir() / "char_tf.py"), "A shipped config "
+      f"by name ({', '.join(runtime.shipped_configs())}; e.g. char_tf:smoke) "
+      "or a config file (configs/char_tf.py:smoke); override fields with "
+      "--config.train.num_steps=N (--show_config lists them)",
+      lock_config=True)
+except (KeyError, AttributeError, TypeError, ValueError) as e:
+  print(f"error: {runtime.flag_error_message(e, tuple(sys.argv))}",
+        file=sys.stderr)
+  sys.exit(2)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<config name>). An existing "
     "one is resumed from its latest checkpoint.")

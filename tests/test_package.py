@@ -83,3 +83,11 @@ def test_an_unknown_config_name_is_one_line():
   assert done.stderr.strip() == (
       "error: unknown config 'char_tfx': pass a config file or one of "
       "char_gru, char_lstm, char_tf, word_lstm, word_tf")
+
+
+def test_a_bad_field_of_the_default_config_is_one_line():
+  done = run_module("lm_jax.train", "--config.train.nope=3")
+  assert done.returncode == 2
+  assert done.stderr.strip() == ("error: unknown config key 'nope' in "
+                                 "--config.train.nope; --show_config lists "
+                                 "the keys")
