@@ -94,6 +94,10 @@ def test_command_line_export_then_sample(run_dir, tmp_path):
              "--max_new_tokens=30", "--seed=5")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith("LINE") and len(done.stdout) == 4 + 30 + 1
+  done = run("lm_jax.sample", f"--model={out}", f"--workdir={run_dir}")
+  assert done.returncode == 2 and done.stderr == (
+      "error: pass either --workdir=DIR (a training run) or --model=FILE "
+      "(from lm-jax-export)\n")
 
 
 def test_a_file_that_is_not_ours_is_refused(tmp_path):
