@@ -43,6 +43,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.scan_layers = False
   c.model.dtype = "float32"  # "bfloat16": bf16 matrix products
   c.model.gelu_approximate = True  # tanh GELU, as in GPT-2
+  # "dense": every (T, T) weight at once (what lm_jax.inspect shows);
+  # "blocked": tiles of attention_tile positions (lm_jax/models/attention.py).
+  c.model.attention = "dense"
+  c.model.attention_tile = 64
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32

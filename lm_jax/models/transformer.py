@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm_jax.models.attention import (attention_with_past,
+                                     blocked_causal_attention)
 from lm_jax.models.base import ConfigError, Internals, LanguageModel, count
 from lm_jax.models.base import positive
 
@@ -34,12 +36,18 @@ class CausalSelfAttention(nn.Module):
   valid), the chunk `x` continues that text: it attends to the valid past
   and causally to itself. Returns the output and the chunk's own keys and
   values, which the caller stores for later chunks.
+
+  `attention`: "dense" computes and sows the (T, T) weights (what
+  `lm_jax.inspect` shows); "blocked" computes the same output in tiles of
+  `tile` positions without them (lm_jax/models/attention.py).
   """
   num_heads: int
   dropout: float
   residual_std: float
   dtype: jnp.dtype
   deterministic: bool
+  attention: str = "dense"
+  tile: int = 64
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -52,6 +60,24 @@ class CausalSelfAttention(nn.Module):
     # 2.5x for the weights-times-values product against reading (B, T, H, K)
     # in place; about 5% of a 6-layer/384 training step).
     q, k, v = qkv.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
+    if self.attention == "blocked":
+      if self.dropout > 0 and not self.deterministic:
+        raise ConfigError("blocked attention has no attention-weight "
+                          "dropout: train with attention='dense' or dropout=0")
+      y = (blocked_causal_attention(q, k, v, tile=self.tile) if past is None
+           else attention_with_past(q, k, v, *past, tile=self.tile))
+    else:
+      y = self.dense(q, k, v, past)
+    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
+                 name="proj")(y.transpose(0, 2, 1, 3).reshape(B, T, D))
+    # Cache layouts in which the cached einsums read keys and values in
+    # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
+    # values are, XLA transposed each layer's whole key cache at every step.
+    return y.astype(jnp.float32), (k.transpose(0, 1, 3, 2), v)  # (B, T, D)
+
+  def dense(self, q, k, v, past):  # (B, H, T, K) each
+    """The textbook attention: all (T, T) weights at once, sown."""
+    T, K = q.shape[2], q.shape[3]
     scores = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
     causal = jnp.tril(jnp.ones((T, T), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
@@ -70,12 +96,7 @@ class CausalSelfAttention(nn.Module):
     y = jnp.einsum("bhqt,bhtk->bhqk", weights[..., -T:], v)  # (B, H, T, K)
     if past is not None:  # (no concatenated copy of the cached values)
       y = y + jnp.einsum("bhqs,bhsk->bhqk", weights[..., :S], past_v)
-    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
-                 name="proj")(y.transpose(0, 2, 1, 3).reshape(B, T, D))
-    # Cache layouts in which the cached einsums read keys and values in
-    # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
-    # values are, XLA transposed each layer's whole key cache at every step.
-    return y.astype(jnp.float32), (k.transpose(0, 1, 3, 2), v)  # (B, T, D)
+    return y  # (B, H, T, K)
 
 
 class MLP(nn.Module):
@@ -109,6 +130,8 @@ class Block(nn.Module):
   dtype: jnp.dtype
   deterministic: bool
   gelu_approximate: bool
+  attention: str = "dense"
+  tile: int = 64
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -116,7 +139,8 @@ class Block(nn.Module):
                       if self.dropout > 0 else y)
     h, kv = CausalSelfAttention(
         self.num_heads, self.dropout, self.residual_std, self.dtype,
-        self.deterministic, name="attn")(nn.LayerNorm(name="ln1")(x), past)
+        self.deterministic, self.attention, self.tile,
+        name="attn")(nn.LayerNorm(name="ln1")(x), past)
     x = x + drop(h)
     x = x + drop(MLP(
         self.dropout, self.residual_std, self.dtype, self.deterministic,
@@ -151,6 +175,8 @@ class TransformerLM(LanguageModel):
   scan_layers: bool = False
   dtype: str = "float32"
   gelu_approximate: bool = True
+  attention: str = "dense"  # or "blocked" (lm_jax/models/attention.py)
+  attention_tile: int = 64
 
   def __call__(self, tokens, train: bool = False):  # (B, T) int
     """Next-token logits (B, T, V) at every position of `tokens`."""
@@ -209,6 +235,15 @@ class TransformerLM(LanguageModel):
     if model.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
                         f"got {model.dtype!r}")
+    if model.attention not in ("dense", "blocked"):
+      raise ConfigError(f"config.model.attention must be 'dense' or "
+                        f"'blocked', got {model.attention!r}")
+    positive(model, "attention_tile")
+    if model.attention == "blocked" and model.dropout > 0:
+      raise ConfigError(
+          f"blocked attention applies no dropout to attention weights, and "
+          f"config.model.dropout is {model.dropout}: set "
+          "--config.model.attention=dense or --config.model.dropout=0")
     if train.carry_state:
       raise ConfigError(
           "config.train.carry_state=True needs a recurrent model (an LSTM "
@@ -285,7 +320,8 @@ class TransformerLM(LanguageModel):
         # GPT-2: scale the init of projections into the residual stream.
         residual_std=0.02 / math.sqrt(2 * self.num_layers),
         dtype=dtype, deterministic=not train,
-        gelu_approximate=self.gelu_approximate)
+        gelu_approximate=self.gelu_approximate, attention=self.attention,
+        tile=self.attention_tile)
     past = None if state is None else (state["k"], state["v"])
     if self.scan_layers:
       blocks = nn.scan(ScanBlock, variable_axes={"params": 0},

@@ -1,0 +1,124 @@
+"""Blocked causal attention equals dense attention: outputs, gradients, decoding."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax import sampling
+from lm_jax.config import validate
+from lm_jax.errors import UserError
+from lm_jax.models import make_model
+from lm_jax.models.attention import (attention_with_past,
+                                     blocked_causal_attention)
+from lm_jax.sampling import SamplingOptions
+
+V = 11
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def dense(q, k, v):  # (B, H, T, K) each
+  T = q.shape[2]
+  s = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(q.shape[3])
+  s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -jnp.inf)
+  return jnp.einsum("bhqt,bhtk->bhqk", jax.nn.softmax(s, -1), v)
+
+
+def _qkvw(T, B=2, H=3, K=8):
+  return [jax.random.normal(jax.random.key(i), (B, H, T, K)) for i in range(4)]
+
+
+@pytest.mark.parametrize("T", [64, 50, 5])  # multiple of the tile or not
+def test_blocked_equals_dense(T):
+  q, k, v, w = _qkvw(T)
+  blocked = lambda q, k, v: blocked_causal_attention(q, k, v, tile=16)
+  np.testing.assert_allclose(jax.jit(blocked)(q, k, v), dense(q, k, v), **TOL)
+  grads = [jax.jit(jax.grad(lambda *a: (f(*a) * w).sum(), (0, 1, 2)))(q, k, v)
+           for f in (blocked, dense)]
+  for got, want in zip(*grads):  # d/dq, d/dk, d/dv
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_attention_with_past_equals_dense():
+  """A chunk after 20 valid cached positions (of 32) sees 20 + itself."""
+  q, k, v, _ = _qkvw(30)
+  S, length = 32, 20
+  pad = lambda x: jnp.pad(x[:, :, :length], ((0, 0), (0, 0), (0, S - length),
+                                             (0, 0)))
+  past_k, past_v = pad(k).transpose(0, 1, 3, 2), pad(v)  # (B,H,K,S), (B,H,S,K)
+  with_past = jax.jit(attention_with_past, static_argnames="tile")
+  got = with_past(q[:, :, length:], k[:, :, length:], v[:, :, length:],
+                  past_k, past_v, jnp.int32(length), tile=4)
+  np.testing.assert_allclose(got, dense(q, k, v)[:, :, length:], **TOL)
+  empty = with_past(q, k, v, jnp.zeros_like(past_k), jnp.zeros_like(past_v),
+                    jnp.int32(0), tile=8)
+  np.testing.assert_allclose(empty, dense(q, k, v), **TOL)
+
+
+def _models(config, **overrides):
+  config.model.update(overrides)
+  config.model.attention_tile = 8
+  dense_model = make_model(config.model, V)
+  return dense_model, dense_model.clone(attention="blocked")
+
+
+@pytest.mark.parametrize("T", [32, 21])
+def test_model_logits_and_grads_equal(smoke_config, T):
+  dense_model, blocked_model = _models(smoke_config)
+  tokens = jax.random.randint(jax.random.key(1), (2, T), 0, V)
+  params = dense_model.init(jax.random.key(0), tokens)["params"]
+
+  def loss(params, model):
+    logits = model.apply({"params": params}, tokens)  # (B, T, V)
+    return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+  logits = jax.jit(lambda m: m.apply({"params": params}, tokens),
+                   static_argnums=0)
+  np.testing.assert_allclose(logits(blocked_model), logits(dense_model), **TOL)
+  value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+  (want_loss, want), (got_loss, got) = (
+      value_and_grad(params, m) for m in (dense_model, blocked_model))
+  np.testing.assert_allclose(got_loss, want_loss, **TOL)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
+
+
+def test_cached_greedy_decoding_equal(smoke_config):
+  """Prefill, one token at a time, and a slide (re-prefill) past max_len 32."""
+  dense_model, blocked_model = _models(smoke_config)
+  params = dense_model.init(jax.random.key(0),
+                            jnp.zeros((1, 8), jnp.int32))["params"]
+  leaves, tree = jax.tree.flatten(params)  # weights large enough to vary
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  params = jax.tree.unflatten(tree, [jax.random.normal(k, x.shape)
+                                     for k, x in zip(keys, leaves)])
+  prompt = jax.random.randint(jax.random.key(2), (2, 20), 0, V)
+  greedy = SamplingOptions(max_new_tokens=40, temperature=0)
+  dense_tokens, blocked_tokens = (
+      np.asarray(sampling.generate(params, m, prompt, jax.random.key(0),
+                                   greedy))
+      for m in (dense_model, blocked_model))
+  np.testing.assert_array_equal(blocked_tokens, dense_tokens)
+  assert len(np.unique(dense_tokens)) > 1
+
+
+def test_config_refuses_bad_settings(smoke_config):
+  smoke_config.model.attention = "flash"
+  with pytest.raises(UserError, match="'dense' or 'blocked'"):
+    validate(smoke_config)
+  smoke_config.model.update(attention="blocked", dropout=0.1)
+  with pytest.raises(UserError, match="no dropout to attention weights"):
+    validate(smoke_config)
+  smoke_config.model.update(dropout=0.0, attention_tile=0)
+  with pytest.raises(UserError, match="attention_tile must be a positive"):
+    validate(smoke_config)
+
+
+def test_blocked_training_with_dropout_is_refused(smoke_config):
+  _, model = _models(smoke_config, dropout=0.1)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  params = model.init(jax.random.key(0), tokens)["params"]
+  with pytest.raises(UserError, match="no attention-weight dropout"):
+    model.apply({"params": params}, tokens, train=True,
+                rngs={"dropout": jax.random.key(1)})
