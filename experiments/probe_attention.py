@@ -32,6 +32,8 @@ TILES = (32, 64, 128)
 
 def timed_rounds(fns: dict, rounds: int) -> dict:
   """Median seconds per call of each function, calls interleaved."""
+  if not rounds:
+    return {}
   for fn in fns.values():  # warm-up
     fn()
   times = {name: [] for name in fns}
@@ -44,6 +46,11 @@ def timed_rounds(fns: dict, rounds: int) -> dict:
 
 
 def report(medians: dict, temp_mb: dict, unit: str, per_call: float) -> None:
+  """One line per variant; with no timing rounds, the memory only."""
+  if not medians:
+    for name, mb in temp_mb.items():
+      print(f"{name:14s} temp {mb:8.1f} MB")
+    return
   base = medians["dense"]
   for name, sec in medians.items():
     print(f"{name:14s} {sec * 1e3:9.1f} ms  {per_call / sec:10.0f} {unit}  "
@@ -126,7 +133,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--part", choices=("call", "step", "long"),
                       default="call")
-  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=5,
+                      help="timed rounds; 0: compile and report memory only")
   parser.add_argument("--tiles", default=",".join(map(str, TILES)),
                       help="step/long: comma-separated tile sizes")
   args = parser.parse_args()

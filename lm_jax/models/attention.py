@@ -30,62 +30,52 @@ F32 = jnp.float32
 
 
 def _tiles(x: jax.Array, tile: int) -> jax.Array:
-  """(B, H, T, K) -> (B, H, n, t, K), zero-padded to n * t positions."""
+  """(B, H, T, K) -> (n, B, H, t, K), zero-padded to n * t positions."""
   B, H, T, K = x.shape
   n = -(-T // tile)
   x = jnp.pad(x, ((0, 0), (0, 0), (0, n * tile - T), (0, 0)))
-  return x.reshape(B, H, n, tile, K)
+  return x.reshape(B, H, n, tile, K).transpose(2, 0, 1, 3, 4)
 
 
 def _untile(x: jax.Array, T: int) -> jax.Array:
-  """(B, H, n, t, ...) -> (B, H, T, ...), the padding dropped."""
-  B, H, n, t = x.shape[:4]
+  """(n, B, H, t, ...) -> (B, H, T, ...), the padding dropped."""
+  n, B, H, t = x.shape[:4]
+  x = jnp.moveaxis(x, 0, 2)
   return x.reshape(B, H, n * t, *x.shape[4:])[:, :, :T]
 
 
-def _put(x: jax.Array, start: int, value: jax.Array) -> jax.Array:
-  """x with tiles start.. (axis 2) replaced by `value`, in place.
-
-  (`x.at[:, :, start:].set` would be a scatter, which XLA copies.)
-  """
-  return jax.lax.dynamic_update_slice_in_dim(x, value, start, axis=2)
-
-
-def _add(x: jax.Array, start: int, value: jax.Array) -> jax.Array:
-  """x with `value` added to its tiles start.. (axis 2), in place."""
-  end = start + value.shape[2]
-  return _put(x, start, x[:, :, start:end] + value)
-
-
-def _scores(q: jax.Array, k: jax.Array, d: int) -> jax.Array:
-  """Scaled scores (B, H, n - d, t, t) of query tiles d.. on key tiles ..n-d."""
-  n, t, K = q.shape[2:]
-  s = jnp.einsum("bhnqk,bhntk->bhnqt", q[:, :, d:], k[:, :, :n - d],
-                 preferred_element_type=F32) / math.sqrt(K)
-  if d == 0:  # the diagonal tiles: key t' visible from query t if t' <= t
-    s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
-  return s
+def _scores(q: jax.Array, k: jax.Array, i: jax.Array, j: jax.Array
+            ) -> jax.Array:
+  """Scaled scores (B, H, t, t) of query tile i on key tile j <= i."""
+  t, K = q.shape[2:]
+  s = jnp.einsum("bhqk,bhtk->bhqt", q, k, preferred_element_type=F32)
+  visible = (j < i) | jnp.tril(jnp.ones((t, t), bool))  # the diagonal tile
+  return jnp.where(visible, s / math.sqrt(K), -jnp.inf)
 
 
 def _forward(q: jax.Array, k: jax.Array, v: jax.Array, tile: int
              ) -> tuple[jax.Array, jax.Array]:
-  """Output (B, H, n, t, K) in float32 and log-sum-exp (B, H, n, t), tiled."""
+  """Output (n, B, H, t, K) in float32 and log-sum-exp (n, B, H, t), tiled."""
   q, k, v = (_tiles(x, tile) for x in (q, k, v))
-  B, H, n, t, K = q.shape
-  m = jnp.full((B, H, n, t), -jnp.inf, F32)  # running row maximum
-  l = jnp.zeros((B, H, n, t), F32)  # running sum of exp(s - m)
-  acc = jnp.zeros((B, H, n, t, K), F32)  # running sum of exp(s - m) v
-  for d in range(n):  # d = 0 first: every row's maximum is finite after it
-    s = _scores(q, k, d)  # (B, H, n - d, t, t)
-    m_new = jnp.maximum(m[:, :, d:], s.max(-1))
-    p = jnp.exp(s - m_new[..., None])
-    rescale = jnp.exp(m[:, :, d:] - m_new)
-    l = _put(l, d, l[:, :, d:] * rescale + p.sum(-1))
-    pv = jnp.einsum("bhnqt,bhntk->bhnqk", p.astype(v.dtype), v[:, :, :n - d],
-                    preferred_element_type=F32)
-    acc = _put(acc, d, acc[:, :, d:] * rescale[..., None] + pv)
-    m = _put(m, d, m_new)
-  return acc / l[..., None], m + jnp.log(l)
+  n, B, H, t, K = q.shape
+
+  def row(i):  # query tile i: key tiles 0..i, softmax online
+    def add_tile(j, carry):
+      m, l, acc = carry  # running max, sum of exp(s - m), sum of exp(s - m) v
+      s = _scores(q[i], k[j], i, j)
+      m_new = jnp.maximum(m, s.max(-1))
+      p = jnp.exp(s - m_new[..., None])
+      rescale = jnp.exp(m - m_new)
+      pv = jnp.einsum("bhqt,bhtk->bhqk", p.astype(v.dtype), v[j],
+                      preferred_element_type=F32)
+      return m_new, l * rescale + p.sum(-1), acc * rescale[..., None] + pv
+
+    m, l, acc = jax.lax.fori_loop(0, i + 1, add_tile, (
+        jnp.full((B, H, t), -jnp.inf, F32), jnp.zeros((B, H, t), F32),
+        jnp.zeros((B, H, t, K), F32)))
+    return acc / l[..., None], m + jnp.log(l)
+
+  return jax.lax.map(row, jnp.arange(n))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -103,22 +93,29 @@ def _attention_bwd(tile, res, dy):
   """FlashAttention's backward: per tile, p from the saved log-sum-exp."""
   q_in, k_in, v_in, o, lse = res
   q, k, v, dy = (_tiles(x, tile) for x in (q_in, k_in, v_in, dy))
-  n, K = q.shape[2], q.shape[4]
-  dy32 = dy.astype(F32)
-  row = (dy32 * o).sum(-1)  # (B, H, n, t): sum_t' p dp, from the output
-  dq, dk, dv = (jnp.zeros(x.shape, F32) for x in (q, k, v))
-  for d in range(n):
-    p = jnp.exp(_scores(q, k, d) - lse[:, :, d:, :, None])  # (B,H,n-d,t,t)
-    dv = _add(dv, 0, jnp.einsum(
-        "bhnqt,bhnqk->bhntk", p.astype(v.dtype), dy[:, :, d:],
-        preferred_element_type=F32))
-    dp = jnp.einsum("bhnqk,bhntk->bhnqt", dy[:, :, d:], v[:, :, :n - d],
-                    preferred_element_type=F32)
-    ds = (p * (dp - row[:, :, d:, :, None]) / math.sqrt(K)).astype(q.dtype)
-    dq = _add(dq, d, jnp.einsum(
-        "bhnqt,bhntk->bhnqk", ds, k[:, :, :n - d], preferred_element_type=F32))
-    dk = _add(dk, 0, jnp.einsum(
-        "bhnqt,bhnqk->bhntk", ds, q[:, :, d:], preferred_element_type=F32))
+  n, B, H, t, K = q.shape
+  row = (dy.astype(F32) * o).sum(-1)  # (n, B, H, t): sum_t' p dp, from o
+
+  def column(dq, j):  # key tile j: query tiles j..n-1
+    def add_tile(i, carry):
+      dk, dv, dq = carry
+      p = jnp.exp(_scores(q[i], k[j], i, j) - lse[i][..., None])  # (B,H,t,t)
+      dv = dv + jnp.einsum("bhqt,bhqk->bhtk", p.astype(v.dtype), dy[i],
+                           preferred_element_type=F32)
+      dp = jnp.einsum("bhqk,bhtk->bhqt", dy[i], v[j],
+                      preferred_element_type=F32)
+      ds = (p * (dp - row[i][..., None]) / math.sqrt(K)).astype(q.dtype)
+      dq = dq.at[i].add(jnp.einsum("bhqt,bhtk->bhqk", ds, k[j],
+                                   preferred_element_type=F32))
+      dk = dk + jnp.einsum("bhqt,bhqk->bhtk", ds, q[i],
+                           preferred_element_type=F32)
+      return dk, dv, dq
+
+    zero = jnp.zeros((B, H, t, K), F32)
+    dk, dv, dq = jax.lax.fori_loop(j, n, add_tile, (zero, zero, dq))
+    return dq, (dk, dv)
+
+  dq, (dk, dv) = jax.lax.scan(column, jnp.zeros(q.shape, F32), jnp.arange(n))
   T = q_in.shape[2]
   return tuple(_untile(g, T).astype(x.dtype)
                for g, x in ((dq, q_in), (dk, k_in), (dv, v_in)))
