@@ -76,16 +76,18 @@ class Block(nn.Module):
 class TorchTransformerLM(nn.Module):
   """Token + learned position embeddings, N blocks, LayerNorm, output head.
 
-  Takes the same fields as `TransformerLM` (`scan_layers` and `dtype` are
-  accepted and ignored: bf16 products come from `torch.autocast`).
+  Takes the same fields as `TransformerLM` (`scan_layers`, `dtype` and the
+  attention choice are accepted and ignored: bf16 products come from
+  `torch.autocast`, and attention is always PyTorch's fused kernel).
   """
 
   def __init__(self, vocab_size: int, num_layers: int = 4, num_heads: int = 4,
                d_model: int = 128, max_len: int = 256, dropout: float = 0.0,
                tie_embeddings: bool = True, scan_layers: bool = False,
-               dtype: str = "float32", gelu_approximate: bool = True):
+               dtype: str = "float32", gelu_approximate: bool = True,
+               attention: str = "dense", attention_tile: int = 64):
     super().__init__()
-    del scan_layers, dtype
+    del scan_layers, dtype, attention, attention_tile
     self.embed = nn.Embedding(vocab_size, d_model)
     self.pos_embed = nn.Parameter(torch.zeros(max_len, d_model))
     self.drop = nn.Dropout(dropout)

@@ -1,4 +1,4 @@
-"""Blocked causal attention equals dense attention: outputs, gradients, decoding."""
+"""Blocked attention equals dense attention: outputs, gradients, decoding."""
 
 import math
 
@@ -13,6 +13,7 @@ from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.models.attention import (attention_with_past,
                                      blocked_causal_attention)
+from lm_jax.models.base import ConfigError
 from lm_jax.sampling import SamplingOptions
 
 V = 11
@@ -119,6 +120,17 @@ def test_blocked_training_with_dropout_is_refused(smoke_config):
   _, model = _models(smoke_config, dropout=0.1)
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = model.init(jax.random.key(0), tokens)["params"]
-  with pytest.raises(UserError, match="no attention-weight dropout"):
+  with pytest.raises(ConfigError, match="no attention-weight dropout"):
     model.apply({"params": params}, tokens, train=True,
                 rngs={"dropout": jax.random.key(1)})
+
+
+def test_inspect_shows_a_blocked_model_dense_weights(smoke_config):
+  dense_model, blocked_model = _models(smoke_config)
+  tokens = np.arange(6) % V
+  params = dense_model.init(jax.random.key(0), tokens[None])["params"]
+  weights = blocked_model.internals(params, tokens).values
+  np.testing.assert_array_equal(
+      weights, dense_model.internals(params, tokens).values)
+  assert weights.shape == (2, 2, 6, 6)
+  np.testing.assert_allclose(weights.sum(-1), 1, rtol=1e-6)

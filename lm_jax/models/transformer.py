@@ -270,10 +270,12 @@ class TransformerLM(LanguageModel):
     """Kept for the backward pass, per token and layer: the block input, two
     LayerNorm outputs, q/k/v (3 D), the attention output and the residual
     after attention (D each), the MLP's hidden layer before and after GELU
-    (4 D each): 16 D; plus scores and weights (2 H T). Then 2 V for the
-    logits and their softmax; float32."""
-    per_token = (self.num_layers * (16 * self.d_model
-                                    + 2 * self.num_heads * seq_len)
+    (4 D each): 16 D; plus scores and weights (2 H T), or with blocked
+    attention one log-sum-exp per head (H). Then 2 V for the logits and
+    their softmax; float32."""
+    scores = self.num_heads * (1 if self.attention == "blocked"
+                               else 2 * seq_len)
+    per_token = (self.num_layers * (16 * self.d_model + scores)
                  + 2 * self.vocab_size)
     return batch_size * seq_len * per_token * 4
 
@@ -285,10 +287,10 @@ class TransformerLM(LanguageModel):
     collection; applying the model with that collection mutable returns
     them next to the logits.
     """
-    model = self
+    model = self.clone(attention="dense")  # blocked attention sows nothing
     if self.scan_layers:  # sow inside nn.scan would need its own axis
       params = unstack_layers(params, self.num_layers)
-      model = self.clone(scan_layers=False)
+      model = model.clone(scan_layers=False)
     _, state = model.apply({"params": params}, jnp.asarray(tokens)[None],
                            mutable=["intermediates"])
     layers = state["intermediates"]
