@@ -1,4 +1,4 @@
-"""Dense against blocked attention, paired in one process (lm_jax/models/attention.py).
+"""Dense against blocked attention (lm_jax/models/attention.py), paired.
 
     python experiments/probe_attention.py --part=call   # one attention, fwd+bwd
     python experiments/probe_attention.py --part=step   # 6L/384 T256 B64 step
@@ -10,8 +10,9 @@ medians are printed with each variant's XLA temp memory (the
 `memory_analysis()` of its compiled program: per device, the buffers
 besides arguments and outputs, i.e. what the activations and their
 gradients cost). `call` runs on one device with the per-device share of
-the 6L/384 batch (B 32, H 6, T 256, K 64). `step` and `long` run
-`lm_jax.steps.train_steps` as the trainer does (one JAX device per core).
+the 6L/384 batch (B 32, H 6, T 256, K 64) unless --batch and --seq-len
+say otherwise. `step` and `long` run `lm_jax.steps.train_steps` as the
+trainer does (one JAX device per core).
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ def temp_mb(compiled) -> float:
   return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
 
-def attention_call(rounds: int, tiles: tuple) -> None:
-  """Forward and backward of one attention on the 6L/384 shape."""
+def attention_call(rounds: int, tiles: tuple, B: int, T: int) -> None:
+  """Forward and backward of one attention, 6 heads of 64 (the 6L/384's)."""
   import jax
   import jax.numpy as jnp
   from lm_jax.models.attention import blocked_causal_attention
-  B, H, T, K = 32, 6, 256, 64
+  H, K = 6, 64
 
   def dense(q, k, v):
     s = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(K)
@@ -137,10 +138,13 @@ def main() -> None:
                       help="timed rounds; 0: compile and report memory only")
   parser.add_argument("--tiles", default=",".join(map(str, TILES)),
                       help="step/long: comma-separated tile sizes")
+  parser.add_argument("--batch", type=int, default=32,
+                      help="call: the batch (32: the 6L/384's per device)")
+  parser.add_argument("--seq-len", type=int, default=256, help="call: T")
   args = parser.parse_args()
   tiles = tuple(int(t) for t in args.tiles.split(","))
   if args.part == "call":
-    attention_call(args.rounds, tiles)
+    attention_call(args.rounds, tiles, args.batch, args.seq_len)
   elif args.part == "step":
     train_step(256, 64, args.rounds, tiles)
   else:
