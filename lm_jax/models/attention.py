@@ -22,11 +22,12 @@ only ratios within one run mean anything), fwd + bwd of one attention,
 B 32, H 6, T 256, K 64 (`python experiments/probe_attention.py --part=call
 --tiles=64,128,256`): XLA temp memory 144 MB dense, 87 / 115 / 144 MB
 blocked with tile 64 / 128 / 256; time level with dense (0.93-1.14x). At
-B 8, T 1024 (`--part=call --batch=8 --seq-len=1024 --tiles=64,128`,
-3 rounds): 576 MB dense against 76 / 83 MB (tile 64 / 128), and 2.0x /
-2.6x dense's speed (medians of 3 interleaved rounds). The 6-layer/384
-model at T 1024, B 16, one device per core (`--part=long --rounds=0`):
-temp memory per device 4268 MB dense, 2252 MB blocked (tile 64 or 128).
+B 8, T 1024 (`--part=call --batch=8 --seq-len=1024 --tiles=64,128`, 3
+rounds): 576 MB dense against 76 / 83 MB (tile 64 / 128), and 3.1x / 3.3x
+dense's speed (an earlier run of the same code: 2.0x / 2.6x). The
+6-layer/384 model at T 1024, B 16, one device per core (`--part=long
+--rounds=0`): temp memory per device 4268 MB dense, 2252 MB blocked (tile
+64 or 128).
 A whole train step of the 6-layer/384 model, T 256, B 64, fp32
 (`--part=step --rounds=3 --tiles=64,128`; load average 8 on the 2 cores,
 73 s a dense step, several times a quiet machine's): blocked 1.09x (tile
