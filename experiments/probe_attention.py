@@ -12,7 +12,8 @@ besides arguments and outputs, i.e. what the activations and their
 gradients cost). `call` runs on one device with the per-device share of
 the 6L/384 batch (B 32, H 6, T 256, K 64) unless --batch and --seq-len
 say otherwise. `step` and `long` run `lm_jax.steps.train_steps` as the
-trainer does (one JAX device per core).
+trainer does (one JAX device per core). The peak resident memory printed
+last is the whole process's, all variants together.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import functools
 import math
 import pathlib
+import resource
 import statistics
 import sys
 import time
@@ -52,10 +54,13 @@ def report(medians: dict, temp_mb: dict, unit: str, per_call: float) -> None:
     for name, mb in temp_mb.items():
       print(f"{name:14s} temp {mb:8.1f} MB")
     return
-  base = medians["dense"]
+  first = next(iter(medians))
   for name, sec in medians.items():
     print(f"{name:14s} {sec * 1e3:9.1f} ms  {per_call / sec:10.0f} {unit}  "
-          f"{base / sec:5.2f}x dense  temp {temp_mb[name]:8.1f} MB")
+          f"{medians[first] / sec:5.2f}x {first}  "
+          f"temp {temp_mb[name]:8.1f} MB")
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  print(f"peak resident memory of this process: {peak:.2f} GiB")
 
 
 def temp_mb(compiled) -> float:
@@ -89,7 +94,8 @@ def attention_call(rounds: int, tiles: tuple, B: int, T: int) -> None:
   report(timed_rounds(fns, rounds), temps, "GFLOP/s", flops / 1e9)
 
 
-def train_step(seq_len: int, batch: int, rounds: int, tiles: tuple) -> None:
+def train_step(seq_len: int, batch: int, rounds: int, tiles: tuple,
+               dense: bool) -> None:
   """Train steps of the 6-layer/384 model, dense and blocked attention."""
   from lm_jax import runtime
   runtime.use_cpu_cores(0, batch)
@@ -98,7 +104,7 @@ def train_step(seq_len: int, batch: int, rounds: int, tiles: tuple) -> None:
   from lm_jax import parallel, steps
   from lm_jax.config import base_config
   from lm_jax.models import make_model
-  variants = {"dense": dict(attention="dense")}
+  variants = {"dense": dict(attention="dense")} if dense else {}
   variants.update({f"blocked {t}": dict(attention="blocked", attention_tile=t)
                    for t in tiles})
   mesh = parallel.make_mesh(batch)
@@ -141,14 +147,17 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=32,
                       help="call: the batch (32: the 6L/384's per device)")
   parser.add_argument("--seq-len", type=int, default=256, help="call: T")
+  parser.add_argument("--blocked-only", action="store_true",
+                      help="step/long: no dense variant (the process's peak "
+                      "resident memory is then blocked attention's own)")
   args = parser.parse_args()
   tiles = tuple(int(t) for t in args.tiles.split(","))
   if args.part == "call":
     attention_call(args.rounds, tiles, args.batch, args.seq_len)
   elif args.part == "step":
-    train_step(256, 64, args.rounds, tiles)
+    train_step(256, 64, args.rounds, tiles, not args.blocked_only)
   else:
-    train_step(1024, 16, args.rounds, tiles)
+    train_step(1024, 16, args.rounds, tiles, not args.blocked_only)
 
 
 if __name__ == "__main__":

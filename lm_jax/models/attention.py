@@ -27,7 +27,10 @@ rounds): 576 MB dense against 76 / 83 MB (tile 64 / 128), and 3.1x / 3.3x
 dense's speed (an earlier run of the same code: 2.0x / 2.6x). The
 6-layer/384 model at T 1024, B 16, one device per core (`--part=long
 --rounds=0`): temp memory per device 4268 MB dense, 2252 MB blocked (tile
-64 or 128).
+64 or 128); one step in each (`--part=long --rounds=1 --tiles=128`), 308
+tokens/s dense against 476 blocked (1.55x); alone (`--blocked-only`, a
+quieter moment) blocked trains 1359 tokens/s with a 5.34 GiB peak resident
+set: within 8 GB, where dense's temp buffers alone are 8.3 GB.
 A whole train step of the 6-layer/384 model, T 256, B 64, fp32
 (`--part=step --rounds=3 --tiles=64,128`; load average 8 on the 2 cores,
 73 s a dense step, several times a quiet machine's): blocked 1.09x (tile
