@@ -30,15 +30,17 @@ dense's speed (an earlier run of the same code: 2.0x / 2.6x). The
 64 or 128); one step in each (`--part=long --rounds=1 --tiles=128`), 308
 tokens/s dense against 476 blocked (1.55x); alone (`--blocked-only`, a
 quieter moment) blocked trains 1359 tokens/s with a 5.34 GiB peak resident
-set: within 8 GB, where dense's temp buffers alone are 8.3 GB.
+set: within 8 GB, where dense's temp buffers alone are 8.3 GiB.
 A whole train step of the 6-layer/384 model, T 256, B 64, fp32
 (`--part=step --rounds=3 --tiles=64,128`; load average 8 on the 2 cores,
 73 s a dense step, several times a quiet machine's): blocked 1.09x (tile
 64) and 1.06x (tile 128) dense's tokens/s, temp memory 2252 MB against
-2540 MB per device. At T 256 the (T, T) scores are a small part of a
-layer's saved activations (the MLP's 4 D and q/k/v's 3 D per token are as
-large), so the gain is small; it grows with T. The default tile, 64: the
-least memory at T 256 and the faster of the two there.
+2540 MB per device; at a quieter moment (load 1.5, `--tiles=64`), 1623
+against 1532 tokens/s (1.06x), 10.1 s a step. At T 256 the (T, T) scores
+are a small part of a layer's saved activations (the MLP's 4 D and
+q/k/v's 3 D per token are as large), so the gain is small; it grows with
+T. The default tile, 64: the least memory at T 256 and the faster of the
+two there.
 
 Shapes: B batch, H heads, T time, K head size, n tiles, t = tile.
 """
