@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "dense": every (T, T) weight at once (what lm_jax.inspect shows);
   # "blocked": tiles of attention_tile positions (lm_jax/models/attention.py).
   c.model.attention = "dense"
-  c.model.attention_tile = 64
+  c.model.attention_tile = 64  # positions per tile (blocked attention)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
