@@ -65,10 +65,10 @@ def _models(config, **overrides):
   return dense_model, dense_model.clone(attention="blocked")
 
 
-@pytest.mark.parametrize("T", [32, 21])
-def test_model_logits_and_grads_equal(smoke_config, T):
+def test_model_logits_and_grads_equal(smoke_config):
+  """21 positions: two tiles of 8 and a padded third."""
   dense_model, blocked_model = _models(smoke_config)
-  tokens = jax.random.randint(jax.random.key(1), (2, T), 0, V)
+  tokens = jax.random.randint(jax.random.key(1), (2, 21), 0, V)
   params = dense_model.init(jax.random.key(0), tokens)["params"]
 
   def loss(params, model):
