@@ -34,7 +34,8 @@ FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
                   "train.carry_state")
 # Fixed settings added after runs were written: a stored config.json
 # without one had this value.
-ADDED_SETTINGS = {"train.carry_state": False}
+ADDED_SETTINGS = {"train.carry_state": False, "model.attention": "dense",
+                  "model.attention_tile": 64}
 
 
 class Run(NamedTuple):

@@ -62,3 +62,18 @@ def test_sampling_needs_no_optimiser_state(monkeypatch):
                         jax.random.key(0), options),
       sampling.generate(after.params, after.model, prompt,
                         jax.random.key(0), options))
+
+
+def test_settings_added_since_are_no_difference():
+  """A config.json written before a fixed setting existed resumes under
+  today's config, which has it at its default."""
+  from configs import char_tf
+  stored = json.loads((FIXTURES / "ckpt_plain" / "config.json").read_text())
+  today = char_tf.get_config("smoke")
+  today.model.update(stored["model"])
+  today.train.seq_len = stored["train"]["seq_len"]
+  assert "attention" not in stored["model"]
+  assert rundir.config_differences(stored, rundir.config_to_dict(today)) == []
+  today.model.attention = "blocked"
+  assert rundir.config_differences(stored, rundir.config_to_dict(today)) == [
+      "model.attention: stored 'dense', requested 'blocked'"]
