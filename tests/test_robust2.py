@@ -1,0 +1,220 @@
+"""Hardening, round two (issue 20): NaN options and settings, torn metrics
+files, whitespace corpora, CJK labels, streaming in linear time.
+
+Each case goes through the command line where a user meets it; the
+streaming cost and the label fonts are measured in-process.
+"""
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from lm_jax import internals, metrics, plotting, sampling, trainer
+from lm_jax.sampling import SamplingOptions
+from lm_jax.tokenizers import WordTokenizer
+
+from conftest import REPO
+
+TIMEOUT = 300
+
+
+def _cli(*args: str, stdin: str | None = None, cwd=REPO
+         ) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, input=stdin,
+                        capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def _one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
+  assert out.returncode == 2, out.stderr
+  assert out.stderr == f"error: {message}\n", out.stderr
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A corpus file and a 4-step smoke run trained on it."""
+  d = tmp_path_factory.mktemp("robust2")
+  (d / "good.txt").write_text("".join(
+      f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
+      for i in range(400)), encoding="utf-8")
+  from configs import char_tf
+  config = char_tf.get_config("smoke")
+  config.data.path = str(d / "good.txt")
+  config.train.update(num_steps=4, eval_every=4, log_every=2, sample_tokens=0)
+  trainer.train_and_evaluate(config, d / "run")
+  return d
+
+
+# Non-finite numbers: refused before anything is written --------------------
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.train.learning_rate=nan",
+     "config.train.learning_rate is nan; set --config.train.learning_rate "
+     "to a finite number"),
+    ("--config.train.learning_rate=inf",
+     "config.train.learning_rate is inf; set --config.train.learning_rate "
+     "to a finite number"),
+    ("--config.model.dropout=nan",
+     "config.model.dropout is nan; set --config.model.dropout to a finite "
+     "number"),
+])
+def test_nonfinite_setting_is_refused_before_any_write(flag, message,
+                                                       run_dir, tmp_path):
+  workdir = tmp_path / "run"
+  out = _cli("lm_jax.train", "--config=configs/char_tf.py:smoke",
+             f"--config.data.path={run_dir}/good.txt", f"--workdir={workdir}",
+             flag)
+  _one_line_error(out, message)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--temperature=nan", "--temperature must be a finite number, got nan"),
+    ("--temperature=inf", "--temperature must be a finite number, got inf"),
+    ("--top_p=nan", "--top_p must be a finite number, got nan"),
+])
+def test_nonfinite_sampling_option_is_refused(flag, message, run_dir):
+  _one_line_error(_cli("lm_jax.sample", f"--workdir={run_dir}/run", flag),
+                  message)
+
+
+def test_interactive_errors_name_the_commands(run_dir):
+  out = _cli("lm_jax.sample", f"--workdir={run_dir}/run", "--interactive",
+             stdin="/temp nan\n/len 0\n/topk -1\n/topp 2\n/quit\n")
+  assert out.returncode == 0, out.stderr
+  errors = [l.partition("error: ")[2] for l in out.stdout.splitlines()
+            if "error: " in l]
+  assert errors == ["/temp must be a finite number, got nan",
+                    "/len must be positive, got 0",
+                    "/topk must be >= 0 (0 turns it off), got -1",
+                    "/topp must be in (0, 1], got 2.0"]
+  assert "\ufffd" not in out.stdout and "Traceback" not in out.stderr
+
+
+# Corpus and files ------------------------------------------------------------
+
+
+def test_whitespace_only_corpus_is_not_called_empty(tmp_path):
+  corpus = tmp_path / "blank.txt"
+  corpus.write_text("\n" * 500 + "  \t\n")
+  out = _cli("lm_jax.train", "--config=configs/char_tf.py:smoke",
+             f"--config.data.path={corpus}", f"--workdir={tmp_path}/run")
+  _one_line_error(out, f"corpus file holds only whitespace (504 bytes of "
+                  f"spaces and line breaks): {corpus}; give a file with text "
+                  "in it")
+  assert not (tmp_path / "run").exists()
+
+
+def test_torn_metrics_line_is_skipped_reported_and_cut(run_dir, tmp_path):
+  workdir = tmp_path / "torn"
+  shutil.copytree(run_dir / "run", workdir)
+  path = workdir / metrics.METRICS_FILE
+  whole = path.read_text()
+  assert whole.endswith("\n")
+  path.write_text(whole + '{"step": 6, "loss": 1.2')  # killed mid-line
+
+  out = _cli("lm_jax.plot", f"--workdir={workdir}")
+  assert out.returncode == 0, out.stderr
+  assert out.stderr == (f"note: {path}: skipped an incomplete last line "
+                        f"(line {whole.count(chr(10)) + 1}, a run stopped or "
+                        "still writing there)\n")
+  assert (workdir / plotting.LOSS_PLOT).stat().st_size > 0
+  assert [s for s, _ in plotting.read_curves(workdir).train] == [2, 4]
+
+  # The next run's log cuts the fragment off before its first record.
+  log = metrics.MetricsLog(workdir, resume_step=4)
+  log.write(step=6, loss=1.0)
+  log.close()
+  assert path.read_text() == whole + '{"step": 6, "loss": 1.0}\n'
+  assert metrics.read_records(path).note is None
+
+
+def test_invalid_config_json_is_one_line_for_plot(run_dir, tmp_path):
+  workdir = tmp_path / "badconfig"
+  shutil.copytree(run_dir / "run", workdir)
+  (workdir / "config.json").write_text('{"train": {"batch_')
+  _one_line_error(_cli("lm_jax.plot", f"--workdir={workdir}"),
+                  f"{workdir}/config.json is not a valid run config (JSON "
+                  "with train.batch_size and train.seq_len); restore it from "
+                  "a copy or plot another run")
+
+
+def test_cjk_tick_labels_show_code_points_without_warnings(tmp_path):
+  tokens = ["\u4e2d", "\u6587", "a", "\n", " "]
+  labels, families = internals.tick_labels(tokens)
+  # matplotlib ships no CJK font; with one installed the glyphs are drawn.
+  cjk = [f for f, chars in internals._font_chars().items() if 0x4E2D in chars]
+  if cjk:
+    assert labels[:2] == tokens[:2] and families[1] in cjk
+  else:
+    assert labels[:2] == ["U+4E2D", "U+6587"] and families == ["DejaVu Sans"]
+  assert labels[2:] == ["a", "\u23ce", "\u2423"]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    weights = np.full((1, 2, 5, 5), 0.2)
+    internals.plot_attention(weights, tokens, tmp_path / "attention.png")
+  assert not [w for w in caught if "Glyph" in str(w.message)]
+
+
+# Streaming ---------------------------------------------------------------------
+
+
+def _fake_stream(chunks, times):
+  """Stands in for `sampling.stream`: yields `chunks`, noting when each is
+  asked for (the gap between two is what generate_text spent on one)."""
+  def stream(params, model, prompt, key, options, chunk_tokens):
+    for chunk in chunks:
+      times.append(time.perf_counter())
+      yield chunk
+    times.append(time.perf_counter())
+  return stream
+
+
+def test_streaming_is_linear_and_matches_a_whole_decode(monkeypatch):
+  """100,000 tokens in chunks of 16: the last chunks cost what the first
+  did (the old code decoded the whole text again for each: ~50 s)."""
+  words = ("the quick brown fox , jumps - over ( the ) lazy dog .\n"
+           "\u4e2d \u6587 o'er 'tis").split(" ")
+  tokenizer = WordTokenizer.build(" ".join(words + ["\n"]))
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, tokenizer.vocab_size, size=(1, 100_000))
+  chunks = np.split(tokens, 100_000 // 16, axis=1)
+  times, pieces = [], []
+  monkeypatch.setattr(sampling, "stream", _fake_stream(chunks, times))
+  prompt = tokenizer.encode("the fox")
+  options = SamplingOptions(max_new_tokens=100_000)
+  text, = sampling.generate_text(None, None, tokenizer, prompt, None, options,
+                                 stop="@@", on_text=pieces.append)
+  skip = len(tokenizer.decode(prompt))
+  assert text == tokenizer.decode(np.concatenate([prompt, tokens[0]]))[skip:]
+  assert "".join(pieces) == text
+  gaps = np.diff(times)
+  first, last = statistics.median(gaps[:300]), statistics.median(gaps[-300:])
+  assert last < 2 * first, (first, last)
+
+
+class Bytes:
+  """A byte-level tokenizer: a character may take several tokens."""
+
+  def decode(self, ids) -> str:
+    return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_streaming_waits_for_the_rest_of_a_character(monkeypatch, chunk):
+  text = "a\u4e2d\u6587b\U0001f600c"
+  ids = np.frombuffer(text.encode(), np.uint8).astype(np.int32)[None]
+  chunks = [ids[:, i:i + chunk] for i in range(0, ids.shape[1], chunk)]
+  monkeypatch.setattr(sampling, "stream", _fake_stream(chunks, []))
+  pieces = []
+  out, = sampling.generate_text(None, None, Bytes(), np.array([62]), None,
+                                SamplingOptions(max_new_tokens=ids.shape[1]),
+                                stop="c", on_text=pieces.append)
+  assert out == "a\u4e2d\u6587b\U0001f600"
+  assert "".join(pieces) == out and "\ufffd" not in "".join(pieces)
