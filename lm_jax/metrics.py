@@ -24,6 +24,8 @@ import textwrap
 import weakref
 from typing import NamedTuple
 
+import jax
+
 METRICS_FILE = "metrics.jsonl"
 # Train and val loss on one TensorBoard chart (the "Custom Scalars" tab).
 _LAYOUT = {"loss": {"train vs val (nats)": ["Multiline",
@@ -91,7 +93,8 @@ class MetricsLog:
 
   `resume_step`: the checkpoint step a resumed run restarts from; TensorBoard
   then drops the events an earlier process logged after it, so the curves
-  show each step once.
+  show each step once. In a job of several processes only process 0 writes
+  (the others hold the same numbers).
   """
 
   def __init__(self, workdir: str | pathlib.Path,
@@ -100,7 +103,8 @@ class MetricsLog:
     self.path = self.workdir / METRICS_FILE
     self._resume_step = resume_step
     self._writer = None
-    torn = cut_torn_line(self.path)
+    self.enabled = jax.process_index() == 0
+    torn = cut_torn_line(self.path) if self.enabled else 0
     if torn:
       print(f"note: {self.path} ended in an incomplete line ({torn} bytes, "
             "from a run stopped mid-write); removed it", file=sys.stderr)
@@ -122,6 +126,8 @@ class MetricsLog:
 
   def write(self, **record) -> None:
     """One record: `step` and named numbers, e.g. write(step=10, loss=2.1)."""
+    if not self.enabled:
+      return
     line = (json.dumps(record) + "\n").encode()
     fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -136,6 +142,8 @@ class MetricsLog:
 
   def text(self, step: int, name: str, text: str) -> None:
     """Text shown verbatim in TensorBoard's Text tab (e.g. a sample)."""
+    if not self.enabled:
+      return
     events = self._events()
     # Indented lines are a Markdown code block: newlines and spaces survive.
     events.add_text(name, textwrap.indent(text, "    ", lambda _: True), step)

@@ -12,10 +12,12 @@ checkpoints depend on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import ml_collections
 
@@ -111,6 +113,35 @@ def prepare(workdir: pathlib.Path) -> None:
   except OSError as e:
     raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; pass "
                     "a writable --workdir") from None
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def lock(workdir: pathlib.Path) -> Iterator[None]:
+  """Owns `workdir` for one training: a second one is refused, naming the
+  holder's PID.
+
+  An OS lock (flock) on `workdir/.lock`, which the kernel releases when the
+  holder dies in any way, `kill -9` included: no stale lock to remove by
+  hand. Sampling and plotting take no lock, so they read a run that trains.
+  """
+  path = workdir / LOCK_FILE
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+      raise UserError(
+          f"{workdir} is in use by another training (PID {holder}); wait for "
+          "it to end or stop it, or pass another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def write_atomically(path: pathlib.Path, write) -> None:
