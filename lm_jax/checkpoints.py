@@ -28,6 +28,13 @@ VAL_LOSS = "val_loss"
 _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 
 
+class SaveFailed(UserError):
+  """A checkpoint write failed; its writer threads are left in a state that
+  prints tracebacks at interpreter exit, so entry points skip the teardown
+  (runtime.run_main)."""
+  skip_teardown = True
+
+
 def manager(workdir: str | pathlib.Path, read_only: bool = False
             ) -> ocp.CheckpointManager:
   """The checkpoint manager of a run directory."""
@@ -73,7 +80,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
       raise
     kept = ("no earlier checkpoint" if previous is None else
             f"the checkpoint of step {previous} is intact")
-    raise UserError(
+    raise SaveFailed(
         f"could not save the checkpoint of step {step} in {mngr.directory}: "
         f"{cause}; {kept}; free space or fix the folder, then run the same "
         "command to resume") from None

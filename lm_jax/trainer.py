@@ -241,8 +241,10 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
   bpc = bits_per_char(val_loss, val_y.size, val_chars)
   record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
                 val_ppl=math.exp(val_loss), val_unk_rate=unk_rate)
-  log.write(**record)
+  # The record only once its checkpoint is committed: a failed save (a full
+  # disk) leaves no val record of a checkpoint that does not exist.
   checkpoints.save(mngr, step, state, val_loss)
+  log.write(**record)
   print(f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
         f"{record['val_ppl']:.2f} | {bpc:.4f} bpc | best step "
         f"{mngr.best_step()}", flush=True)

@@ -324,12 +324,17 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_earlier_ones(
   out = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
                        timeout=TIMEOUT)
   assert out.returncode == 2
-  # Orbax's writer threads may add their own reports around this line.
-  assert (f"error: could not save the checkpoint of step 8 in "
-          f"{(workdir / 'checkpoints').absolute()}: File too large; the "
-          "checkpoint of step 4 is intact; free space or fix the folder, then "
-          "run the same command to resume\n") in out.stderr
+  # One line: no traceback from Orbax's writer threads.
+  assert out.stderr == (
+      f"error: could not save the checkpoint of step 8 in "
+      f"{(workdir / 'checkpoints').absolute()}: File too large; the "
+      "checkpoint of step 4 is intact; free space or fix the folder, then "
+      "run the same command to resume\n")
   assert checkpoints.manager(workdir, read_only=True).all_steps() == [4]
+  # No val record for the checkpoint that was never saved.
+  records = [json.loads(l) for l in
+             (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records if "val_loss" in r] == [4]
   _assert_same(_params(workdir, 4), expected)
 
 
