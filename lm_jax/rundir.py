@@ -85,6 +85,34 @@ def vocabulary_differences(stored, requested) -> list[str]:
           f"{requested.vocab_size} ({change or 'reordered'})"]
 
 
+def read_config(workdir: pathlib.Path) -> dict:
+  """The stored config.json; a damaged one is a UserError naming it."""
+  path = workdir / CONFIG_FILE
+  try:
+    config = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError) as e:
+    config = e
+  if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    raise UserError(f"{path} is damaged (not the JSON config a run writes); "
+                    "restore it from a copy, or pass a new --workdir")
+  return config
+
+
+def read_tokenizer(workdir: pathlib.Path):
+  """The stored tokenizer; a missing or damaged one is a UserError."""
+  path = workdir / TOKENIZER_FILE
+  if not path.exists():
+    raise UserError(f"{path} is missing: the run cannot map text to ids "
+                    "without it; restore it from a copy, or pass a new "
+                    "--workdir")
+  try:
+    return tokenizers.load_tokenizer(path)
+  except (OSError, ValueError, KeyError, TypeError):
+    raise UserError(f"{path} is damaged (not the JSON vocabulary a run "
+                    "writes); restore it from a copy, or pass a new "
+                    "--workdir") from None
+
+
 def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
   """Refuses a workdir whose run differs in what its checkpoints depend on.
 
@@ -92,11 +120,9 @@ def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
   """
   diffs = []
   if (workdir / CONFIG_FILE).exists():
-    stored = json.loads((workdir / CONFIG_FILE).read_text())
-    diffs += config_differences(stored, config_to_dict(config))
+    diffs += config_differences(read_config(workdir), config_to_dict(config))
   if (workdir / TOKENIZER_FILE).exists():
-    diffs += vocabulary_differences(
-        tokenizers.load_tokenizer(workdir / TOKENIZER_FILE), tokenizer)
+    diffs += vocabulary_differences(read_tokenizer(workdir), tokenizer)
   if diffs:
     raise UserError(
         f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
@@ -173,12 +199,18 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   if not (workdir / CONFIG_FILE).exists():
     raise UserError(f"{workdir} is not a run directory (no {CONFIG_FILE}); "
                     "pass the --workdir a training run wrote")
-  config = ml_collections.ConfigDict(
-      json.loads((workdir / CONFIG_FILE).read_text()))
-  tokenizer = tokenizers.load_tokenizer(workdir / TOKENIZER_FILE)
+  config = ml_collections.ConfigDict(read_config(workdir))
+  tokenizer = read_tokenizer(workdir)
   model = make_model(config.model, tokenizer.vocab_size)
   mngr = checkpoints.manager(workdir, read_only=True)
-  step = checkpoints.pick_step(mngr, step)
-  params = checkpoints.restore_params(
-      mngr, step, model.abstract_params(config.train.seq_len))
+  first = checkpoints.pick_step(mngr, step)
+  # A damaged best checkpoint falls back to the latest, and so on; a step
+  # the user asked for does not.
+  order = [first] + ([] if step is not None else sorted(
+      (s for s in mngr.all_steps() if s != first), reverse=True))
+  abstract = model.abstract_params(config.train.seq_len)
+  step, params = checkpoints.restore_first(
+      mngr, order, lambda s: checkpoints.restore_params(mngr, s, abstract),
+      "pass --step with another saved step, or train the run again"
+      if len(mngr.all_steps()) > 1 else "train the run again")
   return Run(config, tokenizer, model, params, step)

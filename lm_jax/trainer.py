@@ -141,7 +141,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   mngr = checkpoints.manager(workdir)
   start = mngr.latest_step()
   if start is not None:
-    state = checkpoints.restore(mngr, start, state)
+    start, state = checkpoints.resume(mngr, state)
   unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
   print(f"workdir: {workdir}")
   print(f"corpus: {text.source}: {len(train_ids):,} train / "
