@@ -1,21 +1,28 @@
-"""Hardening, round two (issue 20): NaN options and settings, torn metrics
-files, whitespace corpora, CJK labels, streaming in linear time.
+"""Hardening, round two (issue 20): a locked run directory, damaged run
+directories, settings checked before any write (NaN, a vocabulary of
+`<unk>` only, the sample prompt), torn metrics files, whitespace corpora,
+CJK labels, streaming in linear time.
 
 Each case goes through the command line where a user meets it; the
 streaming cost and the label fonts are measured in-process.
 """
 
+import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 
-from lm_jax import internals, metrics, plotting, sampling, trainer
+from lm_jax import internals, metrics, plotting, rundir, sampling, steps
+from lm_jax import trainer
 from lm_jax.sampling import SamplingOptions
 from lm_jax.tokenizers import WordTokenizer
 
@@ -48,6 +55,160 @@ def run_dir(tmp_path_factory):
   config.train.update(num_steps=4, eval_every=4, log_every=2, sample_tokens=0)
   trainer.train_and_evaluate(config, d / "run")
   return d
+
+
+def _train_args(run_dir, workdir, *flags: str) -> list[str]:
+  return ["lm_jax.train", "--config=configs/char_tf.py:smoke",
+          f"--config.data.path={run_dir}/good.txt", f"--workdir={workdir}",
+          "--config.train.sample_tokens=0", "--config.train.cpu_devices=1",
+          *flags]
+
+
+# One training per run directory ----------------------------------------------
+
+
+def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
+                                                               tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(run_dir / "run", workdir)  # resumed: it has a checkpoint
+  log = (tmp_path / "first.log").open("w")
+  first = subprocess.Popen(
+      [sys.executable, "-m", *_train_args(run_dir, workdir,
+                                          "--config.train.num_steps=100000",
+                                          "--config.train.eval_every=100000")],
+      cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    while "step 8/" not in (tmp_path / "first.log").read_text():
+      assert first.poll() is None and time.monotonic() < deadline, (
+          (tmp_path / "first.log").read_text())
+      time.sleep(0.2)
+    before = (workdir / metrics.METRICS_FILE).read_text()
+    second = _cli(*_train_args(run_dir, workdir))
+    _one_line_error(second, f"{workdir} is in use by another training (PID "
+                    f"{first.pid}); wait for it to end or stop it, or pass "
+                    "another --workdir")
+    assert (workdir / metrics.METRICS_FILE).read_text().startswith(before)
+    # Reading a run that trains needs no lock.
+    sample = _cli("lm_jax.sample", f"--workdir={workdir}",
+                  "--max_new_tokens=8", "--prompt=LINE")
+    assert sample.returncode == 0 and sample.stdout.startswith("LINE"), (
+        sample.stderr)
+    assert _cli("lm_jax.plot", f"--workdir={workdir}").returncode == 0
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    log.close()
+  # kill -9 leaves no stale lock.
+  with rundir.lock(workdir):
+    assert (workdir / rundir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+# Settings checked before anything is written ---------------------------------
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.data.tokenizer=word", "--config.data.min_count=100000000"],
+     "the vocabulary holds only <unk>: no token of the training text occurs "
+     "config.data.min_count=100000000 times; lower config.data.min_count"),
+    (["--config.train.sample_tokens=8", "--config.train.sample_prompt="],
+     "config.train.sample_prompt='': the prompt has no tokens (only "
+     "spaces?): give at least one word or character"),
+    (["--config.train.sample_tokens=8", "--config.train.sample_prompt=L\u00e9"],
+     "config.train.sample_prompt='L\u00e9': character(s) not in the model's "
+     "vocabulary: '\u00e9'; remove them from the prompt (the vocabulary comes "
+     "from the training text)"),
+])
+def test_vocabulary_and_sample_prompt_are_checked_first(flags, message,
+                                                        run_dir, tmp_path):
+  workdir = tmp_path / "run"
+  _one_line_error(_cli(*_train_args(run_dir, workdir, *flags)), message)
+  assert not workdir.exists()
+
+
+# Damaged run directories -------------------------------------------------------
+
+
+def _truncate(checkpoint) -> None:
+  """Cuts the largest data file of a checkpoint folder to its first bytes,
+  as a copy or a write stopped early would."""
+  data = max(checkpoint.rglob("ocdbt.process_0/d/*"),
+             key=lambda p: p.stat().st_size)
+  os.truncate(data, 64)
+
+
+@pytest.fixture(scope="module")
+def two_kept(run_dir):
+  """The 4-step run trained on to step 6, whose val loss is made the worse:
+  the latest (6) and the best (4) checkpoints are both kept."""
+  from configs import char_tf
+  config = char_tf.get_config("smoke")
+  config.data.path = str(run_dir / "good.txt")
+  config.train.update(num_steps=6, eval_every=4, log_every=2, sample_tokens=0)
+  shutil.copytree(run_dir / "run", run_dir / "two")
+  with mock.patch.object(steps, "evaluate", lambda *args: 99.0):
+    trainer.train_and_evaluate(config, run_dir / "two")
+  assert sorted(p.name for p in (run_dir / "two/checkpoints").iterdir()) == [
+      "4", "6"]
+  return run_dir / "two"
+
+
+def _note(workdir, bad: int, used: int) -> re.Pattern:
+  return re.compile(rf"note: the checkpoint {workdir}/checkpoints/{bad} "
+                    rf"cannot be read \(.+\); using the checkpoint of step "
+                    rf"{used}\n")
+
+
+def test_damaged_best_checkpoint_falls_back_for_sample(two_kept, tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(two_kept, workdir)
+  _truncate(workdir / "checkpoints/4")
+  sample = _cli("lm_jax.sample", f"--workdir={workdir}", "--max_new_tokens=4")
+  assert sample.returncode == 0, sample.stderr
+  assert _note(workdir, 4, 6).fullmatch(sample.stderr), sample.stderr
+
+
+def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
+                                                         tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(two_kept, workdir)
+  _truncate(workdir / "checkpoints/6")
+  resumed = _cli(*_train_args(run_dir, workdir, "--config.train.num_steps=6",
+                              "--config.train.eval_every=4"))
+  assert resumed.returncode == 0, resumed.stderr
+  assert _note(workdir, 6, 4).fullmatch(resumed.stderr), resumed.stderr
+  assert "resuming from step 4" in resumed.stdout
+  # The damaged folder is set aside, not deleted; step 6 is saved anew.
+  names = {p.name for p in (workdir / "checkpoints").iterdir()}
+  assert {"6", "6.damaged"} <= names
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "the checkpoint {w}/checkpoints/4 cannot be read "
+     "(Encountered error while reading array index"),
+    ("no _METADATA", "the checkpoint {w}/checkpoints/4 cannot be read "
+     "(default/_METADATA is missing); train the run again\n"),
+    ("no tokenizer.json", "{w}/tokenizer.json is missing: the run cannot map "
+     "text to ids without it; restore it from a copy, or pass a new "
+     "--workdir\n"),
+    ("bad config.json", "{w}/config.json is damaged (not the JSON config a "
+     "run writes); restore it from a copy, or pass a new --workdir\n"),
+])
+def test_damaged_run_directory_is_one_line_for_sample(damage, message,
+                                                      run_dir, tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(run_dir / "run", workdir)
+  if damage == "truncated":
+    _truncate(workdir / "checkpoints/4")
+  else:
+    {"no _METADATA": workdir / "checkpoints/4/default/_METADATA",
+     "no tokenizer.json": workdir / "tokenizer.json"}.get(
+         damage, workdir / "nothing").unlink(missing_ok=True)
+    if damage == "bad config.json":
+      (workdir / "config.json").write_text('{"model": ')
+  out = _cli("lm_jax.sample", f"--workdir={workdir}", "--max_new_tokens=4")
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+  assert out.stderr.startswith("error: " + message.format(w=workdir))
 
 
 # Non-finite numbers: refused before anything is written --------------------
