@@ -23,6 +23,7 @@ import pytest
 
 from lm_jax import internals, metrics, plotting, rundir, sampling, steps
 from lm_jax import trainer
+from lm_jax.models.base import Internals
 from lm_jax.sampling import SamplingOptions
 from lm_jax.tokenizers import WordTokenizer
 
@@ -318,8 +319,10 @@ def test_cjk_tick_labels_show_code_points_without_warnings(tmp_path):
   assert labels[2:] == ["a", "\u23ce", "\u2423"]
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    weights = np.full((1, 2, 5, 5), 0.2)
-    internals.plot_attention(weights, tokens, tmp_path / "attention.png")
+    maps = Internals(values=np.full((1, 2, 5, 5), 0.2),
+                     panels=("head 0", "head 1"), columns="tokens",
+                     signed=(False, False))
+    internals.plot_internals(maps, tokens, tmp_path / "attention.png")
   assert not [w for w in caught if "Glyph" in str(w.message)]
 
 
