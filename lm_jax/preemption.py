@@ -76,9 +76,10 @@ def resume_command() -> str:
   spec = getattr(sys.modules["__main__"], "__spec__", None)
   program = ["-m", spec.name] if spec else [sys.argv[0]]  # python -m X / a file
   command = shlex.join([sys.executable, *program, *sys.argv[1:]])
-  root = str(pathlib.Path(__file__).resolve().parents[1])  # holds lm_jax/
+  root = pathlib.Path(__file__).resolve().parents[1]  # holds lm_jax/
   cwd = os.getcwd()
-  if root in os.environ.get("PYTHONPATH", "").split(os.pathsep) and (
-      pathlib.Path(cwd).resolve() != pathlib.Path(root)):
-    command = f"PYTHONPATH={shlex.quote(root)} {command}"
+  on_path = [pathlib.Path(p).resolve() for p in
+             os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+  if root in on_path and pathlib.Path(cwd).resolve() != root:
+    command = f"PYTHONPATH={shlex.quote(str(root))} {command}"
   return f"cd {shlex.quote(cwd)} && {command}"

@@ -80,7 +80,8 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
       cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
   try:
     deadline = time.monotonic() + TIMEOUT
-    while "step 8/" not in (tmp_path / "first.log").read_text():
+    # It prints the workdir once it holds the lock, before compiling.
+    while "workdir: " not in (tmp_path / "first.log").read_text():
       assert first.poll() is None and time.monotonic() < deadline, (
           (tmp_path / "first.log").read_text())
       time.sleep(0.2)
