@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import logging
 import os
 import pathlib
@@ -185,6 +187,22 @@ class Damaged(Exception):
     super().__init__(f"the checkpoint {folder} cannot be read ({why})")
 
 
+@functools.cache
+def _quiet_abandoned_reads() -> None:
+  """After a failed read, its other coroutines and tasks report the same
+  error when collected ("Task exception was never retrieved", "Exception
+  ignored in <coroutine>"), each with a long traceback: it is reported once,
+  by `Damaged`, so those are dropped."""
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not inspect.iscoroutine(unraisable.object):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def _read(mngr: ocp.CheckpointManager, step: int, read: Callable[[], T]) -> T:
   """read(), a damaged checkpoint folder raising `Damaged`."""
   folder = pathlib.Path(mngr.directory) / str(step)
@@ -196,8 +214,15 @@ def _read(mngr: ocp.CheckpointManager, step: int, read: Callable[[], T]) -> T:
   except UserError:  # it does not fit this code: not damage
     raise
   except Exception as e:  # Orbax and TensorStore: a truncated file, ...
+    _quiet_abandoned_reads()
     lines = str(e).strip().splitlines() or [type(e).__name__]
     raise Damaged(folder, lines[0].split(". See full")[0][:200]) from None
+
+
+class Unreadable(UserError):
+  """No checkpoint can be read; the failed reads' coroutines print
+  tracebacks at interpreter exit, so entry points skip the teardown."""
+  skip_teardown = True
 
 
 def restore_first(mngr: ocp.CheckpointManager, steps: list[int],
@@ -221,7 +246,7 @@ def restore_first(mngr: ocp.CheckpointManager, steps: list[int],
             file=sys.stderr)
     return step, result
   others = ", and no other checkpoint can be read" if len(steps) > 1 else ""
-  raise UserError(f"{damaged[0]}{others}; {fix}")
+  raise Unreadable(f"{damaged[0]}{others}; {fix}")
 
 
 def resume(mngr: ocp.CheckpointManager, target) -> tuple[int, Any]:
