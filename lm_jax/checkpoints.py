@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import logging
 import os
 import pathlib
 import re
+import sys
+from typing import Any, Callable, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,10 +26,18 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from lm_jax.errors import UserError
 
+T = TypeVar("T")
 DIRECTORY = "checkpoints"  # inside the run directory
 VAL_LOSS = "val_loss"
 # How TensorStore (under Orbax) reports a failed write: "... [os_error_code='28']".
 _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
+
+
+class SaveFailed(UserError):
+  """A checkpoint write failed; its writer threads are left in a state that
+  prints tracebacks at interpreter exit, so entry points skip the teardown
+  (runtime.run_main)."""
+  skip_teardown = True
 
 
 def manager(workdir: str | pathlib.Path, read_only: bool = False
@@ -73,7 +85,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
       raise
     kept = ("no earlier checkpoint" if previous is None else
             f"the checkpoint of step {previous} is intact")
-    raise UserError(
+    raise SaveFailed(
         f"could not save the checkpoint of step {step} in {mngr.directory}: "
         f"{cause}; {kept}; free space or fix the folder, then run the same "
         "command to resume") from None
@@ -158,6 +170,101 @@ def restore_params(mngr: ocp.CheckpointManager, step: int, target):
   except ValueError as e:
     raise _does_not_fit(mngr, step, e) from None
   return restored["params"]
+
+
+# Files every committed checkpoint holds (StandardSave, OCDBT format): one
+# missing means a damaged folder, not a model of another shape.
+_REQUIRED = ("_CHECKPOINT_METADATA", "default/_METADATA",
+             "default/manifest.ocdbt")
+DAMAGED = ".damaged"  # suffix of a damaged checkpoint set aside on resume
+
+
+class Damaged(Exception):
+  """A checkpoint folder that cannot be read: a file truncated or missing."""
+
+  def __init__(self, folder: pathlib.Path, why: str):
+    self.folder = folder
+    super().__init__(f"the checkpoint {folder} cannot be read ({why})")
+
+
+@functools.cache
+def _quiet_abandoned_reads() -> None:
+  """After a failed read, its other coroutines and tasks report the same
+  error when collected ("Task exception was never retrieved", "Exception
+  ignored in <coroutine>"), each with a long traceback: it is reported once,
+  by `Damaged`, so those are dropped."""
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not inspect.iscoroutine(unraisable.object):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+def _read(mngr: ocp.CheckpointManager, step: int, read: Callable[[], T]) -> T:
+  """read(), a damaged checkpoint folder raising `Damaged`."""
+  folder = pathlib.Path(mngr.directory) / str(step)
+  for name in _REQUIRED:
+    if not (folder / name).exists():
+      raise Damaged(folder, f"{name} is missing")
+  try:
+    return read()
+  except UserError:  # it does not fit this code: not damage
+    raise
+  except Exception as e:  # Orbax and TensorStore: a truncated file, ...
+    _quiet_abandoned_reads()
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    raise Damaged(folder, lines[0].split(". See full")[0][:200]) from None
+
+
+class Unreadable(UserError):
+  """No checkpoint can be read; the failed reads' coroutines print
+  tracebacks at interpreter exit, so entry points skip the teardown."""
+  skip_teardown = True
+
+
+def restore_first(mngr: ocp.CheckpointManager, steps: list[int],
+                  read: Callable[[int], T], fix: str) -> tuple[int, T]:
+  """The first of `steps` whose checkpoint can be read, and `read(step)`.
+
+  A damaged checkpoint is passed over with a note on stderr saying which
+  step is used instead and why (the latest and the best are both kept, so
+  there is often another); when none can be read, a UserError naming the
+  damaged folder and `fix`.
+  """
+  damaged = []
+  for step in steps:
+    try:
+      result = _read(mngr, step, lambda: read(step))
+    except Damaged as e:
+      damaged.append(e)
+      continue
+    for e in damaged:
+      print(f"note: {e}; using the checkpoint of step {step}",
+            file=sys.stderr)
+    return step, result
+  others = ", and no other checkpoint can be read" if len(steps) > 1 else ""
+  raise Unreadable(f"{damaged[0]}{others}; {fix}")
+
+
+def resume(mngr: ocp.CheckpointManager, target) -> tuple[int, Any]:
+  """The latest readable checkpoint's (step, state) restored into `target`.
+
+  Damaged checkpoints after it are renamed `<step>.damaged`, out of Orbax's
+  sight, so the resumed run saves its next steps beside them.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  step, state = restore_first(
+      mngr, steps, lambda s: restore(mngr, s, target),
+      "move it away to train from the start, or pass a new --workdir")
+  if step != steps[0]:
+    for newer in steps[:steps.index(step)]:
+      folder = pathlib.Path(mngr.directory) / str(newer)
+      folder.rename(folder.with_name(folder.name + DAMAGED))
+    mngr.reload()
+  return step, state
 
 
 def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:

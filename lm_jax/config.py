@@ -7,6 +7,7 @@ experiment needs; `validate()` runs before anything is trained or written.
 from __future__ import annotations
 
 import inspect
+import math
 import pathlib
 import re
 
@@ -97,10 +98,26 @@ def _positive(name: str, value, kind=(int,)) -> None:
                     f"set --{name}=...")
 
 
+def check_finite(config: ml_collections.ConfigDict, prefix: str = "config"
+                 ) -> None:
+  """Refuses NaN and infinity in any number setting, naming its key.
+
+  NaN passes every `<` and `>` test, so the checks below would let it
+  through to a run that diverges at its first step.
+  """
+  for key, value in config.items():
+    name = f"{prefix}.{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      check_finite(value, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise UserError(f"{name} is {value}; set --{name} to a finite number")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first setting that cannot work."""
   from lm_jax import models  # here: models need not import config
   from lm_jax.tokenizers import TOKENIZERS
+  check_finite(config)
   t = config.train
   if config.data.tokenizer not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "

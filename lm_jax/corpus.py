@@ -120,8 +120,12 @@ def read_text_file(path: str) -> str:
     raise UserError(f"corpus path is a directory: {path}; pass a text file "
                     "with --config.data.path")
   data = p.read_bytes()
-  if not data.strip():
+  if not data:
     raise UserError(f"corpus file is empty: {path}; give a file with text in it")
+  if not data.strip():
+    raise UserError(f"corpus file holds only whitespace ({len(data)} bytes of "
+                    f"spaces and line breaks): {path}; give a file with text "
+                    "in it")
   if b"\x00" in data:
     raise UserError(f"corpus file looks binary (it contains NUL bytes): "
                     f"{path}; give a UTF-8 text file")

@@ -7,3 +7,4 @@ class UserError(Exception):
   Entry points print it as a single line and exit with status 2; it is never
   shown with a traceback.
   """
+  skip_teardown = False  # True: exit without the interpreter's teardown

@@ -38,6 +38,9 @@ def apply_command(line: str,
   except ValueError:
     raise UserError(f"{name} needs a{'n integer' if kind is int else ' number'}"
                     f", e.g. {name} {'20' if kind is int else '0.8'}") from None
+  problem = sampling.option_problem(field, value)
+  if problem:
+    raise UserError(f"{name} {problem}")
   return dataclasses.replace(options, **{field: value})
 
 

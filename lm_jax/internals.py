@@ -8,6 +8,7 @@ drawn, one row per layer and one column per panel.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 import numpy as np
@@ -33,9 +34,54 @@ def model_internals(model, params, tokens: np.ndarray) -> Internals:
                     "inspect a Transformer or LSTM run") from None
 
 
-def _label(token: str) -> str:
-  """A visible tick label for a token: newline and space shown as symbols."""
-  return token.replace("\n", "\u23ce").replace(" ", "\u2423")
+DEFAULT_FONT = "DejaVu Sans"  # matplotlib's own, always installed
+
+
+@functools.cache
+def _font_chars() -> dict[str, frozenset[int]]:
+  """The code points each installed font family draws.
+
+  Read once (about 1 s for the ~70 fonts matplotlib ships); "Last Resort"
+  draws a box for every character, which is no better than a missing glyph.
+  """
+  from matplotlib import font_manager
+  from matplotlib.ft2font import FT2Font
+  chars: dict[str, frozenset[int]] = {}
+  for font in font_manager.fontManager.ttflist:
+    if font.name.startswith("Last Resort"):
+      continue
+    try:
+      drawn = frozenset(FT2Font(font.fname).get_charmap())
+    except (OSError, RuntimeError):  # a font file FreeType cannot read
+      continue
+    chars[font.name] = chars.get(font.name, frozenset()) | drawn
+  return chars
+
+
+def tick_labels(tokens: list[str]) -> tuple[list[str], list[str]]:
+  """Visible tick labels and the font families that draw them.
+
+  Newline and space are shown as symbols. A character no installed font
+  draws (CJK on a machine without a CJK font) is shown as its code point,
+  `U+4E2D`, instead of an empty box and a "Glyph missing" warning.
+  """
+  fonts = _font_chars()
+  families = [DEFAULT_FONT]
+  labels = []
+  for token in tokens:
+    shown = token.replace("\n", "\u23ce").replace(" ", "\u2423")
+    parts = []
+    for ch in shown:
+      if not any(ord(ch) in fonts.get(f, ()) for f in families):
+        family = next((f for f, drawn in sorted(fonts.items())
+                       if ord(ch) in drawn), None)
+        if family is None:
+          parts.append(f"U+{ord(ch):04X}")
+          continue
+        families.append(family)
+      parts.append(ch)
+    labels.append("".join(parts))
+  return labels, families
 
 
 def plot_internals(internals: Internals, tokens: list[str],
@@ -53,7 +99,8 @@ def plot_internals(internals: Internals, tokens: list[str],
   by_token = internals.columns == "tokens"
   fig = Figure(figsize=(P * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
   axes = fig.subplots(L, P, squeeze=False)
-  labels = [_label(t) for t in tokens] if T <= LABELLED else None
+  labels, families = (tick_labels(tokens) if T <= LABELLED
+                      else (None, [DEFAULT_FONT]))
   for layer in range(L):
     for panel in range(P):
       ax = axes[layer, panel]
@@ -64,9 +111,10 @@ def plot_internals(internals: Internals, tokens: list[str],
                 aspect="equal" if by_token else "auto",
                 vmin=-bound if internals.signed[panel] else 0, vmax=bound)
       ax.set_title(f"layer {layer} {internals.panels[panel]}", fontsize=8)
-      ax.set_yticks(range(T), labels or [""] * T, fontsize=6)
+      ax.set_yticks(range(T), labels or [""] * T, fontsize=6,
+                    family=families)
       if by_token and labels:
-        ax.set_xticks(range(T), labels, fontsize=6)
+        ax.set_xticks(range(T), labels, fontsize=6, family=families)
       else:
         ax.set_xticks([])
   width = values.shape[-1]

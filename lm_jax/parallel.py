@@ -31,6 +31,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """
   if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
+  # CPU devices of several processes meet through gloo (GPUs use NCCL).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   env_int = lambda name: (int(os.environ[name]) if name in os.environ
                           else None)
   jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),

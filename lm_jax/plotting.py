@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 
 from lm_jax.errors import UserError
-from lm_jax.metrics import METRICS_FILE
+from lm_jax.metrics import METRICS_FILE, read_records
 
 LOSS_PLOT = "loss.png"
 FIGSIZE, DPI = (12, 4.5), 100  # a 1200 x 450 pixel PNG
@@ -27,6 +28,7 @@ class Curves:
   tokens_per_step: int
   train: list[tuple[int, float]]  # (step, loss)
   val: list[tuple[int, float]]  # (step, val loss)
+  note: str | None = None  # lines of metrics.jsonl that were skipped
 
   @property
   def gap(self) -> float | None:
@@ -45,9 +47,16 @@ def read_curves(workdir: str | pathlib.Path) -> Curves:
   if not metrics.is_file() or not config.is_file():
     raise UserError(f"{workdir} has no {METRICS_FILE} and config.json; pass "
                     "the --workdir of a training run")
+  try:
+    t = json.loads(config.read_text())["train"]
+    tokens_per_step = t["batch_size"] * t["seq_len"]
+  except (ValueError, KeyError, TypeError):
+    raise UserError(f"{config} is not a valid run config (JSON with "
+                    "train.batch_size and train.seq_len); restore it from a "
+                    "copy or plot another run") from None
+  records, note = read_records(metrics)
   train, val = {}, {}
-  for line in metrics.read_text().splitlines():
-    record = json.loads(line)
+  for record in records:
     if "loss" in record:
       train[record["step"]] = record["loss"]
     if "val_loss" in record:
@@ -55,9 +64,9 @@ def read_curves(workdir: str | pathlib.Path) -> Curves:
   if not train and not val:
     raise UserError(f"{workdir / METRICS_FILE} holds no losses yet; train "
                     "for at least config.train.log_every steps")
-  t = json.loads(config.read_text())["train"]
-  return Curves(name=workdir.name, tokens_per_step=t["batch_size"] * t["seq_len"],
-                train=sorted(train.items()), val=sorted(val.items()))
+  return Curves(name=workdir.name, tokens_per_step=tokens_per_step,
+                train=sorted(train.items()), val=sorted(val.items()),
+                note=note)
 
 
 def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
@@ -66,6 +75,9 @@ def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
   from matplotlib.figure import Figure
 
   runs = [read_curves(w) for w in workdirs]
+  for run in runs:
+    if run.note:
+      print(f"note: {run.note}", file=sys.stderr)
   fig = Figure(figsize=FIGSIZE, dpi=DPI)
   axes = fig.subplots(1, 2)
   for i, run in enumerate(runs):

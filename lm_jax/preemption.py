@@ -12,6 +12,7 @@ folder is removed at the next start.
 from __future__ import annotations
 
 import os
+import pathlib
 import shlex
 import signal
 import sys
@@ -65,7 +66,20 @@ class StopOnSignal:
 
 
 def resume_command() -> str:
-  """The command line of this process, ready to paste: it resumes the run."""
+  """The command line of this process, ready to paste from any directory.
+
+  It starts in this process's directory: relative paths in the flags mean
+  what they meant, and `python -m lm_jax...` finds the package as it did
+  (a clone's root is on the path only when it is the current directory).
+  A package found through PYTHONPATH is named in the command.
+  """
   spec = getattr(sys.modules["__main__"], "__spec__", None)
   program = ["-m", spec.name] if spec else [sys.argv[0]]  # python -m X / a file
-  return shlex.join([sys.executable, *program, *sys.argv[1:]])
+  command = shlex.join([sys.executable, *program, *sys.argv[1:]])
+  root = pathlib.Path(__file__).resolve().parents[1]  # holds lm_jax/
+  cwd = os.getcwd()
+  on_path = [pathlib.Path(p).resolve() for p in
+             os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+  if root in on_path and pathlib.Path(cwd).resolve() != root:
+    command = f"PYTHONPATH={shlex.quote(str(root))} {command}"
+  return f"cd {shlex.quote(cwd)} && {command}"

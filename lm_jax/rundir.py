@@ -12,10 +12,12 @@ checkpoints depend on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import ml_collections
 
@@ -84,6 +86,34 @@ def vocabulary_differences(stored, requested) -> list[str]:
           f"{requested.vocab_size} ({change or 'reordered'})"]
 
 
+def read_config(workdir: pathlib.Path) -> dict:
+  """The stored config.json; a damaged one is a UserError naming it."""
+  path = workdir / CONFIG_FILE
+  try:
+    config = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError) as e:
+    config = e
+  if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    raise UserError(f"{path} is damaged (not the JSON config a run writes); "
+                    "restore it from a copy, or pass a new --workdir")
+  return config
+
+
+def read_tokenizer(workdir: pathlib.Path):
+  """The stored tokenizer; a missing or damaged one is a UserError."""
+  path = workdir / TOKENIZER_FILE
+  if not path.exists():
+    raise UserError(f"{path} is missing: the run cannot map text to ids "
+                    "without it; restore it from a copy, or pass a new "
+                    "--workdir")
+  try:
+    return tokenizers.load_tokenizer(path)
+  except (OSError, ValueError, KeyError, TypeError):
+    raise UserError(f"{path} is damaged (not the JSON vocabulary a run "
+                    "writes); restore it from a copy, or pass a new "
+                    "--workdir") from None
+
+
 def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
   """Refuses a workdir whose run differs in what its checkpoints depend on.
 
@@ -91,11 +121,9 @@ def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
   """
   diffs = []
   if (workdir / CONFIG_FILE).exists():
-    stored = json.loads((workdir / CONFIG_FILE).read_text())
-    diffs += config_differences(stored, config_to_dict(config))
+    diffs += config_differences(read_config(workdir), config_to_dict(config))
   if (workdir / TOKENIZER_FILE).exists():
-    diffs += vocabulary_differences(
-        tokenizers.load_tokenizer(workdir / TOKENIZER_FILE), tokenizer)
+    diffs += vocabulary_differences(read_tokenizer(workdir), tokenizer)
   if diffs:
     raise UserError(
         f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
@@ -112,6 +140,35 @@ def prepare(workdir: pathlib.Path) -> None:
   except OSError as e:
     raise UserError(f"cannot write to workdir {workdir}: {e.strerror}; pass "
                     "a writable --workdir") from None
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def lock(workdir: pathlib.Path) -> Iterator[None]:
+  """Owns `workdir` for one training: a second one is refused, naming the
+  holder's PID.
+
+  An OS lock (flock) on `workdir/.lock`, which the kernel releases when the
+  holder dies in any way, `kill -9` included: no stale lock to remove by
+  hand. Sampling and plotting take no lock, so they read a run that trains.
+  """
+  path = workdir / LOCK_FILE
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+      raise UserError(
+          f"{workdir} is in use by another training (PID {holder}); wait for "
+          "it to end or stop it, or pass another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def write_atomically(path: pathlib.Path, write) -> None:
@@ -143,12 +200,18 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   if not (workdir / CONFIG_FILE).exists():
     raise UserError(f"{workdir} is not a run directory (no {CONFIG_FILE}); "
                     "pass the --workdir a training run wrote")
-  config = ml_collections.ConfigDict(
-      json.loads((workdir / CONFIG_FILE).read_text()))
-  tokenizer = tokenizers.load_tokenizer(workdir / TOKENIZER_FILE)
+  config = ml_collections.ConfigDict(read_config(workdir))
+  tokenizer = read_tokenizer(workdir)
   model = make_model(config.model, tokenizer.vocab_size)
   mngr = checkpoints.manager(workdir, read_only=True)
-  step = checkpoints.pick_step(mngr, step)
-  params = checkpoints.restore_params(
-      mngr, step, model.abstract_params(config.train.seq_len))
+  first = checkpoints.pick_step(mngr, step)
+  # A damaged best checkpoint falls back to the latest, and so on; a step
+  # the user asked for does not.
+  order = [first] + ([] if step is not None else sorted(
+      (s for s in mngr.all_steps() if s != first), reverse=True))
+  abstract = model.abstract_params(config.train.seq_len)
+  step, params = checkpoints.restore_first(
+      mngr, order, lambda s: checkpoints.restore_params(mngr, s, abstract),
+      "pass --step with another saved step, or train the run again"
+      if len(mngr.all_steps()) > 1 else "train the run again")
   return Run(config, tokenizer, model, params, step)

@@ -203,7 +203,9 @@ def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
   Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback, and so does a closed pipe (status 1).
+  without a traceback, and so does a closed pipe (status 1). An error whose
+  `skip_teardown` is set (a failed checkpoint write) exits at once: Orbax's
+  writer threads would print tracebacks while the interpreter shuts down.
   """
   from absl import logging
   from lm_jax.errors import UserError
@@ -212,6 +214,10 @@ def run_main(main, *args) -> None:
     main(*args)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
+    if e.skip_teardown:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     sys.exit(2)
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Iterator, NamedTuple
 
 import flax.linen as nn
@@ -44,17 +45,29 @@ class SamplingOptions:
   top_p: float = 1.0  # 1: no nucleus filter
 
   def __post_init__(self):
-    if self.max_new_tokens <= 0:
-      raise UserError(f"--max_new_tokens must be positive, got "
-                      f"{self.max_new_tokens}")
-    if self.temperature < 0:
-      raise UserError(f"--temperature must be >= 0 (0 is greedy), got "
-                      f"{self.temperature}")
-    if self.top_k < 0:
-      raise UserError(f"--top_k must be >= 0 (0 turns it off), got "
-                      f"{self.top_k}")
-    if not 0 < self.top_p <= 1:
-      raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+    for field in dataclasses.fields(self):
+      problem = option_problem(field.name, getattr(self, field.name))
+      if problem:
+        raise UserError(f"--{field.name} {problem}")
+
+
+def option_problem(field: str, value) -> str | None:
+  """What is wrong with `value` for SamplingOptions.`field`, or None.
+
+  Without the option's name: a flag says `--temperature`, the interactive
+  loop `/temp`. NaN fails every comparison, so it is named first.
+  """
+  if isinstance(value, float) and not math.isfinite(value):
+    return f"must be a finite number, got {value}"
+  if field == "max_new_tokens" and value <= 0:
+    return f"must be positive, got {value}"
+  if field == "temperature" and value < 0:
+    return f"must be >= 0 (0 is greedy), got {value}"
+  if field == "top_k" and value < 0:
+    return f"must be >= 0 (0 turns it off), got {value}"
+  if field == "top_p" and not 0 < value <= 1:
+    return f"must be in (0, 1], got {value}"
+  return None
 
 
 def sample_logits(key: jax.Array, logits: jax.Array,
@@ -224,6 +237,66 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
   return tokens.T
 
 
+# Tokens decoded again before each new piece: a token's spelling may depend
+# on those before it (the word tokenizer's spacing, a byte-level tokenizer's
+# multi-byte characters).
+_CONTEXT = 8
+
+
+class _Text:
+  """One sample's text, grown piece by piece: each token is decoded a
+  bounded number of times, so a long sample costs linear time.
+
+  A piece is decoded after the last `_CONTEXT` tokens and their own text is
+  cut off. A piece ending in U+FFFD may be a character whose bytes are not
+  all out yet: it waits for the next one (`final` flushes it).
+  """
+
+  def __init__(self, tokenizer, prompt: np.ndarray, stop: str,
+               streamed: bool = False):
+    self.decode, self.stop, self.streamed = tokenizer.decode, stop, streamed
+    self.context = [int(t) for t in prompt[-_CONTEXT:]]
+    self.pending: list[int] = []
+    self.parts: list[str] = []
+    self.length = 0  # characters in `parts`
+    self.cut: int | None = None  # where `stop` begins, once found
+    self.tail = ""  # the last len(stop) - 1 characters
+    self.unsent = ""  # if streamed: the end of the text not yet streamed
+
+  def add(self, tokens: np.ndarray, final: bool = False) -> None:
+    if self.cut is not None:
+      return
+    self.pending += np.asarray(tokens).tolist()
+    context = self.context
+    text = self.decode(context + self.pending)[len(self.decode(context)):]
+    if text.endswith("\ufffd") and not final:
+      return
+    self.context = (context + self.pending)[-_CONTEXT:]
+    self.pending = []
+    if self.stop:  # `stop` may begin in the end of the last piece
+      joined = self.tail + text
+      at = joined.find(self.stop)
+      if at >= 0:
+        self.cut = self.length - len(self.tail) + at
+      self.tail = joined[max(0, len(joined) - len(self.stop) + 1):]
+    self.parts.append(text)
+    self.length += len(text)
+    if self.streamed:
+      self.unsent += text
+    if self.cut is not None:
+      self.unsent = self.unsent[:len(self.unsent) - (self.length - self.cut)]
+
+  def ready(self) -> str:
+    """Text to stream now: all but what could still begin `stop`."""
+    hold = 0 if self.cut is not None or not self.stop else len(self.stop) - 1
+    out = self.unsent[:max(0, len(self.unsent) - hold)]
+    self.unsent = self.unsent[len(out):]
+    return out
+
+  def text(self) -> str:
+    return "".join(self.parts)[:self.cut]
+
+
 def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
                   key: jax.Array, options: SamplingOptions, *,
                   num_samples: int = 1, stop: str = "",
@@ -241,25 +314,18 @@ def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
     raise UserError(f"--num_samples must be positive, got {num_samples}")
   prompt = np.asarray(prompt)
   batch = np.tile(prompt, (num_samples, 1))
-  # Decode with the prompt: a word tokenizer spaces by the token before.
-  skip = len(tokenizer.decode(prompt))
-  decode = lambda row: tokenizer.decode(np.concatenate([prompt, row]))[skip:]
-  chunks, texts, shown = [], [""] * num_samples, 0
+  streamed = on_text is not None
+  texts = [_Text(tokenizer, prompt, stop, streamed=streamed and i == 0)
+           for i in range(num_samples)]
   for chunk in stream(params, model, batch, key, options, chunk_tokens):
-    chunks.append(chunk)
-    tokens = np.concatenate(chunks, axis=1)
-    texts = [decode(row) for row in tokens]
-    cuts = [t.find(stop) if stop else -1 for t in texts]
-    texts = [t if c < 0 else t[:c] for t, c in zip(texts, cuts)]
-    done = all(c >= 0 for c in cuts)
-    if on_text is not None:
-      # Hold back a tail that may turn out to begin the stop string.
-      hold = 0 if cuts[0] >= 0 or not stop else len(stop) - 1
-      ready = max(shown, len(texts[0]) - hold)
-      on_text(texts[0][shown:ready])
-      shown = ready
-    if done:
+    for text, row in zip(texts, chunk):
+      text.add(row)
+    if streamed:
+      on_text(texts[0].ready())
+    if all(t.cut is not None for t in texts):
       break
-  if on_text is not None and shown < len(texts[0]):
-    on_text(texts[0][shown:])
-  return texts
+  for text in texts:
+    text.add(np.zeros(0, np.int32), final=True)
+  if streamed and texts[0].unsent:
+    on_text(texts[0].unsent)
+  return [t.text() for t in texts]

@@ -8,6 +8,7 @@ import pathlib
 import shlex
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -69,10 +70,11 @@ def train(argv: list[str]) -> None:
     print(f"{e}; resume with:\n  {preemption.resume_command()}",
           file=sys.stderr)
     sys.exit(128 + e.signum)
-  plot = plotting.plot_runs([workdir],
-                            pathlib.Path(workdir) / plotting.LOSS_PLOT)
-  print(f"loss plot: {plot}")
-  print(f"sample with: {sample_command(workdir)}")
+  if jax.process_index() == 0:  # one writer in a job of several processes
+    plot = plotting.plot_runs([workdir],
+                              pathlib.Path(workdir) / plotting.LOSS_PLOT)
+    print(f"loss plot: {plot}")
+    print(f"sample with: {sample_command(workdir)}")
 
 
 def main(argv):

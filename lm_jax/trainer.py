@@ -7,6 +7,7 @@ workdir resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
@@ -42,6 +43,17 @@ def load_tokens(config, workdir: pathlib.Path):
   tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
                                          **config.data)
   rundir.check_resumable(workdir, config, tokenizer)
+  if tokenizer.vocab_size < 2:
+    raise UserError(
+        f"the vocabulary holds only {tokenizers.UNK}: no token of the "
+        f"training text occurs config.data.min_count="
+        f"{config.data.get('min_count')} times; lower config.data.min_count")
+  if config.train.sample_tokens > 0:
+    try:
+      tokenizers.encode_prompt(tokenizer, config.train.sample_prompt)
+    except UserError as e:
+      raise UserError(f"config.train.sample_prompt="
+                      f"{config.train.sample_prompt!r}: {e}") from None
   train_ids = tokenizer.encode(text.train)
   val_ids = tokenizer.encode(text.val)
   need = data.min_tokens(config.train.batch_size, config.train.seq_len)
@@ -100,13 +112,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   or SIGTERM it saves a checkpoint after the chunk of steps in flight and
   raises preemption.Interrupted.
   """
-  with preemption.StopOnSignal() as stop:
-    return _train(config, pathlib.Path(workdir), stop_at, stop)
+  with preemption.StopOnSignal() as stop, contextlib.ExitStack() as hold:
+    return _train(config, pathlib.Path(workdir), stop_at, stop, hold)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-           stop_at: int | None, stop: preemption.StopOnSignal) -> dict:
-  """train_and_evaluate, polling `stop` after each chunk of steps."""
+           stop_at: int | None, stop: preemption.StopOnSignal,
+           hold: contextlib.ExitStack) -> dict:
+  """train_and_evaluate, polling `stop` after each chunk of steps; the run
+  directory's lock goes on `hold`."""
   # Every check on the user's input comes before the first write.
   config_lib.validate(config)
   parallel.maybe_initialize_distributed(config)
@@ -116,15 +130,18 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   progress.phase("loading the corpus")
   text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
   model = make_model(config.model, tokenizer.vocab_size)
-  rundir.prepare(workdir)
-  rundir.write_run(workdir, config, tokenizer)
+  # Several processes (config.distributed): process 0 writes for all.
+  if jax.process_index() == 0:
+    rundir.prepare(workdir)
+    hold.enter_context(rundir.lock(workdir))
+    rundir.write_run(workdir, config, tokenizer)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(steps.create_train_state(model, t, init_key),
                                mesh, t.fsdp)
   mngr = checkpoints.manager(workdir)
   start = mngr.latest_step()
   if start is not None:
-    state = checkpoints.restore(mngr, start, state)
+    start, state = checkpoints.resume(mngr, state)
   unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
   print(f"workdir: {workdir}")
   print(f"corpus: {text.source}: {len(train_ids):,} train / "
@@ -224,8 +241,10 @@ def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
   bpc = bits_per_char(val_loss, val_y.size, val_chars)
   record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
                 val_ppl=math.exp(val_loss), val_unk_rate=unk_rate)
-  log.write(**record)
+  # The record only once its checkpoint is committed: a failed save (a full
+  # disk) leaves no val record of a checkpoint that does not exist.
   checkpoints.save(mngr, step, state, val_loss)
+  log.write(**record)
   print(f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
         f"{record['val_ppl']:.2f} | {bpc:.4f} bpc | best step "
         f"{mngr.best_step()}", flush=True)
