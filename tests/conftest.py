@@ -18,14 +18,33 @@ def smoke_config():
   return char_tf.get_config("smoke")
 
 
+def corpus_text() -> str:
+  """A small corpus with enough text for a few smoke batches."""
+  return "".join(f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
+                 for i in range(400))
+
+
 @pytest.fixture
 def text_file(tmp_path):
-  """A small UTF-8 corpus with enough text for a few smoke batches."""
-  lines = [f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
-           for i in range(400)]
+  """`corpus_text()` in a UTF-8 file."""
   path = tmp_path / "corpus.txt"
-  path.write_text("".join(lines), encoding="utf-8")
+  path.write_text(corpus_text(), encoding="utf-8")
   return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """A char_tf smoke run trained for 4 steps on `corpus_text()`, shared by
+  the tests that only read it."""
+  from lm_jax import trainer
+  config = char_tf.get_config("smoke")
+  text = tmp_path_factory.mktemp("text") / "corpus.txt"
+  text.write_text(corpus_text(), encoding="utf-8")
+  config.data.path = str(text)
+  config.train.update(num_steps=4, eval_every=4, sample_tokens=0)
+  workdir = tmp_path_factory.mktemp("run")
+  trainer.train_and_evaluate(config, workdir)
+  return workdir
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess:

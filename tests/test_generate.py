@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import interactive, sampling, tokenizers, trainer
+from lm_jax import interactive, sampling, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.models.base import LanguageModel
@@ -218,30 +218,15 @@ def test_interactive_commands():
       interactive.apply_command(bad, options)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  """A smoke run trained for 4 steps."""
-  from configs import char_tf
-  config = char_tf.get_config("smoke")
-  text = tmp_path_factory.mktemp("text") / "corpus.txt"
-  text.write_text("".join(f"LINE {i}: the quick brown fox jumps over the lazy "
-                          "dog.\n" for i in range(400)))
-  config.data.path = str(text)
-  config.train.update(num_steps=4, eval_every=4, sample_tokens=0)
-  workdir = tmp_path_factory.mktemp("run")
-  trainer.train_and_evaluate(config, workdir)
-  return workdir
-
-
-def _sample(run_dir, *flags, stdin=None):
+def _sample(workdir, *flags, stdin=None):
   return subprocess.run(
-      [sys.executable, "-m", "lm_jax.sample", f"--workdir={run_dir}", *flags],
+      [sys.executable, "-m", "lm_jax.sample", f"--workdir={workdir}", *flags],
       cwd=REPO, input=stdin, capture_output=True, text=True, timeout=300)
 
 
-def test_interactive_loop_through_stdin(run_dir):
+def test_interactive_loop_through_stdin(smoke_run):
   stdin = "/temp 0\nLINE\n/len 5\nLI~NE\n/bogus\n\nLINE\n/quit\nLINE\n"
-  out = _sample(run_dir, "--interactive", "--max_new_tokens=20", stdin=stdin)
+  out = _sample(smoke_run, "--interactive", "--max_new_tokens=20", stdin=stdin)
   assert out.returncode == 0, out.stderr
   assert "Traceback" not in out.stderr
   assert "temperature 0.0, length 20" in out.stdout
@@ -255,12 +240,12 @@ def test_interactive_loop_through_stdin(run_dir):
   assert len(long) == 4 + 20 and len(short) == 4 + 5 and long.startswith(short)
 
 
-def test_command_line_stop_and_seed(run_dir):
+def test_command_line_stop_and_seed(smoke_run):
   args = ("--prompt=LINE", "--max_new_tokens=60", "--seed=3", "--top_p=0.9")
-  out = _sample(run_dir, *args)
+  out = _sample(smoke_run, *args)
   assert out.returncode == 0, out.stderr
   assert out.stdout.startswith("LINE") and len(out.stdout) == 4 + 60 + 1
-  assert _sample(run_dir, *args).stdout == out.stdout  # same seed, same text
+  assert _sample(smoke_run, *args).stdout == out.stdout  # same seed, same text
   stop = out.stdout[6:8]  # two characters that occur in the sample
-  cut = _sample(run_dir, *args, f"--stop={stop}")
+  cut = _sample(smoke_run, *args, f"--stop={stop}")
   assert cut.stdout == out.stdout[:out.stdout.index(stop, 4)] + "\n"

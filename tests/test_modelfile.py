@@ -9,23 +9,8 @@ import pytest
 import safetensors.numpy
 
 from conftest import REPO
-from lm_jax import modelfile, rundir, sampling, trainer
+from lm_jax import modelfile, rundir, sampling
 from lm_jax.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  """A smoke run trained for 4 steps."""
-  from configs import char_tf
-  config = char_tf.get_config("smoke")
-  text = tmp_path_factory.mktemp("text") / "corpus.txt"
-  text.write_text("".join(f"LINE {i}: the quick brown fox jumps over the lazy "
-                          "dog.\n" for i in range(400)))
-  config.data.path = str(text)
-  config.train.update(num_steps=4, eval_every=4, sample_tokens=0)
-  workdir = tmp_path_factory.mktemp("run")
-  trainer.train_and_evaluate(config, workdir)
-  return workdir
 
 
 def test_flax_paths_round_trip_through_a_safetensors_file(tmp_path):
@@ -41,11 +26,11 @@ def test_flax_paths_round_trip_through_a_safetensors_file(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
-def test_the_exported_file_samples_as_the_run_does(run_dir, tmp_path):
+def test_the_exported_file_samples_as_the_run_does(smoke_run, tmp_path):
   out = tmp_path / "model.safetensors"
-  assert modelfile.export_run(run_dir, out) == 4
+  assert modelfile.export_run(smoke_run, out) == 4
   _, tokenizer, model, params, step = modelfile.load_model(out)
-  _, run_tokenizer, _, run_params, run_step = rundir.load_run(run_dir)
+  _, run_tokenizer, _, run_params, run_step = rundir.load_run(smoke_run)
   assert step == run_step and tokenizer.to_json() == run_tokenizer.to_json()
   assert jax.tree.structure(params) == jax.tree.structure(run_params)
   jax.tree.map(np.testing.assert_array_equal, params, run_params)
@@ -57,18 +42,18 @@ def test_the_exported_file_samples_as_the_run_does(run_dir, tmp_path):
   assert texts[0] == texts[1] and len(texts[0][0]) == 20
 
 
-def test_command_line_export_then_sample(run_dir, tmp_path):
+def test_command_line_export_then_sample(smoke_run, tmp_path):
   out = tmp_path / "m.safetensors"
   run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
                                   capture_output=True, text=True, timeout=300)
-  done = run("lm_jax.export", f"--workdir={run_dir}", f"--out={out}")
+  done = run("lm_jax.export", f"--workdir={smoke_run}", f"--out={out}")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith(f"wrote {out} (step 4)")
   done = run("lm_jax.sample", f"--model={out}", "--prompt=LINE",
              "--max_new_tokens=30", "--seed=5")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith("LINE") and len(done.stdout) == 4 + 30 + 1
-  done = run("lm_jax.sample", f"--model={out}", f"--workdir={run_dir}")
+  done = run("lm_jax.sample", f"--model={out}", f"--workdir={smoke_run}")
   assert done.returncode == 2 and done.stderr == (
       "error: pass either --workdir=DIR (a training run) or --model=FILE "
       "(from lm-jax-export)\n")

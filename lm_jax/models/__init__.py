@@ -39,8 +39,14 @@ def check_config(model_config: ml_collections.ConfigDict,
         f"config.model has settings the {cls.kind} model does not take "
         f"({', '.join(extra)}); start from a config file written for it, "
         "e.g. configs/char_lstm.py for an LSTM")
+  # Fields the config leaves out (a run written before they existed) are
+  # checked at the model's defaults, the values make_model will use.
+  defaults = {f.name: f.default for f in dataclasses.fields(cls)
+              if f.default is not dataclasses.MISSING
+              and f.name not in ("parent", "name")}
+  full = ml_collections.ConfigDict({**defaults, **model_config.to_dict()})
   try:
-    cls.check_config(model_config, train_config)
+    cls.check_config(full, train_config)
   except ConfigError as e:
     raise UserError(str(e)) from None
 

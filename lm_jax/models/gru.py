@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.models.base import Internals, LanguageModel, count, positive
+from lm_jax.models.base import Internals
+from lm_jax.models.recurrent import StackedRNN
 
 
 def gru_step(recurrent_kernel: jax.Array, recurrent_bias: jax.Array,
@@ -80,53 +81,20 @@ class GRULayer(nn.Module):
     return hs, h
 
 
-class GRULM(LanguageModel):
-  """Embedding, `num_layers` stacked GRU layers, output head.
+class GRULM(StackedRNN):
+  """Embedding, `num_layers` stacked GRU layers, output head
+  (`StackedRNN`); a layer's state is its h.
 
   Fields map one to one onto `config.model` (see configs/char_gru.py).
-  Dropout (training only) applies to the output of every layer: between
-  layers and before the head.
   """
   kind: ClassVar[str] = "gru"
 
-  num_layers: int = 2
-  embed_dim: int = 128
-  hidden_size: int = 256
-  dropout: float = 0.0
+  def layer(self, i: int) -> GRULayer:
+    return GRULayer(self.hidden_size, name=f"gru_{i}")
 
-  def setup(self):
-    self.embed = nn.Embed(self.vocab_size, self.embed_dim,
-                          embedding_init=nn.initializers.normal(1.0))
-    self.layers = [GRULayer(self.hidden_size, name=f"gru_{i}")
-                   for i in range(self.num_layers)]
-    self.drop = nn.Dropout(self.dropout)
-    self.head = nn.Dense(self.vocab_size)
-
-  def initial_state(self, batch_size: int) -> tuple[jax.Array, ...]:
-    """Zero h for every layer, each (B, H)."""
-    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
-    return tuple(zeros for _ in range(self.num_layers))
-
-  def extend(self, tokens: jax.Array, state: tuple[jax.Array, ...],
-             train: bool = False) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """Continues from `state` over tokens (B, T): logits (B, T, V), new state."""
-    x = tokens.T  # (T, B): the first layer looks up its own inputs
-    new_state = []
-    for i, (layer, h) in enumerate(zip(self.layers, state)):
-      x, h = layer(x, h, self.embed.embedding if i == 0 else None)
-      new_state.append(h)
-      if self.dropout > 0:
-        x = self.drop(x, deterministic=not train)
-    logits = self.head(x)  # (T, B, V)
-    return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)
-
-  @classmethod
-  def check_config(cls, model, train) -> None:
-    super().check_config(model, train)
-    positive(model, "embed_dim", "hidden_size")
-
-  def lookup_params(self, params) -> int:
-    return count(params["embed"])
+  def layer_state(self, batch_size: int) -> jax.Array:
+    """Zero h (B, H)."""
+    return self.zeros(batch_size)
 
   def internals(self, params, tokens: np.ndarray) -> Internals:
     """The reset and update gates in [0, 1] and the hidden state of every

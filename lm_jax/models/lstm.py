@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.models.base import Internals, LanguageModel, count, positive
+from lm_jax.models.base import Internals
+from lm_jax.models.recurrent import StackedRNN
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 
@@ -190,56 +191,23 @@ def _forget_bias_one(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[H:2 * H].set(1.0)
 
 
-class LSTMLM(LanguageModel):
-  """Embedding, `num_layers` stacked LSTM layers, output head.
+class LSTMLM(StackedRNN):
+  """Embedding, `num_layers` stacked LSTM layers, output head
+  (`StackedRNN`); a layer's state is its (c, h).
 
   Fields map one to one onto `config.model` (see configs/char_lstm.py).
-  Dropout (training only) applies to the output of every layer: between
-  layers and before the head.
   """
   kind: ClassVar[str] = "lstm"
 
-  num_layers: int = 2
-  embed_dim: int = 128
-  hidden_size: int = 256
-  dropout: float = 0.0
   hand_written_backward: bool = True  # False: JAX autodiff (LSTMLayer)
 
-  def setup(self):
-    self.embed = nn.Embed(self.vocab_size, self.embed_dim,
-                          embedding_init=nn.initializers.normal(1.0))
-    self.layers = [LSTMLayer(self.hidden_size, self.hand_written_backward,
-                             name=f"lstm_{i}")
-                   for i in range(self.num_layers)]
-    self.drop = nn.Dropout(self.dropout)
-    self.head = nn.Dense(self.vocab_size)
+  def layer(self, i: int) -> LSTMLayer:
+    return LSTMLayer(self.hidden_size, self.hand_written_backward,
+                     name=f"lstm_{i}")
 
-  def initial_state(self, batch_size: int) -> tuple[Carry, ...]:
-    """Zero (c, h) for every layer, each (B, H)."""
-    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
-    return tuple((zeros, zeros) for _ in range(self.num_layers))
-
-  def extend(self, tokens: jax.Array, state: tuple[Carry, ...],
-             train: bool = False) -> tuple[jax.Array, tuple[Carry, ...]]:
-    """Continues from `state` over tokens (B, T): logits (B, T, V), new state."""
-    x = tokens.T  # (T, B): the first layer looks up its own inputs
-    new_state = []
-    for i, (layer, carry) in enumerate(zip(self.layers, state)):
-      embedding = self.embed.embedding if i == 0 else None
-      x, carry = layer(x, carry, embedding)  # (T, B, H)
-      new_state.append(carry)
-      if self.dropout > 0:  # on every layer's output, as char-rnn does
-        x = self.drop(x, deterministic=not train)
-    logits = self.head(x)  # (T, B, V)
-    return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)
-
-  @classmethod
-  def check_config(cls, model, train) -> None:
-    super().check_config(model, train)
-    positive(model, "embed_dim", "hidden_size")
-
-  def lookup_params(self, params) -> int:
-    return count(params["embed"])
+  def layer_state(self, batch_size: int) -> Carry:
+    """Zero (c, h), each (B, H)."""
+    return self.zeros(batch_size), self.zeros(batch_size)
 
   def internals(self, params, tokens: np.ndarray) -> Internals:
     """Gates i, f, o in [0, 1] and the cell state c of every layer over the

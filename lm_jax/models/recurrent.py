@@ -1,0 +1,75 @@
+"""What the recurrent language models share: embedding, stacked layers
+scanned over time, output head (lm_jax/models/lstm.py, gru.py).
+
+Shapes in comments: B batch, T time, H hidden size, V vocabulary; inside,
+activations are time-major (T, B, ...), the layout `lax.scan` walks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm_jax.models.base import LanguageModel, count, positive
+
+
+class StackedRNN(LanguageModel):
+  """Embedding, `num_layers` recurrent layers, output head.
+
+  A subclass gives `layer(i)`, a module mapping (x (T, B, D), the layer's
+  state, the embedding table for the first layer or None) to (outputs
+  (T, B, H), new state), and `layer_state(batch_size)`, one layer's state
+  before the first token. Dropout (training only) applies to the output of
+  every layer, as char-rnn does: between layers and before the head.
+  """
+  num_layers: int = 2
+  embed_dim: int = 128
+  hidden_size: int = 256
+  dropout: float = 0.0
+
+  def layer(self, i: int) -> nn.Module:
+    raise NotImplementedError
+
+  def layer_state(self, batch_size: int) -> Any:
+    raise NotImplementedError
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_dim,
+                          embedding_init=nn.initializers.normal(1.0))
+    self.layers = [self.layer(i) for i in range(self.num_layers)]
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.vocab_size)
+
+  def zeros(self, batch_size: int) -> jax.Array:
+    """A zero (B, H) array: what a layer's state starts from."""
+    return jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+
+  def initial_state(self, batch_size: int) -> tuple:
+    """The state of every layer before the first token."""
+    return tuple(self.layer_state(batch_size)
+                 for _ in range(self.num_layers))
+
+  def extend(self, tokens: jax.Array, state: tuple, train: bool = False
+             ) -> tuple[jax.Array, tuple]:
+    """Continues from `state` over tokens (B, T): logits (B, T, V), new state."""
+    x = tokens.T  # (T, B): the first layer looks up its own inputs
+    new_state = []
+    for i, (layer, layer_state) in enumerate(zip(self.layers, state)):
+      x, layer_state = layer(x, layer_state,
+                             self.embed.embedding if i == 0 else None)
+      new_state.append(layer_state)
+      if self.dropout > 0:
+        x = self.drop(x, deterministic=not train)
+    logits = self.head(x)  # (T, B, V)
+    return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)
+
+  @classmethod
+  def check_config(cls, model, train) -> None:
+    super().check_config(model, train)
+    positive(model, "embed_dim", "hidden_size")
+
+  def lookup_params(self, params) -> int:
+    return count(params["embed"])
