@@ -187,20 +187,31 @@ class Damaged(Exception):
     super().__init__(f"the checkpoint {folder} cannot be read ({why})")
 
 
+def _loop_closed(e: BaseException | None) -> bool:
+  return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+
+
 @functools.cache
 def _quiet_abandoned_reads() -> None:
   """After a failed read, its other coroutines and tasks report the same
   error when collected ("Task exception was never retrieved", "Exception
-  ignored in <coroutine>"), each with a long traceback: it is reported once,
-  by `Damaged`, so those are dropped."""
+  ignored in <coroutine>"), and TensorStore's reads still in flight find
+  the event loop closed ("Event loop is closed", printed through
+  sys.excepthook from its threads), each with a long traceback: the failure
+  is reported once, by `Damaged`, so those are dropped."""
   logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
-  previous = sys.unraisablehook
+  unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
 
-  def hook(unraisable) -> None:
-    if not inspect.iscoroutine(unraisable.object):
-      previous(unraisable)
+  def unraisable(report) -> None:
+    if not (inspect.iscoroutine(report.object)
+            or _loop_closed(report.exc_value)):
+      unraisable_hook(report)
 
-  sys.unraisablehook = hook
+  def excepthook(kind, value, tb) -> None:
+    if not _loop_closed(value):
+      except_hook(kind, value, tb)
+
+  sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
 def _read(mngr: ocp.CheckpointManager, step: int, read: Callable[[], T]) -> T:

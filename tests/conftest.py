@@ -47,6 +47,20 @@ def smoke_run(tmp_path_factory):
   return workdir
 
 
+def init_with_random_biases(model, seed: int = 5):
+  """`model`'s initial parameters with random biases (they start at zero),
+  so that every parameter matters and a mix-up of bias entries shows."""
+  import jax
+  import jax.numpy as jnp
+  params = jax.jit(model.init)(jax.random.key(0),
+                               jnp.zeros((1, 4), jnp.int32))["params"]
+  keys = iter(jax.random.split(jax.random.key(seed),
+                               len(jax.tree.leaves(params))))
+  return jax.tree.map_with_path(
+      lambda path, p: (jax.random.normal(next(keys), p.shape) * 0.5
+                       if path[-1].key.endswith("bias") else p), params)
+
+
 def run_module(*args: str) -> subprocess.CompletedProcess:
   """`python -m ARGS` from the repository root, output captured as text."""
   return subprocess.run([sys.executable, "-m", *args], cwd=REPO,

@@ -11,6 +11,8 @@ from lm_jax import sampling, steps, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
+from conftest import init_with_random_biases
+
 V, B, T = 11, 3, 9
 
 
@@ -21,12 +23,7 @@ def model():
 
 @pytest.fixture
 def params(model):
-  params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
-  # Random biases (they start at zero), so that every parameter matters.
-  keys = iter(jax.random.split(jax.random.key(5), 16))
-  return jax.tree.map_with_path(
-      lambda path, p: (jax.random.normal(next(keys), p.shape) * 0.5
-                       if path[-1].key.endswith("bias") else p), params)
+  return init_with_random_biases(model)
 
 
 def _tokens(seed=1, shape=(B, T)):

@@ -12,7 +12,7 @@ from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.models import lstm
 
-from conftest import run_module
+from conftest import init_with_random_biases, run_module
 
 V, B, T = 11, 3, 9
 
@@ -24,12 +24,7 @@ def model():
 
 @pytest.fixture
 def params(model):
-  params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
-  # Random biases, so that a mix-up of bias entries cannot go unnoticed.
-  keys = iter(jax.random.split(jax.random.key(5), 8))
-  return jax.tree.map_with_path(
-      lambda path, p: (jax.random.normal(next(keys), p.shape) * 0.5
-                       if path[-1].key == "bias" else p), params)
+  return init_with_random_biases(model)
 
 
 def _tokens(seed=1, shape=(B, T)):

@@ -17,7 +17,7 @@ from lm_jax import checkpoints, config as config_lib, data, rundir, steps, train
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
-from conftest import REPO, run_module
+from conftest import REPO, init_with_random_biases, run_module
 
 V, B, T = 11, 3, 9
 
@@ -34,13 +34,7 @@ def model():
 
 @pytest.fixture
 def params(model):
-  params = jax.jit(model.init)(jax.random.key(0),
-                               jnp.zeros((1, 4), jnp.int32))["params"]
-  # Random biases, as in test_lstm.py: every parameter matters.
-  keys = iter(jax.random.split(jax.random.key(5), 8))
-  return jax.tree.map_with_path(
-      lambda path, p: (jax.random.normal(next(keys), p.shape) * 0.5
-                       if path[-1].key == "bias" else p), params)
+  return init_with_random_biases(model)
 
 
 def _tokens(seed, shape):
