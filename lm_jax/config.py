@@ -42,7 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.tie_embeddings = True
   c.model.scan_layers = False
-  c.model.dtype = "float32"  # "bfloat16": bf16 matrix products
+  # "bfloat16": bf16 matrix products (fp32 parameters, optimiser, softmax
+  # and loss). A GPU's tensor cores run it faster; XLA's CPU products run
+  # bf16 no faster than fp32 (docs/BENCHMARKS.md), so fp32 is the default.
+  c.model.dtype = "float32"
   c.model.gelu_approximate = True  # tanh GELU, as in GPT-2
   # "dense": every (T, T) weight at once (what lm_jax.inspect shows);
   # "blocked": tiles of attention_tile positions (lm_jax/models/attention.py).
