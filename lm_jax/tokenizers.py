@@ -1,7 +1,9 @@
 """Tokenizers: text <-> integer ids, saved with the run as JSON.
 
 Every tokenizer reserves id 0 for `<unk>`, so text from outside the training
-vocabulary (a held-out play, a user's prompt) still maps to valid ids.
+vocabulary (a held-out play, a user's prompt) still maps to valid ids. One
+built for pairs (`specials=True`) reserves ids 1-3 for `<pad>`, `<bos>` and
+`<eos>` as well; none of them is ever read from text.
 `encode(..., strict=True)` raises instead, naming the unknown symbols.
 
 Two kinds: `CharTokenizer` (every character of the training text) and
@@ -25,6 +27,16 @@ from lm_jax.errors import UserError
 
 UNK = "<unk>"
 UNK_ID = 0
+# A tokenizer built for pairs (`lm_jax.pairs`) has three more specials after
+# `<unk>`: the padding of a batch, and the start and end of a reply.
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+PAD_ID, BOS_ID, EOS_ID = 1, 2, 3
+SPECIALS = (UNK, PAD, BOS, EOS)
+
+
+def _head(specials: bool) -> list[str]:
+  """The ids before the text's own tokens."""
+  return list(SPECIALS) if specials else [UNK]
 
 
 class Tokenizer(Protocol):
@@ -56,8 +68,8 @@ class CharTokenizer:
     self._ids = {ch: i for i, ch in enumerate(self.vocab)}
 
   @classmethod
-  def build(cls, text: str) -> "CharTokenizer":
-    return cls([UNK] + sorted(set(text)))
+  def build(cls, text: str, specials: bool = False) -> "CharTokenizer":
+    return cls(_head(specials) + sorted(set(text)))
 
   @property
   def vocab_size(self) -> int:
@@ -186,8 +198,8 @@ class WordTokenizer:
     self._glue = np.array([_glues_next(w) for w in self.vocab])  # (V,)
 
   @classmethod
-  def build(cls, text: str, vocab_size: int = 8192,
-            min_count: int = 1) -> "WordTokenizer":
+  def build(cls, text: str, vocab_size: int = 8192, min_count: int = 1,
+            specials: bool = False) -> "WordTokenizer":
     if vocab_size < 2 or min_count < 1:
       raise UserError(
           f"config.data.vocab_size must be >= 2 and config.data.min_count >= "
@@ -195,7 +207,8 @@ class WordTokenizer:
     counts = collections.Counter(split_words(text))
     ranked = sorted((w for w, n in counts.items() if n >= min_count),
                     key=lambda w: (-counts[w], w))
-    return cls([UNK] + ranked[:vocab_size - 1])
+    head = _head(specials)
+    return cls(head + ranked[:max(vocab_size - len(head), 0)])
 
   @property
   def vocab_size(self) -> int:
@@ -256,17 +269,20 @@ class WordTokenizer:
 TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
 
 
-def build_tokenizer(kind: str, text: str, **options) -> Tokenizer:
+def build_tokenizer(kind: str, text: str, specials: bool = False,
+                    **options) -> Tokenizer:
   """A new tokenizer of `kind` whose vocabulary comes from `text`.
 
   `options` may be all of `config.data`: each tokenizer takes only the fields
   named in its `options` (the word tokenizer: vocab_size, min_count).
+  `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them).
   """
   if kind not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {kind!r}: set config.data.tokenizer "
                     f"to one of {sorted(TOKENIZERS)}")
   cls = TOKENIZERS[kind]
-  return cls.build(text, **{k: options[k] for k in cls.options if k in options})
+  return cls.build(text, specials=specials,
+                   **{k: options[k] for k in cls.options if k in options})
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str

@@ -1,7 +1,8 @@
 """Language models, chosen by `config.model.kind`.
 
-Every model implements `lm_jax.models.base.LanguageModel`; this registry is
-the one place that reads `config.model.kind`.
+Every model implements `lm_jax.models.base.LanguageModel` (next token of a
+text) or `lm_jax.models.seq2seq.Seq2SeqModel` (a reply to a prompt); this
+registry is the one place that reads `config.model.kind`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ import dataclasses
 import ml_collections
 
 from lm_jax.errors import UserError
-from lm_jax.models.base import ConfigError, LanguageModel
+from lm_jax.models.base import ConfigError, Model
 from lm_jax.models.gru import GRULM
 from lm_jax.models.lstm import LSTMLM
 from lm_jax.models.transformer import TransformerLM
 
-MODELS: dict[str, type[LanguageModel]] = {
+MODELS: dict[str, type[Model]] = {
     cls.kind: cls for cls in (TransformerLM, LSTMLM, GRULM)}
 
 
-def model_class(kind: str) -> type[LanguageModel]:
+def model_class(kind: str) -> type[Model]:
   """The class of config.model.kind `kind`."""
   if kind not in MODELS:
     raise UserError(f"unknown model kind {kind!r}: set config.model.kind to "
@@ -52,7 +53,7 @@ def check_config(model_config: ml_collections.ConfigDict,
 
 
 def make_model(model_config: ml_collections.ConfigDict,
-               vocab_size: int) -> LanguageModel:
+               vocab_size: int) -> Model:
   """The model named by `model_config.kind`, its fields taken from the config."""
   fields = dict(model_config)
   return model_class(fields.pop("kind"))(vocab_size=vocab_size, **fields)

@@ -58,46 +58,17 @@ def positive(config: ml_collections.ConfigDict, *names: str,
                         f"{value!r}; set --{prefix}.{name}=...")
 
 
-class LanguageModel(nn.Module):
-  """A next-token model over a vocabulary of `vocab_size` ids.
+class Model(nn.Module):
+  """What every model shares, language model or encoder-decoder: its
+  vocabulary, its name, its config checks and the run summary's hooks.
 
-  Subclasses are Linen modules whose fields map one to one onto
-  `config.model` (less `kind`). They implement `initial_state`, `extend`
-  and `internals`, and refine the rest where the default does not fit.
+  `task` names what the model is trained on (`lm_jax.tasks`): "text" (next
+  token of running text) or "pairs" (a reply given a prompt).
   """
   vocab_size: int
 
   kind: ClassVar[str]  # its name in config.model.kind
-
-  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-    """Next-token logits (B, T, V) at every position of tokens (B, T)."""
-    return self.extend(tokens, self.initial_state(tokens.shape[0]), train)[0]
-
-  def initial_state(self, batch_size: int) -> Any:
-    """The decoding state before the first token, for `batch_size` rows."""
-    raise NotImplementedError
-
-  def extend(self, tokens: jax.Array, state: Any, train: bool = False
-             ) -> tuple[jax.Array, Any]:
-    """Logits (B, T, V) of tokens (B, T) following `state`; the new state."""
-    raise NotImplementedError
-
-  def window(self, tokens: jax.Array, carry: Any = None, train: bool = False
-             ) -> tuple[jax.Array, Any]:
-    """A training window's logits, and the carry for the next window.
-
-    `carry` None: the window starts afresh and nothing is carried (None
-    back); else it continues from `carry`, a decoding state.
-    """
-    if carry is None:
-      return self(tokens, train=train), None
-    return self.extend(tokens, carry, train=train)
-
-  @property
-  def context_length(self) -> int | None:
-    """The most tokens the model can attend to; None: no limit (it carries
-    a state forward). Sampling slides a window of this many tokens."""
-    return None
+  task: ClassVar[str] = "text"
 
   @classmethod
   def check_config(cls, model: ml_collections.ConfigDict,
@@ -137,6 +108,45 @@ class LanguageModel(nn.Module):
 
   def activation_bytes(self, batch_size: int, seq_len: int) -> int | None:
     """Activations kept for the backward pass; None: not estimated."""
+    return None
+
+
+class LanguageModel(Model):
+  """A next-token model over a vocabulary of `vocab_size` ids.
+
+  Subclasses are Linen modules whose fields map one to one onto
+  `config.model` (less `kind`). They implement `initial_state`, `extend`
+  and `internals`, and refine the rest where the default does not fit.
+  """
+
+  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    """Next-token logits (B, T, V) at every position of tokens (B, T)."""
+    return self.extend(tokens, self.initial_state(tokens.shape[0]), train)[0]
+
+  def initial_state(self, batch_size: int) -> Any:
+    """The decoding state before the first token, for `batch_size` rows."""
+    raise NotImplementedError
+
+  def extend(self, tokens: jax.Array, state: Any, train: bool = False
+             ) -> tuple[jax.Array, Any]:
+    """Logits (B, T, V) of tokens (B, T) following `state`; the new state."""
+    raise NotImplementedError
+
+  def window(self, tokens: jax.Array, carry: Any = None, train: bool = False
+             ) -> tuple[jax.Array, Any]:
+    """A training window's logits, and the carry for the next window.
+
+    `carry` None: the window starts afresh and nothing is carried (None
+    back); else it continues from `carry`, a decoding state.
+    """
+    if carry is None:
+      return self(tokens, train=train), None
+    return self.extend(tokens, carry, train=train)
+
+  @property
+  def context_length(self) -> int | None:
+    """The most tokens the model can attend to; None: no limit (it carries
+    a state forward). Sampling slides a window of this many tokens."""
     return None
 
   def internals(self, params, tokens: np.ndarray) -> Internals:

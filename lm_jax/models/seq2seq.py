@@ -1,0 +1,83 @@
+"""The interface of an encoder-decoder model: a reply given a prompt.
+
+A batch of pairs (`lm_jax.pairs`): `src` (B, S) int32, the prompt's ids
+right-padded with PAD_ID (S = `max_source_len`); `tgt` (B, T + 1) int32:
+BOS, the reply's ids, EOS, then PAD (T = `max_target_len` + 1: a reply has
+at most `max_target_len` tokens; the decoder reads BOS and them). Teacher
+forcing feeds the decoder `tgt[:, :-1]` and scores `tgt[:, 1:]`, weighting
+each target by `target != PAD_ID`. Special ids: `lm_jax.tokenizers`.
+
+Decoding. `encode(src)` runs the encoder once: its `memory` is a pytree
+(encoder outputs, the source padding mask, and whatever the decoder reads
+from them at every step, e.g. a Transformer's cross-attention keys and
+values). `initial_state(memory)` is the decoder's state before the first
+token; BOS is then fed through `extend`, like any other token. Every
+non-scalar leaf of `memory` and of a state has the batch as its leading
+axis, so a beam search tiles and reorders rows with
+`jnp.take(leaf, rows, axis=0)`; scalar leaves (a cache length) are shared
+by all rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from lm_jax.models.base import Model, positive
+
+
+class Seq2SeqModel(Model):
+  """An encoder-decoder over one vocabulary shared by source and target.
+
+  Subclasses are Linen modules (their layers made in `setup`, so that
+  `encode`, `initial_state`, `extend` and `cross_attention` can each be
+  applied alone with `method=`) whose fields map one to one onto
+  `config.model` (less `kind`).
+  """
+  max_source_len: int = 64  # prompt tokens at most
+  max_target_len: int = 64  # reply tokens at most (BOS and EOS aside)
+
+  task: ClassVar[str] = "pairs"
+
+  def __call__(self, src: jax.Array, tgt_in: jax.Array, train: bool = False
+               ) -> jax.Array:
+    """Teacher-forced logits (B, T, V) of the decoder inputs tgt_in (B, T)
+    (BOS, then the reply) given the source src (B, S)."""
+    memory = self.encode(src, train)
+    return self.extend(tgt_in, self.initial_state(memory), train)[0]
+
+  def encode(self, src: jax.Array, train: bool = False) -> Any:
+    """The encoder's memory of src (B, S): a pytree, batch-leading."""
+    raise NotImplementedError
+
+  def initial_state(self, memory: Any) -> Any:
+    """The decoder's state before its first token (BOS), given `memory`."""
+    raise NotImplementedError
+
+  def extend(self, tokens: jax.Array, state: Any, train: bool = False
+             ) -> tuple[jax.Array, Any]:
+    """Logits (B, T, V) of tokens (B, T) following `state`; the new state.
+
+    Feeding BOS, y_1 .. y_k one at a time gives `__call__`'s logits.
+    """
+    raise NotImplementedError
+
+  def cross_attention(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+    """The decoder's attention over source positions, (B, L, H, T, S): per
+    layer and head (L = H = 1 for an LSTM with attention); for inspect."""
+    raise NotImplementedError
+
+  @classmethod
+  def check_config(cls, model, train) -> None:
+    super().check_config(model, train)
+    positive(model, "max_source_len", "max_target_len")
+
+  def abstract_params(self, seq_len: int = 1):
+    """The parameters' shapes and dtypes (`jax.eval_shape`); `seq_len` is
+    the decoder's input length (the source is `max_source_len` long)."""
+    src = jnp.zeros((1, self.max_source_len), jnp.int32)
+    tgt = jnp.zeros((1, min(seq_len, self.max_target_len + 1)), jnp.int32)
+    return jax.eval_shape(
+        lambda: self.init(jax.random.key(0), src, tgt)["params"])
