@@ -85,6 +85,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """base_config for an encoder-decoder (`model`) trained on pairs."""
+  c = base_config()
+  c.model = model
+  # Pairs made from the lines of config.data.path (empty: the built-in
+  # plays) by transformations, by weight (lm_jax/pairs.py: TRANSFORMS)...
+  c.data.pairs = "copy:1"
+  c.data.pairs_file = ""  # ...or a TSV file of prompt<TAB>reply lines
+  c.train.batch_size = 64
+  c.train.seq_len = model.max_target_len + 1  # decoder positions
+  c.train.eval_pairs = 512  # held-out pairs scored, and greedily answered
+  c.train.sample_pairs = 3  # held-out prompts answered at each eval
+  c.train.sample_tokens = 0  # (language models' samples)
+  return c
+
+
 def smoke_train(c: ml_collections.ConfigDict, eval_tokens: int = 2048,
                 sample_tokens: int = 32) -> None:
   """The seconds-long training every config's `:smoke` variant shares."""

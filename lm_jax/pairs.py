@@ -19,7 +19,10 @@ import dataclasses
 import re
 from typing import Callable, Iterable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lm_jax.errors import UserError
 from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -212,6 +215,26 @@ def encode_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_source_len: int,
   if not src:
     return (np.zeros((0, S), np.int32), np.zeros((0, T + 2), np.int32))
   return np.stack(src).astype(np.int32), np.stack(tgt).astype(np.int32)
+
+
+def get_batch(data: tuple[jax.Array, jax.Array], key: jax.Array,
+              batch_size: int, seq_len: int = 0
+              ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+  """Random pairs: inputs (src (B, S), decoder inputs (B, T)) and targets
+  (B, T), T = max_target_len + 1 (teacher forcing: the targets are the
+  decoder inputs shifted by one). `seq_len` is unused (a text's window)."""
+  src, tgt = data  # (N, S), (N, T + 1)
+  rows = jax.random.randint(key, (batch_size,), 0, src.shape[0])  # (B,)
+  tgt = jnp.take(tgt, rows, axis=0)
+  return (jnp.take(src, rows, axis=0), tgt[:, :-1]), tgt[:, 1:]
+
+
+def masked_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean cross-entropy (nats) over the targets that are not PAD_ID."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), targets)  # (B, T)
+  weights = (targets != PAD_ID).astype(jnp.float32)
+  return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
 def reply_ids(ids: np.ndarray) -> np.ndarray:

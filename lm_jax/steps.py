@@ -15,7 +15,7 @@ None and every window starts afresh: the same code, with an empty carry.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -24,7 +24,7 @@ import ml_collections
 import optax
 from flax import struct
 
-from lm_jax import data
+from lm_jax import data, pairs
 
 # With config.train.skip_nonfinite, this many non-finite updates in a row
 # mean the run has diverged, not hit a bad batch: the next one is applied,
@@ -81,8 +81,8 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
                        key: jax.Array) -> TrainState:
   """Fresh parameters (from `key`) and optimiser state; with
   train.carry_state, the initial state of every lane."""
-  dummy = jnp.zeros((1, train.seq_len), jnp.int32)
-  params = jax.jit(model.init)(key, dummy)["params"]
+  params = jax.jit(model.init)(key, *model.dummy_inputs(train.seq_len))[
+      "params"]
   tx = make_optimizer(train)
   carry = None
   if train.get("carry_state", False):
@@ -110,6 +110,18 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
       logits.astype(jnp.float32), targets).mean()
 
 
+class Objective(NamedTuple):
+  """What a train step reads and minimises for a task (`Model.task`)."""
+  get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, targets)
+  loss: Callable  # (logits, targets) -> mean loss
+
+
+# Text: windows of the token array, every target counts. Pairs: random
+# (prompt, reply) rows, PAD targets weigh nothing.
+OBJECTIVES = {"text": Objective(data.get_batch, cross_entropy),
+              "pairs": Objective(pairs.get_batch, pairs.masked_cross_entropy)}
+
+
 def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None
             ) -> tuple[jax.Array, Any]:
   """Mean loss of a window, and the carry for the next (None: no carry).
@@ -121,7 +133,8 @@ def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None
   logits, carry = model.apply(
       {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
       rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
-  return cross_entropy(logits, y), jax.lax.stop_gradient(carry)
+  return (OBJECTIVES[model.task].loss(logits, y),
+          jax.lax.stop_gradient(carry))
 
 
 def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
@@ -137,7 +150,7 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, model, x, y, dropout_key, carry)
-  B, A = x.shape[0], grad_accum_steps
+  B, A = y.shape[0], grad_accum_steps
   # Micro-batch i takes rows i, i + A, i + 2A, ...: with the batch split
   # across devices, every device then holds part of every micro-batch.
   micro = lambda a: a.reshape(B // A, A, *a.shape[1:]).swapaxes(0, 1)
@@ -152,7 +165,7 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
 
   zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
   total, carries = jax.lax.scan(add, zeros, (
-      jnp.arange(grad_accum_steps), micro(x), micro(y),
+      jnp.arange(grad_accum_steps), jax.tree.map(micro, x), micro(y),
       jax.tree.map(micro, carry)))
   loss, grads = jax.tree.map(lambda t: t / grad_accum_steps, total)
   return (loss, jax.tree.map(unmicro, carries)), grads
@@ -211,7 +224,8 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
   def one_step(state, _):
     data_key, dropout_key = step_keys(seed_key, state.step)
     if state.carry is None:  # (fixed at trace time: one compiled program)
-      x, y = data.get_batch(tokens, data_key, batch_size, seq_len)
+      x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
+                                                    batch_size, seq_len)
     else:
       x, y, reset = data.lane_batch(tokens, state.step, batch_size, seq_len)
       fresh = state.model.initial_state(batch_size)

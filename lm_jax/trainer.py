@@ -8,20 +8,18 @@ workdir resumes from the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import pathlib
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm_jax import checkpoints, config as config_lib, corpus, data, parallel
-from lm_jax import preemption, progress, rundir, sampling, steps, summary
-from lm_jax import runtime, tokenizers
+from lm_jax import checkpoints, config as config_lib, data, parallel
+from lm_jax import preemption, progress, rundir, steps, summary, tasks
+from lm_jax import runtime
 from lm_jax.errors import UserError
 from lm_jax.metrics import MetricsLog
 from lm_jax.models import make_model
@@ -30,41 +28,6 @@ from lm_jax.models import make_model
 class NonFiniteLoss(UserError):
   """The loss, gradients or parameters became NaN or infinite: training
   stops, and the checkpoints saved before stay (none of them holds a NaN)."""
-
-
-def load_tokens(config, workdir: pathlib.Path):
-  """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
-
-  The tokenizer is built from the training text on every start; resuming
-  needs it to equal the one stored in `workdir`.
-  """
-  text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                            tuple(config.data.val_plays))
-  tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
-                                         **config.data)
-  rundir.check_resumable(workdir, config, tokenizer)
-  if tokenizer.vocab_size < 2:
-    raise UserError(
-        f"the vocabulary holds only {tokenizers.UNK}: no token of the "
-        f"training text occurs config.data.min_count="
-        f"{config.data.get('min_count')} times; lower config.data.min_count")
-  if config.train.sample_tokens > 0:
-    try:
-      tokenizers.encode_prompt(tokenizer, config.train.sample_prompt)
-    except UserError as e:
-      raise UserError(f"config.train.sample_prompt="
-                      f"{config.train.sample_prompt!r}: {e}") from None
-  train_ids = tokenizer.encode(text.train)
-  val_ids = tokenizer.encode(text.val)
-  need = data.min_tokens(config.train.batch_size, config.train.seq_len)
-  for name, ids in (("training", train_ids), ("validation", val_ids)):
-    if len(ids) < need:
-      raise UserError(
-          f"the {name} text has {len(ids)} tokens, fewer than one batch "
-          f"needs ({config.train.batch_size} x {config.train.seq_len} + 1 = "
-          f"{need}); use a longer text or lower config.train.batch_size / "
-          "config.train.seq_len")
-  return text, tokenizer, train_ids, val_ids
 
 
 def count_params(params) -> int:
@@ -128,7 +91,9 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   t = config.train
   started = time.perf_counter()
   progress.phase("loading the corpus")
-  text, tokenizer, train_ids, val_ids = load_tokens(config, workdir)
+  task = tasks.task_for(config)
+  loaded = task.load(config, workdir)
+  tokenizer, train_ids = loaded.tokenizer, loaded.train
   model = make_model(config.model, tokenizer.vocab_size)
   # Several processes (config.distributed): process 0 writes for all.
   if jax.process_index() == 0:
@@ -142,11 +107,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   start = mngr.latest_step()
   if start is not None:
     start, state = checkpoints.resume(mngr, state)
-  unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
   print(f"workdir: {workdir}")
-  print(f"corpus: {text.source}: {len(train_ids):,} train / "
-        f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
-        f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
+  print("\n".join(loaded.lines))
   print(summary.model_summary(model, state.params, t))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
@@ -166,12 +128,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     print(f"resuming from step {start}")
 
   train_tokens = jax.device_put(train_ids, parallel.replicated(mesh))
-  val_x, val_y = data.eval_batches(val_ids, t.batch_size, t.seq_len,
-                                   t.eval_tokens)
-  # Bits per character: nats over the characters the targets stand for.
-  val_chars = tokenizer.covered_chars(val_x, val_y)
   log = MetricsLog(workdir, resume_step=start)
-  sample_prompt = tokenizer.encode(t.sample_prompt)[None, :]
 
   step = int(state.step)
   result = {}
@@ -209,8 +166,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       tick, tick_step = time.perf_counter(), step
     if step % t.eval_every == 0 or step == end:
       progress.phase("evaluating")
-      result = evaluate_and_save(state, model, mngr, log, step, val_x, val_y,
-                                 val_chars, unk_rate, tokenizer, sample_prompt,
+      result = evaluate_and_save(state, model, mngr, log, step, task, loaded,
                                  config)
       tick, tick_step = time.perf_counter(), step
     if stop.requested:
@@ -223,39 +179,20 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   return result
 
 
-def bits_per_char(nats_per_token: float, num_tokens: int,
-                  num_chars: int) -> float:
-  """The total loss in bits, spread over the characters the tokens cover."""
-  return nats_per_token * num_tokens / (num_chars * math.log(2))
-
-
-def evaluate_and_save(state, model, mngr, log, step, val_x, val_y, val_chars,
-                      unk_rate, tokenizer, sample_prompt, config) -> dict:
-  """Val loss, perplexity, bits per character; a checkpoint and a sample.
-
-  val_loss is nats per token; bits per character spreads the same total
-  over the `val_chars` characters the targets cover (docs/WORD_LEVEL.md,
-  "Metrics").
-  """
-  val_loss = steps.evaluate(state.params, model, val_x, val_y)
-  bpc = bits_per_char(val_loss, val_y.size, val_chars)
-  record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
-                val_ppl=math.exp(val_loss), val_unk_rate=unk_rate)
+def evaluate_and_save(state, model, mngr, log, step: int, task: tasks.Task,
+                      loaded: tasks.Loaded, config) -> dict:
+  """The task's evaluation (`lm_jax.tasks`), a checkpoint, the record in
+  the logs, and the task's samples printed."""
+  record, lines, texts = task.evaluate(state.params, model, loaded, step,
+                                       config)
   # The record only once its checkpoint is committed: a failed save (a full
   # disk) leaves no val record of a checkpoint that does not exist.
-  checkpoints.save(mngr, step, state, val_loss)
+  checkpoints.save(mngr, step, state, record["val_loss"])
   log.write(**record)
-  print(f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
-        f"{record['val_ppl']:.2f} | {bpc:.4f} bpc | best step "
-        f"{mngr.best_step()}", flush=True)
-  if config.train.sample_tokens > 0:
-    opts = sampling.SamplingOptions(
-        max_new_tokens=config.train.sample_tokens, temperature=0.8)
-    ids = sampling.generate(state.params, model, jnp.asarray(sample_prompt),
-                            jax.random.key(step), opts)
-    print("-" * 20 + " sample " + "-" * 20)
-    sample = tokenizer.decode(np.concatenate([sample_prompt[0], ids[0]]))
-    print(sample)
-    log.text(step, "sample", sample)
+  print("\n".join(lines) + f" | best step {mngr.best_step()}", flush=True)
+  for name, text in texts.items():
+    print("-" * 20 + f" {name} " + "-" * 20)
+    print(text)
+    log.text(step, name, text)
     print("-" * 48, flush=True)
   return record

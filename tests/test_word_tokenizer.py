@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from lm_jax import tokenizers, trainer
+from lm_jax import tasks, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.tokenizers import UNK, UNK_ID, WordTokenizer
 
@@ -136,7 +136,7 @@ def test_covered_chars_by_hand():
 def test_bits_per_char_by_hand():
   # A uniform guess over 4 tokens costs ln 4 nats = 2 bits per token:
   # 7 tokens covering 12 characters cost 14 bits, 14/12 bits per character.
-  assert trainer.bits_per_char(math.log(4), 7, 12) == pytest.approx(14 / 12)
+  assert tasks.bits_per_char(math.log(4), 7, 12) == pytest.approx(14 / 12)
 
 
 def test_config_checks_word_options():

@@ -84,12 +84,15 @@ class Model(nn.Module):
       raise ConfigError(f"config.model.dropout must be in [0, 1), got "
                         f"{model.dropout}")
 
+  def dummy_inputs(self, seq_len: int = 1) -> tuple[jax.Array, ...]:
+    """Arguments of `__call__` to initialise the parameters with."""
+    return (jnp.zeros((1, seq_len), jnp.int32),)
+
   def abstract_params(self, seq_len: int = 1):
     """The parameters' shapes and dtypes (`jax.eval_shape`: nothing is
     computed, no device is touched)."""
-    dummy = jnp.zeros((1, seq_len), jnp.int32)
-    return jax.eval_shape(
-        lambda: self.init(jax.random.key(0), dummy)["params"])
+    return jax.eval_shape(lambda: self.init(
+        jax.random.key(0), *self.dummy_inputs(seq_len))["params"])
 
   def lookup_params(self, params) -> int:
     """Parameters read by indexing a table rather than multiplied."""

@@ -74,10 +74,14 @@ class Seq2SeqModel(Model):
     super().check_config(model, train)
     positive(model, "max_source_len", "max_target_len")
 
-  def abstract_params(self, seq_len: int = 1):
-    """The parameters' shapes and dtypes (`jax.eval_shape`); `seq_len` is
-    the decoder's input length (the source is `max_source_len` long)."""
-    src = jnp.zeros((1, self.max_source_len), jnp.int32)
-    tgt = jnp.zeros((1, min(seq_len, self.max_target_len + 1)), jnp.int32)
-    return jax.eval_shape(
-        lambda: self.init(jax.random.key(0), src, tgt)["params"])
+  def window(self, inputs: tuple[jax.Array, jax.Array], carry: Any = None,
+             train: bool = False) -> tuple[jax.Array, None]:
+    """The train step's call: inputs (src, tgt_in) from `pairs.get_batch`;
+    nothing is carried from batch to batch."""
+    return self(*inputs, train=train), None
+
+  def dummy_inputs(self, seq_len: int = 1) -> tuple[jax.Array, jax.Array]:
+    """A source of `max_source_len` and decoder inputs of `seq_len` (at
+    most the decoder's `max_target_len` + 1 positions)."""
+    return (jnp.zeros((1, self.max_source_len), jnp.int32),
+            jnp.zeros((1, min(seq_len, self.max_target_len + 1)), jnp.int32))
