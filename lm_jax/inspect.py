@@ -2,7 +2,8 @@
 
 Flags only; the work is `lm_jax.internals`. Writes a PNG grid of what the
 model computes over the prompt, one row per layer: attention weights per
-head for a Transformer; gates and cell state for an LSTM.
+head for a Transformer; gates and cell state for an LSTM; for an
+encoder-decoder, how each token of its reply attends to the prompt.
 """
 
 from absl import app, flags
@@ -23,7 +24,9 @@ def inspect_main() -> None:
   tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
   labels = [run.tokenizer.decode([i]) for i in tokens]
   inside = internals.model_internals(run.model, run.params, tokens)
-  out = internals.plot_internals(inside, labels, _OUT.value)
+  rows = (None if inside.rows is None
+          else [run.tokenizer.vocab[i] for i in inside.rows])
+  out = internals.plot_internals(inside, labels, _OUT.value, rows)
   L, P = inside.values.shape[:2]
   print(f"wrote {out} (step {run.step}, {L} layers x {P} panels: "
         f"{', '.join(inside.panels)}; {len(tokens)} tokens)")

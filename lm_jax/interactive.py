@@ -1,4 +1,5 @@
-"""A prompt loop: the user types a phrase, the model continues it.
+"""A prompt loop: the user types a phrase, the model continues (a language
+model) or answers it (an encoder-decoder).
 
 Lines starting with "/" are commands that change the sampling options;
 /quit, Ctrl-D or Ctrl-C leaves.
@@ -7,6 +8,7 @@ Lines starting with "/" are commands that change the sampling options;
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 
@@ -14,7 +16,7 @@ from lm_jax import sampling, tokenizers
 from lm_jax.errors import UserError
 
 HELP = """\
-Type a phrase and press Enter: the model continues it.
+Type a phrase and press Enter: the model {does}.
 Commands:
   /temp X   temperature (0 is greedy)      /len N    tokens to generate
   /topk K   keep the K likeliest (0: all)  /topp P   nucleus mass (1: all)
@@ -50,10 +52,31 @@ def describe(options: sampling.SamplingOptions) -> str:
           f"top-p {options.top_p}")
 
 
-def prompt_loop(params, model, tokenizer, options: sampling.SamplingOptions,
-                seed: int, stop: str = "") -> None:
-  """Reads phrases from stdin until end of input or Ctrl-C."""
-  print(HELP)
+Respond = Callable[[str, sampling.SamplingOptions, jax.Array], None]
+
+
+def continuation(params, model, tokenizer, stop: str = "") -> Respond:
+  """A language model's answer to a line: the line, then its continuation
+  streamed. Raises UserError for a line it cannot read."""
+
+  def respond(line: str, options: sampling.SamplingOptions, key) -> None:
+    prompt, notice = tokenizers.encode_prompt(tokenizer, line)
+    if notice:
+      print(f"note: {notice}")
+    print(tokenizer.decode(prompt), end="", flush=True)
+    sampling.generate_text(
+        params, model, tokenizer, prompt, key, options, stop=stop,
+        on_text=lambda text: print(text, end="", flush=True))
+    print()
+
+  return respond
+
+
+def prompt_loop(respond: Respond, options: sampling.SamplingOptions,
+                seed: int, does: str = "continues it") -> None:
+  """Reads phrases from stdin until end of input or Ctrl-C; `respond`
+  prints the model's answer to each (the model `does` something to it)."""
+  print(HELP.format(does=does))
   print(f"({describe(options)})")
   key = jax.random.key(seed)
   turn = 0
@@ -68,7 +91,7 @@ def prompt_loop(params, model, tokenizer, options: sampling.SamplingOptions,
         continue
       if line.startswith("/"):
         if line.strip() == "/help":
-          print(HELP)
+          print(HELP.format(does=does))
           continue
         if line.strip() in QUIT:
           return
@@ -79,18 +102,10 @@ def prompt_loop(params, model, tokenizer, options: sampling.SamplingOptions,
           print(f"error: {e}")
         continue
       try:
-        prompt, notice = tokenizers.encode_prompt(tokenizer, line)
+        respond(line, options, jax.random.fold_in(key, turn))
       except UserError as e:
         print(f"error: {e}")
         continue
-      if notice:
-        print(f"note: {notice}")
-      print(tokenizer.decode(prompt), end="", flush=True)
-      sampling.generate_text(
-          params, model, tokenizer, prompt, jax.random.fold_in(key, turn),
-          options, stop=stop,
-          on_text=lambda text: print(text, end="", flush=True))
-      print()
       turn += 1
   except KeyboardInterrupt:
     print()

@@ -85,12 +85,14 @@ def tick_labels(tokens: list[str]) -> tuple[list[str], list[str]]:
 
 
 def plot_internals(internals: Internals, tokens: list[str],
-                   out: str | pathlib.Path) -> pathlib.Path:
+                   out: str | pathlib.Path,
+                   row_tokens: list[str] | None = None) -> pathlib.Path:
   """A grid of heat maps, one row per layer, one column per panel.
 
   Rows of every map are prompt positions; columns are prompt positions
   too (attention: which earlier token each position attends to) or hidden
-  units (the first `UNITS`).
+  units (the first `UNITS`). With `row_tokens` the rows are those tokens
+  instead (a reply, attending to the prompt's tokens).
   """
   from matplotlib.figure import Figure  # no pyplot: no display, no state
 
@@ -99,8 +101,11 @@ def plot_internals(internals: Internals, tokens: list[str],
   by_token = internals.columns == "tokens"
   fig = Figure(figsize=(P * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
   axes = fig.subplots(L, P, squeeze=False)
-  labels, families = (tick_labels(tokens) if T <= LABELLED
-                      else (None, [DEFAULT_FONT]))
+  rows = tokens if row_tokens is None else row_tokens
+  labels, row_labels, families = None, None, [DEFAULT_FONT]
+  if T <= LABELLED and len(tokens) <= LABELLED:
+    both, families = tick_labels(tokens + rows)
+    labels, row_labels = both[:len(tokens)], both[len(tokens):]
   for layer in range(L):
     for panel in range(P):
       ax = axes[layer, panel]
@@ -111,18 +116,20 @@ def plot_internals(internals: Internals, tokens: list[str],
                 aspect="equal" if by_token else "auto",
                 vmin=-bound if internals.signed[panel] else 0, vmax=bound)
       ax.set_title(f"layer {layer} {internals.panels[panel]}", fontsize=8)
-      ax.set_yticks(range(T), labels or [""] * T, fontsize=6,
+      ax.set_yticks(range(T), row_labels or [""] * T, fontsize=6,
                     family=families)
       if by_token and labels:
-        ax.set_xticks(range(T), labels, fontsize=6, family=families)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6, family=families)
       else:
         ax.set_xticks([])
   width = values.shape[-1]
   xlabel = ("attended position (key)" if by_token else
             f"hidden unit (first {min(UNITS, width)} of {width})")
+  ylabel = "query position" if by_token else "prompt position"
+  if row_tokens is not None:
+    xlabel, ylabel = "prompt (source)", "reply token being written"
   fig.supxlabel(xlabel, fontsize=8)
-  fig.supylabel("query position" if by_token else "prompt position",
-                fontsize=8)
+  fig.supylabel(ylabel, fontsize=8)
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)

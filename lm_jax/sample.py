@@ -2,11 +2,10 @@
 
 Or from the one file lm-jax-export wrote: `--model=model.safetensors`.
 Flags only; the work is `lm_jax.rundir.load_run` (or
-`lm_jax.modelfile.load_model`), `lm_jax.sampling.generate_text` and
+`lm_jax.modelfile.load_model`), the model's task (`lm_jax.tasks`: a
+language model continues the prompt, an encoder-decoder answers it) and
 `lm_jax.interactive.prompt_loop`.
 """
-
-import sys
 
 from absl import app, flags
 
@@ -15,7 +14,8 @@ from lm_jax import runtime
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.")
 _MODEL = flags.DEFINE_string(
     "model", None, "Or a .safetensors file lm-jax-export wrote.")
-_PROMPT = flags.DEFINE_string("prompt", "\n", "Text to continue.")
+_PROMPT = flags.DEFINE_string(
+    "prompt", "\n", "Text to continue (an encoder-decoder: to answer).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, in one batch.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "Tokens to generate.")
@@ -39,7 +39,7 @@ def unescape(text: str) -> str:
 def sample_main() -> None:
   import jax
 
-  from lm_jax import interactive, modelfile, rundir, sampling, tokenizers
+  from lm_jax import interactive, modelfile, rundir, sampling, tasks
   from lm_jax.errors import UserError
 
   options = sampling.SamplingOptions(
@@ -50,30 +50,16 @@ def sample_main() -> None:
                     "--model=FILE (from lm-jax-export)")
   run = (modelfile.load_model(_MODEL.value) if _MODEL.value
          else rundir.load_run(_WORKDIR.value, _STEP.value))
-  tokenizer, model, params = run.tokenizer, run.model, run.params
+  task = tasks.task_of(run.model)
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:
-    interactive.prompt_loop(params, model, tokenizer, options, _SEED.value,
-                            stop)
+    interactive.prompt_loop(task.responder(run, stop), options, _SEED.value,
+                            task.does)
     return
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")
-  prompt, notice = tokenizers.encode_prompt(tokenizer, _PROMPT.value)
-  if notice:
-    print(f"note: {notice}", file=sys.stderr)
-  n = _NUM_SAMPLES.value
-  show = lambda text: print(text, end="", flush=True)
-  if n == 1:  # one sample is streamed as it is produced
-    show(tokenizer.decode(prompt))
-  texts = sampling.generate_text(
-      params, model, tokenizer, prompt, jax.random.key(_SEED.value), options,
-      num_samples=n, stop=stop, on_text=show if n == 1 else None)
-  if n == 1:
-    print()
-    return
-  for i, text in enumerate(texts):
-    print(f"---------- sample {i + 1} ----------")
-    print(tokenizer.decode(prompt) + text)
+  task.sample(run, _PROMPT.value, jax.random.key(_SEED.value), options,
+              _NUM_SAMPLES.value, stop)
 
 
 def main(argv):

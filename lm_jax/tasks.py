@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import pathlib
+import sys
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lm_jax import corpus, data, pairs, replies, rundir
+from lm_jax import corpus, data, interactive, pairs, replies, rundir
 from lm_jax import sampling, steps, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.models import model_class
@@ -36,9 +37,15 @@ class Loaded(NamedTuple):
 
 
 class Task(Protocol):
+  does: str  # what the model does to a phrase, for the prompt loop's help
+
   def load(self, config, workdir: pathlib.Path) -> Loaded: ...
   def evaluate(self, params, model, loaded: Loaded, step: int, config
                ) -> tuple[dict, list[str], dict[str, str]]: ...
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str) -> None: ...
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond: ...
 
 
 def bits_per_char(nats_per_token: float, num_tokens: int,
@@ -49,6 +56,7 @@ def bits_per_char(nats_per_token: float, num_tokens: int,
 
 class TextTask:
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
+  does = "continues it"
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
@@ -120,6 +128,31 @@ class TextTask:
       texts["sample"] = tokenizer.decode(np.concatenate([prompt[0], ids[0]]))
     return record, lines, texts
 
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str) -> None:
+    """Prints the prompt and its continuation (streamed if one sample)."""
+    tokenizer = run.tokenizer
+    ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    show = lambda text: print(text, end="", flush=True)
+    if num_samples == 1:  # one sample is streamed as it is produced
+      show(tokenizer.decode(ids))
+    texts = sampling.generate_text(
+        run.params, run.model, tokenizer, ids, key, options,
+        num_samples=num_samples, stop=stop,
+        on_text=show if num_samples == 1 else None)
+    if num_samples == 1:
+      print()
+      return
+    for i, text in enumerate(texts):
+      print(f"---------- sample {i + 1} ----------")
+      print(tokenizer.decode(ids) + text)
+
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+    return interactive.continuation(run.params, run.model, run.tokenizer, stop)
+
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def pair_scores(params, model, src, tgt) -> dict:  # (B, S), (B, T + 1)
@@ -138,6 +171,7 @@ class PairsTask:
   """Replies to prompts (`lm_jax.pairs`): val loss and bits per character
   of the replies, token accuracy (teacher-forced) and exact match of the
   greedy reply; a few held-out prompts and their replies."""
+  does = "answers it"
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Pairs -> one tokenizer (with PAD, BOS, EOS) -> padded id arrays."""
@@ -205,9 +239,27 @@ class PairsTask:
     return record, lines, {"sample": "\n".join(shown)} if shown else {}
 
 
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str) -> None:
+    """Prints the model's reply (one a line; `stop` has no use here)."""
+    for text in replies.reply(run.params, run.model, run.tokenizer,
+                              [prompt] * num_samples, key, options):
+      print(text)
+
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+    return lambda line, options, key: self.sample(run, line, key, options,
+                                                  1, stop)
+
+
 TASKS: dict[str, Task] = {"text": TextTask(), "pairs": PairsTask()}
 
 
 def task_for(config) -> Task:
   """The task of the model config.model.kind names."""
   return TASKS[model_class(config.model.kind).task]
+
+
+def task_of(model) -> Task:
+  """The task `model` serves."""
+  return TASKS[model.task]

@@ -41,6 +41,9 @@ class Internals(NamedTuple):
   panels: tuple[str, ...]  # one title per panel, e.g. "head 0", "forget gate"
   columns: str  # "tokens" (columns are prompt positions) or "units"
   signed: tuple[bool, ...]
+  # The ids the rows stand for where they are not the prompt's: the reply
+  # an encoder-decoder wrote (rows) while attending to the prompt (columns).
+  rows: tuple[int, ...] | None = None
 
 
 def count(tree) -> int:

@@ -24,8 +24,10 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from lm_jax.models.base import Model, positive
+from lm_jax.models.base import Internals, Model, positive
+from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 
 class Seq2SeqModel(Model):
@@ -85,3 +87,27 @@ class Seq2SeqModel(Model):
     most the decoder's `max_target_len` + 1 positions)."""
     return (jnp.zeros((1, self.max_source_len), jnp.int32),
             jnp.zeros((1, min(seq_len, self.max_target_len + 1)), jnp.int32))
+
+  @property
+  def context_length(self) -> int:
+    """The longest prompt (what `lm_jax.inspect` checks a prompt against)."""
+    return self.max_source_len
+
+  def internals(self, params, tokens: np.ndarray) -> Internals:
+    """The cross-attention of the greedy reply to the prompt `tokens` (S,):
+    per layer and head, row t is how the decoder, writing reply token t
+    (EOS last), spreads its attention over the prompt's tokens."""
+    apply = lambda method, *args: self.apply({"params": params}, *args,
+                                             method=method)
+    S = len(tokens)
+    src = jnp.asarray(np.pad(tokens, (0, self.max_source_len - S),
+                             constant_values=PAD_ID))[None]  # (1, S_max)
+    state = self.initial_state(apply(self.encode, src))
+    reply = [BOS_ID]
+    while reply[-1] != EOS_ID and len(reply) <= self.max_target_len:
+      logits, state = apply(self.extend, jnp.asarray([reply[-1:]]), state)
+      reply.append(int(jnp.argmax(logits[0, -1])))
+    weights = apply(self.cross_attention, src, jnp.asarray([reply[:-1]]))
+    values = np.asarray(weights[0, ..., :S])  # (L, H, T, S)
+    return Internals(values, tuple(f"head {h}" for h in range(values.shape[1])),
+                     "tokens", (False,) * values.shape[1], tuple(reply[1:]))
