@@ -177,7 +177,8 @@ def split_tsv(text: str, skipped: Skipped) -> list[Pair]:
 
 
 def split_lines(text: str, val_fraction: float) -> tuple[str, str]:
-  """A TSV's first (1 - val_fraction) of lines for training, the rest val."""
+  """The first (1 - val_fraction) of the lines for training, the rest val:
+  no line is cut in two."""
   if not 0.0 < val_fraction < 1.0:
     raise UserError(f"config.data.val_fraction must be in (0, 1), got "
                     f"{val_fraction}")
@@ -265,11 +266,16 @@ def load_pairs(data, seed: int) -> PairSplits:
     source = f"{data.pairs_file} (last {data.val_fraction:.0%} of lines as val)"
   else:
     mix = parse_mix(data.pairs)
-    text = corpus.load_corpus(data.path, data.val_fraction,
-                              tuple(data.val_plays))
-    train = transform_pairs(text_lines(text.train), mix, seed)
-    val = transform_pairs(text_lines(text.val), mix, seed + 1)
-    source = f"{text.source}, lines as pairs: {data.pairs}"
+    if data.path and data.path != corpus.BUILTIN:  # whole lines held out
+      train_text, val_text = split_lines(corpus.read_text_file(data.path),
+                                         data.val_fraction)
+      where = f"{data.path} (last {data.val_fraction:.0%} of lines as val)"
+    else:
+      text = corpus.load_builtin(tuple(data.val_plays))
+      train_text, val_text, where = text.train, text.val, text.source
+    train = transform_pairs(text_lines(train_text), mix, seed)
+    val = transform_pairs(text_lines(val_text), mix, seed + 1)
+    source = f"{where}, lines as pairs: {data.pairs}"
   if not train or not val:
     raise UserError(
         f"no valid {'training' if not train else 'held-out'} pair in "

@@ -97,17 +97,17 @@ class Seq2SeqModel(Model):
     """The cross-attention of the greedy reply to the prompt `tokens` (S,):
     per layer and head, row t is how the decoder, writing reply token t
     (EOS last), spreads its attention over the prompt's tokens."""
-    apply = lambda method, *args: self.apply({"params": params}, *args,
-                                             method=method)
+    apply = lambda method: jax.jit(lambda *args: self.apply(
+        {"params": params}, *args, method=method))
     S = len(tokens)
     src = jnp.asarray(np.pad(tokens, (0, self.max_source_len - S),
                              constant_values=PAD_ID))[None]  # (1, S_max)
-    state = self.initial_state(apply(self.encode, src))
-    reply = [BOS_ID]
+    state = self.initial_state(apply(self.encode)(src))
+    extend, reply = apply(self.extend), [BOS_ID]
     while reply[-1] != EOS_ID and len(reply) <= self.max_target_len:
-      logits, state = apply(self.extend, jnp.asarray([reply[-1:]]), state)
+      logits, state = extend(jnp.asarray([reply[-1:]]), state)
       reply.append(int(jnp.argmax(logits[0, -1])))
-    weights = apply(self.cross_attention, src, jnp.asarray([reply[:-1]]))
+    weights = apply(self.cross_attention)(src, jnp.asarray([reply[:-1]]))
     values = np.asarray(weights[0, ..., :S])  # (L, H, T, S)
     return Internals(values, tuple(f"head {h}" for h in range(values.shape[1])),
                      "tokens", (False,) * values.shape[1], tuple(reply[1:]))

@@ -1,0 +1,162 @@
+"""The encoder-decoder Transformer, trained through the same trainer."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import echo_s2s
+from lm_jax import internals, replies, rundir, sampling, tasks, trainer
+from lm_jax.errors import UserError
+from lm_jax.models import make_model
+from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+V, S, T = 13, 6, 5
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  config = echo_s2s.get_config("smoke").model
+  config.update(max_source_len=S, max_target_len=T, num_layers=2)
+  model = make_model(config, V)
+  src = jnp.array([[4, 5, 6, PAD_ID, PAD_ID, PAD_ID], [7, 8, 9, 10, 4, 5]])
+  tgt = jnp.array([[BOS_ID, 6, 5, 4, EOS_ID, PAD_ID],
+                   [BOS_ID, 5, 4, 10, 9, 8]])
+  params = jax.jit(model.init)(jax.random.key(0), src, tgt[:, :-1])["params"]
+  return model, params, src, tgt[:, :-1]
+
+
+def test_cached_decoding_equals_teacher_forcing(model_and_params):
+  """BOS, y_1 .. y_k fed one at a time through extend: __call__'s logits."""
+  model, params, src, tgt_in = model_and_params
+  full = model.apply({"params": params}, src, tgt_in)  # (B, T, V)
+  state = model.initial_state(
+      model.apply({"params": params}, src, method=model.encode))
+  steps = []
+  for t in range(tgt_in.shape[1]):
+    logits, state = model.apply({"params": params}, tgt_in[:, t:t + 1],
+                                state, method=model.extend)
+    steps.append(logits)
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+  assert int(state["length"]) == tgt_in.shape[1]
+
+
+def test_state_is_batch_leading(model_and_params):
+  """Rows of the state can be tiled and reordered (a beam search)."""
+  model, params, src, tgt_in = model_and_params
+  state = model.initial_state(
+      model.apply({"params": params}, src, method=model.encode))
+  for leaf in jax.tree.leaves(state):
+    assert leaf.ndim == 0 or leaf.shape[0] == 2
+  swapped = jax.tree.map(
+      lambda a: a if a.ndim == 0 else jnp.take(a, jnp.array([1, 0]), axis=0),
+      state)
+  first = model.apply({"params": params}, tgt_in[::-1, :1], swapped,
+                      method=model.extend)[0]
+  second = model.apply({"params": params}, tgt_in[:, :1], state,
+                       method=model.extend)[0]
+  np.testing.assert_allclose(first, second[::-1], atol=1e-6)
+
+
+def test_padding_and_causality(model_and_params):
+  model, params, src, tgt_in = model_and_params
+  weights = model.apply({"params": params}, src, tgt_in,
+                        method=model.cross_attention)  # (B, L, H, T, S)
+  assert weights.shape == (2, 2, 2, T, S)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+  assert float(jnp.abs(weights[0, ..., 3:]).max()) == 0.0  # PAD source
+  # A later decoder input changes no earlier position's logits.
+  changed = tgt_in.at[:, 3].set(11)
+  a = model.apply({"params": params}, src, tgt_in)
+  b = model.apply({"params": params}, src, changed)
+  np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-6)
+  assert not np.allclose(a[:, 3:], b[:, 3:])
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory):
+  """A tiny model trained to copy short lines of a six-letter alphabet."""
+  rng = np.random.default_rng(0)
+  lines = ["".join(rng.choice(list("abcdef"), size=rng.integers(3, 8)))
+           for _ in range(2000)]
+  root = tmp_path_factory.mktemp("copy")
+  (root / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+  config = echo_s2s.get_config("smoke")
+  config.model.update(max_source_len=8, max_target_len=8, num_layers=1)
+  config.data.path = str(root / "lines.txt")
+  config.train.update(num_steps=200, steps_per_call=50, log_every=100,
+                      eval_every=200, warmup_steps=20, learning_rate=1e-2,
+                      batch_size=32, seq_len=9, eval_pairs=64)
+  workdir = root / "run"
+  result = trainer.train_and_evaluate(config, workdir)
+  return config, workdir, result
+
+
+def test_training_learns_to_copy(copy_run):
+  config, workdir, result = copy_run
+  assert result["val_exact_match"] >= 0.9
+  assert result["val_token_accuracy"] > 0.95
+  records = [json.loads(line) for line in
+             (workdir / "metrics.jsonl").read_text().splitlines()]
+  evals = [r for r in records if "val_exact_match" in r]
+  assert evals[-1]["val_exact_match"] == result["val_exact_match"]
+  assert records[0]["loss"] > 2 * records[-2]["loss"]
+
+
+def test_copy_alignment_is_diagonal(copy_run):
+  _, workdir, _ = copy_run
+  run = rundir.load_run(workdir)
+  tokens = run.tokenizer.encode("fadebac", strict=True)
+  inside = internals.model_internals(run.model, run.params, tokens)
+  assert inside.rows[-1] == EOS_ID
+  assert run.tokenizer.decode(inside.rows[:-1]) == "fadebac"
+  weights = inside.values.mean(axis=(0, 1))[:-1]  # (T, S): reply rows
+  assert (weights.argmax(axis=1) == np.arange(len(tokens))).all()
+
+
+def test_replies_and_bad_prompts(copy_run):
+  _, workdir, _ = copy_run
+  run = rundir.load_run(workdir)
+  task = tasks.task_of(run.model)
+  greedy = sampling.SamplingOptions(max_new_tokens=20, temperature=0.0)
+  assert replies.reply(run.params, run.model, run.tokenizer,
+                       ["bead", "cafe"], jax.random.key(0), greedy) == [
+                           "bead", "cafe"]
+  for prompt, message in [("abcdefabc", "more than the encoder takes"),
+                          ("xyz", "not in the model's vocabulary"),
+                          (" ", "the prompt is empty")]:
+    with pytest.raises(UserError, match=message):
+      task.sample(run, prompt, jax.random.key(0), greedy, 1, "")
+
+
+def test_resume_is_exact(copy_run, tmp_path):
+  """Stopped half way and resumed: the same parameters as straight on."""
+  config = copy_run[0].copy_and_resolve_references()
+  # The evaluation's shapes as in copy_run: its compiled functions serve.
+  config.train.update(num_steps=4, steps_per_call=2, log_every=2,
+                      eval_every=4)
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  trainer.train_and_evaluate(config, straight)
+  trainer.train_and_evaluate(config, resumed, stop_at=2)
+  trainer.train_and_evaluate(config, resumed)
+  a, b = rundir.load_run(straight, 4), rundir.load_run(resumed, 4)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sample_command_line(copy_run):
+  """The command prints the reply alone; a bad prompt is one line, exit 2."""
+  _, workdir, _ = copy_run
+  run = lambda prompt: subprocess.run(
+      [sys.executable, "-m", "lm_jax.sample", f"--workdir={workdir}",
+       "--temperature=0", f"--prompt={prompt}"], capture_output=True,
+      text=True, timeout=300)
+  bad = run("abcdefabc")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1] == (
+      "error: the prompt has 9 tokens, more than the encoder takes "
+      "(config.model.max_source_len=8); shorten it")
