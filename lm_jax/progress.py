@@ -58,8 +58,10 @@ def run_summary(workdir: str | pathlib.Path, step: int, num_steps: int,
   and its step, and the tokens seen."""
   best = best_eval(workdir)
   found = (f"best val loss {best['val_loss']:.4f} nats/token "
-           f"({best['val_bpc']:.4f} bpc) at step {best['step']}"
-           if best else "no evaluation yet")
+           f"({best['val_bpc']:.4f} bpc"
+           + (f", exact match {best['val_exact_match']:.2%}"
+              if "val_exact_match" in best else "")  # pairs (lm_jax.tasks)
+           + f") at step {best['step']}" if best else "no evaluation yet")
   took = "" if seconds is None else f" in {duration(seconds)}"
   return (f"done: step {step}/{num_steps}{took} | {found} | "
           f"{step * tokens_per_step:,} tokens seen")

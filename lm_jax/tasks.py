@@ -38,6 +38,7 @@ class Loaded(NamedTuple):
 
 class Task(Protocol):
   does: str  # what the model does to a phrase, for the prompt loop's help
+  example_prompt: str
 
   def load(self, config, workdir: pathlib.Path) -> Loaded: ...
   def evaluate(self, params, model, loaded: Loaded, step: int, config
@@ -57,6 +58,7 @@ def bits_per_char(nats_per_token: float, num_tokens: int,
 class TextTask:
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   does = "continues it"
+  example_prompt = "ROMEO:"  # in the command printed after training
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
@@ -172,6 +174,7 @@ class PairsTask:
   of the replies, token accuracy (teacher-forced) and exact match of the
   greedy reply; a few held-out prompts and their replies."""
   does = "answers it"
+  example_prompt = "I am tired of my work"
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Pairs -> one tokenizer (with PAD, BOS, EOS) -> padded id arrays."""

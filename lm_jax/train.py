@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lm_jax import config as config_lib
-from lm_jax import plotting, preemption, runtime, trainer
+from lm_jax import plotting, preemption, runtime, tasks, trainer
 from lm_jax.errors import UserError
 
 try:  # without --config, the default is loaded here, with sys.argv's fields
@@ -43,14 +43,15 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
-def sample_command(workdir: str) -> str:
+def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
   """The sampling command in the form this one was started (console script
   or `python -m`)."""
   if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
     program = "lm-jax-sample"
   else:
     program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
-  return f"{program} --workdir={shlex.quote(workdir)} --prompt=ROMEO:"
+  return (f"{program} --workdir={shlex.quote(workdir)} "
+          f"--prompt={shlex.quote(prompt)}")
 
 
 def train(argv: list[str]) -> None:
@@ -74,7 +75,8 @@ def train(argv: list[str]) -> None:
     plot = plotting.plot_runs([workdir],
                               pathlib.Path(workdir) / plotting.LOSS_PLOT)
     print(f"loss plot: {plot}")
-    print(f"sample with: {sample_command(workdir)}")
+    example = tasks.task_for(config).example_prompt
+    print(f"sample with: {sample_command(workdir, example)}")
 
 
 def main(argv):
