@@ -120,7 +120,7 @@ def parse_mix(spec: str) -> dict[str, float]:
                       f"must be a positive number, e.g. {name}:1")
   if not mix:
     raise UserError("config.data.pairs is empty: name at least one "
-                    f"transformation, e.g. copy:1 (one of {sorted(TRANSFORMS)})")
+                    f"transformation, e.g. copy:1 (of {sorted(TRANSFORMS)})")
   return mix
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from lm_jax import pairs, sampling
 from lm_jax.errors import UserError
 from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from lm_jax.tokenizers import encode_prompt
 
 
 @functools.partial(jax.jit, static_argnames=("model", "options"))
@@ -50,7 +51,6 @@ def encode_prompts(tokenizer: Tokenizer, prompts: list[str],
                    max_source_len: int) -> np.ndarray:
   """src (B, S) of user prompts; an empty, unknown or too long one is a
   UserError naming it."""
-  from lm_jax.tokenizers import encode_prompt
   rows = []
   for prompt in prompts:
     if not prompt.strip():
