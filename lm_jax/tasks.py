@@ -209,6 +209,10 @@ class PairsTask:
 
   def evaluate(self, params, model, loaded: Loaded, step: int, config
                ) -> tuple[dict, list[str], dict[str, str]]:
+    """Loss, bits per character and token accuracy teacher-forced; exact
+    match of the greedy replies; the first `sample_pairs` prompts with
+    their replies. bpc spreads the nats of every target (EOS included)
+    over the characters of the reference replies."""
     val, tokenizer = loaded.val, loaded.tokenizer
     B = config.train.batch_size
     totals = dict(nats=0.0, right=0, targets=0)
@@ -240,7 +244,6 @@ class PairsTask:
              f"{record['val_token_accuracy']:.2%} | exact match "
              f"{record['val_exact_match']:.2%} of {n}"]
     return record, lines, {"sample": "\n".join(shown)} if shown else {}
-
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
