@@ -86,7 +86,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """base_config for an encoder-decoder (`model`) trained on pairs."""
+  """base_config for an encoder-decoder (`model`) trained on pairs.
+
+  train.seq_len is the decoder's positions (BOS and the reply): the run
+  summary counts a step's tokens as batch_size x seq_len.
+  """
   c = base_config()
   c.model = model
   # Pairs made from the lines of config.data.path (empty: the built-in
@@ -94,10 +98,10 @@ def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.pairs = "copy:1"
   c.data.pairs_file = ""  # ...or a TSV file of prompt<TAB>reply lines
   c.train.batch_size = 64
-  c.train.seq_len = model.max_target_len + 1  # decoder positions
+  c.train.seq_len = model.max_target_len + 1
   c.train.eval_pairs = 512  # held-out pairs scored, and greedily answered
   c.train.sample_pairs = 3  # held-out prompts answered at each eval
-  c.train.sample_tokens = 0  # (language models' samples)
+  c.train.sample_tokens = 0
   return c
 
 
@@ -190,7 +194,9 @@ def key_comments(source: str) -> dict[str, str]:
 def describe(config: ml_collections.ConfigDict, config_file: str = "") -> str:
   """The resolved config, one `key = value` line each, with the comments of
   base_config and the config file (ml_collections keeps none itself)."""
-  comments = key_comments(inspect.getsource(base_config))
+  # pairs_config's own keys; base_config's comments win for shared ones.
+  comments = key_comments(inspect.getsource(pairs_config)
+                          + inspect.getsource(base_config))
   path = pathlib.Path(config_file.partition(":")[0])
   if path.is_file():
     comments.update(key_comments(path.read_text(encoding="utf-8")))
