@@ -4,8 +4,8 @@ The prompt is encoded once (`Seq2SeqModel.encode`); the decoder then
 starts from BOS and feeds each chosen token back through `extend`, one
 step of a `lax.scan`, until every row has written EOS or the model's
 `max_target_len` tokens. Tokens are picked as the language models' are
-(`lm_jax.sampling.sample_logits`: temperature 0 is greedy). Beam search
-is `lm_jax.beam`.
+(`lm_jax.sampling.sample_logits`: temperature 0 is greedy), never PAD
+or BOS. Beam search is `lm_jax.beam`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def generate(params, model: nn.Module, src: jax.Array, key: jax.Array,
   def step(carry, key):
     token, state, done = carry  # (B, 1), ..., (B,)
     logits, state = apply(model.extend, token, state)
-    new = sampling.sample_logits(key, logits[:, -1], options).astype(jnp.int32)
+    # PAD and BOS are never targets: a reply does not contain them.
+    logits = logits[:, -1].at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
+    new = sampling.sample_logits(key, logits, options).astype(jnp.int32)
     new = jnp.where(done, PAD_ID, new)  # (B,)
     return (new[:, None], state, done | (new == EOS_ID)), new
 
