@@ -206,6 +206,9 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
                 ) -> tuple[TrainState, dict]:
   """`num_steps` train steps in one call, batches drawn on device.
 
+  `tokens` is the training data batches are drawn from: the text's ids,
+  or for pairs (`OBJECTIVES`) the padded (src, tgt) arrays.
+
   Running several steps per call (a `lax.scan`) saves the per-call dispatch
   and host round trip, the largest speed lever on a small CPU. Metrics come
   back stacked, one entry per step. With `batch_sharding` (see
