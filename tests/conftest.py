@@ -1,10 +1,33 @@
 """Shared test helpers: tiny configs and a tiny text corpus."""
 
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+# One XLA compilation cache (`jax_compilation_cache_dir`) for the test
+# session, its xdist workers and the commands they start. Each training
+# builds a fresh optimiser, so `jax.jit` traces a test's second training
+# anew (a resume, a CLI run of a config trained in-process); its program is
+# the same and XLA's compile (most of a tiny run) then comes from disk. The
+# first process to load this file (pytest, or xdist's controller) makes the
+# folder, empty, and removes it at the end; the workers inherit it.
+OWNS_XLA_CACHE = "LM_JAX_TEST_XLA_CACHE" not in os.environ
+if OWNS_XLA_CACHE:
+  os.environ["LM_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lm_jax_xla_")
+os.environ.update(JAX_COMPILATION_CACHE_DIR=os.environ["LM_JAX_TEST_XLA_CACHE"],
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def pytest_sessionfinish(session):
+  if OWNS_XLA_CACHE:
+    shutil.rmtree(os.environ["LM_JAX_TEST_XLA_CACHE"], ignore_errors=True)
+
 
 from configs import char_tf
 
