@@ -166,7 +166,7 @@ class LSTMLayer(nn.Module):
                               (D, 4 * H))
     recurrent_kernel = self.param("recurrent_kernel",
                                   nn.initializers.orthogonal(), (H, 4 * H))
-    bias = self.param("bias", _forget_bias_one, (4 * H,))
+    bias = self.param("bias", forget_bias_one, (4 * H,))
     if not self.hand_written_backward:
       x = x if embedding is None else embedding[x]
       carry, hs, _ = forward_scan(recurrent_kernel, x @ input_kernel + bias,
@@ -183,7 +183,7 @@ class LSTMLayer(nn.Module):
     return hs, carry
 
 
-def _forget_bias_one(key, shape, dtype=jnp.float32):
+def forget_bias_one(key, shape, dtype=jnp.float32):
   """Zeros, and 1 for the forget gate: remember by default at the start
   (Jozefowicz et al., 2015)."""
   del key
