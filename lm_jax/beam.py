@@ -44,17 +44,17 @@ def _best(k: int, scores: jax.Array, *arrays: jax.Array):
                           axis=1) for a in arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_width",
-                                             "max_len", "length_penalty"))
+@functools.partial(jax.jit, static_argnames=("model", "beam_width", "max_len"))
 def beam_search(params, model, src: jax.Array, beam_width: int,
-                max_len: int, length_penalty: float = 0.0
+                max_len: int, length_penalty: float | jax.Array = 0.0
                 ) -> tuple[jax.Array, jax.Array]:
   """The `beam_width` best replies to each source row of src (B, S).
 
   Returns tokens (B, K, max_len), best first, each a reply then EOS then
   PAD (no EOS if it reached max_len), and their scores (B, K): summed
   log-probabilities / length ** length_penalty (-inf: fewer than K found).
-  `max_len` counts EOS: at most `model.max_target_len + 1`.
+  `max_len` counts EOS: at most `model.max_target_len + 1`. The length
+  penalty is traced: changing it compiles nothing new.
   """
   B, K = src.shape[0], beam_width
   apply = lambda method, *args: model.apply({"params": params}, *args,

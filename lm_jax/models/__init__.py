@@ -15,12 +15,13 @@ from lm_jax.errors import UserError
 from lm_jax.models.base import ConfigError, Model
 from lm_jax.models.gru import GRULM
 from lm_jax.models.lstm import LSTMLM
+from lm_jax.models.lstm_s2s import LSTMSeq2Seq
 from lm_jax.models.transformer import TransformerLM
 from lm_jax.models.transformer_s2s import TransformerSeq2Seq
 
 MODELS: dict[str, type[Model]] = {
     cls.kind: cls for cls in (TransformerLM, LSTMLM, GRULM,
-                              TransformerSeq2Seq)}
+                              TransformerSeq2Seq, LSTMSeq2Seq)}
 
 
 def model_class(kind: str) -> type[Model]:
