@@ -12,10 +12,12 @@ the K best *alive* hypotheses (ranked by log-probability) and the K best
 log-probability / length ** `length_penalty`, length counting EOS). PAD
 and BOS are never generated. The search stops early once no alive
 hypothesis can beat the worst finished one: log-probabilities only fall,
-so an alive one scores at most its log-probability / max_len ** penalty.
-With K at least the number of hypotheses alive at any depth the search is
-exhaustive (tests/test_beam.py checks it against brute force); K = 1 with
-no length penalty is greedy decoding.
+so an alive one scores at most its log-probability / max_len ** penalty
+(a penalty >= 0). A candidate that ends a hypothesis counts only when it is
+among the K best candidates of its step (as fairseq does), so that K = 1
+with no length penalty is greedy decoding. With K at least the number of
+candidates of any step (hypotheses times tokens) the search is exhaustive:
+tests/test_beam.py checks it against brute force.
 """
 
 from __future__ import annotations
@@ -79,8 +81,11 @@ def beam_search(params, model, src: jax.Array, beam_width: int,
     seqs = jnp.take_along_axis(alive_seq, parent[..., None], axis=1)
     seqs = seqs.at[:, :, t].set(token)  # (B, 2K, max_len)
     ends = token == EOS_ID
-    finished = jnp.where(ends | (t == max_len - 1), top / penalty(t + 1),
-                         -jnp.inf)
+    # A hypothesis ends only among the K best candidates (as in fairseq):
+    # then width 1 is greedy decoding.
+    first_k = jnp.arange(2 * K) < K
+    finished = jnp.where((ends | (t == max_len - 1)) & first_k,
+                         top / penalty(t + 1), -jnp.inf)
     done, done_seq = _best(K, jnp.concatenate([done, finished], axis=1),
                            jnp.concatenate([done_seq, seqs], axis=1))
     alive, alive_seq, parent, token = _best(
