@@ -29,9 +29,9 @@ def model_internals(model, params, tokens: np.ndarray) -> Internals:
                     f"{limit} (the model's context)")
   try:
     return model.internals(params, np.asarray(tokens))
-  except NotImplementedError:
-    raise UserError(f"the {model.kind} model has nothing to show inside; "
-                    "inspect a Transformer or LSTM run") from None
+  except NotImplementedError as e:  # its message, if any, says why
+    raise UserError(str(e) or f"the {model.kind} model has nothing to show "
+                    "inside; inspect a Transformer or LSTM run") from None
 
 
 DEFAULT_FONT = "DejaVu Sans"  # matplotlib's own, always installed

@@ -196,8 +196,9 @@ class LSTMSeq2Seq(Seq2SeqModel):
     """Weights (B, 1, 1, T, S): one layer, one head."""
     if not self.attention:
       raise NotImplementedError(
-          "this lstm_s2s model has no attention (model.attention=False): "
-          "its decoder sees the prompt only through its first state")
+          "this lstm_s2s model has no attention to draw "
+          "(config.model.attention=False: the prompt reaches its decoder "
+          "only as the first state); inspect a run trained with attention")
     _, _, weights = self.decode(tgt_in,
                                 self.initial_state(self.encode(src)))
     return weights.transpose(1, 0, 2)[:, None, None]  # (B, 1, 1, T, S)

@@ -1,0 +1,48 @@
+"""An LSTM encoder-decoder "echo bot" with attention: a reply to a phrase.
+
+    python -m lm_jax.train --config=configs/echo_lstm.py
+    python -m lm_jax.sample --workdir=runs/echo_lstm --prompt="I am tired of my work"
+    python -m lm_jax.inspect --workdir=runs/echo_lstm --prompt="I am tired"
+
+A bidirectional LSTM encoder and an LSTM decoder with Luong attention
+(lm_jax/models/lstm_s2s.py); pairs as in configs/echo_s2s.py
+(`--config.data.pairs=reverse:1`, `--config.data.pairs_file=FILE`).
+
+Variants (`--config=configs/echo_lstm.py:NAME`):
+  smoke   a tiny model and a few steps, for tests (seconds).
+  noattn  no attention: the classic Sutskever et al. (2014) encoder-decoder,
+          the prompt reaching the decoder only through its first state.
+          The same as `--config.model.attention=False` (add that to
+          `:smoke` for a tiny one).
+"""
+
+import ml_collections
+
+from lm_jax.config import pairs_config, smoke_train
+
+
+def model(max_len: int, **fields) -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict(dict(
+      kind="lstm_s2s", num_layers=1, embed_dim=64, hidden_size=256,
+      dropout=0.0, attention=True, input_feeding=True))
+  m.update(max_source_len=max_len, max_target_len=max_len, **fields)
+  return m
+
+
+def get_config(arg: str = ""):
+  if arg == "smoke":
+    c = pairs_config(model(24, embed_dim=16, hidden_size=32))
+    smoke_train(c)
+    c.train.seq_len = c.model.max_target_len + 1
+    c.train.eval_pairs = 32
+    c.train.learning_rate = 3e-3
+  elif arg in ("", "noattn"):
+    c = pairs_config(model(64, attention=arg != "noattn"))
+    c.train.num_steps = 3000
+    c.train.warmup_steps = 100
+    c.train.learning_rate = 2e-3
+    c.train.log_every = 100
+    c.train.eval_every = 500
+  else:
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'noattn'")
+  return c
