@@ -103,3 +103,17 @@ def beam_search(params, model, src: jax.Array, beam_width: int,
            empty, alive, empty, jnp.full((B, K), -jnp.inf))
   *_, done_seq, done = jax.lax.while_loop(going, step, carry)
   return done_seq, done
+
+
+def beam_replies(params, model, tokenizer, prompts: list[str],
+                 beam_width: int, length_penalty: float = 0.0
+                 ) -> list[tuple[str, float]]:
+  """The best reply to each prompt as text, with its score: what
+  `python -m lm_jax.sample --beam=K` prints. Bad prompts are UserErrors
+  (`lm_jax.replies.encode_prompts`)."""
+  from lm_jax import replies
+  src = replies.encode_prompts(tokenizer, prompts, model.max_source_len)
+  tokens, scores = beam_search(params, model, jnp.asarray(src), beam_width,
+                               model.max_target_len + 1, length_penalty)
+  texts = replies.reply_texts(tokenizer, tokens[:, 0])
+  return list(zip(texts, scores[:, 0].tolist()))

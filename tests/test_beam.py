@@ -10,10 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax.beam import beam_search, take_rows
+from lm_jax import pairs
+from lm_jax.beam import beam_replies, beam_search, take_rows
+from lm_jax.errors import UserError
 from lm_jax.models.lstm_s2s import LSTMSeq2Seq
 from lm_jax.models.transformer_s2s import TransformerSeq2Seq
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 
 V, L = 6, 4  # ids: <unk>, <pad>, <bos>, <eos>, two letters; replies <= 4
 WORDS = (0, 4, 5)  # what a reply is made of (PAD and BOS never generated)
@@ -125,3 +127,16 @@ def test_take_rows_shares_scalar_leaves():
   taken = take_rows(tree, jnp.array([2, 2, 0]))
   np.testing.assert_array_equal(taken["rows"], [[4, 5], [4, 5], [0, 1]])
   assert int(taken["length"]) == 5
+
+
+def test_beam_replies_are_text():
+  """SRC's first and last rows typed as text: the same best replies."""
+  params, model = _params("lstm_s2s"), MODELS["lstm_s2s"]
+  tokenizer = CharTokenizer(["<unk>", "<pad>", "<bos>", "<eos>", "a", "b"])
+  tokens, scores = beam_search(params, model, SRC, 1, L)
+  got = beam_replies(params, model, tokenizer, ["abb", "a"], 1)
+  assert [text for text, _ in got] == [
+      tokenizer.decode(pairs.reply_ids(tokens[b, 0])) for b in (0, 2)]
+  np.testing.assert_allclose([score for _, score in got], scores[::2, 0])
+  with pytest.raises(UserError, match="more than the encoder takes"):
+    beam_replies(params, model, tokenizer, ["abbab"], 1)
