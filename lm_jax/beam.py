@@ -58,6 +58,9 @@ def beam_search(params, model, src: jax.Array, beam_width: int,
   `max_len` counts EOS: at most `model.max_target_len + 1`. The length
   penalty is traced: changing it compiles nothing new.
   """
+  if not 0 < max_len <= model.max_target_len + 1:
+    raise ValueError(f"max_len must be in 1..{model.max_target_len + 1} "
+                     f"(the decoder's positions), got {max_len}")
   B, K = src.shape[0], beam_width
   apply = lambda method, *args: model.apply({"params": params}, *args,
                                             method=method)

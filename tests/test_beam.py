@@ -140,3 +140,8 @@ def test_beam_replies_are_text():
   np.testing.assert_allclose([score for _, score in got], scores[::2, 0])
   with pytest.raises(UserError, match="more than the encoder takes"):
     beam_replies(params, model, tokenizer, ["abbab"], 1)
+
+
+def test_max_len_is_bounded_by_the_decoder():
+  with pytest.raises(ValueError, match="max_len must be in 1..4"):
+    beam_search(_params("lstm_s2s"), MODELS["lstm_s2s"], SRC, 2, L + 1)
