@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import time
@@ -145,8 +146,9 @@ def main(argv=None) -> None:
   from lm_jax import trainer
   result = dict(machine=machine(), note=args.note or f"load average "
                 f"{os.getloadavg()[0]:.1f} at the start", steps=args.steps,
-                command="python experiments/echo_length.py "
-                + " ".join(argv if argv is not None else sys.argv[1:]),
+                command=shlex.join(["python", "experiments/echo_length.py",
+                                    *(sys.argv[1:] if argv is None
+                                      else argv)]),
                 runs={})
   for task in args.tasks.split(","):
     result["runs"][task] = {}
