@@ -26,6 +26,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Same seed, same text.")
 _STOP = flags.DEFINE_string(
     "stop", "", "End a sample at this text (not printed); \\n and \\t are "
     "understood, e.g. --stop='\\n\\n'.")
+_BEAM = flags.DEFINE_integer(
+    "beam", 0, "An encoder-decoder: print the best reply of a beam search "
+    "this wide (0: greedy or sampled, as --temperature says).", lower_bound=0)
 _INTERACTIVE = flags.DEFINE_boolean(
     "interactive", False, "A prompt loop: type a phrase, the model continues "
     "it; /help lists the commands.")
@@ -59,7 +62,7 @@ def sample_main() -> None:
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")
   task.sample(run, _PROMPT.value, jax.random.key(_SEED.value), options,
-              _NUM_SAMPLES.value, stop)
+              _NUM_SAMPLES.value, stop, _BEAM.value)
 
 
 def main(argv):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lm_jax import beam as beam_lib
 from lm_jax import corpus, data, interactive, pairs, replies, rundir
 from lm_jax import sampling, steps, tokenizers
 from lm_jax.errors import UserError
@@ -45,7 +46,7 @@ class Task(Protocol):
                ) -> tuple[dict, list[str], dict[str, str]]: ...
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
-             stop: str) -> None: ...
+             stop: str, beam: int = 0) -> None: ...
   def responder(self, run: rundir.Run, stop: str) -> interactive.Respond: ...
 
 
@@ -132,8 +133,11 @@ class TextTask:
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
-             stop: str) -> None:
+             stop: str, beam: int = 0) -> None:
     """Prints the prompt and its continuation (streamed if one sample)."""
+    if beam:
+      raise UserError("--beam searches an encoder-decoder's best reply; a "
+                      "language model samples: drop --beam")
     tokenizer = run.tokenizer
     ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
     if notice:
@@ -247,8 +251,16 @@ class PairsTask:
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
-             stop: str) -> None:
-    """Prints the model's reply (one a line; `stop` has no use here)."""
+             stop: str, beam: int = 0) -> None:
+    """Prints the model's reply (one a line; `stop` has no use here); with
+    `beam` > 0 the best reply of a beam search that wide
+    (`lm_jax.beam.beam_replies`) and its log-probability."""
+    if beam:
+      [(text, score)] = beam_lib.beam_replies(run.params, run.model,
+                                              run.tokenizer, [prompt], beam)
+      print(text)
+      print(f"(beam {beam}: log-probability {score:.3f})", file=sys.stderr)
+      return
     for text in replies.reply(run.params, run.model, run.tokenizer,
                               [prompt] * num_samples, key, options):
       print(text)

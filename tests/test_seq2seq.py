@@ -118,7 +118,7 @@ def test_copy_alignment_is_diagonal(copy_run):
   assert (weights.argmax(axis=1) == np.arange(len(tokens))).all()
 
 
-def test_replies_and_bad_prompts(copy_run):
+def test_replies_and_bad_prompts(copy_run, capsys):
   _, workdir, _ = copy_run
   run = rundir.load_run(workdir)
   task = tasks.task_of(run.model)
@@ -131,6 +131,17 @@ def test_replies_and_bad_prompts(copy_run):
                           (" ", "the prompt is empty")]:
     with pytest.raises(UserError, match=message):
       task.sample(run, prompt, jax.random.key(0), greedy, 1, "")
+  capsys.readouterr()
+  task.sample(run, "fadebac", jax.random.key(0), greedy, 1, "", beam=3)
+  assert capsys.readouterr().out == "fadebac\n"  # the best of 3 beams
+
+
+def test_a_language_model_refuses_beam(smoke_run):
+  run = rundir.load_run(smoke_run)
+  with pytest.raises(UserError, match="drop --beam"):
+    tasks.task_of(run.model).sample(
+        run, "LINE", jax.random.key(0), sampling.SamplingOptions(), 1, "",
+        beam=2)
 
 
 def test_resume_is_exact(copy_run, tmp_path):
