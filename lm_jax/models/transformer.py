@@ -127,7 +127,7 @@ class MLP(nn.Module):
     width = (2 * recipe.swiglu_hidden(D) if self.kind == "swiglu"
              else 4 * D)  # SwiGLU: gate and value in one product
     h = nn.Dense(width, dtype=self.dtype, kernel_init=_normal(0.02),
-                 name="fc")(x)  # (B, T, 4D)
+                 name="fc")(x)  # (B, T, width)
     h = recipe.activation(self.kind, self.gelu_approximate, h)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(h)
