@@ -83,29 +83,38 @@ def main() -> None:
   names = args.only.split(",") if args.only else list(VARIANTS)
   seeds = [int(s) for s in args.seeds.split(",")]
   results = {name: [] for name in names}
+  header = [f"# Recipe options A/B: configs/char_tf.py:baby, {args.steps} "
+            f"steps, seeds {args.seeds}", "",
+            f"`python experiments/recipe_ab.py --steps={args.steps} "
+            f"--seeds={args.seeds}`; {machine()}, "
+            f"{time.strftime('%Y-%m-%d')}. Wall seconds include start-up and "
+            "compiling, and are noisy on a shared machine.", ""]
   for seed in seeds:
     for name in names:
       results[name].append(run(VARIANTS[name], args.steps, seed, args.data))
       print(f"{name} seed {seed}: {results[name][-1]}", flush=True)
-  base = results.get("baseline")
-  lines = [f"# Recipe options A/B: configs/char_tf.py:baby, {args.steps} "
-           f"steps, seeds {args.seeds}", "",
-           f"`python experiments/recipe_ab.py --steps={args.steps} "
-           f"--seeds={args.seeds}`; {machine()}, "
-           f"{time.strftime('%Y-%m-%d')}. Wall seconds include start-up and "
-           "compiling, and are noisy on a shared machine.", "",
-           "| variant | val loss per seed | mean | vs baseline | wall s |",
+      # Rewritten after each run: a stopped session keeps what it measured.
+      table = "\n".join(header + table_lines(results))
+      pathlib.Path(args.out).write_text(table + "\n")
+  print(table)
+
+
+def table_lines(results: dict) -> list[str]:
+  """A markdown table of the runs done so far, and each mean's difference
+  from the baseline's."""
+  base = [r["val_loss"] for r in results.get("baseline", [])]
+  lines = ["| variant | val loss per seed | mean | vs baseline | wall s |",
            "|---|---|---|---|---|"]
   for name, rs in results.items():
+    if not rs:
+      continue
     losses = [r["val_loss"] for r in rs]
     mean = sum(losses) / len(losses)
-    delta = (f"{mean - sum(r['val_loss'] for r in base) / len(base):+.4f}"
-             if base else "")
+    delta = f"{mean - sum(base) / len(base):+.4f}" if base else ""
     walls = ", ".join(f"{r['wall_s']:.0f}" for r in rs)
     lines.append(f"| {name} | {', '.join(f'{x:.4f}' for x in losses)} | "
                  f"{mean:.4f} | {delta} | {walls} |")
-  pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  return lines
 
 
 if __name__ == "__main__":
