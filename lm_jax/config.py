@@ -51,6 +51,13 @@ def base_config() -> ml_collections.ConfigDict:
   # "blocked": tiles of attention_tile positions (lm_jax/models/attention.py).
   c.model.attention = "dense"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
+  # Recipe options, all off here (lm_jax/models/recipe.py says what each is).
+  c.model.position = "learned"  # or "rope": rotary embeddings on q and k
+  c.model.norm = "layernorm"  # or "rmsnorm"
+  c.model.qk_norm = False  # RMSNorm on each head's q and k
+  c.model.mlp = "gelu"  # or "relu2" (ReLU squared), "swiglu"
+  c.model.zero_init_proj = False  # output projections (and head) start at 0
+  c.model.logit_softcap = 0.0  # cap * tanh(logits / cap); 0: off
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
@@ -63,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.99  # bigger than 0.95 because tokens per step are few
   c.train.weight_decay = 0.1  # on matrices only
   c.train.grad_clip = 1.0  # global norm
+  c.train.z_loss = 0.0  # adds z_loss * mean(logsumexp(logits)^2); 0: off
   # A step with a non-finite loss or gradients stops the run (False), or
   # its update is dropped and counted in the logs (True).
   c.train.skip_nonfinite = False
@@ -162,6 +170,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError("config.train.warmup_steps must be >= 0")
   if not 0 < t.grad_clip:
     raise UserError("config.train.grad_clip must be > 0")
+  if not 0 <= t.get("z_loss", 0.0):  # (a config.json from before it: 0)
+    raise UserError(f"config.train.z_loss must be >= 0 (0: off), got "
+                    f"{t.z_loss}")
   if not isinstance(t.carry_state, bool):
     raise UserError(f"config.train.carry_state must be True or False, got "
                     f"{t.carry_state!r}")

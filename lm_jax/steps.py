@@ -42,6 +42,9 @@ class TrainState(struct.PyTreeNode):
   run continues every lane from the very state it stopped in, exactly as
   if it had never stopped. A None carry saves nothing, so a stateless
   run's checkpoints hold step, params and opt_state alone.
+
+  `z_loss` (config.train.z_loss), like `model` and `tx`, says how to train
+  and is no part of a checkpoint.
   """
   step: jax.Array
   params: Any
@@ -49,6 +52,7 @@ class TrainState(struct.PyTreeNode):
   model: nn.Module = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   carry: Any = None
+  z_loss: float = struct.field(pytree_node=False, default=0.0)
 
 
 def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
@@ -89,7 +93,8 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
     # One buffer per array (initial_state may share one): it is donated.
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), model=model, tx=tx, carry=carry)
+                    opt_state=tx.init(params), model=model, tx=tx, carry=carry,
+                    z_loss=train.get("z_loss", 0.0))
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -122,23 +127,33 @@ OBJECTIVES = {"text": Objective(data.get_batch, cross_entropy),
               "pairs": Objective(pairs.get_batch, pairs.masked_cross_entropy)}
 
 
-def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None
-            ) -> tuple[jax.Array, Any]:
+def z_loss_term(logits: jax.Array) -> jax.Array:
+  """mean(logsumexp(logits)^2) over positions (PaLM's z-loss): pulls the
+  softmax normaliser towards 1, so logits cannot drift upwards together."""
+  return jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), -1)).mean()
+
+
+def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
+            z_loss: float = 0.0) -> tuple[jax.Array, Any]:
   """Mean loss of a window, and the carry for the next (None: no carry).
 
   With a carry (truncated BPTT) the window continues from it, and the
   incoming state is a constant (`stop_gradient`): the gradient of this
   window's loss stops at its first token and never reaches earlier windows.
+  `z_loss` > 0 adds z_loss * `z_loss_term` (then the logged train loss
+  includes it; evaluation reports cross-entropy alone).
   """
   logits, carry = model.apply(
       {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
       rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
-  return (OBJECTIVES[model.task].loss(logits, y),
-          jax.lax.stop_gradient(carry))
+  loss = OBJECTIVES[model.task].loss(logits, y)
+  if z_loss:  # (fixed at trace time: 0 traces today's loss exactly)
+    loss = loss + z_loss * z_loss_term(logits)
+  return loss, jax.lax.stop_gradient(carry)
 
 
 def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
-                      grad_accum_steps: int, carry=None):
+                      grad_accum_steps: int, carry=None, z_loss: float = 0.0):
   """((mean loss, new carry), gradients) over `grad_accum_steps` equal
   micro-batches.
 
@@ -147,7 +162,8 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
   losses is the loss of the whole batch. Each micro-batch continues from
   its own rows' carry.
   """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, z_loss=z_loss),
+                               has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, model, x, y, dropout_key, carry)
   B, A = y.shape[0], grad_accum_steps
@@ -183,7 +199,7 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array,
   """
   (loss, carry), grads = accumulated_grads(
       state.params, state.model, x, y, dropout_key, grad_accum_steps,
-      state.carry)
+      state.carry, state.z_loss)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}

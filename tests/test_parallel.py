@@ -72,6 +72,21 @@ def test_eight_devices_match_one(smoke_config, text_file, tmp_path, fsdp):
                        _params(tmp_path / "one", 12), atol=1e-4)
 
 
+def test_eight_devices_match_one_with_recipe_options(smoke_config, text_file,
+                                                    tmp_path):
+  """Every option of lm_jax/models/recipe.py and the z-loss, sharded."""
+  overrides = {**_overrides(text_file, fsdp=True, z_loss=1e-3),
+               **{f"model.{k}": v for k, v in dict(
+                   position="rope", norm="rmsnorm", qk_norm=True,
+                   mlp="swiglu", zero_init_proj=True, logit_softcap=15.0,
+                   tie_embeddings=False).items()}}
+  many = _train_on_8_devices(overrides, tmp_path / "eight")
+  one = _run_here(smoke_config, overrides, tmp_path / "one")
+  assert many["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+  _assert_params_close(_params(tmp_path / "eight", 12),
+                       _params(tmp_path / "one", 12), atol=1e-4)
+
+
 def test_checkpoint_from_8_devices_resumes_on_1(smoke_config, text_file,
                                                 tmp_path):
   overrides = _overrides(text_file, fsdp=True, eval_every=6)

@@ -210,6 +210,23 @@ def test_summary_estimates_match_xla(tie):
   assert len(text.splitlines()) <= 12
 
 
+def test_summary_estimates_match_xla_with_recipe_options():
+  """SwiGLU's three matrices, rope (no table, no parameters), QK-norm and
+  RMSNorm: the 6N + 12LTD formula still tracks XLA's count."""
+  config = char_tf.get_config("smoke")
+  config.model.update(num_layers=2, d_model=64, num_heads=4, max_len=64,
+                      tie_embeddings=False, position="rope", norm="rmsnorm",
+                      qk_norm=True, mlp="swiglu", logit_softcap=15.0)
+  config.train.seq_len, config.train.batch_size, V = 64, 4, 65
+  params, xla_flops, xla_bytes = _xla_train_costs(config, V, 4)
+  assert "pos_embed" not in params
+  model = make_model(config.model, V)
+  assert model.train_flops_per_token(params, 64) == pytest.approx(
+      xla_flops, rel=0.10)
+  mem = summary.memory_bytes(model, params, 4, 64)
+  assert sum(mem.values()) == pytest.approx(xla_bytes, rel=0.5)
+
+
 def test_notebook_executes(tmp_path, monkeypatch):
   """docs/tour.ipynb runs top to bottom in a kernel of this interpreter
   (on the smoke config; its stored outputs are those of the full run)."""

@@ -23,6 +23,7 @@ from lm_jax.models.attention import (attention_with_past,
                                      blocked_causal_attention)
 from lm_jax.models.base import ConfigError, Internals, LanguageModel, count
 from lm_jax.models.base import positive
+from lm_jax.models import recipe
 
 
 def _normal(std: float):
@@ -39,7 +40,9 @@ class CausalSelfAttention(nn.Module):
 
   `attention`: "dense" computes and sows the (T, T) weights (what
   `lm_jax.inspect` shows); "blocked" computes the same output in tiles of
-  `tile` positions without them (lm_jax/models/attention.py).
+  `tile` positions without them (lm_jax/models/attention.py). `qk_norm`
+  and `position="rope"` change q and k before either (recipe.py), and the
+  cache holds the keys as changed.
   """
   num_heads: int
   dropout: float
@@ -48,6 +51,8 @@ class CausalSelfAttention(nn.Module):
   deterministic: bool
   attention: str = "dense"
   tile: int = 64
+  position: str = "learned"
+  qk_norm: bool = False
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -60,6 +65,13 @@ class CausalSelfAttention(nn.Module):
     # 2.5x for the weights-times-values product against reading (B, T, H, K)
     # in place; about 5% of a 6-layer/384 training step).
     q, k, v = qkv.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
+    if self.qk_norm:  # per head, over K, in float32
+      q = nn.RMSNorm(name="q_norm")(q.astype(jnp.float32))
+      k = nn.RMSNorm(name="k_norm")(k.astype(jnp.float32))
+    if self.position == "rope":  # positions after the `past[2]` cached ones
+      positions = (0 if past is None else past[2]) + jnp.arange(T)
+      q, k = recipe.rotary(q, positions), recipe.rotary(k, positions)
+    q, k = q.astype(self.dtype), k.astype(self.dtype)
     if self.attention == "blocked":
       if self.dropout > 0 and not self.deterministic:
         raise ConfigError("blocked attention has no attention-weight "
@@ -100,26 +112,30 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-  """Position-wise feed-forward network, 4x wider inside, GELU."""
+  """Position-wise feed-forward network: 4x wider inside, GELU or ReLU^2;
+  or SwiGLU, 8/3 wider with a gate (`kind`, see recipe.py)."""
   dropout: float
   residual_std: float
   dtype: jnp.dtype
   deterministic: bool
   gelu_approximate: bool
+  kind: str = "gelu"
 
   @nn.compact
   def __call__(self, x):  # (B, T, D)
     D = x.shape[-1]
-    h = nn.Dense(4 * D, dtype=self.dtype, kernel_init=_normal(0.02),
-                 name="fc")(x)  # (B, T, 4D)
-    h = nn.gelu(h, approximate=self.gelu_approximate)
+    width = (2 * recipe.swiglu_hidden(D) if self.kind == "swiglu"
+             else 4 * D)  # SwiGLU: gate and value in one product
+    h = nn.Dense(width, dtype=self.dtype, kernel_init=_normal(0.02),
+                 name="fc")(x)  # (B, T, width)
+    h = recipe.activation(self.kind, self.gelu_approximate, h)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(h)
     return y.astype(jnp.float32)  # (B, T, D)
 
 
 class Block(nn.Module):
-  """Pre-LayerNorm block: x + attn(ln(x)), then x + mlp(ln(x)).
+  """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x)).
 
   Returns the new x and the attention's keys and values for `x` (see
   `CausalSelfAttention`; `past` is None for a full pass).
@@ -132,6 +148,10 @@ class Block(nn.Module):
   gelu_approximate: bool
   attention: str = "dense"
   tile: int = 64
+  position: str = "learned"
+  qk_norm: bool = False
+  norm: str = "layernorm"
+  mlp_kind: str = "gelu"
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -139,12 +159,13 @@ class Block(nn.Module):
                       if self.dropout > 0 else y)
     h, kv = CausalSelfAttention(
         self.num_heads, self.dropout, self.residual_std, self.dtype,
-        self.deterministic, self.attention, self.tile,
-        name="attn")(nn.LayerNorm(name="ln1")(x), past)
+        self.deterministic, self.attention, self.tile, self.position,
+        self.qk_norm, name="attn")(recipe.norm(self.norm, "ln1")(x), past)
     x = x + drop(h)
     x = x + drop(MLP(
         self.dropout, self.residual_std, self.dtype, self.deterministic,
-        self.gelu_approximate, name="mlp")(nn.LayerNorm(name="ln2")(x)))
+        self.gelu_approximate, self.mlp_kind,
+        name="mlp")(recipe.norm(self.norm, "ln2")(x)))
     return x, kv
 
 
@@ -159,7 +180,9 @@ class ScanBlock(Block):
 class TransformerLM(LanguageModel):
   """Token + learned position embeddings, N blocks, LayerNorm, output head.
 
-  Fields map one to one onto `config.model` (see configs/char_tf.py).
+  Fields map one to one onto `config.model` (see configs/char_tf.py); the
+  recipe options (rotary positions, RMSNorm, QK-norm, ReLU^2 or SwiGLU,
+  zero-initialised projections, a logit soft-cap) are in recipe.py.
   `__call__` scores a whole sequence; `initial_state` and `extend` decode
   with a key/value cache of `max_len` positions (lm_jax/sampling.py).
   """
@@ -177,6 +200,12 @@ class TransformerLM(LanguageModel):
   gelu_approximate: bool = True
   attention: str = "dense"  # or "blocked" (lm_jax/models/attention.py)
   attention_tile: int = 64
+  position: str = "learned"  # or "rope"
+  norm: str = "layernorm"  # or "rmsnorm"
+  qk_norm: bool = False
+  mlp: str = "gelu"  # or "relu2", "swiglu"
+  zero_init_proj: bool = False
+  logit_softcap: float = 0.0  # 0: off
 
   def __call__(self, tokens, train: bool = False):  # (B, T) int
     """Next-token logits (B, T, V) at every position of `tokens`."""
@@ -239,6 +268,7 @@ class TransformerLM(LanguageModel):
       raise ConfigError(f"config.model.attention must be 'dense' or "
                         f"'blocked', got {model.attention!r}")
     positive(model, "attention_tile")
+    recipe.check_config(model)
     if model.attention == "blocked" and model.dropout > 0:
       raise ConfigError(
           f"blocked attention applies no dropout to attention weights, and "
@@ -261,8 +291,10 @@ class TransformerLM(LanguageModel):
     """6 N + 12 L T D: attention adds, per layer, q.k scores and the weighted
     sum of values over T positions: 2 x 2 T D forward, x 3 with the backward
     pass (the causal mask is applied to full T x T scores, so nothing is
-    halved); nanoGPT's `estimate_mfu`. Norms, softmax and GELU are left out
-    (a few percent)."""
+    halved); nanoGPT's `estimate_mfu`. N follows the options: SwiGLU's three
+    matrices, no position table with rope. Norms, softmax, the activation
+    and rope's rotations (O(D) per token each) are left out (a few
+    percent)."""
     return (super().train_flops_per_token(params, seq_len)
             + 12 * self.num_layers * seq_len * self.d_model)
 
@@ -272,10 +304,12 @@ class TransformerLM(LanguageModel):
     after attention (D each), the MLP's hidden layer before and after GELU
     (4 D each): 16 D; plus scores and weights (2 H T), or with blocked
     attention one log-sum-exp per head (H). Then 2 V for the logits and
-    their softmax; float32."""
+    their softmax; float32. SwiGLU keeps 2F + F = 8 D (F = 8D/3) where
+    GELU keeps 8 D; QK-norm and rope keep q and k once more (2 D each)."""
     scores = self.num_heads * (1 if self.attention == "blocked"
                                else 2 * seq_len)
-    per_token = (self.num_layers * (16 * self.d_model + scores)
+    extra = 2 * self.d_model * (self.qk_norm + (self.position == "rope"))
+    per_token = (self.num_layers * (16 * self.d_model + extra + scores)
                  + 2 * self.vocab_size)
     return batch_size * seq_len * per_token * 4
 
@@ -313,17 +347,23 @@ class TransformerLM(LanguageModel):
     start = 0 if state is None else state["length"]
     embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_normal(0.02),
                      name="embed")
-    pos = self.param("pos_embed", _normal(0.02), (self.max_len, self.d_model))
-    x = embed(tokens) + jax.lax.dynamic_slice_in_dim(pos, start, T)  # (B, T, D)
+    if self.position == "learned":
+      pos = self.param("pos_embed", _normal(0.02), (self.max_len, self.d_model))
+      x = embed(tokens) + jax.lax.dynamic_slice_in_dim(pos, start, T)
+    else:  # rope: positions enter in attention
+      x = embed(tokens)  # (B, T, D)
     if self.dropout > 0:
       x = nn.Dropout(self.dropout)(x, deterministic=not train)
     block_args = dict(
         num_heads=self.num_heads, dropout=self.dropout,
-        # GPT-2: scale the init of projections into the residual stream.
-        residual_std=0.02 / math.sqrt(2 * self.num_layers),
+        # GPT-2: scale the init of projections into the residual stream;
+        # modded-nanogpt: zero them, every block starts as the identity.
+        residual_std=(0.0 if self.zero_init_proj
+                      else 0.02 / math.sqrt(2 * self.num_layers)),
         dtype=dtype, deterministic=not train,
         gelu_approximate=self.gelu_approximate, attention=self.attention,
-        tile=self.attention_tile)
+        tile=self.attention_tile, position=self.position,
+        qk_norm=self.qk_norm, norm=self.norm, mlp_kind=self.mlp)
     past = None if state is None else (state["k"], state["v"])
     if self.scan_layers:
       blocks = nn.scan(ScanBlock, variable_axes={"params": 0},
@@ -337,14 +377,16 @@ class TransformerLM(LanguageModel):
         x, kv = Block(**block_args, name=f"block_{i}")(x, layer_past)
         kvs.append(kv)
       k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
-    x = nn.LayerNorm(name="ln_f")(x)
+    x = recipe.norm(self.norm, "ln_f")(x)
     if self.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
                           embed.embedding.astype(dtype))
     else:
+      head_std = 0.0 if self.zero_init_proj else 0.02
       logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype,
-                        kernel_init=_normal(0.02), name="head")(x)
-    return logits.astype(jnp.float32), (k, v)  # (B, T, V)
+                        kernel_init=_normal(head_std), name="head")(x)
+    logits = recipe.softcap(logits.astype(jnp.float32), self.logit_softcap)
+    return logits, (k, v)  # (B, T, V)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:
