@@ -61,9 +61,11 @@ def manager(workdir: str | pathlib.Path, read_only: bool = False
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state,
-         val_loss: float | None = None) -> None:
+         val_loss: float | None = None, metadata: dict | None = None) -> None:
   """Saves the train state (a steps.TrainState) at `step`; `val_loss` ranks
-  it for 'best'.
+  it for 'best'; `metadata` (JSON numbers, e.g. the run's wall time so far)
+  goes into the step's metadata file, outside the train state, and comes
+  back from `saved_metadata`.
 
   A failed write (a full disk, a lost mount) is a UserError naming the
   cause; the unfinished temporary folder is removed at the next start and
@@ -76,7 +78,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
     # report it once, below.
     with _absl_logging_off():
       mngr.save(step, args=ocp.args.StandardSave(_items(state)),
-                metrics=metrics,
+                metrics=metrics, custom_metadata=metadata,
                 force=True)
       mngr.wait_until_finished()
   except (OSError, ValueError) as e:
@@ -89,6 +91,11 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
         f"could not save the checkpoint of step {step} in {mngr.directory}: "
         f"{cause}; {kept}; free space or fix the folder, then run the same "
         "command to resume") from None
+
+
+def saved_metadata(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The `metadata` saved with `step`; {} for a checkpoint without any."""
+  return dict(mngr.metadata(step).custom_metadata or {})
 
 
 @contextlib.contextmanager

@@ -64,8 +64,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.seq_len = 128
   c.train.num_steps = 1500
   c.train.learning_rate = 1e-3
-  c.train.min_lr_ratio = 0.1  # cosine decay ends at learning_rate * this
+  # "cosine", "wsd" (warmup, stable, linear decay over the last
+  # decay_fraction of the steps) or "constant" (lm_jax/optimizers.py).
+  c.train.schedule = "cosine"
+  c.train.decay_fraction = 0.2  # wsd: the share of steps spent decaying
+  c.train.min_lr_ratio = 0.1  # the decay ends at learning_rate * this
   c.train.warmup_steps = 100
+  # "adamw", "muon" (hidden matrices; AdamW for the rest) or
+  # "schedule_free" (AdamW; evaluated at its averaged parameters).
+  c.train.optimizer = "adamw"
+  c.train.muon_learning_rate = 0.02  # muon: the hidden matrices' peak rate
+  c.train.muon_momentum = 0.95  # muon: Nesterov momentum of the matrices
   c.train.b1 = 0.9
   c.train.b2 = 0.99  # bigger than 0.95 because tokens per step are few
   c.train.weight_decay = 0.1  # on matrices only
@@ -146,7 +155,7 @@ def check_finite(config: ml_collections.ConfigDict, prefix: str = "config"
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first setting that cannot work."""
-  from lm_jax import models  # here: models need not import config
+  from lm_jax import models, optimizers  # here: they need not import config
   from lm_jax.tokenizers import TOKENIZERS
   check_finite(config)
   t = config.train
@@ -168,6 +177,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _positive("config.train.learning_rate", t.learning_rate, (int, float))
   if not 0 <= t.warmup_steps:
     raise UserError("config.train.warmup_steps must be >= 0")
+  for name, choices in (("schedule", optimizers.SCHEDULES),
+                        ("optimizer", optimizers.OPTIMIZERS)):
+    if optimizers.setting(t, name) not in choices:
+      raise UserError(f"unknown config.train.{name} {t[name]!r}: set it to "
+                      f"one of {', '.join(choices)}")
+  if not 0 < optimizers.setting(t, "decay_fraction") <= 1:
+    raise UserError(f"config.train.decay_fraction must be in (0, 1], got "
+                    f"{t.decay_fraction!r}")
+  _positive("config.train.muon_learning_rate",
+            optimizers.setting(t, "muon_learning_rate"), (int, float))
   if not 0 < t.grad_clip:
     raise UserError("config.train.grad_clip must be > 0")
   if not 0 <= t.get("z_loss", 0.0):  # (a config.json from before it: 0)

@@ -1,4 +1,5 @@
-"""Loss curves: `python -m lm_jax.plot --workdir=DIR [DIR ...] [--out=FILE]`.
+"""Loss curves: `python -m lm_jax.plot --workdir=DIR [DIR ...] [--out=FILE]
+[--x=elapsed_s]`.
 
 Flags only; the work is `lm_jax.plotting.plot_runs`. One run is drawn into
 DIR/loss.png, several into loss.png here (one legend entry per run).
@@ -15,13 +16,16 @@ _WORKDIR = flags.DEFINE_multi_string(
     "after it to compare runs.", required=True)
 _OUT = flags.DEFINE_string("out", None, "PNG to write (default: DIR/loss.png "
                            "for one run, ./loss.png for several).")
+_X = flags.DEFINE_enum("x", "step", ["step", "elapsed_s"], "The left "
+                       "panel's axis: the step, or wall seconds since the "
+                       "command started (metrics.jsonl's elapsed_s).")
 
 
 def plot_main(workdirs: list[str]) -> None:
   from lm_jax import plotting
   default = (pathlib.Path(workdirs[0]) if len(workdirs) == 1
              else pathlib.Path(".")) / plotting.LOSS_PLOT
-  out = plotting.plot_runs(workdirs, _OUT.value or default)
+  out = plotting.plot_runs(workdirs, _OUT.value or default, _X.value)
   print(f"wrote {out}")
 
 

@@ -1,8 +1,10 @@
 """Loss curves of one or more runs, read from their metrics.jsonl.
 
 `plot_runs([DIR, ...], out)` draws train and val loss against the step
-(left) and against the tokens seen (right; tokens per step = batch_size *
-seq_len from each run's config.json). Each run has one colour: train is the
+(left; with x="elapsed_s", against the wall seconds since the command
+started, which metrics.jsonl records carry) and against the tokens seen
+(right; tokens per step = batch_size * seq_len from each run's
+config.json). Each run has one colour: train is the
 solid line, val the dashed line with dots, so the train/val gap is the space
 between two lines of the same colour; the legend gives the final gap.
 """
@@ -29,6 +31,8 @@ class Curves:
   train: list[tuple[int, float]]  # (step, loss)
   val: list[tuple[int, float]]  # (step, val loss)
   note: str | None = None  # lines of metrics.jsonl that were skipped
+  seconds: dict[int, float] = dataclasses.field(default_factory=dict)
+  # ^ step -> elapsed_s, wall seconds when it was logged
 
   @property
   def gap(self) -> float | None:
@@ -55,8 +59,10 @@ def read_curves(workdir: str | pathlib.Path) -> Curves:
                     "train.batch_size and train.seq_len); restore it from a "
                     "copy or plot another run") from None
   records, note = read_records(metrics)
-  train, val = {}, {}
+  train, val, seconds = {}, {}, {}
   for record in records:
+    if "elapsed_s" in record:
+      seconds[record["step"]] = record["elapsed_s"]
     if "loss" in record:
       train[record["step"]] = record["loss"]
     if "val_loss" in record:
@@ -66,11 +72,30 @@ def read_curves(workdir: str | pathlib.Path) -> Curves:
                     "for at least config.train.log_every steps")
   return Curves(name=workdir.name, tokens_per_step=tokens_per_step,
                 train=sorted(train.items()), val=sorted(val.items()),
-                note=note)
+                note=note, seconds=seconds)
 
 
-def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
-  """Writes the loss plot of `workdirs` (one legend entry each) to `out`."""
+X_AXES = {"step": "step", "elapsed_s": "wall seconds since the start"}
+
+
+def x_values(run: Curves, x: str, steps: tuple[int, ...]) -> list[float]:
+  """The left panel's x of each step: the step, or its elapsed_s."""
+  if x == "step":
+    return list(steps)
+  missing = [s for s in steps if s not in run.seconds]
+  if missing:
+    raise UserError(f"{run.name}: metrics.jsonl has no elapsed_s at step "
+                    f"{missing[0]} (written by older code); plot it with "
+                    "--x=step")
+  return [run.seconds[s] for s in steps]
+
+
+def plot_runs(workdirs: list, out: str | pathlib.Path, x: str = "step"
+              ) -> pathlib.Path:
+  """Writes the loss plot of `workdirs` (one legend entry each) to `out`;
+  `x` ("step" or "elapsed_s") is the left panel's axis."""
+  if x not in X_AXES:
+    raise UserError(f"unknown --x={x}; use one of {', '.join(X_AXES)}")
   # A bare Figure draws to files without pyplot's global state or a display.
   from matplotlib.figure import Figure
 
@@ -83,20 +108,22 @@ def plot_runs(workdirs: list, out: str | pathlib.Path) -> pathlib.Path:
   for i, run in enumerate(runs):
     color = f"C{i % 10}"
     gap = "" if run.gap is None else f" (val - train {run.gap:+.3f})"
-    for ax, scale in zip(axes, (1, run.tokens_per_step)):
+    to_x = (lambda steps: x_values(run, x, steps),
+            lambda steps: [s * run.tokens_per_step for s in steps])
+    for ax, xs in zip(axes, to_x):
       if run.train:
         steps, losses = zip(*run.train)
-        ax.plot([s * scale for s in steps], losses, color=color, lw=1.2,
+        ax.plot(xs(steps), losses, color=color, lw=1.2,
                 label=f"{run.name} train")
       if run.val:
         steps, losses = zip(*run.val)
-        ax.plot([s * scale for s in steps], losses, color=color, ls="--",
-                marker="o", ms=3, label=f"{run.name} val{gap}")
-  for ax, xlabel in zip(axes, ("step", "tokens seen")):
+        ax.plot(xs(steps), losses, color=color, ls="--", marker="o", ms=3,
+                label=f"{run.name} val{gap}")
+  for ax, xlabel in zip(axes, (X_AXES[x], "tokens seen")):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
-  axes[0].set_title("loss against step")
+  axes[0].set_title(f"loss against {X_AXES[x]}")
   axes[1].set_title("loss against tokens seen")
   axes[1].legend(fontsize=8)
   fig.tight_layout()

@@ -19,9 +19,10 @@ import os
 import pathlib
 from typing import Any, Iterator, NamedTuple
 
+import jax
 import ml_collections
 
-from lm_jax import checkpoints, tokenizers
+from lm_jax import checkpoints, optimizers, steps, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.metrics import METRICS_FILE
 from lm_jax.models import make_model
@@ -31,16 +32,17 @@ TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINTS = "checkpoints"
 FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
 # Settings a checkpoint cannot be resumed or sampled with if they change
-# (train.carry_state: whether it holds the carried recurrent state).
+# (train.carry_state: whether it holds the carried recurrent state;
+# train.optimizer: the layout of its optimiser state).
 FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
-                  "train.carry_state")
+                  "train.carry_state", "train.optimizer")
 # Fixed settings added after runs were written: a stored config.json
 # without one had this value.
 ADDED_SETTINGS = {"train.carry_state": False, "model.attention": "dense",
                   "model.attention_tile": 64, "model.position": "learned",
                   "model.norm": "layernorm", "model.qk_norm": False,
                   "model.mlp": "gelu", "model.zero_init_proj": False,
-                  "model.logit_softcap": 0.0}
+                  "model.logit_softcap": 0.0, "train.optimizer": "adamw"}
 
 
 class Run(NamedTuple):
@@ -197,7 +199,10 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   Loads the best checkpoint, or the one saved at `step`; the model is built
   from the config stored with the run, never from the caller's flags. Only
   the parameters are read: the optimiser state in the checkpoint is left
-  alone, so a run stays loadable whatever the optimiser code becomes.
+  alone, so a run stays loadable whatever the optimiser code becomes. The
+  exception is an optimiser that evaluates elsewhere than it trains
+  (schedule-free AdamW): its state is read to give the parameters it was
+  evaluated at (`steps.eval_params`).
   """
   workdir = pathlib.Path(workdir)
   if not (workdir / CONFIG_FILE).exists():
@@ -213,8 +218,17 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   order = [first] + ([] if step is not None else sorted(
       (s for s in mngr.all_steps() if s != first), reverse=True))
   abstract = model.abstract_params(config.train.seq_len)
+
+  def read(s: int):
+    if not optimizers.evaluates_elsewhere(config.train):
+      return checkpoints.restore_params(mngr, s, abstract)
+    target = jax.eval_shape(lambda: steps.create_train_state(
+        model, config.train, jax.random.key(0)))
+    state = checkpoints.restore(mngr, s, target)
+    return steps.eval_params(state.params, state.opt_state)
+
   step, params = checkpoints.restore_first(
-      mngr, order, lambda s: checkpoints.restore_params(mngr, s, abstract),
+      mngr, order, read,
       "pass --step with another saved step, or train the run again"
       if len(mngr.all_steps()) > 1 else "train the run again")
   return Run(config, tokenizer, model, params, step)

@@ -40,6 +40,19 @@ def tune_malloc() -> bool:
               and mallopt(_M_ARENA_MAX, 1))
 
 
+def process_seconds() -> float:
+  """Wall seconds since this process started (Linux: /proc), so that a
+  command's clock counts its start-up and imports; 0 where unknown."""
+  try:
+    with open("/proc/self/stat") as f:
+      ticks = int(f.read().rpartition(")")[2].split()[19])  # starttime
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return 0.0
+  return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def cpu_device_count(requested: int, batch_size: int) -> int:
   """How many JAX CPU devices to make: `requested`, or for 0 one per core,
   lowered to its largest divisor that also divides the batch (their gcd)."""

@@ -25,11 +25,8 @@ import optax
 from flax import struct
 
 from lm_jax import data, pairs
-
-# With config.train.skip_nonfinite, this many non-finite updates in a row
-# mean the run has diverged, not hit a bad batch: the next one is applied,
-# its NaN reaches the parameters, and the trainer stops.
-MAX_CONSECUTIVE_SKIPS = 10
+from lm_jax.optimizers import (  # noqa: F401 (the step's optimiser API)
+    MAX_CONSECUTIVE_SKIPS, eval_params, lr_schedule, make_optimizer)
 
 
 class TrainState(struct.PyTreeNode):
@@ -53,32 +50,6 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   carry: Any = None
   z_loss: float = struct.field(pytree_node=False, default=0.0)
-
-
-def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup to the peak rate, then cosine decay to min_lr_ratio of it."""
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train.learning_rate,
-      warmup_steps=train.warmup_steps,
-      decay_steps=max(train.num_steps, train.warmup_steps + 1),
-      end_value=train.learning_rate * train.min_lr_ratio)
-
-
-def make_optimizer(train: ml_collections.ConfigDict
-                   ) -> optax.GradientTransformation:
-  """AdamW after global-norm clipping; weight decay on matrices only.
-
-  An update whose gradients are not finite is dropped (parameters and
-  moments unchanged) and counted, so a NaN never reaches a checkpoint; the
-  trainer stops at the first one unless config.train.skip_nonfinite. The
-  wrapper is always there so that checkpoints have one layout either way.
-  """
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-  return optax.apply_if_finite(optax.chain(
-      optax.clip_by_global_norm(train.grad_clip),
-      optax.adamw(lr_schedule(train), b1=train.b1, b2=train.b2,
-                  weight_decay=train.weight_decay, mask=decay_mask)),
-      max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
 
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
@@ -191,7 +162,7 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
 def train_step(state: TrainState, x: jax.Array, y: jax.Array,
                dropout_key: jax.Array, grad_accum_steps: int = 1
                ) -> tuple[TrainState, dict]:
-  """One AdamW update on the batch (x, y); returns the new state and metrics.
+  """One optimiser update on the batch (x, y); returns the new state and metrics.
 
   The batch continues from the state's `carry` (truncated BPTT; None: from
   scratch) and the new state holds the carry where the batch ended: the

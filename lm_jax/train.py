@@ -7,6 +7,7 @@ the loss curves go to <workdir>/loss.png (`lm_jax.plotting`).
 import pathlib
 import shlex
 import sys
+import time
 
 import jax
 from absl import app, flags
@@ -66,7 +67,9 @@ def train(argv: list[str]) -> None:
   workdir = _WORKDIR.value or default_workdir()
   runtime.use_cpu_cores(config.train.cpu_devices, config.train.batch_size)
   try:
-    trainer.train_and_evaluate(config, workdir)
+    # The run's clock (metrics.jsonl's elapsed_s) starts with the process.
+    trainer.train_and_evaluate(config, workdir, started=time.perf_counter()
+                               - runtime.process_seconds())
   except preemption.Interrupted as e:
     print(f"{e}; resume with:\n  {preemption.resume_command()}",
           file=sys.stderr)

@@ -30,6 +30,43 @@ class NonFiniteLoss(UserError):
   stops, and the checkpoints saved before stay (none of them holds a NaN)."""
 
 
+class Clock:
+  """Wall seconds of a run, as metrics.jsonl and checkpoints hold them.
+
+  `elapsed()`: seconds since the command started, plus what the run had
+  spent before the checkpoint it resumed from; `eval_s` of them were spent
+  in evaluations (the loss, the sample, the checkpoint), so elapsed minus
+  eval_s is the time spent training.
+  """
+
+  def __init__(self, started: float):
+    self.started, self.offset, self.eval_s = started, 0.0, 0.0
+    self.eval_started: float | None = None  # while evaluating
+
+  def resume(self, saved: dict) -> None:
+    """Continues from a checkpoint's `saved()` ({} from older code: 0)."""
+    self.offset = float(saved.get("elapsed_s", 0.0))
+    self.eval_s = float(saved.get("eval_s", 0.0))
+
+  def elapsed(self) -> float:
+    return self.offset + time.perf_counter() - self.started
+
+  def saved(self) -> dict:
+    """What a checkpoint saved now stores, the evaluation in flight counted."""
+    now = self.elapsed()
+    evaluating = 0.0 if self.eval_started is None else now - self.eval_started
+    return {"elapsed_s": now, "eval_s": self.eval_s + evaluating}
+
+  @contextlib.contextmanager
+  def evaluating(self):
+    self.eval_started = self.elapsed()
+    try:
+      yield
+    finally:
+      self.eval_s += self.elapsed() - self.eval_started
+      self.eval_started = None
+
+
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
@@ -67,8 +104,12 @@ def check_finite(state: steps.TrainState, metrics: dict, mngr,
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike,
-                       stop_at: int | None = None) -> dict:
+                       stop_at: int | None = None,
+                       started: float | None = None) -> dict:
   """Trains `config` in `workdir` to config.train.num_steps; returns last eval.
+
+  `started`: the `time.perf_counter()` the command started at, where its
+  wall clock (metrics.jsonl's elapsed_s) starts; None: at this call.
 
   `stop_at` ends this call early at that step (evaluating and saving there);
   calling again resumes, exactly as if the run had never stopped. On SIGINT
@@ -76,12 +117,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   raises preemption.Interrupted.
   """
   with preemption.StopOnSignal() as stop, contextlib.ExitStack() as hold:
-    return _train(config, pathlib.Path(workdir), stop_at, stop, hold)
+    return _train(config, pathlib.Path(workdir), stop_at, stop, hold,
+                  time.perf_counter() if started is None else started)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
            stop_at: int | None, stop: preemption.StopOnSignal,
-           hold: contextlib.ExitStack) -> dict:
+           hold: contextlib.ExitStack, command_started: float) -> dict:
   """train_and_evaluate, polling `stop` after each chunk of steps; the run
   directory's lock goes on `hold`."""
   # Every check on the user's input comes before the first write.
@@ -105,8 +147,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                                mesh, t.fsdp)
   mngr = checkpoints.manager(workdir)
   start = mngr.latest_step()
+  clock = Clock(command_started)
   if start is not None:
     start, state = checkpoints.resume(mngr, state)
+    clock.resume(checkpoints.saved_metadata(mngr, start))
   print(f"workdir: {workdir}")
   print("\n".join(loaded.lines))
   print(summary.model_summary(model, state.params, t))
@@ -155,7 +199,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       rate = (step - tick_step) / (now - tick) if step > tick_step else None
       record = dict(step=step, loss=float(metrics["loss"][-1]),
                     lr=float(steps.lr_schedule(t)(step - 1)),
-                    grad_norm=float(metrics["grad_norm"][-1]))
+                    grad_norm=float(metrics["grad_norm"][-1]),
+                    elapsed_s=clock.elapsed())
       if rate:
         record["tokens_per_s"] = rate * t.batch_size * t.seq_len
       if t.skip_nonfinite:
@@ -166,12 +211,13 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       tick, tick_step = time.perf_counter(), step
     if step % t.eval_every == 0 or step == end:
       progress.phase("evaluating")
-      result = evaluate_and_save(state, model, mngr, log, step, task, loaded,
-                                 config)
+      with clock.evaluating():
+        result = evaluate_and_save(state, model, mngr, log, step, task,
+                                   loaded, config, clock)
       tick, tick_step = time.perf_counter(), step
     if stop.requested:
       if mngr.latest_step() != step:  # not saved by the evaluation just now
-        checkpoints.save(mngr, step, state)
+        checkpoints.save(mngr, step, state, metadata=clock.saved())
       raise preemption.Interrupted(stop.signum, step, workdir)
   seconds = time.perf_counter() - started if compiled else None
   print(progress.run_summary(workdir, step, t.num_steps,
@@ -180,14 +226,21 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 
 def evaluate_and_save(state, model, mngr, log, step: int, task: tasks.Task,
-                      loaded: tasks.Loaded, config) -> dict:
+                      loaded: tasks.Loaded, config, clock: Clock) -> dict:
   """The task's evaluation (`lm_jax.tasks`), a checkpoint, the record in
-  the logs, and the task's samples printed."""
-  record, lines, texts = task.evaluate(state.params, model, loaded, step,
-                                       config)
+  the logs, and the task's samples printed.
+
+  The model is evaluated and sampled at the optimiser's evaluation point
+  (`steps.eval_params`: schedule-free AdamW's average). The record's
+  elapsed_s is when the evaluated parameters were ready (this evaluation
+  not included); eval_s the seconds spent evaluating before it.
+  """
+  params = steps.eval_params(state.params, state.opt_state)
+  record, lines, texts = task.evaluate(params, model, loaded, step, config)
+  record.update(elapsed_s=clock.eval_started, eval_s=clock.eval_s)
   # The record only once its checkpoint is committed: a failed save (a full
   # disk) leaves no val record of a checkpoint that does not exist.
-  checkpoints.save(mngr, step, state, record["val_loss"])
+  checkpoints.save(mngr, step, state, record["val_loss"], clock.saved())
   log.write(**record)
   print("\n".join(lines) + f" | best step {mngr.best_step()}", flush=True)
   for name, text in texts.items():
