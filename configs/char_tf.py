@@ -19,6 +19,10 @@ Variants (`--config=configs/char_tf.py:NAME`):
          --config.data.path=../shared/data/tinyshakespeare.txt. Measured on
          the same machine: 125.0 s wall, val loss 1.9105 nats (on the first
          32k tokens of the last 10%); nanoGPT itself: 1.8857 in 72-75 s.
+  fast   baby's data, sizes and steps with the recipe options that measured
+         (rotary positions, RMSNorm, QK-norm, ReLU squared; Muon for the
+         hidden matrices): the race against nanoGPT's baby run is
+         experiments/results/race_cpu.md (`python experiments/race.py`).
 """
 
 from lm_jax.config import base_config, smoke_train
@@ -32,7 +36,7 @@ def get_config(arg: str = ""):
     c.model.d_model = 32
     c.model.max_len = 32
     smoke_train(c)
-  elif arg == "baby":
+  elif arg in ("baby", "fast"):
     c.model.max_len = 64
     c.train.batch_size = 12
     c.train.seq_len = 64
@@ -42,6 +46,11 @@ def get_config(arg: str = ""):
     c.train.warmup_steps = 100
     c.train.eval_every = 500
     c.train.log_every = 100
+    if arg == "fast":  # the recipe options that measured (docs/RECIPE.md)
+      c.model.update(position="rope", norm="rmsnorm", qk_norm=True,
+                     mlp="relu2")
+      c.train.optimizer = "muon"
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'baby'")
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby' or "
+                     "'fast'")
   return c

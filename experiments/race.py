@@ -43,11 +43,8 @@ from experiments.bench_throughput import machine  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 REFERENCE = "reference (PyTorch, nanoGPT baby)"
-CONTESTANTS = ["configs/char_tf.py:baby",
-               "configs/char_tf.py:baby --config.train.schedule=wsd",
-               "configs/char_tf.py:baby --config.train.optimizer=muon"]
-QUICK = dict(steps=300, eval_every=50, contestants=CONTESTANTS[:1] +
-             CONTESTANTS[2:])
+CONTESTANTS = ["configs/char_tf.py:baby", "configs/char_tf.py:fast"]
+QUICK = dict(steps=300, eval_every=50, contestants=CONTESTANTS)
 
 
 def read_run(workdir: pathlib.Path) -> dict:
