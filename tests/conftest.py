@@ -1,5 +1,6 @@
 """Shared test helpers: tiny configs and a tiny text corpus."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -33,6 +34,36 @@ from configs import char_tf
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+# Trains a config's smoke variant with overrides in a fresh process that sees
+# 8 CPU devices; prints the device count and the last evaluation as JSON.
+EIGHT_DEVICE_CHILD = """
+import importlib, json, sys
+import jax
+from lm_jax import trainer
+config = importlib.import_module("configs." + sys.argv[1]).get_config("smoke")
+config.update_from_flattened_dict(json.loads(sys.argv[2]))
+result = trainer.train_and_evaluate(config, sys.argv[3],
+                                    stop_at=json.loads(sys.argv[4]))
+print(json.dumps({"devices": jax.device_count(), **result}))
+"""
+
+
+def train_on_8_devices(overrides: dict, workdir, config: str = "char_tf",
+                       stop_at: int | None = None) -> dict:
+  """`configs/<config>.py:smoke` with `overrides` (flattened keys) trained
+  in `workdir` on 8 simulated CPU devices; its last evaluation."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = subprocess.run(
+      [sys.executable, "-c", EIGHT_DEVICE_CHILD, config, json.dumps(overrides),
+       str(workdir), json.dumps(stop_at)], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 8
+  return result
 
 
 @pytest.fixture

@@ -1,9 +1,6 @@
 """Schedules, Muon, schedule-free AdamW, and wall time in the metrics."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +12,7 @@ from lm_jax import trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
-from conftest import REPO
+from conftest import train_on_8_devices
 
 
 def test_wsd_and_constant_schedules_at_their_knots(smoke_config):
@@ -135,33 +132,12 @@ def test_plot_against_wall_time(smoke_run, tmp_path):
     plotting.x_values(curves, "elapsed_s", (3,))
 
 
-# A smoke run with overrides in a fresh process that sees 8 CPU devices.
-CHILD = """
-import json, sys
-import jax
-from configs import char_tf
-from lm_jax import trainer
-config = char_tf.get_config("smoke")
-config.update_from_flattened_dict(json.loads(sys.argv[1]))
-result = trainer.train_and_evaluate(config, sys.argv[2])
-print(json.dumps({"devices": jax.device_count(), **result}))
-"""
-
-
 def test_muon_with_accumulation_on_8_devices(smoke_config, text_file,
                                              tmp_path):
   overrides = {"data.path": str(text_file), "train.optimizer": "muon",
                "train.num_steps": 4, "train.eval_every": 4,
                "train.sample_tokens": 0, "train.grad_accum_steps": 2}
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run(
-      [sys.executable, "-c", CHILD, json.dumps(overrides),
-       str(tmp_path / "eight")], cwd=REPO, env=env, capture_output=True,
-      text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  many = json.loads(out.stdout.strip().splitlines()[-1])
-  assert many["devices"] == 8
+  many = train_on_8_devices(overrides, tmp_path / "eight")
   smoke_config.update_from_flattened_dict(
       {**overrides, "train.grad_accum_steps": 1})
   one = trainer.train_and_evaluate(smoke_config, tmp_path / "one")

@@ -1,6 +1,5 @@
 """Data parallelism: 8 simulated CPU devices against one device."""
 
-import json
 import os
 import subprocess
 import sys
@@ -13,33 +12,7 @@ from lm_jax import rundir, runtime, steps, trainer
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
-from conftest import REPO
-
-# Train `config` in a fresh process that sees 8 CPU devices.
-_CHILD = """
-import json, sys
-import jax
-from configs import char_tf
-from lm_jax import trainer
-config = char_tf.get_config("smoke")
-config.update_from_flattened_dict(json.loads(sys.argv[1]))
-result = trainer.train_and_evaluate(config, sys.argv[2],
-                                    stop_at=json.loads(sys.argv[3]))
-print(json.dumps({"devices": jax.device_count(), **result}))
-"""
-
-
-def _train_on_8_devices(overrides: dict, workdir, stop_at=None) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run(
-      [sys.executable, "-c", _CHILD, json.dumps(overrides), str(workdir),
-       json.dumps(stop_at)], cwd=REPO, env=env, capture_output=True,
-      text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(out.stdout.strip().splitlines()[-1])
-  assert result["devices"] == 8
-  return result
+from conftest import REPO, train_on_8_devices
 
 
 def _overrides(text_file, **train):
@@ -64,7 +37,7 @@ def _assert_params_close(a, b, atol):
 @pytest.mark.parametrize("fsdp", [False, True])
 def test_eight_devices_match_one(smoke_config, text_file, tmp_path, fsdp):
   overrides = _overrides(text_file, fsdp=fsdp)
-  many = _train_on_8_devices(overrides, tmp_path / "eight")
+  many = train_on_8_devices(overrides, tmp_path / "eight")
   one = _run_here(smoke_config, overrides, tmp_path / "one")
   # Same data and keys; only the order of floating-point sums differs.
   assert many["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
@@ -80,7 +53,7 @@ def test_eight_devices_match_one_with_recipe_options(smoke_config, text_file,
                    position="rope", norm="rmsnorm", qk_norm=True,
                    mlp="swiglu", zero_init_proj=True, logit_softcap=15.0,
                    tie_embeddings=False).items()}}
-  many = _train_on_8_devices(overrides, tmp_path / "eight")
+  many = train_on_8_devices(overrides, tmp_path / "eight")
   one = _run_here(smoke_config, overrides, tmp_path / "one")
   assert many["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
   _assert_params_close(_params(tmp_path / "eight", 12),
@@ -90,7 +63,7 @@ def test_eight_devices_match_one_with_recipe_options(smoke_config, text_file,
 def test_checkpoint_from_8_devices_resumes_on_1(smoke_config, text_file,
                                                 tmp_path):
   overrides = _overrides(text_file, fsdp=True, eval_every=6)
-  _train_on_8_devices(overrides, tmp_path / "run", stop_at=6)
+  train_on_8_devices(overrides, tmp_path / "run", stop_at=6)
   resumed = _run_here(smoke_config, overrides, tmp_path / "run")
   assert resumed["step"] == 12
   straight = _run_here(smoke_config.copy_and_resolve_references(), overrides,

@@ -2,9 +2,6 @@
 state, truncated gradients, resume, devices and the command line."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +14,7 @@ from lm_jax import checkpoints, config as config_lib, data, rundir, steps, train
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 
-from conftest import REPO, init_with_random_biases, run_module
+from conftest import init_with_random_biases, run_module, train_on_8_devices
 
 V, B, T = 11, 3, 9
 
@@ -274,34 +271,13 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   assert not (tmp_path / "tf").exists()
 
 
-# Runs `config` (char_lstm smoke + overrides) in a process with 8 CPU devices.
-_CHILD = """
-import json, sys
-import jax
-from configs import char_lstm
-from lm_jax import trainer
-config = char_lstm.get_config("smoke")
-config.update_from_flattened_dict(json.loads(sys.argv[1]))
-result = trainer.train_and_evaluate(config, sys.argv[2])
-print(json.dumps({"devices": jax.device_count(), **result}))
-"""
-
-
 def test_eight_devices_match_one(text_file, tmp_path):
   """The lanes and their state split across 8 devices, parameters sharded
   (FSDP): the same run as on one device, to float rounding."""
   overrides = {"data.path": str(text_file), "train.carry_state": True,
                "train.num_steps": 8, "train.eval_every": 8,
                "train.sample_tokens": 0, "train.fsdp": True}
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run(
-      [sys.executable, "-c", _CHILD, json.dumps(overrides),
-       str(tmp_path / "eight")], cwd=REPO, env=env, capture_output=True,
-      text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  many = json.loads(out.stdout.strip().splitlines()[-1])
-  assert many["devices"] == 8
+  many = train_on_8_devices(overrides, tmp_path / "eight", config="char_lstm")
   config = char_lstm.get_config("smoke")
   config.update_from_flattened_dict(overrides)
   one = trainer.train_and_evaluate(config, tmp_path / "one")
