@@ -24,7 +24,7 @@ Variants (`--config=configs/echo_lstm.py:NAME`):
 
 import ml_collections
 
-from lm_jax.config import pairs_config, smoke_train
+from lm_jax.config import pairs_config, smoke_pairs
 
 
 def model(max_len: int, **fields) -> ml_collections.ConfigDict:
@@ -38,17 +38,10 @@ def model(max_len: int, **fields) -> ml_collections.ConfigDict:
 def get_config(arg: str = ""):
   if arg == "smoke":
     c = pairs_config(model(24, embed_dim=16, hidden_size=32))
-    smoke_train(c)
-    c.train.seq_len = c.model.max_target_len + 1
-    c.train.eval_pairs = 32
-    c.train.learning_rate = 3e-3
+    smoke_pairs(c)
   elif arg in ("", "noattn"):
     c = pairs_config(model(64, attention=arg != "noattn"))
-    c.train.num_steps = 3000
-    c.train.warmup_steps = 100
     c.train.learning_rate = 2e-3
-    c.train.log_every = 100
-    c.train.eval_every = 500
   else:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'noattn'")
   return c

@@ -22,7 +22,7 @@ Variants (`--config=configs/echo_s2s.py:NAME`):
 
 import ml_collections
 
-from lm_jax.config import pairs_config, smoke_train
+from lm_jax.config import pairs_config, smoke_pairs
 
 
 def model(max_len: int, **fields) -> ml_collections.ConfigDict:
@@ -36,17 +36,10 @@ def model(max_len: int, **fields) -> ml_collections.ConfigDict:
 def get_config(arg: str = ""):
   if arg == "smoke":
     c = pairs_config(model(24, num_layers=1, num_heads=2, d_model=32))
-    smoke_train(c)
-    c.train.seq_len = c.model.max_target_len + 1
-    c.train.eval_pairs = 32
-    c.train.learning_rate = 3e-3
+    smoke_pairs(c)
   elif not arg:
     c = pairs_config(model(64))
-    c.train.num_steps = 3000
-    c.train.warmup_steps = 100
     c.train.learning_rate = 1e-3
-    c.train.log_every = 100
-    c.train.eval_every = 500
   else:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke'")
   return c

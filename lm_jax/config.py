@@ -119,7 +119,19 @@ def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.eval_pairs = 512  # held-out pairs scored, and greedily answered
   c.train.sample_pairs = 3  # held-out prompts answered at each eval
   c.train.sample_tokens = 0
+  c.train.num_steps = 3000
+  c.train.warmup_steps = 100
+  c.train.log_every = 100
+  c.train.eval_every = 500
   return c
+
+
+def smoke_pairs(c: ml_collections.ConfigDict) -> None:
+  """`smoke_train` for a pairs config: the decoder's positions as seq_len,
+  a few held-out pairs, a higher rate for 20 steps."""
+  smoke_train(c)
+  c.train.update(seq_len=c.model.max_target_len + 1, eval_pairs=32,
+                 learning_rate=3e-3)
 
 
 def smoke_train(c: ml_collections.ConfigDict, eval_tokens: int = 2048,
