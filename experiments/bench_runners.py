@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -207,9 +208,12 @@ def serve(framework: str, device: str, inp, out) -> None:
       run = build(framework, cmd["spec"], cmd["precision"], device)
       reply = {}
     elif cmd["cmd"] == "time":
+      faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       start = time.perf_counter()
       run(cmd["calls"])
-      reply = {"seconds": time.perf_counter() - start}
+      reply = {"seconds": time.perf_counter() - start,
+               "minor_faults": resource.getrusage(
+                   resource.RUSAGE_SELF).ru_minflt - faults}
     elif cmd["cmd"] == "matmul":
       name = framework if device == "cpu" else f"{framework}_gpu"
       reply = {"gflops": matmul_gflops("jax" if framework == "jax" else name,

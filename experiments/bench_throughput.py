@@ -163,8 +163,9 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str,
                 for r in range(s["repeats"])]
     for order in rounds:
       for v in order:
-        rows[v.label]["times"].append(
-            workers[v.label].call("time", calls=1)["seconds"])
+        reply = workers[v.label].call("time", calls=1)
+        rows[v.label]["times"].append(reply["seconds"])
+        rows[v.label].setdefault("faults", []).append(reply["minor_faults"])
       load.append(os.getloadavg()[0])
     for v in variants:
       rows[v.label].update(workers[v.label].call("mem"))
@@ -175,6 +176,8 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str,
     row["load_avg"] = [min(load), max(load)]
     call_s = statistics.median(row["times"])
     row.update(step_ms=1e3 * call_s / row["steps_per_call"],
+               faults_per_step=statistics.median(row.pop("faults", [0])) /
+               row["steps_per_call"],
                tokens_per_s=row["tokens_per_call"] / call_s,
                compile_s=max(0.0, row["first_call_s"] - call_s),
                gflops=row["tokens_per_call"] / call_s *
@@ -224,6 +227,23 @@ def ablations(device: str, rows: list[dict], save) -> None:
   save()
 
 
+def gpt6_levers(device: str, rows: list[dict], save) -> None:
+  """What each lever buys on the 6-layer/384 model in fp32, against
+  PyTorch eager in the same run; appends to `rows`."""
+  print("-- 6L/384: attention, allocator, CPU devices", flush=True)
+  blocked = dict(attention="blocked")
+  rows += measure(CONFIGS["gpt6"], "fp32", [
+      Variant("torch_eager", "torch_eager"),
+      Variant("jax attention=dense", "jax"),
+      Variant("jax attention=blocked", "jax", model=blocked),
+      Variant("jax blocked malloc=mallopt", "jax", malloc="mallopt",
+              model=blocked),
+      Variant("jax blocked cpu_devices=1", "jax", model=blocked,
+              train=dict(cpu_devices=1)),
+  ], device)
+  save()
+
+
 def machine(device: str = "cpu") -> str:
   """The CPU, and with `device="gpu"` the GPU as nvidia-smi names it."""
   try:
@@ -267,7 +287,7 @@ def markdown(result: dict) -> str:
   lines += ["", "## Details", "",
             *_detail_table(result["rows"], peak)]
   if result["ablations"]:
-    lines += ["", "## Levers (baby model, fp32)", "",
+    lines += ["", "## Levers (fp32)", "",
               *_detail_table(result["ablations"], peak)]
   return "\n".join(lines) + "\n"
 
@@ -279,8 +299,9 @@ def _detail_table(rows: list[dict], peak: float) -> list[str]:
   memory = "peak_device_mb" if any(r.get("peak_device_mb") for r in rows) \
       else "peak_rss_mb"
   out = ["| config | precision | variant | steps/call | ms/step (min-max) "
-         f"| tok/s | compile s | {MEMORY[memory]} | GFLOP/s | % of fp32 peak "
-         "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+         f"| tok/s | compile s | {MEMORY[memory]} | page faults/step | GFLOP/s "
+         "| % of fp32 peak | load avg |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lo, hi = (1e3 * t / r["steps_per_call"] for t in (min(r["times"]),
                                                       max(r["times"])))
@@ -288,7 +309,8 @@ def _detail_table(rows: list[dict], peak: float) -> list[str]:
         f"| {r['config']} | {r['precision']} | {r['variant']} "
         f"| {r['steps_per_call']} | {r['step_ms']:.1f} ({lo:.1f}-{hi:.1f}) "
         f"| {r['tokens_per_s']:,.0f} | {r['compile_s']:.1f} "
-        f"| {r[memory] or float('nan'):,.0f} | {r['gflops']:.1f} "
+        f"| {r[memory] or float('nan'):,.0f} "
+        f"| {r.get('faults_per_step', float('nan')):,.0f} | {r['gflops']:.1f} "
         f"| {100 * r['gflops'] / peak:.0f}% "
         f"| {r['load_avg'][0]:.1f}-{r['load_avg'][1]:.1f} |")
   return out
@@ -327,7 +349,7 @@ def for_gpu(s: dict) -> dict:
 
 
 def run(configs: list[str], precisions: list[str], device: str,
-        with_ablations: bool, command: str, note: str,
+        levers, command: str, note: str,
         save=lambda result: None, concurrent: bool = False,
         sequential: bool = False) -> dict:
   """Measures everything; `save(result)` after each step keeps partial results."""
@@ -349,8 +371,8 @@ def run(configs: list[str], precisions: list[str], device: str,
                                 [Variant(fw, fw) for fw in FRAMEWORKS], device,
                                 concurrent, sequential)
       save(result)
-  if with_ablations:
-    ablations(device, result["ablations"], lambda: save(result))
+  if levers:  # ablations or gpt6_levers
+    levers(device, result["ablations"], lambda: save(result))
   result["wall_s"] = time.perf_counter() - start
   save(result)
   return result
@@ -380,6 +402,9 @@ def main() -> None:
                       "of taking turns (writes <device>_sequential.*)")
   parser.add_argument("--ablations-only", action="store_true",
                       help="only the lever measurements (baby model, fp32)")
+  parser.add_argument("--gpt6-levers", action="store_true",
+                      help="only the 6-layer/384 levers (attention, "
+                      "allocator, CPU devices; writes <device>_gpt6_levers.*)")
   parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
   parser.add_argument("--note", default="shared with other users' jobs: "
                       "timings are medians of interleaved runs")
@@ -395,8 +420,11 @@ def main() -> None:
       "_sequential" if args.sequential else "")
   if args.ablations_only:
     configs, name = [], args.device + "_levers"
+  if args.gpt6_levers:
+    configs, name = [], args.device + "_gpt6_levers"
   result = run(["baby"] if args.quick else configs, ["fp32", "bf16"],
-               args.device, not (args.quick or args.no_ablations),
+               args.device, gpt6_levers if args.gpt6_levers else
+               None if args.quick or args.no_ablations else ablations,
                command.strip(), args.note,
                save=lambda r: write(r, pathlib.Path(args.out), name),
                concurrent=args.concurrent_compile, sequential=args.sequential)

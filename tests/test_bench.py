@@ -53,11 +53,12 @@ def test_measure_times_every_worker_and_writes_a_table(concurrent, sequential):
     assert r["tokens_per_s"] == pytest.approx(
         r["tokens_per_call"] / np.median(r["times"]))
     assert r["peak_rss_mb"] > 50
+    assert r["faults_per_step"] >= 0
   result = dict(device="cpu", machine="m", command="c", note="n",
                 matmul_gflops={"jax": 1.0}, rows=[], ablations=rows)
   text = bench_throughput.markdown(result)
   assert "| tiny | fp32 | torch_eager | 2 |" in text
-  assert "peak RSS MiB" in text
+  assert "peak RSS MiB" in text and "page faults/step" in text
 
 
 def test_lstm_bench_takes_turns_and_pairs_each_round():
