@@ -22,6 +22,8 @@ a run's checkpoint has one layout per optimiser):
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import jax
@@ -121,7 +123,17 @@ def make_optimizer(train: ml_collections.ConfigDict
   moments unchanged) and counted, so a NaN never reaches a checkpoint; the
   trainer stops at the first one unless config.train.skip_nonfinite. The
   wrapper is always there so that checkpoints have one layout either way.
+
+  The same settings give the same object: the train state holds it as a
+  static field, so a second training in one process (a resume, a notebook)
+  finds the jitted step already compiled instead of tracing it again.
   """
+  return _make_optimizer(json.dumps(train.to_dict(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _make_optimizer(settings: str) -> optax.GradientTransformation:
+  train = ml_collections.ConfigDict(json.loads(settings))
   build = {"adamw": lambda t: _adamw(t, lr_schedule(t), t.b1),
            "muon": _muon, "schedule_free": _schedule_free}
   return optax.apply_if_finite(optax.chain(

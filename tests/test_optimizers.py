@@ -143,3 +143,22 @@ def test_muon_with_accumulation_on_8_devices(smoke_config, text_file,
   one = trainer.train_and_evaluate(smoke_config, tmp_path / "one")
   # Same batches; only the order of floating-point sums differs.
   assert many["val_loss"] == pytest.approx(one["val_loss"], abs=2e-4)
+
+
+def test_same_settings_reuse_the_compiled_step(smoke_config):
+  """A second training in one process (a resume, a notebook) traces the
+  jitted step once: the optimiser, a static field of the state, is the same
+  object for the same settings, and a new one for new settings."""
+  model = make_model(smoke_config.model, 20)
+  new_state = lambda seed: steps.create_train_state(
+      model, smoke_config.train, jax.random.key(seed))
+  a, b = new_state(0), new_state(1)
+  assert a.tx is b.tx
+  x = jnp.zeros((2, smoke_config.train.seq_len), jnp.int32)
+  key = jax.random.key(0)
+  before = steps.train_step._cache_size()
+  steps.train_step(a, x, x, key)
+  steps.train_step(b, x, x, key)
+  assert steps.train_step._cache_size() == before + 1
+  smoke_config.train.learning_rate *= 2
+  assert new_state(0).tx is not a.tx
