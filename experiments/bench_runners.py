@@ -29,8 +29,14 @@ import time
 VOCAB = 65  # tinyshakespeare's characters
 MATMUL_N = {"cpu": 2048, "gpu": 8192}  # the matmul-peak size per device
 NUM_TOKENS = 1 << 20
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736",
-              "MALLOC_ARENA_MAX": "1"}
+# Allocator settings a worker can start with (`--malloc`): glibc's
+# environment variables, or transparent huge pages for malloc's memory
+# (glibc >= 2.35; the kernel's THP mode "madvise" or "always").
+MALLOC_ENVS = {
+    "env": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736",
+            "MALLOC_ARENA_MAX": "1"},
+    "thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+}
 
 
 def peak_rss_mb() -> float:
@@ -232,7 +238,7 @@ def main() -> None:
                       choices=["jax", "torch_eager", "torch_compile"])
   parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
   parser.add_argument("--malloc", default="none",
-                      choices=["mallopt", "env", "none"])
+                      choices=["mallopt", "none", *MALLOC_ENVS])
   args = parser.parse_args()
   if args.device == "gpu":
     set_tf32(library(args.framework))

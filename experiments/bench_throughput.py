@@ -37,7 +37,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments.bench_runners import MALLOC_ENV, MATMUL_N, VOCAB  # noqa: E402
+from experiments.bench_runners import MALLOC_ENVS, MATMUL_N, VOCAB  # noqa: E402
 
 FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
 
@@ -60,6 +60,8 @@ CONFIGS = {
     "default": spec("default 4L/128 T128 B32", 4, 128, 128, 32, 0.0, 16, 3),
     "gpt6": spec("6L/384 T256 B64", 6, 384, 256, 64, 0.0, 1, 2),
     "gpt6_drop": spec("6L/384 T256 B64 drop 0.2", 6, 384, 256, 64, 0.2, 1, 2),
+    # Long context: the same model and tokens per step, at T 1024.
+    "gpt6_long": spec("6L/384 T1024 B16", 6, 384, 1024, 16, 0.0, 1, 2),
 }
 
 
@@ -80,8 +82,7 @@ class Worker:
 
   def __init__(self, framework: str, device: str, malloc: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    if malloc == "env":
-      env.update(MALLOC_ENV)
+    env.update(MALLOC_ENVS.get(malloc, {}))
     env["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
     # Several workers share the GPU: no worker may claim most of its memory.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
@@ -231,17 +232,34 @@ def gpt6_levers(device: str, rows: list[dict], save) -> None:
   """What each lever buys on the 6-layer/384 model in fp32, against
   PyTorch eager in the same run; appends to `rows`."""
   print("-- 6L/384: attention, allocator, CPU devices", flush=True)
-  blocked = dict(attention="blocked")
+  dense, blocked = dict(attention="dense"), dict(attention="blocked")
   rows += measure(CONFIGS["gpt6"], "fp32", [
       Variant("torch_eager", "torch_eager"),
-      Variant("jax attention=dense", "jax"),
+      Variant("torch_eager malloc=thp", "torch_eager", malloc="thp"),
+      Variant("jax attention=dense", "jax", model=dense),
       Variant("jax attention=blocked", "jax", model=blocked),
       Variant("jax blocked malloc=mallopt", "jax", malloc="mallopt",
               model=blocked),
+      Variant("jax blocked malloc=thp", "jax", malloc="thp", model=blocked),
       Variant("jax blocked cpu_devices=1", "jax", model=blocked,
               train=dict(cpu_devices=1)),
   ], device)
   save()
+  print("-- 6L/384 at T 1024: blocked attention (dense needs 8 GiB of "
+        "temporaries alone)", flush=True)
+  rows += measure(CONFIGS["gpt6_long"], "fp32", [
+      Variant("torch_eager", "torch_eager"),
+      Variant("jax attention=blocked", "jax", model=blocked)], device)
+  save()
+  for name in ("default", "baby"):  # T 128 and T 64: is blocked still ahead?
+    print(f"-- {name}: attention, allocator", flush=True)
+    rows += measure(CONFIGS[name], "fp32", [
+        Variant("torch_eager", "torch_eager"),
+        Variant("jax attention=dense", "jax", model=dense),
+        Variant("jax attention=blocked", "jax", model=blocked),
+        Variant("jax malloc=thp", "jax", malloc="thp"),
+    ], device)
+    save()
 
 
 def machine(device: str = "cpu") -> str:
@@ -391,7 +409,7 @@ def main() -> None:
   parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
   parser.add_argument("--quick", action="store_true",
                       help="the baby model only, few repeats (< 2 minutes)")
-  parser.add_argument("--configs", default=",".join(CONFIGS),
+  parser.add_argument("--configs", default="baby,default,gpt6,gpt6_drop",
                       help=f"comma-separated, from {','.join(CONFIGS)}")
   parser.add_argument("--no-ablations", action="store_true")
   parser.add_argument("--concurrent-compile", action="store_true",
