@@ -12,6 +12,14 @@ tile: a scan over key tiles j, each a loop over query tiles j..n-1. A
 sequence that is not a multiple of the tile is padded with zeros; the
 padded keys lie in every real query's future, so the causal mask hides them.
 
+Dropout on the attention weights is supported (`dropout_rate`, a key), as
+dense attention applies it: inverted, the softmax normalised before
+dropping, y = (p * mask / keep) v. No mask is stored: tile (i, j)'s mask
+is drawn from its own key, `fold_in(fold_in(key, i), j)`, and the backward
+pass draws it again from the same key where it recomputes p.
+`dropout_mask` builds the whole (B, H, T, T) mask from those keys, for
+tests. At rate 0 no mask code is traced.
+
 Loops, not unrolled Python: a first version visited the tiles by diagonal
 in unrolled steps (one batched product per diagonal); XLA then copied every
 step's tile slices up front and its temp memory equalled dense attention's.
@@ -88,7 +96,8 @@ def _tile_key(key: jax.Array, i: jax.Array, j: jax.Array) -> jax.Array:
 
 def _tile_mask(key: jax.Array, rate: float, i: jax.Array, j: jax.Array,
                shape: tuple[int, ...]) -> jax.Array:
-  """Kept entries (B, H, t, t) of tile (i, j): True with probability 1 - rate."""
+  """Kept entries (B, H, t, t) of tile (i, j), each with probability
+  1 - rate."""
   return jax.random.bernoulli(_tile_key(key, i, j), 1.0 - rate, shape)
 
 
