@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.model.gelu_approximate = True  # tanh GELU, as in GPT-2
   # "dense": every (T, T) weight at once (what lm_jax.inspect shows);
-  # "blocked": tiles of attention_tile positions (lm_jax/models/attention.py).
+  # "blocked": the same in tiles of attention_tile positions, weight dropout
+  # included (lm_jax/models/attention.py).
   c.model.attention = "dense"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
   # Recipe options, all off here (lm_jax/models/recipe.py says what each is).

@@ -12,6 +12,14 @@ tile: a scan over key tiles j, each a loop over query tiles j..n-1. A
 sequence that is not a multiple of the tile is padded with zeros; the
 padded keys lie in every real query's future, so the causal mask hides them.
 
+Dropout on the attention weights is supported (`dropout_rate`, a key), as
+dense attention applies it: inverted, the softmax normalised before
+dropping, y = (p * mask / keep) v. No mask is stored: tile (i, j)'s mask
+is drawn from its own key, `fold_in(fold_in(key, i), j)`, and the backward
+pass draws it again from the same key where it recomputes p.
+`dropout_mask` builds the whole (B, H, T, T) mask from those keys, for
+tests. At rate 0 no mask code is traced.
+
 Loops, not unrolled Python: a first version visited the tiles by diagonal
 in unrolled steps (one batched product per diagonal); XLA then copied every
 step's tile slices up front and its temp memory equalled dense attention's.
@@ -80,9 +88,36 @@ def _scores(q: jax.Array, k: jax.Array, i: jax.Array, j: jax.Array
   return jnp.where(visible, s / math.sqrt(K), -jnp.inf)
 
 
-def _forward(q: jax.Array, k: jax.Array, v: jax.Array, tile: int
-             ) -> tuple[jax.Array, jax.Array]:
-  """Output (n, B, H, t, K) in float32 and log-sum-exp (n, B, H, t), tiled."""
+def _tile_key(key: jax.Array, i: jax.Array, j: jax.Array) -> jax.Array:
+  """The dropout key of tile (query tile i, key tile j): a function of the
+  three alone, so the backward pass regenerates the forward's mask."""
+  return jax.random.fold_in(jax.random.fold_in(key, i), j)
+
+
+def _tile_mask(key: jax.Array, rate: float, i: jax.Array, j: jax.Array,
+               shape: tuple[int, ...]) -> jax.Array:
+  """Kept entries (B, H, t, t) of tile (i, j), each with probability
+  1 - rate."""
+  return jax.random.bernoulli(_tile_key(key, i, j), 1.0 - rate, shape)
+
+
+def _drop(x: jax.Array, key, rate: float, i: jax.Array, j: jax.Array
+          ) -> jax.Array:
+  """x * mask / keep on tile (i, j) (inverted dropout); x itself at rate 0,
+  with nothing traced."""
+  if rate == 0:
+    return x
+  mask = _tile_mask(key, rate, i, j, x.shape)
+  return jnp.where(mask, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def _forward(q: jax.Array, k: jax.Array, v: jax.Array, tile: int,
+             key=None, rate: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Output (n, B, H, t, K) in float32 and log-sum-exp (n, B, H, t), tiled.
+
+  With `rate` > 0 the output is (p * mask / keep) v, tile (i, j)'s mask
+  drawn from `key`; the log-sum-exp is the undropped softmax's.
+  """
   q, k, v = (_tiles(x, tile) for x in (q, k, v))
   n, B, H, t, K = q.shape
 
@@ -93,7 +128,8 @@ def _forward(q: jax.Array, k: jax.Array, v: jax.Array, tile: int
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.exp(s - m_new[..., None])
       rescale = jnp.exp(m - m_new)
-      pv = jnp.einsum("bhqt,bhtk->bhqk", p.astype(v.dtype), v[j],
+      pv = jnp.einsum("bhqt,bhtk->bhqk",
+                      _drop(p, key, rate, i, j).astype(v.dtype), v[j],
                       preferred_element_type=F32)
       return m_new, l * rescale + p.sum(-1), acc * rescale[..., None] + pv
 
@@ -105,20 +141,29 @@ def _forward(q: jax.Array, k: jax.Array, v: jax.Array, tile: int
   return jax.lax.map(row, jnp.arange(n))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, tile: int
-               ) -> jax.Array:
-  return _untile(_forward(q, k, v, tile)[0], q.shape[2]).astype(q.dtype)
+# The dropout key is a primal argument (an array, possibly a typed key array,
+# traced under jit); it gets no cotangent (None). None when rate is 0.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, key, tile: int,
+               rate: float) -> jax.Array:
+  return _untile(_forward(q, k, v, tile, key, rate)[0],
+                 q.shape[2]).astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, tile):
-  o, lse = _forward(q, k, v, tile)
-  return _untile(o, q.shape[2]).astype(q.dtype), (q, k, v, o, lse)
+def _attention_fwd(q, k, v, key, tile, rate):
+  o, lse = _forward(q, k, v, tile, key, rate)
+  return _untile(o, q.shape[2]).astype(q.dtype), (q, k, v, key, o, lse)
 
 
-def _attention_bwd(tile, res, dy):
-  """FlashAttention's backward: per tile, p from the saved log-sum-exp."""
-  q_in, k_in, v_in, o, lse = res
+def _attention_bwd(tile, rate, res, dy):
+  """FlashAttention's backward: per tile, p from the saved log-sum-exp, and
+  with dropout the tile's mask drawn again from its key.
+
+  With dropout, dv takes (p * mask / keep)^T dy, dp = (dy v^T) * mask / keep,
+  and ds = p (dp - rowsum(dy * o)) / sqrt(K) as without: o is the dropped
+  output, so rowsum(dy * o) is still sum_t' p dp.
+  """
+  q_in, k_in, v_in, key, o, lse = res
   q, k, v, dy = (_tiles(x, tile) for x in (q_in, k_in, v_in, dy))
   n, B, H, t, K = q.shape
   row = (dy.astype(F32) * o).sum(-1)  # (n, B, H, t): sum_t' p dp, from o
@@ -127,10 +172,11 @@ def _attention_bwd(tile, res, dy):
     def add_tile(i, carry):
       dk, dv, dq = carry
       p = jnp.exp(_scores(q[i], k[j], i, j) - lse[i][..., None])  # (B,H,t,t)
-      dv = dv + jnp.einsum("bhqt,bhqk->bhtk", p.astype(v.dtype), dy[i],
+      dv = dv + jnp.einsum("bhqt,bhqk->bhtk",
+                           _drop(p, key, rate, i, j).astype(v.dtype), dy[i],
                            preferred_element_type=F32)
-      dp = jnp.einsum("bhqk,bhtk->bhqt", dy[i], v[j],
-                      preferred_element_type=F32)
+      dp = _drop(jnp.einsum("bhqk,bhtk->bhqt", dy[i], v[j],
+                            preferred_element_type=F32), key, rate, i, j)
       ds = (p * (dp - row[i][..., None]) / math.sqrt(K)).astype(q.dtype)
       dq = dq.at[i].add(jnp.einsum("bhqt,bhtk->bhqk", ds, k[j],
                                    preferred_element_type=F32))
@@ -144,22 +190,62 @@ def _attention_bwd(tile, res, dy):
 
   dq, (dk, dv) = jax.lax.scan(column, jnp.zeros(q.shape, F32), jnp.arange(n))
   T = q_in.shape[2]
-  return tuple(_untile(g, T).astype(x.dtype)
-               for g, x in ((dq, q_in), (dk, k_in), (dv, v_in)))
+  return (*(_untile(g, T).astype(x.dtype)
+            for g, x in ((dq, q_in), (dk, k_in), (dv, v_in))), None)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def _check_dropout(dropout_rate: float, dropout_rng) -> None:
+  if not 0 <= dropout_rate < 1:
+    raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+  if dropout_rate > 0 and dropout_rng is None:
+    raise ValueError("dropout_rate > 0 needs a dropout_rng")
+
+
 def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
-                             tile: int) -> jax.Array:
+                             tile: int, dropout_rate: float = 0.0,
+                             dropout_rng: jax.Array | None = None
+                             ) -> jax.Array:
   """softmax(q k^T / sqrt(K), causal) v for q, k, v of shape (B, H, T, K).
 
   Products run in the inputs' dtype, the softmax in float32; the result
   has the inputs' dtype. Equals the dense computation to float32 rounding.
   A sequence shorter than `tile` is one tile of its own length.
+
+  With `dropout_rate` > 0 (a Python float; `dropout_rng` a key, needed
+  then), the weights are dropped as dense attention's are, inverted:
+  (softmax * mask / (1 - rate)) v, mask ~ Bernoulli(1 - rate), the softmax
+  normalised before dropping. The mask is `dropout_mask(dropout_rng, B, H,
+  T, tile=tile, dropout_rate=dropout_rate)`, drawn tile by tile. At rate 0
+  the key is ignored and the computation is the one without dropout.
   """
-  return _attention(q, k, v, min(tile, q.shape[2]))
+  _check_dropout(dropout_rate, dropout_rng)
+  rate = float(dropout_rate)
+  key = dropout_rng if rate > 0 else None
+  return _attention(q, k, v, key, min(tile, q.shape[2]), rate)
+
+
+def dropout_mask(dropout_rng: jax.Array, batch: int, heads: int, T: int, *,
+                 tile: int, dropout_rate: float) -> jax.Array:
+  """The kept entries (B, H, T, T), bool, that `blocked_causal_attention`
+  with this key, rate and tile applies to the weights of a (B, H, T, K)
+  input: tile (i, j)'s block drawn from its own key, as the blocked code
+  draws it. Entries above the diagonal are drawn too (their weights are 0).
+  For tests and inspection: it materialises the (T, T) mask.
+  """
+  _check_dropout(dropout_rate, dropout_rng)
+  tile = min(tile, T)
+  n = -(-T // tile)
+  i, j = (x.ravel() for x in jnp.meshgrid(jnp.arange(n), jnp.arange(n),
+                                          indexing="ij"))
+  tiles = jax.vmap(lambda i, j: _tile_mask(
+      dropout_rng, dropout_rate, i, j, (batch, heads, tile, tile)))(i, j)
+  mask = tiles.reshape(n, n, batch, heads, tile, tile)  # (i, j, B, H, t, t)
+  mask = mask.transpose(2, 3, 0, 4, 1, 5).reshape(batch, heads, n * tile,
+                                                  n * tile)
+  return mask[:, :, :T, :T]
 
 
 def attention_with_past(q: jax.Array, k: jax.Array, v: jax.Array,

@@ -40,9 +40,11 @@ class CausalSelfAttention(nn.Module):
 
   `attention`: "dense" computes and sows the (T, T) weights (what
   `lm_jax.inspect` shows); "blocked" computes the same output in tiles of
-  `tile` positions without them (lm_jax/models/attention.py). `qk_norm`
-  and `position="rope"` change q and k before either (recipe.py), and the
-  cache holds the keys as changed.
+  `tile` positions without them (lm_jax/models/attention.py). Both drop
+  attention weights when training with `dropout` > 0 (the two draw
+  different masks from the same key); the cached path (`past`, inference
+  only) drops nothing. `qk_norm` and `position="rope"` change q and k
+  before either (recipe.py), and the cache holds the keys as changed.
   """
   num_heads: int
   dropout: float
@@ -72,12 +74,13 @@ class CausalSelfAttention(nn.Module):
       positions = (0 if past is None else past[2]) + jnp.arange(T)
       q, k = recipe.rotary(q, positions), recipe.rotary(k, positions)
     q, k = q.astype(self.dtype), k.astype(self.dtype)
-    if self.attention == "blocked":
-      if self.dropout > 0 and not self.deterministic:
-        raise ConfigError("blocked attention has no attention-weight "
-                          "dropout: train with attention='dense' or dropout=0")
-      y = (blocked_causal_attention(q, k, v, tile=self.tile) if past is None
-           else attention_with_past(q, k, v, *past, tile=self.tile))
+    if self.attention == "blocked" and past is None:
+      drop = self.dropout > 0 and not self.deterministic
+      y = blocked_causal_attention(
+          q, k, v, tile=self.tile, dropout_rate=self.dropout if drop else 0.0,
+          dropout_rng=self.make_rng("dropout") if drop else None)
+    elif self.attention == "blocked":  # decoding: inference, no dropout
+      y = attention_with_past(q, k, v, *past, tile=self.tile)
     else:
       y = self.dense(q, k, v, past)
     y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
@@ -269,11 +272,6 @@ class TransformerLM(LanguageModel):
                         f"'blocked', got {model.attention!r}")
     positive(model, "attention_tile")
     recipe.check_config(model)
-    if model.attention == "blocked" and model.dropout > 0:
-      raise ConfigError(
-          f"blocked attention applies no dropout to attention weights, and "
-          f"config.model.dropout is {model.dropout}: set "
-          "--config.model.attention=dense or --config.model.dropout=0")
     if train.carry_state:
       raise ConfigError(
           "config.train.carry_state=True needs a recurrent model (an LSTM "
