@@ -66,13 +66,19 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Model settings that say how, not what, the model computes: the same
+# parameters and function, so a run may resume or sample with either.
+HOW_SETTINGS = ("model.attention", "model.attention_tile")
+
+
 def config_differences(stored: dict, requested: dict,
                        keys=FIXED_SETTINGS) -> list[str]:
   """'name: stored X, requested Y' for each fixed setting that differs."""
   stored = {**ADDED_SETTINGS, **_flatten(stored)}
   requested = {**ADDED_SETTINGS, **_flatten(requested)}
   names = sorted(n for n in stored.keys() | requested.keys()
-                 if any(n == k or n.startswith(k + ".") for k in keys))
+                 if any(n == k or n.startswith(k + ".") for k in keys)
+                 and n not in HOW_SETTINGS)
   return [f"{n}: stored {stored.get(n)!r}, requested {requested.get(n)!r}"
           for n in names if stored.get(n) != requested.get(n)]
 
