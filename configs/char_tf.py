@@ -3,14 +3,14 @@
     python -m lm_jax.train --config=configs/char_tf.py
     python -m lm_jax.sample --workdir=runs/char_tf --prompt="ROMEO:"
 
-Measured with exactly this command on a 2-core AMD EPYC CPU (the machine
-otherwise idle), 2026-11-26: 1500 steps of 32 x 128 characters, 5m45s wall
-(344.9 s, start-up, 6 evaluations and samples included; about 20k tokens/s
-on one JAX device per core), final val loss 1.7020 nats, 2.4555 bits per
-character on the 4 held-out plays. (The same run on one device for both
-cores, 2026-11-25: 529.5 s, the same losses.) Samples have speaker lines,
-line breaks and mostly real words, e.g. "BOLTHOL:\nThat honest our out the
-mans lords to my seem".
+The model is the plain GPT of the pipeline (lm_jax/models/transformer.py)
+with the recipe options that measured (rotary positions, RMSNorm, QK-norm,
+ReLU squared; docs/RECIPE.md says what each is and what it bought).
+Measured with `make train` (this config) on a 2-core AMD EPYC CPU, the
+machine otherwise idle, 2026-12-02: RESULT_TBD.
+The same 1500 steps without the recipe options (learned positions,
+LayerNorm, GELU; 2026-11-26): 5m45s wall (344.9 s), final val loss 1.7020
+nats, 2.4555 bits per character.
 
 Variants (`--config=configs/char_tf.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
@@ -33,9 +33,19 @@ Variants (`--config=configs/char_tf.py:NAME`):
          the whole last 10%). With Muon (--config.train.optimizer=muon):
          1.5985 at 2000 steps, but 8.7k tokens/s against 20.6k, 0.86x the
          reference's time (experiments/results/race_cpu.md).
+  shakespeare  nanoGPT's GPU setting for tinyshakespeare (6 layers, 6
+         heads, width 384, context 256, batch 64, dropout 0.2, 5000 steps;
+         nanoGPT reaches 1.4697 on an A100 in about 3 minutes) with the
+         recipe options; set --config.data.path as for baby. For a GPU:
+         a step takes seconds on a 2-core CPU (the 6L/384 rows of
+         experiments/results/cpu_gpt6_levers.md). Not yet measured on a
+         GPU.
 """
 
 from lm_jax.config import base_config, smoke_train
+
+# What the default and `fast` add to the plain GPT (lm_jax/models/recipe.py).
+RECIPE = dict(position="rope", norm="rmsnorm", qk_norm=True, mlp="relu2")
 
 
 def get_config(arg: str = ""):
@@ -56,10 +66,15 @@ def get_config(arg: str = ""):
     c.train.warmup_steps = 100
     c.train.eval_every = 500
     c.train.log_every = 100
-    if arg == "fast":  # the recipe options that measured (docs/RECIPE.md)
-      c.model.update(position="rope", norm="rmsnorm", qk_norm=True,
-                     mlp="relu2")
+  elif arg == "shakespeare":
+    c.model.update(num_layers=6, num_heads=6, d_model=384, max_len=256,
+                   dropout=0.2)
+    c.train.update(batch_size=64, seq_len=256, num_steps=5000,
+                   learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=100,
+                   eval_every=500, log_every=100)
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby' or "
-                     "'fast'")
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby', "
+                     "'fast' or 'shakespeare'")
+  if arg in ("", "fast", "shakespeare"):  # the recipe options that measured (docs/RECIPE.md)
+    c.model.update(RECIPE)
   return c

@@ -4,7 +4,8 @@
 
 Each variant is `configs/char_tf.py:baby` (nanoGPT's CPU setting: 4 layers,
 width 128, context 64, batch 12) with one option of
-lm_jax/models/recipe.py (or the z-loss) set, trained in this process on
+lm_jax/models/recipe.py, the z-loss, a schedule or an optimiser
+(lm_jax/optimizers.py) set, or a combination, trained in this process on
 tinyshakespeare for `--steps` steps (the cosine schedule spans them), one
 evaluation at the end (val loss in nats on the first 32k tokens of the last
 10%). Variants take turns within each seed, so machine load hits them
@@ -22,6 +23,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from configs import char_tf  # noqa: E402
 from lm_jax import runtime  # noqa: E402
 
 VARIANTS = {
@@ -35,6 +37,11 @@ VARIANTS = {
                                 "model.tie_embeddings": False},
     "logit_softcap 15": {"model.logit_softcap": 15.0},
     "z_loss 1e-4": {"train.z_loss": 1e-4},
+    "wsd schedule": {"train.schedule": "wsd"},
+    "muon": {"train.optimizer": "muon"},
+    "schedule_free": {"train.optimizer": "schedule_free"},
+    "fast (rope, rmsnorm, qk_norm, relu2)": {
+        f"model.{k}": v for k, v in char_tf.RECIPE.items()},
     "all": {"model.position": "rope", "model.norm": "rmsnorm",
             "model.qk_norm": True, "model.mlp": "relu2",
             "model.zero_init_proj": True, "model.tie_embeddings": False,
@@ -44,7 +51,6 @@ VARIANTS = {
 
 def run(overrides: dict, steps: int, seed: int, data: str) -> dict:
   """Final val loss and wall seconds of one variant."""
-  from configs import char_tf
   from lm_jax import trainer
   config = char_tf.get_config("baby")
   config.update_from_flattened_dict({

@@ -47,10 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
   # bf16 no faster than fp32 (docs/BENCHMARKS.md), so fp32 is the default.
   c.model.dtype = "float32"
   c.model.gelu_approximate = True  # tanh GELU, as in GPT-2
-  # "dense": every (T, T) weight at once (what lm_jax.inspect shows);
-  # "blocked": the same in tiles of attention_tile positions, weight dropout
-  # included (lm_jax/models/attention.py).
-  c.model.attention = "dense"
+  # "blocked": tiles of attention_tile positions, the (T, T) weights never
+  # stored (lm_jax/models/attention.py); as fast as "dense" at T 64-128 and
+  # faster beyond (experiments/results/cpu_gpt6_levers.md). "dense": every
+  # (T, T) weight at once, the textbook form (lm_jax.inspect draws it).
+  c.model.attention = "blocked"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
   # Recipe options, all off here (lm_jax/models/recipe.py says what each is).
   c.model.position = "learned"  # or "rope": rotary embeddings on q and k
@@ -84,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   # A step with a non-finite loss or gradients stops the run (False), or
   # its update is dropped and counted in the logs (True).
   c.train.skip_nonfinite = False
-  c.train.steps_per_call = 16  # train steps per jitted call (lax.scan)
+  c.train.steps_per_call = 16  # train steps per jitted call (on-device loop)
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
   c.train.fsdp = False  # shard params and optimiser state across devices
   # LSTM only: truncated backpropagation through time, as char-rnn. The

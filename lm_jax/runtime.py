@@ -212,6 +212,24 @@ def config_value(holder):
   return config
 
 
+def use_compilation_cache() -> str | None:
+  """Keeps XLA's compiled programs on disk, so that running a config again
+  skips compiling (seconds on a small CPU for the train step, evaluation
+  and the sampler): $XDG_CACHE_HOME/lm_jax/xla, else ~/.cache/lm_jax/xla.
+
+  JAX_COMPILATION_CACHE_DIR, when set, chooses instead (an empty value: no
+  cache). Returns the folder chosen here, or None.
+  """
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return None
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  path = os.path.join(base, "lm_jax", "xla")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
 def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
@@ -223,6 +241,7 @@ def run_main(main, *args) -> None:
   from absl import logging
   from lm_jax.errors import UserError
   logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes
+  use_compilation_cache()
   try:
     main(*args)
   except UserError as e:

@@ -186,20 +186,28 @@ def step_keys(seed_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
 @functools.partial(jax.jit, static_argnames=(
     "batch_size", "seq_len", "num_steps", "grad_accum_steps",
     "batch_sharding"), donate_argnames=("state",))
-def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
+def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
+                count: jax.Array | int | None = None, *,
                 batch_size: int, seq_len: int, num_steps: int,
                 grad_accum_steps: int = 1,
                 batch_sharding: jax.sharding.Sharding | None = None
                 ) -> tuple[TrainState, dict]:
-  """`num_steps` train steps in one call, batches drawn on device.
+  """`num_steps` train steps in one call, batches drawn on device; with
+  `count`, only the first `count` of them.
 
   `tokens` is the training data batches are drawn from: the text's ids,
   or for pairs (`OBJECTIVES`) the padded (src, tgt) arrays.
 
-  Running several steps per call (a `lax.scan`) saves the per-call dispatch
-  and host round trip, the largest speed lever on a small CPU. Metrics come
-  back stacked, one entry per step. With `batch_sharding` (see
-  lm_jax/parallel.py) each device draws and trains on its slice of the batch.
+  Running several steps per call (a loop on device) saves the per-call
+  dispatch and host round trip, the largest speed lever on a small CPU.
+  Metrics come back stacked, `num_steps` entries, NaN past `count`.
+  `count` is traced, so one compiled program serves every count: the
+  trainer stops at each log and evaluation boundary with a shorter call,
+  and a static count would compile a new program for each remainder (on a
+  2-core CPU, seconds each). Without `count`, a `lax.scan` of `num_steps`,
+  which XLA compiles to the same arithmetic as before `count` existed
+  (tests/test_compat.py resumes old checkpoints bit for bit). With `batch_sharding` (see lm_jax/parallel.py)
+  each device draws and trains on its slice of the batch.
 
   With a carry (config.train.carry_state) step k reads the k-th window of
   every lane (`data.lane_batch`) instead of random windows, and the
@@ -211,7 +219,7 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
                             jax.lax.with_sharding_constraint(tree,
                                                              batch_sharding))
 
-  def one_step(state, _):
+  def one_step(state):
     data_key, dropout_key = step_keys(seed_key, state.step)
     if state.carry is None:  # (fixed at trace time: one compiled program)
       x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
@@ -224,7 +232,22 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array, *,
     return train_step(state, *constrain((x, y)), dropout_key,
                       grad_accum_steps)
 
-  state, metrics = jax.lax.scan(one_step, state, length=num_steps)
+  if count is None:
+    state, metrics = jax.lax.scan(lambda state, _: one_step(state), state,
+                                  length=num_steps)
+  else:  # the same steps in a loop whose length is only known at run time
+    def body(loop):
+      i, state, metrics = loop
+      state, step_metrics = one_step(state)
+      return i + 1, state, jax.tree.map(lambda m, v: m.at[i].set(v), metrics,
+                                        step_metrics)
+
+    unset = jax.tree.map(lambda m: jnp.full((num_steps, *m.shape), jnp.nan,
+                                            m.dtype),
+                         jax.eval_shape(one_step, state)[1])
+    _, state, metrics = jax.lax.while_loop(
+        lambda loop: loop[0] < jnp.minimum(count, num_steps), body,
+        (jnp.int32(0), state, unset))
   # Returned as it came in (parallel.state_shardings), split by lane.
   return state.replace(carry=constrain(state.carry)), metrics
 

@@ -184,12 +184,15 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       progress.phase("compiling the train step")
     boundary = min(end, (step // t.log_every + 1) * t.log_every,
                    (step // t.eval_every + 1) * t.eval_every)
+    count = min(t.steps_per_call, boundary - step)
+    # A whole call is the plain program; every shorter one shares another.
     state, metrics = steps.train_steps(
-        state, train_tokens, seed_key, batch_size=t.batch_size,
-        seq_len=t.seq_len, num_steps=min(t.steps_per_call, boundary - step),
+        state, train_tokens, seed_key,
+        None if count == t.steps_per_call else count, batch_size=t.batch_size,
+        seq_len=t.seq_len, num_steps=t.steps_per_call,
         grad_accum_steps=t.grad_accum_steps,
         batch_sharding=parallel.batch_sharding(mesh))
-    metrics = jax.device_get(metrics)
+    metrics = {k: v[:count] for k, v in jax.device_get(metrics).items()}
     step = int(state.step)
     if not compiled:  # time from here: the first call was mostly compiling
       tick, tick_step, compiled = time.perf_counter(), step, True

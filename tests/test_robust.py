@@ -321,9 +321,8 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_earlier_ones(
   expected = _params(workdir, 4)
   args = _train_args(text_file, workdir, num_steps=8, eval_every=4)
   args[1:3] = ["-c", LIMITED_WRITES, "lm_jax.train"]  # instead of -m lm_jax.train
-  # Without the tests' compilation cache, whose writes would fail too.
-  env = {k: v for k, v in os.environ.items()
-         if k != "JAX_COMPILATION_CACHE_DIR"}
+  # Without a compilation cache, whose writes would fail too (empty: none).
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR="")
   out = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
                        timeout=TIMEOUT, env=env)
   assert out.returncode == 2
@@ -511,3 +510,21 @@ def test_bad_sampling_input(case, inputs):
   assert message.format(d=d) in out.stderr
   assert "Traceback" not in out.stderr + out.stdout
   assert _snapshot(inputs) == before
+
+
+def test_entry_points_keep_compiled_programs(monkeypatch, tmp_path):
+  """The commands cache XLA's programs under the user's cache folder,
+  unless JAX_COMPILATION_CACHE_DIR chooses (empty: no cache)."""
+  import jax
+  from lm_jax import runtime
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    assert runtime.use_compilation_cache() is None  # the tests' own cache
+    assert jax.config.jax_compilation_cache_dir == before
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert runtime.use_compilation_cache() == str(tmp_path / "lm_jax" / "xla")
+    assert jax.config.jax_compilation_cache_dir == str(
+        tmp_path / "lm_jax" / "xla")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

@@ -88,8 +88,8 @@ def copy_run(tmp_path_factory):
   config = echo_s2s.get_config("smoke")
   config.model.update(max_source_len=8, max_target_len=8, num_layers=1)
   config.data.path = str(root / "lines.txt")
-  config.train.update(num_steps=200, steps_per_call=50, log_every=100,
-                      eval_every=200, warmup_steps=20, learning_rate=1e-2,
+  config.train.update(num_steps=300, steps_per_call=50, log_every=100,
+                      eval_every=300, warmup_steps=20, learning_rate=1e-2,
                       batch_size=32, seq_len=9, eval_pairs=64)
   workdir = root / "run"
   result = trainer.train_and_evaluate(config, workdir)

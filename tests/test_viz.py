@@ -134,11 +134,13 @@ def test_attention_maps(run, tmp_path):
   assert w.shape == (L, H, T, T)
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
   assert np.all(np.triu(w, k=1) == 0)  # causal: nothing from the future
-  # Sowing changes neither the logits nor the parameters.
-  logits, state = model.apply({"params": params}, jnp.asarray(tokens)[None],
+  # Sowing changes neither the logits nor the parameters (dense attention
+  # sows the weights; the default, blocked, has none to sow).
+  dense = model.clone(attention="dense")
+  logits, state = dense.apply({"params": params}, jnp.asarray(tokens)[None],
                               mutable=["intermediates"])
   np.testing.assert_array_equal(
-      logits, model.apply({"params": params}, jnp.asarray(tokens)[None]))
+      logits, dense.apply({"params": params}, jnp.asarray(tokens)[None]))
   assert set(state) == {"intermediates"}
   out = internals.plot_internals(inside, list("LINE 7: the"),
                                  tmp_path / "a.png")

@@ -50,6 +50,13 @@ q/k/v's 3 D per token are as large), so the gain is small; it grows with
 T. The default tile, 64: the least memory at T 256 and the faster of the
 two there.
 
+The whole step measured again on a quiet machine, blocked against dense at
+T 64, 128 and 256 and PyTorch's fused attention at T 256 and 1024, is
+experiments/results/cpu_gpt6_levers.md (`python
+experiments/bench_throughput.py --gpt6-levers`): level at T 64 and 128,
+well ahead at T 256, so blocked is the default (lm_jax/config.py:
+base_config).
+
 Shapes: B batch, H heads, T time, K head size, n tiles, t = tile.
 """
 
