@@ -80,9 +80,11 @@ def flops_per_token(s: dict) -> float:
 class Worker:
   """One framework in its own process, driven over a pipe."""
 
-  def __init__(self, framework: str, device: str, malloc: str):
+  def __init__(self, framework: str, device: str, malloc: str,
+               extra_env: dict | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.update(MALLOC_ENVS.get(malloc, {}))
+    env.update(extra_env or {})
     env["JAX_PLATFORMS"] = "cuda" if device == "gpu" else "cpu"
     # Several workers share the GPU: no worker may claim most of its memory.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
@@ -121,6 +123,7 @@ class Variant:
   malloc: str = "none"
   model: dict = dataclasses.field(default_factory=dict)  # spec overrides
   train: dict = dataclasses.field(default_factory=dict)
+  env: dict = dataclasses.field(default_factory=dict)  # the worker's extra
 
 
 def measure(s: dict, precision: str, variants: list[Variant], device: str,
@@ -132,7 +135,8 @@ def measure(s: dict, precision: str, variants: list[Variant], device: str,
   load on the host). With `sequential` each variant's timed calls run back
   to back, one variant after another, instead of taking turns.
   """
-  workers = {v.label: Worker(v.framework, device, v.malloc) for v in variants}
+  workers = {v.label: Worker(v.framework, device, v.malloc, v.env)
+             for v in variants}
   specs = {v.label: dict(s, model={**s["model"], **v.model},
                          train={**s["train"], **v.train}) for v in variants}
   # build; first call (compile); a warm-up call, discarded.
@@ -243,6 +247,11 @@ def gpt6_levers(device: str, rows: list[dict], save) -> None:
       Variant("jax blocked malloc=thp", "jax", malloc="thp", model=blocked),
       Variant("jax blocked cpu_devices=1", "jax", model=blocked,
               train=dict(cpu_devices=1)),
+      Variant("jax blocked remat", "jax", model=dict(blocked, remat=True)),
+      # Each device's products on its own core's thread, not split over
+      # both cores' threads while the other device runs too.
+      Variant("jax blocked eigen 1 thread", "jax", model=blocked,
+              env=dict(XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")),
   ], device)
   save()
   print("-- 6L/384 at T 1024: blocked attention (dense needs 8 GiB of "

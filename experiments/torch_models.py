@@ -119,8 +119,8 @@ class Block(nn.Module):
 class TorchTransformerLM(nn.Module):
   """Token + learned position embeddings, N blocks, LayerNorm, output head.
 
-  Takes the same fields as `TransformerLM` (`scan_layers`, `dtype` and the
-  attention choice are accepted and ignored: bf16 products come from
+  Takes the same fields as `TransformerLM` (`scan_layers`, `dtype`, `remat`
+  and the attention choice are accepted and ignored: bf16 products come from
   `torch.autocast`, and attention is always PyTorch's fused kernel).
   """
 
@@ -129,11 +129,12 @@ class TorchTransformerLM(nn.Module):
                tie_embeddings: bool = True, scan_layers: bool = False,
                dtype: str = "float32", gelu_approximate: bool = True,
                attention: str = "dense", attention_tile: int = 64,
+               remat: bool = False,
                position: str = "learned", norm: str = "layernorm",
                qk_norm: bool = False, mlp: str = "gelu",
                zero_init_proj: bool = False, logit_softcap: float = 0.0):
     super().__init__()
-    del scan_layers, dtype, attention, attention_tile
+    del scan_layers, dtype, attention, attention_tile, remat
     self.embed = nn.Embedding(vocab_size, d_model)
     self.pos_embed = (nn.Parameter(torch.zeros(max_len, d_model))
                       if position == "learned" else None)

@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (T, T) weight at once, the textbook form (lm_jax.inspect draws it).
   c.model.attention = "blocked"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
+  # True: the backward pass recomputes each block's norms, activations and
+  # attention, keeping only its matrix products' outputs: less memory, a
+  # little more time (experiments/results/cpu_gpt6_levers.md).
+  c.model.remat = False
   # Recipe options, all off here (lm_jax/models/recipe.py says what each is).
   c.model.position = "learned"  # or "rope": rotary embeddings on q and k
   c.model.norm = "layernorm"  # or "rmsnorm"

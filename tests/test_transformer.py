@@ -79,3 +79,29 @@ def test_bfloat16_tracks_float32(smoke_config):
   b = bf16.apply({"params": params}, tokens)
   assert b.dtype == jnp.float32
   np.testing.assert_allclose(a, b, atol=0.05)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_recomputes_the_same_gradients(smoke_config, scan):
+  """remat keeps fewer activations for the backward pass (its saved
+  residuals shrink) and gives the same loss and gradients, dropout too."""
+  plain = _model(smoke_config.copy_and_resolve_references(), scan_layers=scan,
+                 dropout=0.1)
+  remat = plain.clone(remat=True)
+  params = _init(plain)
+  tokens = jax.random.randint(jax.random.key(2), (2, 16), 0, V)
+
+  def loss(params, model):
+    logits = model.apply({"params": params}, tokens, train=True,
+                         rngs={"dropout": jax.random.key(3)})
+    return jax.nn.log_softmax(logits).mean()
+
+  (a, ga), (b, gb) = (jax.value_and_grad(loss)(params, m)
+                      for m in (plain, remat))
+  np.testing.assert_allclose(b, a, rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
+                                                       atol=1e-6), gb, ga)
+  saved = lambda m: sum(
+      r.size for r in jax.tree.leaves(jax.vjp(lambda p: loss(p, m),
+                                              params)[1]))
+  assert saved(remat) < saved(plain)

@@ -203,6 +203,9 @@ class TransformerLM(LanguageModel):
   gelu_approximate: bool = True
   attention: str = "dense"  # or "blocked" (lm_jax/models/attention.py)
   attention_tile: int = 64
+  # Recompute each block's cheap parts (norms, activations, attention) in
+  # the backward pass, keeping only its matrix products' outputs.
+  remat: bool = False
   position: str = "learned"  # or "rope"
   norm: str = "layernorm"  # or "rmsnorm"
   qk_norm: bool = False
@@ -363,8 +366,13 @@ class TransformerLM(LanguageModel):
         tile=self.attention_tile, position=self.position,
         qk_norm=self.qk_norm, norm=self.norm, mlp_kind=self.mlp)
     past = None if state is None else (state["k"], state["v"])
+    # remat: the backward pass recomputes what a block's matrix products
+    # do not keep (less memory for some time; jax.checkpoint's policies).
+    keep_products = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    wrap = (lambda cls: nn.remat(cls, policy=keep_products)
+            ) if self.remat else (lambda cls: cls)
     if self.scan_layers:
-      blocks = nn.scan(ScanBlock, variable_axes={"params": 0},
+      blocks = nn.scan(wrap(ScanBlock), variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True},
                        in_axes=(0, nn.broadcast), length=self.num_layers)
       x, (k, v) = blocks(**block_args, name="blocks")(x, past, start)
@@ -372,7 +380,7 @@ class TransformerLM(LanguageModel):
       kvs = []
       for i in range(self.num_layers):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
-        x, kv = Block(**block_args, name=f"block_{i}")(x, layer_past)
+        x, kv = wrap(Block)(**block_args, name=f"block_{i}")(x, layer_past)
         kvs.append(kv)
       k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
     x = recipe.norm(self.norm, "ln_f")(x)
