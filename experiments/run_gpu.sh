@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of experiments/results/*gpu*, in one run of about
-# 8 minutes on one H200 (each stage has a time limit; the benchmarks save
+# Every GPU measurement of experiments/results/*gpu*, in one run of at most
+# 15 minutes (the stages' time limits added up; each stage is cut there, and the benchmarks save
 # what they finished, so a cut-short stage still leaves its rows):
 #
 #     bash experiments/run_gpu.sh [results dir]     # default experiments/results
@@ -10,6 +10,9 @@
 # 2. `python -m lm_jax.train` with the default config: train_gpu.log
 # 3. LSTM training throughput against cuDNN's nn.LSTM: lstm_gpu.md
 # 4. generation speed (bench_generate.py): generate_gpu.md
+# 5. configs/char_tf.py:shakespeare (nanoGPT's GPU setting with the recipe)
+#    on tinyshakespeare, val every 250 steps: shakespeare_gpu.log (the
+#    issue's goal: val 1.47 within 60 s of wall time)
 set -u
 cd "$(dirname "$0")/.."
 out=$(realpath "${1:-experiments/results}")
@@ -42,4 +45,13 @@ stage 70 "$py" -m experiments.bench_lstm --device=gpu --hidden=256,512 \
   --repeats=3 --out="$out/lstm_gpu.md"
 stage 170 "$py" experiments/bench_generate.py --out="$out/generate_gpu.md" \
   --note="$note"
+data=$(realpath -q "${DATA:-../shared/data/tinyshakespeare.txt}") || true
+if [ -f "$data" ]; then
+  stage 200 bash -c "'$py' -m lm_jax.train --workdir=/tmp/run_gpu_shakespeare \
+    --config=configs/char_tf.py:shakespeare --config.data.path='$data' \
+    --config.train.eval_every=250 2>&1 | tee '$out/shakespeare_gpu.log'"
+else
+  echo "== skipped configs/char_tf.py:shakespeare: no tinyshakespeare.txt" \
+       "(set DATA=path)"
+fi
 ls -la "$out"
