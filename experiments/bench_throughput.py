@@ -235,23 +235,32 @@ def ablations(device: str, rows: list[dict], save) -> None:
 def gpt6_levers(device: str, rows: list[dict], save) -> None:
   """What each lever buys on the 6-layer/384 model in fp32, against
   PyTorch eager in the same run; appends to `rows`."""
-  print("-- 6L/384: attention, allocator, CPU devices", flush=True)
   dense, blocked = dict(attention="dense"), dict(attention="blocked")
+  # Two groups, each against PyTorch eager: every worker keeps its model,
+  # and all of them at once (the allocator ones keep what they free) would
+  # not fit in 24 GiB.
+  print("-- 6L/384: attention, memory, threads, CPU devices", flush=True)
   rows += measure(CONFIGS["gpt6"], "fp32", [
       Variant("torch_eager", "torch_eager"),
-      Variant("torch_eager malloc=thp", "torch_eager", malloc="thp"),
       Variant("jax attention=dense", "jax", model=dense),
       Variant("jax attention=blocked", "jax", model=blocked),
-      Variant("jax blocked malloc=mallopt", "jax", malloc="mallopt",
-              model=blocked),
-      Variant("jax blocked malloc=thp", "jax", malloc="thp", model=blocked),
-      Variant("jax blocked cpu_devices=1", "jax", model=blocked,
-              train=dict(cpu_devices=1)),
       Variant("jax blocked remat", "jax", model=dict(blocked, remat=True)),
       # Each device's products on its own core's thread, not split over
       # both cores' threads while the other device runs too.
       Variant("jax blocked eigen 1 thread", "jax", model=blocked,
               env=dict(XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")),
+      Variant("jax blocked cpu_devices=1", "jax", model=blocked,
+              train=dict(cpu_devices=1)),
+  ], device)
+  save()
+  print("-- 6L/384: allocator", flush=True)
+  rows += measure(CONFIGS["gpt6"], "fp32", [
+      Variant("torch_eager", "torch_eager"),
+      Variant("torch_eager malloc=thp", "torch_eager", malloc="thp"),
+      Variant("jax attention=blocked", "jax", model=blocked),
+      Variant("jax blocked malloc=mallopt", "jax", malloc="mallopt",
+              model=blocked),
+      Variant("jax blocked malloc=thp", "jax", malloc="thp", model=blocked),
   ], device)
   save()
   print("-- 6L/384 at T 1024: blocked attention (dense needs 8 GiB of "
