@@ -22,23 +22,21 @@ Variants (`--config=configs/char_tf.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).
   baby   nanoGPT's CPU "baby" setting on tinyshakespeare (4 layers, 4 heads,
          width 128, block 64, batch 12, 2000 steps); set
-         --config.data.path=../shared/data/tinyshakespeare.txt. Measured on
-         the same machine: 125.0 s wall, val loss 1.9105 nats (on the first
-         32k tokens of the last 10%); nanoGPT itself: 1.8857 in 72-75 s.
+         --config.data.path=../shared/data/tinyshakespeare.txt. In the race
+         below: final val 1.9052 and 1.8915 nats (2 seeds) against the
+         PyTorch twin's 1.8913 and 1.8980 with the same recipe.
   fast   baby's data, sizes, optimiser and steps with the recipe options
          that measured (rotary positions, RMSNorm, QK-norm, ReLU squared;
-         docs/RECIPE.md). Measured against nanoGPT's baby recipe on the
-         PyTorch twin, on the same machine (quiet, 2026-12-02; `python
-         experiments/race.py --seeds=2 --name=race_cpu_fast_adamw
-         --contestants "configs/char_tf.py:fast
-         --config.train.optimizer=adamw"`, the optimiser named explicitly;
-         experiments/results/race_cpu_fast_adamw.md): the reference's final
-         val loss in 46.0 s of wall time against its 86.3 s (0.53x,
-         start-up and compile included, evaluations excluded), and 1.6551
-         nats at 2000 steps against its 1.8946 (medians of 2 seeds, val over
-         the whole last 10%). With Muon (--config.train.optimizer=muon):
-         1.5985 at 2000 steps, but 8.7k tokens/s against 20.6k, 0.86x the
-         reference's time (experiments/results/race_cpu.md).
+         docs/RECIPE.md). Raced against nanoGPT's baby recipe on the
+         PyTorch twin (`python experiments/race.py --seeds=2
+         --eval_every=125`, experiments/results/race_cpu.md; 2-core Intel
+         Xeon, quiet, 2026-12-02): the reference's final val loss, 1.8946
+         nats, in 27.5 s of wall time against its 49.4 s (0.56x; start-up
+         and compiling included, evaluations excluded; 29.9 s with an empty
+         compilation cache, 25.0 s with the first seed's programs cached),
+         and 1.6551 nats at 2000 steps (medians of 2 seeds, val over the
+         whole last 10%). On a 2-core AMD EPYC, evaluating every 250 steps:
+         0.53x (experiments/results/race_cpu_fast_adamw.md).
   shakespeare  nanoGPT's GPU setting for tinyshakespeare (6 layers, 6
          heads, width 384, context 256, batch 64, dropout 0.2, 5000 steps;
          nanoGPT reaches 1.4697 on an A100 in about 3 minutes) with the
