@@ -22,10 +22,12 @@ def tune_malloc() -> bool:
   The same effect as setting MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=<huge>
   and MALLOC_ARENA_MAX=1, done in-process. An earlier jax release lost
   about 30% of a small model's step to page faults from fresh buffers and
-  this setting won it back; with jax 0.10.2 it slows training instead
-  (baby model: 40.9 against 37.7 ms/step, experiments/results/cpu.md), so
-  no entry point calls it. The throughput benchmark keeps it as one of its
-  measured levers. Returns False where there is no glibc.
+  this setting won it back; with jax 0.10.2 it slows the small models (the
+  Levers table of experiments/results/cpu.md), and on the 6-layer/384
+  model it cuts the page faults fourfold and runs about 7% faster, but
+  nearly doubles the peak memory (experiments/results/cpu_gpt6_levers.md),
+  so no entry point calls it. The throughput benchmark keeps it as one of
+  its measured levers. Returns False where there is no glibc.
   """
   if not sys.platform.startswith("linux"):
     return False
