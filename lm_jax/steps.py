@@ -204,10 +204,10 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
   `count` is traced, so one compiled program serves every count: the
   trainer stops at each log and evaluation boundary with a shorter call,
   and a static count would compile a new program for each remainder (on a
-  2-core CPU, seconds each). Without `count`, a `lax.scan` of `num_steps`,
-  which XLA compiles to the same arithmetic as before `count` existed
-  (tests/test_compat.py resumes old checkpoints bit for bit). With `batch_sharding` (see lm_jax/parallel.py)
-  each device draws and trains on its slice of the batch.
+  2-core CPU, seconds each). Without `count` (every full call), a
+  `lax.scan` of `num_steps`: the program every call ran before `count`
+  existed. With `batch_sharding` (see lm_jax/parallel.py) each device draws
+  and trains on its slice of the batch.
 
   With a carry (config.train.carry_state) step k reads the k-th window of
   every lane (`data.lane_batch`) instead of random windows, and the
