@@ -40,15 +40,16 @@ Variants (`--config=configs/char_tf.py:NAME`):
   shakespeare  nanoGPT's GPU setting for tinyshakespeare (6 layers, 6
          heads, width 384, context 256, batch 64, dropout 0.2, 5000 steps;
          nanoGPT reaches 1.4697 on an A100 in about 3 minutes) with the
-         recipe options; set --config.data.path as for baby. For a GPU:
-         a step takes seconds on a 2-core CPU (the 6L/384 rows of
+         recipe options; set --config.data.path as for baby. Meant for a
+         GPU: on a 2-core CPU a step takes seconds (the 6L/384 rows of
          experiments/results/cpu_gpt6_levers.md). Not yet measured on a
          GPU.
 """
 
 from lm_jax.config import base_config, smoke_train
 
-# What the default and `fast` add to the plain GPT (lm_jax/models/recipe.py).
+# What the default, `fast` and `shakespeare` add to the plain GPT
+# (lm_jax/models/recipe.py).
 RECIPE = dict(position="rope", norm="rmsnorm", qk_norm=True, mlp="relu2")
 
 
@@ -79,6 +80,6 @@ def get_config(arg: str = ""):
   elif arg:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby', "
                      "'fast' or 'shakespeare'")
-  if arg in ("", "fast", "shakespeare"):  # the recipe options that measured (docs/RECIPE.md)
+  if arg in ("", "fast", "shakespeare"):  # options that measured (RECIPE.md)
     c.model.update(RECIPE)
   return c

@@ -39,7 +39,8 @@ FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
 # Fixed settings added after runs were written: a stored config.json
 # without one had this value.
 ADDED_SETTINGS = {"train.carry_state": False, "model.attention": "dense",
-                  "model.attention_tile": 64, "model.remat": False, "model.position": "learned",
+                  "model.attention_tile": 64, "model.remat": False,
+                  "model.position": "learned",
                   "model.norm": "layernorm", "model.qk_norm": False,
                   "model.mlp": "gelu", "model.zero_init_proj": False,
                   "model.logit_softcap": 0.0, "train.optimizer": "adamw"}
