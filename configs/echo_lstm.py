@@ -2,7 +2,7 @@
 
     python -m lm_jax.train --config=configs/echo_lstm.py
     python -m lm_jax.sample --workdir=runs/echo_lstm --prompt="I am tired of my work"
-    python -m lm_jax.inspect --workdir=runs/echo_lstm --prompt="I am tired"
+    python -m lm_jax.cli.inspect_run --workdir=runs/echo_lstm --prompt="I am tired"
 
 A bidirectional LSTM encoder and an LSTM decoder with Luong attention
 (lm_jax/models/lstm_s2s.py); pairs as in configs/echo_s2s.py

@@ -2,11 +2,11 @@
 
     python -m lm_jax.train --config=configs/echo_s2s.py
     python -m lm_jax.sample --workdir=runs/echo_s2s --prompt="I am tired of my work"
-    python -m lm_jax.inspect --workdir=runs/echo_s2s --prompt="I am tired"
+    python -m lm_jax.cli.inspect_run --workdir=runs/echo_s2s --prompt="I am tired"
 
 Pairs are the lines of the built-in plays (up to 64 characters) and their
 transformations (`--config.data.pairs=copy:1,reverse:1,swap_persons:1`;
-lm_jax/pairs.py), or a TSV file (`--config.data.pairs_file=FILE`). Held-out
+lm_jax/data/pairs.py), or a TSV file (`--config.data.pairs_file=FILE`). Held-out
 pairs come from the held-out plays. docs/SEQ2SEQ.md explains the model.
 
 Not measured yet: the issue's goal (99% exact match on held-out `copy` and

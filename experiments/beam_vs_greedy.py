@@ -4,8 +4,8 @@
         --widths=1,4 --pairs=128   # long: seconds to minutes
 
 Answers `--pairs` held-out pairs of the run's data (evenly spread over
-them) greedily (`lm_jax/replies.py: generate`) and with beam search of
-each width (`lm_jax/beam.py: beam_search`, no length penalty), and prints
+them) greedily (`lm_jax/generation/replies.py: generate`) and with beam search of
+each width (`lm_jax/generation/beam.py: beam_search`, no length penalty), and prints
 one markdown table row per decoder: exact match, agreement with greedy,
 seconds (compilation included). Width 1 must agree with greedy on every
 pair.
@@ -33,7 +33,9 @@ def main(argv=None) -> None:
   import jax.numpy as jnp
   import numpy as np
 
-  from lm_jax import beam, pairs, replies, rundir, sampling
+  from lm_jax.data import pairs
+  from lm_jax.generation import beam, replies, sampling
+  from lm_jax.runs import rundir
 
   run = rundir.load_run(args.workdir)
   m = run.model

@@ -37,7 +37,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments.bench_runners import VOCAB  # noqa: E402
 from experiments.bench_throughput import machine  # noqa: E402
-from lm_jax import sampling  # noqa: E402
+from lm_jax.generation import sampling  # noqa: E402
 from lm_jax.models.transformer import TransformerLM  # noqa: E402
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved rounds (median).")

@@ -35,9 +35,10 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments.bench_runners import VOCAB
-from lm_jax import config as config_lib, steps
+from lm_jax import config as config_lib
 from lm_jax.models import lstm
 from lm_jax.models.base import LanguageModel
+from lm_jax.training import steps
 
 NUM_TOKENS = 1_000_000
 TORCH = "torch nn.LSTM"

@@ -19,6 +19,8 @@ On a GPU both sides let float32 matrix products use TF32 tensor cores
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -37,6 +39,36 @@ MALLOC_ENVS = {
             "MALLOC_ARENA_MAX": "1"},
     "thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
 }
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def tune_malloc() -> bool:
+  """Keeps freed memory in the process instead of returning it to the OS.
+
+  The same effect as setting MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=<huge>
+  and MALLOC_ARENA_MAX=1, done in-process. An earlier jax release lost
+  about 30% of a small model's step to page faults from fresh buffers and
+  this setting won it back; with jax 0.10.2 it slows the small models (the
+  Levers table of experiments/results/cpu.md), and on the 6-layer/384
+  model it cuts the page faults fourfold and runs about 7% faster, but
+  nearly doubles the peak memory (experiments/results/cpu_gpt6_levers.md),
+  so no command calls it: it stays here, one of the throughput benchmark's
+  measured levers. Returns False where there is no glibc.
+  """
+  if not sys.platform.startswith("linux"):
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  # mallopt takes a C int; glibc stores the trim threshold as size_t, so -1
+  # becomes SIZE_MAX: never give the top of the heap back.
+  return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, -1)
+              and mallopt(_M_ARENA_MAX, 1))
 
 
 def peak_rss_mb() -> float:
@@ -92,15 +124,15 @@ def lm_config(spec: dict, precision: str):
 
 
 def jax_runner(spec: dict, precision: str, device: str):
-  """A function running n calls of `lm_jax.steps.train_steps`."""
-  from lm_jax import runtime
+  """A function running n calls of `lm_jax.training.steps.train_steps`."""
+  from lm_jax.cli import process
   c = lm_config(spec, precision)
   t = c.train
   if device == "cpu":  # as `python -m lm_jax.train`: one device per core
-    runtime.use_cpu_cores(t.cpu_devices, t.batch_size)
+    process.use_cpu_cores(t.cpu_devices, t.batch_size)
   import jax
-  from lm_jax import parallel, steps
   from lm_jax.models import make_model
+  from lm_jax.training import parallel, steps
   model = make_model(c.model, VOCAB)
   mesh = parallel.make_mesh(t.batch_size)
   box = [parallel.place_state(
@@ -119,7 +151,7 @@ def jax_runner(spec: dict, precision: str, device: str):
 
 
 def lr_at(train, step: int) -> float:
-  """Warmup + cosine, as `lm_jax.steps.lr_schedule` (a Python float per step)."""
+  """Warmup + cosine, as `lm_jax.training.steps.lr_schedule` (a Python float per step)."""
   if step < train.warmup_steps:
     return train.learning_rate * step / train.warmup_steps
   frac = min(1.0, (step - train.warmup_steps) /
@@ -243,8 +275,7 @@ def main() -> None:
   if args.device == "gpu":
     set_tf32(library(args.framework))
   if args.malloc == "mallopt":
-    from lm_jax import runtime
-    runtime.tune_malloc()
+    tune_malloc()
   # Replies go to the real stdout; anything the frameworks print, to stderr.
   out = os.fdopen(os.dup(1), "w")
   os.dup2(2, 1)

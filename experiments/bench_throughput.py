@@ -5,7 +5,7 @@
     python experiments/bench_throughput.py --device=gpu
 
 For each configuration and precision it starts one worker process per
-framework (JAX running `lm_jax.steps.train_steps`, PyTorch eager, PyTorch
+framework (JAX running `lm_jax.training.steps.train_steps`, PyTorch eager, PyTorch
 `torch.compile`; see `bench_runners.py`), measures the first call (compile
 time), discards a warm-up call, then times calls in rotating order so that
 every framework sees the same machine load, and reports medians. It also

@@ -59,8 +59,10 @@ def exact_by_length(workdir: pathlib.Path, eval_pairs: int) -> dict:
   import jax
   import numpy as np
 
-  from lm_jax import pairs, replies, rundir, sampling
-  from lm_jax.tokenizers import PAD_ID
+  from lm_jax.data import pairs
+  from lm_jax.data.tokenizers import PAD_ID
+  from lm_jax.generation import replies, sampling
+  from lm_jax.runs import rundir
 
   run = rundir.load_run(workdir)
   m = run.model
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
   p.add_argument("--note", default="", help="e.g. the machine's load")
   args = p.parse_args(argv)
   from experiments.bench_throughput import machine
-  from lm_jax import trainer
+  from lm_jax.loop import trainer
   result = dict(machine=machine(), note=args.note or f"load average "
                 f"{os.getloadavg()[0]:.1f} at the start", steps=args.steps,
                 command=shlex.join(["python", "experiments/echo_length.py",

@@ -11,7 +11,7 @@ medians are printed with each variant's XLA temp memory (the
 besides arguments and outputs, i.e. what the activations and their
 gradients cost). `call` runs on one device with the per-device share of
 the 6L/384 batch (B 32, H 6, T 256, K 64) unless --batch and --seq-len
-say otherwise. `step` and `long` run `lm_jax.steps.train_steps` as the
+say otherwise. `step` and `long` run `lm_jax.training.steps.train_steps` as the
 trainer does (one JAX device per core). The peak resident memory printed
 last is the whole process's, all variants together.
 """
@@ -97,13 +97,13 @@ def attention_call(rounds: int, tiles: tuple, B: int, T: int) -> None:
 def train_step(seq_len: int, batch: int, rounds: int, tiles: tuple,
                dense: bool) -> None:
   """Train steps of the 6-layer/384 model, dense and blocked attention."""
-  from lm_jax import runtime
-  runtime.use_cpu_cores(0, batch)
+  from lm_jax.cli import process
+  process.use_cpu_cores(0, batch)
   import jax
   import numpy as np
-  from lm_jax import parallel, steps
   from lm_jax.config import base_config
   from lm_jax.models import make_model
+  from lm_jax.training import parallel, steps
   variants = {"dense": dict(attention="dense")} if dense else {}
   variants.update({f"blocked {t}": dict(attention="blocked", attention_tile=t)
                    for t in tiles})

@@ -51,11 +51,11 @@ def worker(framework: str, rows: int, repeats: int) -> dict:
     sync = lambda y: y
   else:
     if framework == "jax_2dev":
-      from lm_jax import runtime
-      runtime.use_cpu_cores(0, rows)
+      from lm_jax.cli import process
+      process.use_cpu_cores(0, rows)
     import jax
     import numpy as np
-    from lm_jax import parallel
+    from lm_jax.training import parallel
     mesh = parallel.make_mesh(rows)  # as the trainer's
     by_rows, whole = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     rng = np.random.default_rng(0)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from experiments.bench_runners import lr_at
 from experiments.torch_models import TorchTransformerLM, decay_param_groups
-from lm_jax import corpus, runtime, tokenizers
+from lm_jax.cli import process
+from lm_jax.data import corpus, tokenizers
 
 MODEL = dict(num_layers=4, num_heads=4, d_model=128, max_len=64, dropout=0.0)
 TRAIN = dict(batch_size=12, seq_len=64, learning_rate=1e-3, min_lr_ratio=0.1,
@@ -39,7 +40,7 @@ TRAIN = dict(batch_size=12, seq_len=64, learning_rate=1e-3, min_lr_ratio=0.1,
 
 def val_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> np.ndarray:
   """Every whole, non-overlapping window of the val ids, in batches
-  (N, B, T + 1), as `lm_jax.data.eval_batches` with no token limit."""
+  (N, B, T + 1), as `lm_jax.data.windows.eval_batches` with no token limit."""
   n = (len(ids) - 1) // seq_len // batch_size * batch_size
   idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
   return ids[idx].reshape(n // batch_size, batch_size, seq_len + 1)
@@ -103,7 +104,7 @@ def race(data: str, workdir: pathlib.Path, seed: int, num_steps: int,
 
 
 def main() -> None:
-  started = time.perf_counter() - runtime.process_seconds()
+  started = time.perf_counter() - process.process_seconds()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data", required=True)
   parser.add_argument("--workdir", required=True, type=pathlib.Path)

@@ -5,7 +5,7 @@
 Each variant is `configs/char_tf.py:baby` (nanoGPT's CPU setting: 4 layers,
 width 128, context 64, batch 12) with one option of
 lm_jax/models/recipe.py, the z-loss, a schedule or an optimiser
-(lm_jax/optimizers.py) set, or a combination, trained in this process on
+(lm_jax/training/optimizers.py) set, or a combination, trained in this process on
 tinyshakespeare for `--steps` steps (the cosine schedule spans them), one
 evaluation at the end (val loss in nats on the first 32k tokens of the last
 10%). Variants take turns within each seed, so machine load hits them
@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import char_tf  # noqa: E402
-from lm_jax import runtime  # noqa: E402
+from lm_jax.cli import process  # noqa: E402
 
 VARIANTS = {
     "baseline": {},
@@ -51,7 +51,7 @@ VARIANTS = {
 
 def run(overrides: dict, steps: int, seed: int, data: str) -> dict:
   """Final val loss and wall seconds of one variant."""
-  from lm_jax import trainer
+  from lm_jax.loop import trainer
   config = char_tf.get_config("baby")
   config.update_from_flattened_dict({
       "data.path": data, "seed": seed, "train.num_steps": steps,
@@ -85,7 +85,7 @@ def main() -> None:
       / "tinyshakespeare.txt"))
   parser.add_argument("--out", default="experiments/results/recipe_ab_cpu.md")
   args = parser.parse_args()
-  runtime.use_cpu_cores(0, 12)  # one JAX device per core, before JAX starts
+  process.use_cpu_cores(0, 12)  # one JAX device per core, before JAX starts
   names = args.only.split(",") if args.only else list(VARIANTS)
   seeds = [int(s) for s in args.seeds.split(",")]
   results = {name: [] for name in names}

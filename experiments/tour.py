@@ -1,7 +1,7 @@
 """The experiments of docs/TOUR.md: one setting changed at a time, 300 steps.
 
     python -m experiments.tour            # all runs, into runs/tour/<name>
-    python -m lm_jax.plot --workdir=runs/tour/base runs/tour/depth_1 ...
+    python -m lm_jax.cli.plot --workdir=runs/tour/base runs/tour/depth_1 ...
 
 Each run starts from the same small Transformer on the built-in corpus and
 changes one field; the table printed at the end (Markdown) is the one in
@@ -14,7 +14,8 @@ import pathlib
 import sys
 
 from configs import char_tf
-from lm_jax import rundir, trainer
+from lm_jax.loop import trainer
+from lm_jax.runs import rundir
 
 ROOT = pathlib.Path("runs/tour")
 # name -> {"section.field": value}: one change from the base run each.

@@ -3,7 +3,7 @@
 The notebook API, imported on first use (so that `python -m lm_jax.train`
 can set up the process before JAX loads):
 
-    from lm_jax import load_run, encode_prompt, generate_text, SamplingOptions
+    from lm_jax import encode_prompt, generate_text, load_run, SamplingOptions
     config, tokenizer, model, params, step = load_run("runs/char_tf")
     # or load_model("model.safetensors"), a file lm-jax-export wrote
     prompt, notice = encode_prompt(tokenizer, "ROMEO:")
@@ -14,10 +14,10 @@ can set up the process before JAX loads):
 import importlib
 
 # name -> module that defines it
-_API = {"load_run": "lm_jax.rundir", "load_model": "lm_jax.modelfile",
-        "generate": "lm_jax.sampling", "generate_text": "lm_jax.sampling",
-        "stream": "lm_jax.sampling", "encode_prompt": "lm_jax.tokenizers",
-        "SamplingOptions": "lm_jax.sampling"}
+_API = {"load_run": "lm_jax.runs.rundir", "load_model": "lm_jax.runs.modelfile",
+        "generate": "lm_jax.generation.sampling", "generate_text": "lm_jax.generation.sampling",
+        "stream": "lm_jax.generation.sampling", "encode_prompt": "lm_jax.data.tokenizers",
+        "SamplingOptions": "lm_jax.generation.sampling"}
 
 
 def __getattr__(name: str):

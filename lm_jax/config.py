@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "blocked": tiles of attention_tile positions, the (T, T) weights never
   # stored (lm_jax/models/attention.py); as fast as "dense" at T 64-128 and
   # faster beyond (experiments/results/cpu_gpt6_levers.md). "dense": every
-  # (T, T) weight at once, the textbook form (lm_jax.inspect draws it).
+  # (T, T) weight at once, the textbook form (lm_jax.cli.inspect_run draws it).
   c.model.attention = "blocked"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
   # True: the backward pass recomputes each block's norms, activations and
@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_steps = 1500
   c.train.learning_rate = 1e-3
   # "cosine", "wsd" (warmup, stable, linear decay over the last
-  # decay_fraction of the steps) or "constant" (lm_jax/optimizers.py).
+  # decay_fraction of the steps) or "constant" (lm_jax/training/optimizers.py).
   c.train.schedule = "cosine"
   c.train.decay_fraction = 0.2  # wsd: the share of steps spent decaying
   c.train.min_lr_ratio = 0.1  # the decay ends at learning_rate * this
@@ -117,7 +117,7 @@ def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c = base_config()
   c.model = model
   # Pairs made from the lines of config.data.path (empty: the built-in
-  # plays) by transformations, by weight (lm_jax/pairs.py: TRANSFORMS)...
+  # plays) by transformations, by weight (lm_jax/data/pairs.py: TRANSFORMS)...
   c.data.pairs = "copy:1"
   c.data.pairs_file = ""  # ...or a TSV file of prompt<TAB>reply lines
   c.train.batch_size = 64
@@ -173,8 +173,9 @@ def check_finite(config: ml_collections.ConfigDict, prefix: str = "config"
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first setting that cannot work."""
-  from lm_jax import models, optimizers  # here: they need not import config
-  from lm_jax.tokenizers import TOKENIZERS
+  from lm_jax import models  # here: they need not import config
+  from lm_jax.data.tokenizers import TOKENIZERS
+  from lm_jax.training import optimizers
   check_finite(config)
   t = config.train
   if config.data.tokenizer not in TOKENIZERS:

@@ -41,7 +41,7 @@ TINY_SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 EIGHT_DEVICE_CHILD = """
 import importlib, json, sys
 import jax
-from lm_jax import trainer
+from lm_jax.loop import trainer
 config = importlib.import_module("configs." + sys.argv[1]).get_config("smoke")
 config.update_from_flattened_dict(json.loads(sys.argv[2]))
 result = trainer.train_and_evaluate(config, sys.argv[3],
@@ -90,7 +90,7 @@ def text_file(tmp_path):
 def smoke_run(tmp_path_factory):
   """A char_tf smoke run trained for 4 steps on `corpus_text()`, shared by
   the tests that only read it."""
-  from lm_jax import trainer
+  from lm_jax.loop import trainer
   config = char_tf.get_config("smoke")
   text = tmp_path_factory.mktemp("text") / "corpus.txt"
   text.write_text(corpus_text(), encoding="utf-8")

@@ -8,14 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import sampling
 from lm_jax.config import validate
 from lm_jax.errors import UserError
-from lm_jax.models import make_model
-from lm_jax.models import transformer
+from lm_jax.generation import sampling
+from lm_jax.models import make_model, transformer
 from lm_jax.models.attention import (attention_with_past,
                                      blocked_causal_attention, dropout_mask)
-from lm_jax.sampling import SamplingOptions
+from lm_jax.generation.sampling import SamplingOptions
 
 V = 11
 TOL = dict(rtol=1e-5, atol=1e-5)

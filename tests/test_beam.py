@@ -1,4 +1,4 @@
-"""Beam search (lm_jax/beam.py) on toy encoder-decoders with a tiny
+"""Beam search (lm_jax/generation/beam.py) on toy encoder-decoders with a tiny
 vocabulary: as wide as the tree it is exhaustive, so it must find what
 brute force over every reply finds; width 1 is greedy decoding."""
 
@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import pairs
-from lm_jax.beam import beam_replies, beam_search, take_rows
+from lm_jax.data import pairs
+from lm_jax.data.tokenizers import BOS_ID, CharTokenizer, EOS_ID, PAD_ID
 from lm_jax.errors import UserError
+from lm_jax.generation.beam import beam_replies, beam_search, take_rows
 from lm_jax.models.lstm_s2s import LSTMSeq2Seq
 from lm_jax.models.transformer_s2s import TransformerSeq2Seq
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 
 V, L = 6, 4  # ids: <unk>, <pad>, <bos>, <eos>, two letters; replies <= 4
 WORDS = (0, 4, 5)  # what a reply is made of (PAD and BOS never generated)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import bench_runners, bench_throughput
-from lm_jax import steps
 from lm_jax.models import make_model
+from lm_jax.training import steps
 
 
 def test_torch_side_lr_schedule_equals_optax(smoke_config):

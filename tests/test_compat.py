@@ -16,8 +16,11 @@ import numpy as np
 import optax
 import pytest
 
-from lm_jax import checkpoints, rundir, sampling, steps, trainer
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
+from lm_jax.loop import trainer
+from lm_jax.runs import checkpoints, rundir
+from lm_jax.training import steps
 
 from conftest import REPO
 

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from lm_jax import corpus
 from lm_jax.config import VAL_PLAYS
+from lm_jax.data import corpus
 from lm_jax.errors import UserError
 
 

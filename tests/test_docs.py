@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# `lm_jax/steps.py: make_optimizer, train_step`, `...: TransformerLM.extend`
+# `lm_jax/training/steps.py: make_optimizer, train_step`, `...: TransformerLM.extend`
 REFERENCE = re.compile(r"`((?:lm_jax|configs|experiments)/[\w/]+\.py): "
                        r"([\w.]+(?:, [\w.]+)*)`")
 PATH = re.compile(r"`((?:lm_jax|configs|experiments|tests|docs)/[\w/.-]+?)"

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import interactive, sampling, tokenizers
+from lm_jax.data import tokenizers
+from lm_jax.data.tokenizers import CharTokenizer
 from lm_jax.errors import UserError
+from lm_jax.generation import interactive, sampling
+from lm_jax.generation.sampling import SamplingOptions
 from lm_jax.models import make_model
 from lm_jax.models.base import LanguageModel
-from lm_jax.sampling import SamplingOptions
-from lm_jax.tokenizers import CharTokenizer
 
 from conftest import REPO
 

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 
 from configs import char_gru
-from lm_jax import checkpoints, config as config_lib, internals, rundir
-from lm_jax import sampling, steps, trainer
+from lm_jax import config as config_lib
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
+from lm_jax.runs import checkpoints, rundir
+from lm_jax.training import steps
+from lm_jax.views import internals
 
 from conftest import init_with_random_biases
 

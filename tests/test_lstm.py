@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from configs import char_lstm
-from lm_jax import config as config_lib, sampling
+from lm_jax import config as config_lib
 from lm_jax.errors import UserError
-from lm_jax.models import make_model
-from lm_jax.models import lstm
+from lm_jax.generation import sampling
+from lm_jax.models import lstm, make_model
 
 from conftest import init_with_random_biases, run_module
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from lm_jax import models
+from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from lm_jax.errors import UserError
 from lm_jax.models import lstm
 from lm_jax.models.lstm_s2s import LSTMSeq2Seq
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 V = 10
 SRC = jnp.array([[4, 5, 6, 7, PAD_ID, PAD_ID],

@@ -9,8 +9,9 @@ import pytest
 import safetensors.numpy
 
 from conftest import REPO
-from lm_jax import modelfile, rundir, sampling
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
+from lm_jax.runs import modelfile, rundir
 
 
 def test_flax_paths_round_trip_through_a_safetensors_file(tmp_path):
@@ -46,7 +47,7 @@ def test_command_line_export_then_sample(smoke_run, tmp_path):
   out = tmp_path / "m.safetensors"
   run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
                                   capture_output=True, text=True, timeout=300)
-  done = run("lm_jax.export", f"--workdir={smoke_run}", f"--out={out}")
+  done = run("lm_jax.cli.export", f"--workdir={smoke_run}", f"--out={out}")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith(f"wrote {out} (step 4)")
   done = run("lm_jax.sample", f"--model={out}", "--prompt=LINE",

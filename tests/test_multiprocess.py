@@ -16,7 +16,7 @@ import sys
 import jax
 import numpy as np
 
-from lm_jax import metrics, rundir
+from lm_jax.runs import metrics, rundir
 
 from conftest import REPO
 

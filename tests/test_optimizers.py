@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, metrics, optimizers, plotting, rundir, steps
-from lm_jax import trainer
 from lm_jax.errors import UserError
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
+from lm_jax.runs import checkpoints, metrics, rundir
+from lm_jax.training import optimizers, steps
+from lm_jax.views import plotting
 
 from conftest import train_on_8_devices
 

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from conftest import REPO, run_module
-from lm_jax import runtime
+from lm_jax.cli import flag_parsing
 from lm_jax.errors import UserError
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -47,18 +47,18 @@ def test_console_scripts_name_existing_functions():
 
 
 def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
-  shipped = runtime.configs_dir()
+  shipped = flag_parsing.configs_dir()
   path = shipped / "char_tf.py"
-  assert runtime.resolve_config("char_tf:smoke") == f"{path}:smoke"
-  assert runtime.resolve_config("char_lstm") == f"{shipped}/char_lstm.py"
-  assert runtime.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
+  assert flag_parsing.resolve_config("char_tf:smoke") == f"{path}:smoke"
+  assert flag_parsing.resolve_config("char_lstm") == f"{shipped}/char_lstm.py"
+  assert flag_parsing.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
   argv = ["prog", "--config", "char_tf", "--x=1"]
-  assert runtime.resolve_config_args(argv) == ["prog", "--config", str(path),
+  assert flag_parsing.resolve_config_args(argv) == ["prog", "--config", str(path),
                                                "--x=1"]
   with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
                      r"file or one of char_gru, char_lstm, char_tf, "
                      r"echo_lstm, echo_s2s, word_lstm, word_tf"):
-    runtime.resolve_config("nope:smoke")
+    flag_parsing.resolve_config("nope:smoke")
 
 
 def test_show_config_prints_every_key_with_its_comment_and_exits(
@@ -67,7 +67,7 @@ def test_show_config_prints_every_key_with_its_comment_and_exits(
                     "--config.train.num_steps=7", "--workdir=/nonexistent/x")
   assert done.returncode == 0, done.stderr
   lines = done.stdout.splitlines()
-  assert lines[0] == f"# --config={runtime.configs_dir()}/char_tf.py:smoke"
+  assert lines[0] == f"# --config={flag_parsing.configs_dir()}/char_tf.py:smoke"
   assert "train.num_steps = 7" in lines
   assert any(re.fullmatch(r"train\.grad_clip = 1\.0 +# global norm", l)
              for l in lines)

@@ -1,4 +1,4 @@
-"""Paired data (lm_jax/pairs.py): transformations, TSV lines, encoding."""
+"""Paired data (lm_jax/data/pairs.py): transformations, TSV lines, encoding."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from lm_jax import pairs, tokenizers
+from lm_jax.data import pairs, tokenizers
+from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from lm_jax.errors import UserError
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 
 @pytest.mark.parametrize("text, swapped", [

@@ -8,9 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import rundir, runtime, steps, trainer
+from lm_jax.cli import process
 from lm_jax.errors import UserError
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
+from lm_jax.runs import rundir
+from lm_jax.training import steps
 
 from conftest import REPO, train_on_8_devices
 
@@ -120,10 +123,10 @@ def test_accumulation_must_divide_batch(smoke_config, tmp_path):
 
 def test_cpu_device_count_divides_the_batch(monkeypatch):
   monkeypatch.setattr(os, "cpu_count", lambda: 8)
-  assert runtime.cpu_device_count(0, 32) == 8  # one per core
-  assert runtime.cpu_device_count(0, 12) == 4  # as many as divide the batch
-  assert runtime.cpu_device_count(0, 7) == 1
-  assert runtime.cpu_device_count(2, 32) == 2  # asked for
-  assert runtime.cpu_device_count(3, 32) == 1
+  assert process.cpu_device_count(0, 32) == 8  # one per core
+  assert process.cpu_device_count(0, 12) == 4  # as many as divide the batch
+  assert process.cpu_device_count(0, 7) == 1
+  assert process.cpu_device_count(2, 32) == 2  # asked for
+  assert process.cpu_device_count(3, 32) == 1
   monkeypatch.setattr(os, "cpu_count", lambda: None)
-  assert runtime.cpu_device_count(0, 32) == 1
+  assert process.cpu_device_count(0, 32) == 1

@@ -4,7 +4,8 @@ import json
 import os
 import re
 
-from lm_jax import progress, runtime, trainer
+from lm_jax.loop import trainer
+from lm_jax.views import progress
 
 
 def test_step_line_has_no_rate_or_eta_before_a_timed_chunk():
@@ -63,9 +64,9 @@ def test_gpu_warning_when_nvidia_smi_works_but_jax_sees_the_cpu(
   fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200'\n")
   fake.chmod(0o755)
   monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-  assert runtime.gpu_warning("cpu") == (
+  assert progress.gpu_warning("cpu") == (
       "warning: nvidia-smi sees a GPU but JAX uses only the CPU; install the "
       'CUDA wheels with pip install ".[gpu]" (docs/GPU.md)')
-  assert runtime.gpu_warning("gpu") is None
+  assert progress.gpu_warning("gpu") is None
   fake.write_text("#!/bin/sh\nexit 9\n")  # a driver that does not answer
-  assert runtime.gpu_warning("cpu") is None
+  assert progress.gpu_warning("cpu") is None

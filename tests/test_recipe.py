@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from lm_jax import config as config_lib
-from lm_jax import sampling, steps
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
 from lm_jax.models import check_config, make_model, recipe
 from lm_jax.models.base import count
 from lm_jax.models.transformer import MLP, stack_layers
+from lm_jax.training import steps
 
 V = 11
 ALL = dict(position="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu",

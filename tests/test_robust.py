@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import checkpoints, preemption, rundir, steps, trainer
 from lm_jax.errors import UserError
+from lm_jax.loop import preemption, trainer
+from lm_jax.runs import checkpoints, rundir
+from lm_jax.training import steps
 
 from conftest import REPO
 
@@ -516,14 +518,14 @@ def test_entry_points_keep_compiled_programs(monkeypatch, tmp_path):
   """The commands cache XLA's programs under the user's cache folder,
   unless JAX_COMPILATION_CACHE_DIR chooses (empty: no cache)."""
   import jax
-  from lm_jax import runtime
+  from lm_jax.cli import process
   before = jax.config.jax_compilation_cache_dir
   try:
-    assert runtime.use_compilation_cache() is None  # the tests' own cache
+    assert process.use_compilation_cache() is None  # the tests' own cache
     assert jax.config.jax_compilation_cache_dir == before
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert runtime.use_compilation_cache() == str(tmp_path / "lm_jax" / "xla")
+    assert process.use_compilation_cache() == str(tmp_path / "lm_jax" / "xla")
     assert jax.config.jax_compilation_cache_dir == str(
         tmp_path / "lm_jax" / "xla")
   finally:

@@ -21,11 +21,14 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from lm_jax import internals, metrics, plotting, rundir, sampling, steps
-from lm_jax import trainer
+from lm_jax.data.tokenizers import WordTokenizer
+from lm_jax.generation import sampling
+from lm_jax.generation.sampling import SamplingOptions
+from lm_jax.loop import trainer
 from lm_jax.models.base import Internals
-from lm_jax.sampling import SamplingOptions
-from lm_jax.tokenizers import WordTokenizer
+from lm_jax.runs import metrics, rundir
+from lm_jax.training import steps
+from lm_jax.views import internals, plotting
 
 from conftest import REPO
 
@@ -96,7 +99,7 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
                   "--max_new_tokens=8", "--prompt=LINE")
     assert sample.returncode == 0 and sample.stdout.startswith("LINE"), (
         sample.stderr)
-    assert _cli("lm_jax.plot", f"--workdir={workdir}").returncode == 0
+    assert _cli("lm_jax.cli.plot", f"--workdir={workdir}").returncode == 0
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -282,7 +285,7 @@ def test_torn_metrics_line_is_skipped_reported_and_cut(run_dir, tmp_path):
   assert whole.endswith("\n")
   path.write_text(whole + '{"step": 6, "loss": 1.2')  # killed mid-line
 
-  out = _cli("lm_jax.plot", f"--workdir={workdir}")
+  out = _cli("lm_jax.cli.plot", f"--workdir={workdir}")
   assert out.returncode == 0, out.stderr
   assert out.stderr == (f"note: {path}: skipped an incomplete last line "
                         f"(line {whole.count(chr(10)) + 1}, a run stopped or "
@@ -302,7 +305,7 @@ def test_invalid_config_json_is_one_line_for_plot(run_dir, tmp_path):
   workdir = tmp_path / "badconfig"
   shutil.copytree(run_dir / "run", workdir)
   (workdir / "config.json").write_text('{"train": {"batch_')
-  _one_line_error(_cli("lm_jax.plot", f"--workdir={workdir}"),
+  _one_line_error(_cli("lm_jax.cli.plot", f"--workdir={workdir}"),
                   f"{workdir}/config.json is not a valid run config (JSON "
                   "with train.batch_size and train.seq_len); restore it from "
                   "a copy or plot another run")

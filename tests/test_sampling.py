@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lm_jax.errors import UserError
-from lm_jax.sampling import SamplingOptions, sample_logits
+from lm_jax.generation.sampling import sample_logits, SamplingOptions
 
 # A fixed distribution over 6 tokens: probabilities .4 .3 .15 .1 .05 0+.
 PROBS = np.array([0.4, 0.3, 0.15, 0.1, 0.05, 1e-9])

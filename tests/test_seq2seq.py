@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from configs import echo_s2s
-from lm_jax import internals, replies, rundir, sampling, tasks, trainer
+from lm_jax import tasks
+from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from lm_jax.errors import UserError
+from lm_jax.generation import replies, sampling
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from lm_jax.runs import rundir
+from lm_jax.views import internals
 
 V, S, T = 13, 6, 5
 

@@ -10,9 +10,13 @@ import optax
 import pytest
 
 from configs import char_lstm, char_tf
-from lm_jax import checkpoints, config as config_lib, data, rundir, steps, trainer
+from lm_jax import config as config_lib
+from lm_jax.data import windows
 from lm_jax.errors import UserError
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
+from lm_jax.runs import checkpoints, rundir
+from lm_jax.training import steps
 
 from conftest import init_with_random_biases, run_module, train_on_8_devices
 
@@ -45,7 +49,7 @@ def test_lane_batch_hand_checked_with_wrap_around():
   # 23 tokens whose values are their indices; 2 lanes of (23 - 1) // 2 = 11
   # tokens (lane 0 starts at 0, lane 1 at 11), 11 // 3 = 3 windows of 3.
   tokens = jnp.arange(23)
-  assert data.lane_windows(23, 2, 3) == 3
+  assert windows.lane_windows(23, 2, 3) == 3
   expected = {
       0: ([[0, 1, 2], [11, 12, 13]], [[1, 2, 3], [12, 13, 14]], True),
       1: ([[3, 4, 5], [14, 15, 16]], [[4, 5, 6], [15, 16, 17]], False),
@@ -53,9 +57,9 @@ def test_lane_batch_hand_checked_with_wrap_around():
       3: ([[0, 1, 2], [11, 12, 13]], [[1, 2, 3], [12, 13, 14]], True),
       5: ([[6, 7, 8], [17, 18, 19]], [[7, 8, 9], [18, 19, 20]], False),
   }
-  jitted = jax.jit(data.lane_batch, static_argnums=(2, 3))
+  jitted = jax.jit(windows.lane_batch, static_argnums=(2, 3))
   for step, (x, y, reset) in expected.items():
-    for fn in (data.lane_batch, jitted):  # a Python int and a traced step
+    for fn in (windows.lane_batch, jitted):  # a Python int and a traced step
       got = fn(tokens, jnp.int32(step) if fn is jitted else step, 2, 3)
       np.testing.assert_array_equal(got[0], x)
       np.testing.assert_array_equal(got[1], y)
@@ -274,7 +278,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
 def test_eight_devices_match_one(text_file, tmp_path):
   """The lanes and their state split across 8 devices, parameters sharded
   (FSDP): the same run as on one device, to float rounding."""
-  overrides = {"data.path": str(text_file), "train.carry_state": True,
+  overrides = {"windows.path": str(text_file), "train.carry_state": True,
                "train.num_steps": 8, "train.eval_every": 8,
                "train.sample_tokens": 0, "train.fsdp": True}
   many = train_on_8_devices(overrides, tmp_path / "eight", config="char_lstm")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lm_jax import tokenizers
+from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
 
 

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from experiments import torch_models  # noqa: E402
-from lm_jax import steps  # noqa: E402
+from lm_jax.training import steps  # noqa: E402
 from lm_jax.models import make_model  # noqa: E402
 
 V = 13

@@ -6,8 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import rundir, runtime, steps, trainer
+from lm_jax.cli import process
 from lm_jax.errors import UserError
+from lm_jax.loop import trainer
+from lm_jax.runs import rundir
+from lm_jax.training import steps
 
 from conftest import run_module
 
@@ -82,7 +85,7 @@ def test_command_line_train_and_sample(tmp_path, text_file):
   assert out.returncode == 0, out.stderr
   assert "eval step 8" in out.stdout and "sample" in out.stdout
   # One JAX device per core by default (the smoke batch of 8 splits evenly).
-  assert f"devices: {runtime.cpu_device_count(0, 8)} x cpu" in out.stdout
+  assert f"devices: {process.cpu_device_count(0, 8)} x cpu" in out.stdout
   out = run("lm_jax.sample", f"--workdir={workdir}", "--prompt=LINE",
             "--max_new_tokens=20", "--num_samples=2", "--seed=1")
   assert out.returncode == 0, out.stderr

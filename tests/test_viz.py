@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from configs import char_tf
-from lm_jax import internals, plotting, rundir, steps, summary, trainer
-from lm_jax.metrics import MetricsLog, tag
+from lm_jax.loop import trainer
 from lm_jax.models import make_model
+from lm_jax.runs import rundir
+from lm_jax.runs.metrics import MetricsLog, tag
+from lm_jax.training import steps
+from lm_jax.views import internals, plotting, summary
 
 from conftest import REPO
 
@@ -113,7 +116,7 @@ def test_plot_command(run, tmp_path):
   for name in ("config.json", "metrics.jsonl"):
     (other / name).write_text((run / name).read_text())
   out = tmp_path / "both.png"
-  cmd = [sys.executable, "-m", "lm_jax.plot", f"--workdir={run}", str(other),
+  cmd = [sys.executable, "-m", "lm_jax.cli.plot", f"--workdir={run}", str(other),
          f"--out={out}"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
@@ -150,7 +153,7 @@ def test_attention_maps(run, tmp_path):
 def test_inspect_command(run, tmp_path):
   out = tmp_path / "attention.png"
   done = subprocess.run(
-      [sys.executable, "-m", "lm_jax.inspect", f"--workdir={run}",
+      [sys.executable, "-m", "lm_jax.cli.inspect_run", f"--workdir={run}",
        "--prompt=LINE 3", f"--out={out}"],
       cwd=REPO, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr

@@ -4,9 +4,10 @@ import random
 import numpy as np
 import pytest
 
-from lm_jax import tasks, tokenizers
+from lm_jax.tasks import base as tasks
+from lm_jax.data import tokenizers
+from lm_jax.data.tokenizers import UNK, UNK_ID, WordTokenizer
 from lm_jax.errors import UserError
-from lm_jax.tokenizers import UNK, UNK_ID, WordTokenizer
 
 # Canonical spacing: one space between tokens, none at line starts, before
 # closing marks or after opening marks, none around hyphens.

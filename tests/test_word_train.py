@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import word_lstm, word_tf
-from lm_jax import trainer
+from lm_jax.loop import trainer
 
 from conftest import run_module
 

@@ -1,7 +1,7 @@
 """The interface every language model implements, and what it defaults to.
 
 Code outside `lm_jax/models/` (the train step, sampling, the summary, config
-checks, `lm_jax.inspect`, the sharding code) talks to a model only through
+checks, `lm_jax.cli.inspect_run`, the sharding code) talks to a model only through
 `LanguageModel`; it never asks which model it holds. A new model kind is one
 file here plus one entry in `lm_jax.models.MODELS`.
 
@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 class Internals(NamedTuple):
-  """What `lm_jax.inspect` draws: a grid of heat maps over the prompt.
+  """What `lm_jax.cli.inspect_run` draws: a grid of heat maps over the prompt.
 
   `values` (L, P, T, X): for each layer, P panels of T prompt positions
   (rows) by X columns: the T key positions of an attention map, or hidden

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from lm_jax.models.base import ConfigError, count, positive
 from lm_jax.models.lstm import forget_bias_one, lstm_cell
 from lm_jax.models.seq2seq import Seq2SeqModel
-from lm_jax.tokenizers import PAD_ID
+from lm_jax.special_tokens import PAD_ID
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 

@@ -21,7 +21,7 @@ its checkpoints are unchanged:
   logit_softcap   cap * tanh(logits / cap); 0 = off.
 
 The z-loss is a loss term, not a model field: `config.train.z_loss`
-(lm_jax/steps.py: loss_fn).
+(lm_jax/training/steps.py: loss_fn).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax.models.base import LanguageModel, count, positive
+from lm_jax.models.base import count, LanguageModel, positive
 
 
 class StackedRNN(LanguageModel):

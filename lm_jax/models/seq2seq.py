@@ -1,11 +1,11 @@
 """The interface of an encoder-decoder model: a reply given a prompt.
 
-A batch of pairs (`lm_jax.pairs`): `src` (B, S) int32, the prompt's ids
+A batch of pairs (`lm_jax.data.pairs`): `src` (B, S) int32, the prompt's ids
 right-padded with PAD_ID (S = `max_source_len`); `tgt` (B, T + 1) int32:
 BOS, the reply's ids, EOS, then PAD (T = `max_target_len` + 1: a reply has
 at most `max_target_len` tokens; the decoder reads BOS and them). Teacher
 forcing feeds the decoder `tgt[:, :-1]` and scores `tgt[:, 1:]`, weighting
-each target by `target != PAD_ID`. Special ids: `lm_jax.tokenizers`.
+each target by `target != PAD_ID`. Special ids: `lm_jax.special_tokens`.
 
 Decoding. `encode(src)` runs the encoder once: its `memory` is a pytree
 (encoder outputs, the source padding mask, and whatever the decoder reads
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.models.base import Internals, Model, positive
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from lm_jax.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 
 class Seq2SeqModel(Model):
@@ -90,7 +90,7 @@ class Seq2SeqModel(Model):
 
   @property
   def context_length(self) -> int:
-    """The longest prompt (what `lm_jax.inspect` checks a prompt against)."""
+    """The longest prompt (what `lm_jax.cli.inspect_run` checks a prompt against)."""
     return self.max_source_len
 
   def internals(self, params, tokens: np.ndarray) -> Internals:

@@ -21,9 +21,9 @@ import numpy as np
 
 from lm_jax.models.attention import (attention_with_past,
                                      blocked_causal_attention)
-from lm_jax.models.base import ConfigError, Internals, LanguageModel, count
-from lm_jax.models.base import positive
 from lm_jax.models import recipe
+from lm_jax.models.base import (ConfigError, count, Internals, LanguageModel,
+    positive)
 
 
 def _normal(std: float):
@@ -39,7 +39,7 @@ class CausalSelfAttention(nn.Module):
   values, which the caller stores for later chunks.
 
   `attention`: "dense" computes and sows the (T, T) weights (what
-  `lm_jax.inspect` shows); "blocked" computes the same output in tiles of
+  `lm_jax.cli.inspect_run` shows); "blocked" computes the same output in tiles of
   `tile` positions without them (lm_jax/models/attention.py). Both drop
   attention weights when training with `dropout` > 0 (the two draw
   different masks from the same key); the cached path (`past`, inference
@@ -104,7 +104,7 @@ class CausalSelfAttention(nn.Module):
                               past_scores.astype(jnp.float32), -jnp.inf)
       scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
     weights = jax.nn.softmax(scores, axis=-1)  # in float32
-    self.sow("intermediates", "attention", weights)  # for lm_jax.inspect
+    self.sow("intermediates", "attention", weights)  # for lm_jax.cli.inspect_run
     if self.dropout > 0:
       weights = nn.Dropout(self.dropout)(weights, self.deterministic)
     weights = weights.astype(self.dtype)
@@ -187,7 +187,7 @@ class TransformerLM(LanguageModel):
   recipe options (rotary positions, RMSNorm, QK-norm, ReLU^2 or SwiGLU,
   zero-initialised projections, a logit soft-cap) are in recipe.py.
   `__call__` scores a whole sequence; `initial_state` and `extend` decode
-  with a key/value cache of `max_len` positions (lm_jax/sampling.py).
+  with a key/value cache of `max_len` positions (lm_jax/generation/sampling.py).
   """
   kind: ClassVar[str] = "transformer"
   flops_formula: ClassVar[str] = "6N + 12LTD"
@@ -239,7 +239,7 @@ class TransformerLM(LanguageModel):
   def extend(self, tokens, state: dict, train: bool = False):  # (B, T) int
     """Logits (B, T, V) of `tokens` continuing the cached text, new state.
 
-    The caller keeps length + T <= max_len (lm_jax/sampling.py slides).
+    The caller keeps length + T <= max_len (lm_jax/generation/sampling.py slides).
     """
     length = state["length"]
     logits, (k, v) = self.forward(tokens, state, train)  # cache-shaped, T long

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 from lm_jax.models.base import ConfigError, positive
 from lm_jax.models.seq2seq import Seq2SeqModel
-from lm_jax.models.transformer import MLP, CausalSelfAttention
-from lm_jax.tokenizers import PAD_ID
+from lm_jax.models.transformer import CausalSelfAttention, MLP
+from lm_jax.special_tokens import PAD_ID
 
 F32 = jnp.float32
 

@@ -4,8 +4,8 @@ The prompt is encoded once (`Seq2SeqModel.encode`); the decoder then
 starts from BOS and feeds each chosen token back through `extend`, one
 step of a `lax.scan`, until every row has written EOS or the model's
 `max_target_len` tokens. Tokens are picked as the language models' are
-(`lm_jax.sampling.sample_logits`: temperature 0 is greedy), never PAD
-or BOS. Beam search is `lm_jax.beam`.
+(`lm_jax.generation.sampling.sample_logits`: temperature 0 is greedy), never PAD
+or BOS. Beam search is `lm_jax.generation.beam`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax import pairs, sampling
+from lm_jax.data import pairs
+from lm_jax.data.tokenizers import (BOS_ID, encode_prompt, EOS_ID, PAD_ID,
+    Tokenizer)
 from lm_jax.errors import UserError
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from lm_jax.tokenizers import encode_prompt
+from lm_jax.generation import sampling
 
 
 @functools.partial(jax.jit, static_argnames=("model", "options"))

@@ -17,12 +17,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from lm_jax import checkpoints, config as config_lib, data, parallel
-from lm_jax import preemption, progress, rundir, steps, summary, tasks
-from lm_jax import runtime
+from lm_jax import config as config_lib, tasks
+from lm_jax.data import windows
 from lm_jax.errors import UserError
-from lm_jax.metrics import MetricsLog
+from lm_jax.loop import preemption
 from lm_jax.models import make_model
+from lm_jax.runs import checkpoints, rundir
+from lm_jax.runs.metrics import MetricsLog
+from lm_jax.training import parallel, steps
+from lm_jax.views import progress, summary
 
 
 class NonFiniteLoss(UserError):
@@ -156,13 +159,13 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   print(summary.model_summary(model, state.params, t))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}"
         + (", parameters sharded (FSDP)" if t.fsdp else ""))
-  warning = runtime.gpu_warning(jax.default_backend())
+  warning = progress.gpu_warning(jax.default_backend())
   if warning:
     print(warning, file=sys.stderr)
   if t.carry_state:
     print(f"carrying the recurrent state (truncated BPTT): {t.batch_size} lanes "
-          f"of {data.lane_length(len(train_ids), t.batch_size):,} tokens, "
-          f"{data.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
+          f"of {windows.lane_length(len(train_ids), t.batch_size):,} tokens, "
+          f"{windows.lane_windows(len(train_ids), t.batch_size, t.seq_len):,} "
           f"windows of {t.seq_len} each")
   if start is not None and start >= t.num_steps:
     print(f"already complete at step {start} (config.train.num_steps="

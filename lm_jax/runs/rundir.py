@@ -2,7 +2,7 @@
 
 A run directory holds
   config.json     the resolved config (what `load_run` builds the model from)
-  tokenizer.json  the vocabulary (lm_jax/tokenizers.py)
+  tokenizer.json  the vocabulary (lm_jax/data/tokenizers.py)
   checkpoints/    Orbax checkpoints, the latest and the best (checkpoints.py)
   metrics.jsonl   one JSON record per log or evaluation (metrics.py)
 plus TensorBoard event files and loss.png. Running the trainer again on the
@@ -22,10 +22,12 @@ from typing import Any, Iterator, NamedTuple
 import jax
 import ml_collections
 
-from lm_jax import checkpoints, optimizers, steps, tokenizers
+from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
-from lm_jax.metrics import METRICS_FILE
 from lm_jax.models import make_model
+from lm_jax.runs import checkpoints
+from lm_jax.runs.metrics import METRICS_FILE
+from lm_jax.training import optimizers, steps
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"

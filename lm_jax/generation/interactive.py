@@ -12,8 +12,9 @@ from typing import Callable
 
 import jax
 
-from lm_jax import sampling, tokenizers
+from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
 
 HELP = """\
 Type a phrase and press Enter: the model {does}.

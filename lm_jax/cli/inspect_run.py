@@ -1,6 +1,6 @@
-"""Inside a model: `python -m lm_jax.inspect --workdir=DIR --prompt=TEXT`.
+"""Inside a model: `python -m lm_jax.cli.inspect_run --workdir=DIR --prompt=TEXT`.
 
-Flags only; the work is `lm_jax.internals`. Writes a PNG grid of what the
+Flags only; the work is `lm_jax.views.internals`. Writes a PNG grid of what the
 model computes over the prompt, one row per layer: attention weights per
 head for a Transformer; gates and cell state for an LSTM; for an
 encoder-decoder, how each token of its reply attends to the prompt.
@@ -8,7 +8,7 @@ encoder-decoder, how each token of its reply attends to the prompt.
 
 from absl import app, flags
 
-from lm_jax import runtime
+from lm_jax.cli import flag_parsing, process
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.",
                                required=True)
@@ -18,7 +18,8 @@ _OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.")
 
 
 def inspect_main() -> None:
-  from lm_jax import internals, rundir
+  from lm_jax.runs import rundir
+  from lm_jax.views import internals
 
   run = rundir.load_run(_WORKDIR.value, _STEP.value)
   tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
@@ -35,12 +36,12 @@ def inspect_main() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  runtime.run_main(inspect_main)
+  process.run_main(inspect_main)
 
 
 def cli() -> None:
   """The `lm-jax-inspect` console script."""
-  app.run(main, flags_parser=runtime.parse_flags)
+  app.run(main, flags_parser=flag_parsing.parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Loss curves: `python -m lm_jax.plot --workdir=DIR [DIR ...] [--out=FILE]
+"""Loss curves: `python -m lm_jax.cli.plot --workdir=DIR [DIR ...] [--out=FILE]
 [--x=elapsed_s]`.
 
-Flags only; the work is `lm_jax.plotting.plot_runs`. One run is drawn into
+Flags only; the work is `lm_jax.views.plotting.plot_runs`. One run is drawn into
 DIR/loss.png, several into loss.png here (one legend entry per run).
 """
 
@@ -9,7 +9,7 @@ import pathlib
 
 from absl import app, flags
 
-from lm_jax import runtime
+from lm_jax.cli import flag_parsing, process
 
 _WORKDIR = flags.DEFINE_multi_string(
     "workdir", None, "Run directory; repeat the flag or list more directories "
@@ -22,7 +22,7 @@ _X = flags.DEFINE_enum("x", "step", ["step", "elapsed_s"], "The left "
 
 
 def plot_main(workdirs: list[str]) -> None:
-  from lm_jax import plotting
+  from lm_jax.views import plotting
   default = (pathlib.Path(workdirs[0]) if len(workdirs) == 1
              else pathlib.Path(".")) / plotting.LOSS_PLOT
   out = plotting.plot_runs(workdirs, _OUT.value or default, _X.value)
@@ -30,12 +30,12 @@ def plot_main(workdirs: list[str]) -> None:
 
 
 def main(argv):
-  runtime.run_main(plot_main, _WORKDIR.value + argv[1:])
+  process.run_main(plot_main, _WORKDIR.value + argv[1:])
 
 
 def cli() -> None:
   """The `lm-jax-plot` console script."""
-  app.run(main, flags_parser=runtime.parse_flags)
+  app.run(main, flags_parser=flag_parsing.parse_flags)
 
 
 if __name__ == "__main__":

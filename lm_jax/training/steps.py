@@ -6,7 +6,7 @@ checkpoint continues exactly as if it had never stopped.
 
 With config.train.carry_state (recurrent models) training is truncated
 backpropagation through time, as in char-rnn: the batch rows are contiguous
-lanes of the text read window after window (`data.lane_batch`), and the
+lanes of the text read window after window (`windows.lane_batch`), and the
 model's state at the end of one window starts the next (`TrainState.carry`),
 with no gradient flowing back across the boundary. Without it the carry is
 None and every window starts afresh: the same code, with an empty carry.
@@ -24,8 +24,8 @@ import ml_collections
 import optax
 from flax import struct
 
-from lm_jax import data, pairs
-from lm_jax.optimizers import (  # noqa: F401 (the step's optimiser API)
+from lm_jax.data import pairs, windows
+from lm_jax.training.optimizers import (  # noqa: F401 (the step's optimiser API)
     MAX_CONSECUTIVE_SKIPS, eval_params, lr_schedule, make_optimizer)
 
 
@@ -94,7 +94,7 @@ class Objective(NamedTuple):
 
 # Text: windows of the token array, every target counts. Pairs: random
 # (prompt, reply) rows, PAD targets weigh nothing.
-OBJECTIVES = {"text": Objective(data.get_batch, cross_entropy),
+OBJECTIVES = {"text": Objective(windows.get_batch, cross_entropy),
               "pairs": Objective(pairs.get_batch, pairs.masked_cross_entropy)}
 
 
@@ -206,11 +206,11 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
   and a static count would compile a new program for each remainder (on a
   2-core CPU, seconds each). Without `count` (every full call), a
   `lax.scan` of `num_steps`: the program every call ran before `count`
-  existed. With `batch_sharding` (see lm_jax/parallel.py) each device draws
+  existed. With `batch_sharding` (see lm_jax/training/parallel.py) each device draws
   and trains on its slice of the batch.
 
   With a carry (config.train.carry_state) step k reads the k-th window of
-  every lane (`data.lane_batch`) instead of random windows, and the
+  every lane (`windows.lane_batch`) instead of random windows, and the
   model's state passes from step to step in the state's `carry`, back to
   the initial state where the lanes wrap around; with `batch_sharding`
   each device keeps the state of its own lanes.
@@ -225,7 +225,7 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
       x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
                                                     batch_size, seq_len)
     else:
-      x, y, reset = data.lane_batch(tokens, state.step, batch_size, seq_len)
+      x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
       fresh = state.model.initial_state(batch_size)
       state = state.replace(carry=constrain(jax.tree.map(
           lambda new, a: jnp.where(reset, new, a), fresh, state.carry)))

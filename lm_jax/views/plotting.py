@@ -17,7 +17,7 @@ import pathlib
 import sys
 
 from lm_jax.errors import UserError
-from lm_jax.metrics import METRICS_FILE, read_records
+from lm_jax.runs.metrics import METRICS_FILE, read_records
 
 LOSS_PLOT = "loss.png"
 FIGSIZE, DPI = (12, 4.5), 100  # a 1200 x 450 pixel PNG

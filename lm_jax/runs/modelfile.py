@@ -1,4 +1,4 @@
-"""A trained model in one file, and back (`lm_jax.export` is the command).
+"""A trained model in one file, and back (`lm_jax.cli.export` is the command).
 
 The parameters of a run's best checkpoint (or `--step`'s) in the
 safetensors format (https://huggingface.co/docs/safetensors), written and
@@ -54,7 +54,7 @@ def read_safetensors(path: str | os.PathLike
 def export_run(workdir: str | os.PathLike, out: str | os.PathLike,
                step: int | None = None) -> int:
   """Writes a run's checkpoint (best, or `step`) to `out`; returns the step."""
-  from lm_jax import rundir
+  from lm_jax.runs import rundir
   config, tokenizer, _, params, step = rundir.load_run(workdir, step)
   metadata = {"format": FORMAT, "step": str(step),
               "config": config.to_json(),
@@ -64,13 +64,14 @@ def export_run(workdir: str | os.PathLike, out: str | os.PathLike,
 
 
 def load_model(path: str | os.PathLike):
-  """The `lm_jax.rundir.Run` of a file `export_run` wrote, as `load_run`
+  """The `lm_jax.runs.rundir.Run` of a file `export_run` wrote, as `load_run`
   gives it from the run directory."""
   import jax.numpy as jnp
 
-  from lm_jax import rundir, tokenizers
+  from lm_jax.data import tokenizers
   from lm_jax.errors import UserError
   from lm_jax.models import make_model
+  from lm_jax.runs import rundir
   try:
     tensors, metadata = read_safetensors(path)
   except (OSError, SafetensorError) as e:

@@ -25,13 +25,10 @@ import numpy as np
 
 from lm_jax.errors import UserError
 
-UNK = "<unk>"
-UNK_ID = 0
-# A tokenizer built for pairs (`lm_jax.pairs`) has three more specials after
-# `<unk>`: the padding of a batch, and the start and end of a reply.
-PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
-PAD_ID, BOS_ID, EOS_ID = 1, 2, 3
-SPECIALS = (UNK, PAD, BOS, EOS)
+# A tokenizer built for pairs (`lm_jax.data.pairs`) has three more specials
+# after `<unk>`: the padding of a batch, and the start and end of a reply.
+from lm_jax.special_tokens import (  # noqa: F401 (the tokenizers' API)
+    BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, SPECIALS, UNK, UNK_ID)
 
 
 def _head(specials: bool) -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
+import subprocess
 
-from lm_jax.metrics import METRICS_FILE
+from lm_jax.runs.metrics import METRICS_FILE
 
 
 def duration(seconds: float) -> str:
@@ -65,3 +67,18 @@ def run_summary(workdir: str | pathlib.Path, step: int, num_steps: int,
   took = "" if seconds is None else f" in {duration(seconds)}"
   return (f"done: step {step}/{num_steps}{took} | {found} | "
           f"{step * tokens_per_step:,} tokens seen")
+
+
+def gpu_warning(backend: str) -> str | None:
+  """A line for when `nvidia-smi` sees a GPU but JAX runs on `backend` "cpu"
+  (the CPU-only jaxlib, or a driver too old for the CUDA wheels)."""
+  if backend != "cpu" or not shutil.which("nvidia-smi"):
+    return None
+  try:
+    found = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                           timeout=20).returncode == 0
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return ("warning: nvidia-smi sees a GPU but JAX uses only the CPU; install "
+          'the CUDA wheels with pip install ".[gpu]" (docs/GPU.md)'
+          if found else None)

@@ -36,7 +36,7 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
 class SaveFailed(UserError):
   """A checkpoint write failed; its writer threads are left in a state that
   prints tracebacks at interpreter exit, so entry points skip the teardown
-  (runtime.run_main)."""
+  (process.run_main)."""
   skip_teardown = True
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 
 def take_rows(tree: Any, rows: jax.Array) -> Any:
@@ -113,8 +113,8 @@ def beam_replies(params, model, tokenizer, prompts: list[str],
                  ) -> list[tuple[str, float]]:
   """The best reply to each prompt as text, with its score: what
   `python -m lm_jax.sample --beam=K` prints. Bad prompts are UserErrors
-  (`lm_jax.replies.encode_prompts`)."""
-  from lm_jax import replies
+  (`lm_jax.generation.replies.encode_prompts`)."""
+  from lm_jax.generation import replies
   src = replies.encode_prompts(tokenizer, prompts, model.max_source_len)
   tokens, scores = beam_search(params, model, jnp.asarray(src), beam_width,
                                model.max_target_len + 1, length_penalty)

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from lm_jax.errors import UserError
-from lm_jax.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 Pair = tuple[str, str]  # (prompt, reply)
 
@@ -257,7 +257,7 @@ class PairSplits:
 def load_pairs(data, seed: int) -> PairSplits:
   """The pairs `config.data` names: a TSV file (`pairs_file`), else the
   text of `path` (empty: the built-in plays) transformed by `pairs`."""
-  from lm_jax import corpus  # corpus reads files; pairs stays pure above
+  from lm_jax.data import corpus  # corpus reads files; pairs stays pure above
   skipped = Skipped()
   if data.pairs_file:
     train_text, val_text = split_lines(

@@ -1,0 +1,100 @@
+"""Process set-up shared by the commands and the benchmarks: CPU devices,
+the compilation cache, the process clock, and errors as one line."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+from lm_jax.errors import UserError
+
+
+def process_seconds() -> float:
+  """Wall seconds since this process started (Linux: /proc), so that a
+  command's clock counts its start-up and imports; 0 where unknown."""
+  try:
+    with open("/proc/self/stat") as f:
+      ticks = int(f.read().rpartition(")")[2].split()[19])  # starttime
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return 0.0
+  return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def cpu_device_count(requested: int, batch_size: int) -> int:
+  """How many JAX CPU devices to make: `requested`, or for 0 one per core,
+  lowered to its largest divisor that also divides the batch (their gcd)."""
+  n = requested if requested > 0 else (os.cpu_count() or 1)
+  return max(1, math.gcd(n, max(1, batch_size)))
+
+
+def use_cpu_cores(requested: int, batch_size: int) -> int | None:
+  """Splits the CPU into several JAX devices, one per core, before JAX starts.
+
+  One CPU device runs each operation of a small model on all cores, and on
+  a 2-core machine the threads spend much of a step waiting for each other;
+  with one device per core, each core trains its slice of the batch
+  (lm_jax/training/parallel.py) and the two meet once per step to add gradients:
+  about 1.5x the tokens/s of the default char_tf config on 2 cores (see
+  docs/DEVICES.md). The results are those of one device
+  (tests/test_parallel.py).
+  Returns the count set, or None where XLA_FLAGS already sets one or JAX
+  has started (its device count can no longer change).
+  """
+  import jax
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  n = cpu_device_count(requested, batch_size)
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:  # backends already initialised (e.g. in a notebook)
+    return None
+  return n
+
+
+def use_compilation_cache() -> str | None:
+  """Keeps XLA's compiled programs on disk, so that running a config again
+  skips compiling (seconds on a small CPU for the train step, evaluation
+  and the sampler): $XDG_CACHE_HOME/lm_jax/xla, else ~/.cache/lm_jax/xla.
+
+  JAX_COMPILATION_CACHE_DIR, when set, chooses instead (an empty value: no
+  cache). Returns the folder chosen here, or None.
+  """
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return None
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  path = os.path.join(base, "lm_jax", "xla")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
+def run_main(main, *args) -> None:
+  """Calls main(*args); a UserError becomes one line on stderr and exit 2.
+
+  Ctrl-C outside the training loop (which handles it itself) exits 130
+  without a traceback, and so does a closed pipe (status 1). An error whose
+  `skip_teardown` is set (a failed checkpoint write) exits at once: Orbax's
+  writer threads would print tracebacks while the interpreter shuts down.
+  """
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes
+  use_compilation_cache()
+  try:
+    main(*args)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    if e.skip_teardown:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+  except BrokenPipeError:  # the reader left early (`--show_config | head`)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)

@@ -1,0 +1,85 @@
+"""Sample from a trained run: `python -m lm_jax.sample --workdir=DIR --prompt=...`.
+
+Or from the one file lm-jax-export wrote: `--model=model.safetensors`.
+Flags only; the work is `lm_jax.runs.rundir.load_run` (or
+`lm_jax.runs.modelfile.load_model`), the model's task (`lm_jax.tasks`: a
+language model continues the prompt, an encoder-decoder answers it) and
+`lm_jax.generation.interactive.prompt_loop`.
+"""
+
+from absl import app, flags
+
+from lm_jax.cli import flag_parsing, process
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Or a .safetensors file lm-jax-export wrote.")
+_PROMPT = flags.DEFINE_string(
+    "prompt", "\n", "Text to continue (an encoder-decoder: to answer).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, in one batch.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "Tokens to generate.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 is greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k likeliest (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
+_SEED = flags.DEFINE_integer("seed", 0, "Same seed, same text.")
+_STOP = flags.DEFINE_string(
+    "stop", "", "End a sample at this text (not printed); \\n and \\t are "
+    "understood, e.g. --stop='\\n\\n'.")
+_BEAM = flags.DEFINE_integer(
+    "beam", 0, "An encoder-decoder: print the best reply of a beam search "
+    "this wide (0: greedy or sampled, as --temperature says).", lower_bound=0)
+_INTERACTIVE = flags.DEFINE_boolean(
+    "interactive", False, "A prompt loop: type a phrase, the model continues "
+    "it; /help lists the commands.")
+
+
+def unescape(text: str) -> str:
+  """The shell passes "\\n" literally; a stop string usually means a newline."""
+  return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def sample_main() -> None:
+  import jax
+
+  from lm_jax import tasks
+  from lm_jax.errors import UserError
+  from lm_jax.generation import interactive, sampling
+  from lm_jax.runs import modelfile, rundir
+
+  options = sampling.SamplingOptions(
+      max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
+      top_k=_TOP_K.value, top_p=_TOP_P.value)
+  if (_WORKDIR.value is None) == (_MODEL.value is None):
+    raise UserError("pass either --workdir=DIR (a training run) or "
+                    "--model=FILE (from lm-jax-export)")
+  run = (modelfile.load_model(_MODEL.value) if _MODEL.value
+         else rundir.load_run(_WORKDIR.value, _STEP.value))
+  task = tasks.task_of(run.model)
+  stop = unescape(_STOP.value)
+  if _INTERACTIVE.value:
+    interactive.prompt_loop(task.responder(run, stop), options, _SEED.value,
+                            task.does)
+    return
+  if not _PROMPT.value:
+    raise UserError("--prompt is empty: give at least one character")
+  task.sample(run, _PROMPT.value, jax.random.key(_SEED.value), options,
+              _NUM_SAMPLES.value, stop, _BEAM.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    process.run_main(sample_main)
+  except KeyboardInterrupt:  # Ctrl-C while a sample streams
+    print()
+
+
+def cli() -> None:
+  """The `lm-jax-sample` console script."""
+  app.run(main, flags_parser=flag_parsing.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,0 +1,97 @@
+"""Train a language model: `python -m lm_jax.train --config=configs/char_tf.py`.
+
+Flags only; the work is `lm_jax.loop.trainer.train_and_evaluate`. At the end
+the loss curves go to <workdir>/loss.png (`lm_jax.views.plotting`).
+"""
+
+import pathlib
+import shlex
+import sys
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from lm_jax import config as config_lib, tasks
+from lm_jax.cli import flag_parsing, process
+from lm_jax.errors import UserError
+from lm_jax.loop import preemption, trainer
+from lm_jax.views import plotting
+
+try:  # without --config, the default is loaded here, with sys.argv's fields
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", str(flag_parsing.configs_dir() / "char_tf.py"), "A shipped config "
+      f"by name ({', '.join(flag_parsing.shipped_configs())}; e.g. char_tf:smoke) "
+      "or a config file (configs/char_tf.py:smoke); override fields with "
+      "--config.train.num_steps=N (--show_config lists them)",
+      lock_config=True)
+except (KeyError, AttributeError, TypeError, ValueError) as e:
+  print(f"error: {flag_parsing.flag_error_message(e, tuple(sys.argv))}",
+        file=sys.stderr)
+  sys.exit(2)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default: runs/<config name>). An existing "
+    "one is resumed from its latest checkpoint.")
+_SHOW_CONFIG = flags.DEFINE_boolean(
+    "show_config", False, "Print the resolved config, every key with its "
+    "value and comment, and exit.")
+
+
+def default_workdir() -> str:
+  """runs/<config file stem>[_<variant>], e.g. runs/char_tf_smoke."""
+  path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]
+                                                  ).partition(":")
+  name = pathlib.Path(path).stem + (f"_{arg}" if arg else "")
+  return str(pathlib.Path("runs") / name)
+
+
+def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
+  """The sampling command in the form this one was started (console script
+  or `python -m`)."""
+  if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
+    program = "lm-jax-sample"
+  else:
+    program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
+  return (f"{program} --workdir={shlex.quote(workdir)} "
+          f"--prompt={shlex.quote(prompt)}")
+
+
+def train(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
+                    "--name=value")
+  config = flag_parsing.config_value(_CONFIG)
+  if _SHOW_CONFIG.value:
+    print(config_lib.describe(
+        config, config_flags.get_config_filename(flags.FLAGS["config"])))
+    return
+  workdir = _WORKDIR.value or default_workdir()
+  process.use_cpu_cores(config.train.cpu_devices, config.train.batch_size)
+  try:
+    # The run's clock (metrics.jsonl's elapsed_s) starts with the process.
+    trainer.train_and_evaluate(config, workdir, started=time.perf_counter()
+                               - process.process_seconds())
+  except preemption.Interrupted as e:
+    print(f"{e}; resume with:\n  {preemption.resume_command()}",
+          file=sys.stderr)
+    sys.exit(128 + e.signum)
+  if jax.process_index() == 0:  # one writer in a job of several processes
+    plot = plotting.plot_runs([workdir],
+                              pathlib.Path(workdir) / plotting.LOSS_PLOT)
+    print(f"loss plot: {plot}")
+    example = tasks.task_for(config).example_prompt
+    print(f"sample with: {sample_command(workdir, example)}")
+
+
+def main(argv):
+  process.run_main(train, argv)
+
+
+def cli() -> None:
+  """The `lm-jax-train` console script."""
+  app.run(main, flags_parser=flag_parsing.parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,0 +1,43 @@
+"""What every task gives the trainer: its loaded data (`Loaded`) and the
+`Task` interface (load, evaluate, sample, answer in the prompt loop)."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+from lm_jax.data import tokenizers
+from lm_jax.generation import interactive, sampling
+from lm_jax.runs import rundir
+
+
+class Loaded(NamedTuple):
+  """A task's data: the tokenizer, the training data the train steps draw
+  batches from (an array pytree, put on device), what evaluation reads,
+  and lines describing it for the log."""
+  tokenizer: tokenizers.Tokenizer
+  train: Any
+  val: Any
+  lines: tuple[str, ...]
+
+
+class Task(Protocol):
+  does: str  # what the model does to a phrase, for the prompt loop's help
+  example_prompt: str
+
+  def load(self, config, workdir: pathlib.Path) -> Loaded: ...
+  def evaluate(self, params, model, loaded: Loaded, step: int, config
+               ) -> tuple[dict, list[str], dict[str, str]]: ...
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str, beam: int = 0) -> None: ...
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond: ...
+
+
+def bits_per_char(nats_per_token: float, num_tokens: int,
+                  num_chars: int) -> float:
+  """The total loss in bits, spread over the characters the tokens cover."""
+  return nats_per_token * num_tokens / (num_chars * math.log(2))

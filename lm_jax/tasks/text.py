@@ -1,0 +1,122 @@
+"""The "text" task: next-token prediction on a corpus (language models)."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.data import corpus, tokenizers, windows
+from lm_jax.errors import UserError
+from lm_jax.generation import interactive, sampling
+from lm_jax.runs import rundir
+from lm_jax.tasks.base import Loaded, bits_per_char
+from lm_jax.training import steps
+
+
+class TextTask:
+  """Next-token prediction on a corpus; val loss, bits per char, a sample."""
+  does = "continues it"
+  example_prompt = "ROMEO:"  # in the command printed after training
+
+  def load(self, config, workdir: pathlib.Path) -> Loaded:
+    """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
+
+    The tokenizer is built from the training text on every start; resuming
+    needs it to equal the one stored in `workdir`.
+    """
+    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                              tuple(config.data.val_plays))
+    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
+                                           **config.data)
+    rundir.check_resumable(workdir, config, tokenizer)
+    if tokenizer.vocab_size < 2:
+      raise UserError(
+          f"the vocabulary holds only {tokenizers.UNK}: no token of the "
+          f"training text occurs config.data.min_count="
+          f"{config.data.get('min_count')} times; lower config.data.min_count")
+    t = config.train
+    if t.sample_tokens > 0:
+      try:
+        tokenizers.encode_prompt(tokenizer, t.sample_prompt)
+      except UserError as e:
+        raise UserError(f"config.train.sample_prompt="
+                        f"{t.sample_prompt!r}: {e}") from None
+    train_ids = tokenizer.encode(text.train)
+    val_ids = tokenizer.encode(text.val)
+    need = windows.min_tokens(t.batch_size, t.seq_len)
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+      if len(ids) < need:
+        raise UserError(
+            f"the {name} text has {len(ids)} tokens, fewer than one batch "
+            f"needs ({t.batch_size} x {t.seq_len} + 1 = {need}); use a "
+            "longer text or lower config.train.batch_size / "
+            "config.train.seq_len")
+    val_x, val_y = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
+                                     t.eval_tokens)
+    unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
+    # Bits per character: nats over the characters the targets stand for.
+    val = dict(x=val_x, y=val_y, chars=tokenizer.covered_chars(val_x, val_y),
+               unk_rate=unk_rate)
+    line = (f"corpus: {text.source}: {len(train_ids):,} train / "
+            f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
+            f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
+    return Loaded(tokenizer, train_ids, val, (line,))
+
+  def evaluate(self, params, model, loaded: Loaded, step: int, config
+               ) -> tuple[dict, list[str], dict[str, str]]:
+    """Val loss, perplexity, bits per character; a sample of the model.
+
+    val_loss is nats per token; bits per character spreads the same total
+    over the characters the targets cover (docs/WORD_LEVEL.md, "Metrics").
+    Returns the record, the lines to print and the texts to log.
+    """
+    val, tokenizer = loaded.val, loaded.tokenizer
+    val_loss = steps.evaluate(params, model, val["x"], val["y"])
+    bpc = bits_per_char(val_loss, val["y"].size, val["chars"])
+    record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
+                  val_ppl=math.exp(val_loss), val_unk_rate=val["unk_rate"])
+    lines = [f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
+             f"{record['val_ppl']:.2f} | {bpc:.4f} bpc"]
+    texts = {}
+    t = config.train
+    if t.sample_tokens > 0:
+      opts = sampling.SamplingOptions(max_new_tokens=t.sample_tokens,
+                                      temperature=0.8)
+      prompt = tokenizer.encode(t.sample_prompt)[None, :]
+      ids = sampling.generate(params, model, jnp.asarray(prompt),
+                              jax.random.key(step), opts)
+      texts["sample"] = tokenizer.decode(np.concatenate([prompt[0], ids[0]]))
+    return record, lines, texts
+
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str, beam: int = 0) -> None:
+    """Prints the prompt and its continuation (streamed if one sample)."""
+    if beam:
+      raise UserError("--beam searches an encoder-decoder's best reply; a "
+                      "language model samples: drop --beam")
+    tokenizer = run.tokenizer
+    ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    show = lambda text: print(text, end="", flush=True)
+    if num_samples == 1:  # one sample is streamed as it is produced
+      show(tokenizer.decode(ids))
+    texts = sampling.generate_text(
+        run.params, run.model, tokenizer, ids, key, options,
+        num_samples=num_samples, stop=stop,
+        on_text=show if num_samples == 1 else None)
+    if num_samples == 1:
+      print()
+      return
+    for i, text in enumerate(texts):
+      print(f"---------- sample {i + 1} ----------")
+      print(tokenizer.decode(ids) + text)
+
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+    return interactive.continuation(run.params, run.model, run.tokenizer, stop)
