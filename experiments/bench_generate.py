@@ -38,7 +38,9 @@ from absl import app, flags  # noqa: E402
 from experiments.bench_runners import VOCAB  # noqa: E402
 from experiments.bench_throughput import machine  # noqa: E402
 from lm_jax.generation import sampling  # noqa: E402
-from lm_jax.models.transformer import TransformerLM  # noqa: E402
+from lm_jax.config import base_config  # noqa: E402
+from lm_jax.models.transformer import (  # noqa: E402
+    TransformerLM, TransformerSettings)
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved rounds (median).")
 _OUT = flags.DEFINE_string(
@@ -96,7 +98,11 @@ def weights_only(params, x: jax.Array, steps: int) -> jax.Array:
 def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
                 repeats: int) -> dict:
   """{(method, batch): [tokens per second of each round]}."""
-  model = TransformerLM(vocab_size=VOCAB, **fields)
+  # The plain GPT (dense attention, learned positions, LayerNorm, GELU).
+  plain = {**base_config().model.to_dict(), **TransformerSettings.ADDED}
+  plain.pop("kind")
+  model = TransformerLM(vocab_size=VOCAB,
+                        settings=TransformerSettings(**{**plain, **fields}))
   params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
   key = jax.random.key(1)
   runs = {}

@@ -151,7 +151,7 @@ def jax_runner(spec: dict, precision: str, device: str):
 
 
 def lr_at(train, step: int) -> float:
-  """Warmup + cosine, as `lm_jax.training.steps.lr_schedule` (a Python float per step)."""
+  """Warmup + cosine, as `lm_jax.training.optimizers.lr_schedule` (a Python float per step)."""
   if step < train.warmup_steps:
     return train.learning_rate * step / train.warmup_steps
   frac = min(1.0, (step - train.warmup_steps) /

@@ -217,7 +217,7 @@ def transformer_params_from_flax(params: dict) -> dict[str, torch.Tensor]:
 
 
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-  """AdamW groups as in `lm_jax.training.steps.make_optimizer`: decay matrices only."""
+  """AdamW groups as in `lm_jax.training.optimizers.make_optimizer`: decay matrices only."""
   params = [p for p in model.parameters() if p.requires_grad]
   return [{"params": [p for p in params if p.ndim >= 2],
            "weight_decay": weight_decay},

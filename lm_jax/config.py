@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "blocked": tiles of attention_tile positions, the (T, T) weights never
   # stored (lm_jax/models/attention.py); as fast as "dense" at T 64-128 and
   # faster beyond (experiments/results/cpu_gpt6_levers.md). "dense": every
-  # (T, T) weight at once, the textbook form (lm_jax.cli.inspect_run draws it).
+  # (T, T) weight at once, the textbook form (lm-jax-inspect draws it).
   c.model.attention = "blocked"
   c.model.attention_tile = 64  # positions per tile (blocked attention)
   # True: the backward pass recomputes each block's norms, activations and

@@ -122,7 +122,7 @@ def _models(config, **overrides):
   config.model.update(overrides)
   config.model.attention_tile = 8
   dense_model = make_model(config.model, V)
-  return dense_model, dense_model.clone(attention="blocked")
+  return dense_model, dense_model.with_settings(attention="blocked")
 
 
 def test_model_logits_and_grads_equal(smoke_config):

@@ -7,13 +7,13 @@ import pytest
 
 from experiments import bench_runners, bench_throughput
 from lm_jax.models import make_model
-from lm_jax.training import steps
+from lm_jax.training import optimizers, steps
 
 
 def test_torch_side_lr_schedule_equals_optax(smoke_config):
   t = smoke_config.train
   t.update(num_steps=50, warmup_steps=5, learning_rate=2e-3, min_lr_ratio=0.1)
-  lr = steps.lr_schedule(t)
+  lr = optimizers.lr_schedule(t)
   for s in (0, 1, 4, 5, 6, 27, 49, 50, 60):
     assert bench_runners.lr_at(t, s) == pytest.approx(float(lr(s)), rel=1e-5,
                                                     abs=1e-9)

@@ -77,7 +77,7 @@ def test_cached_greedy_equals_full_recomputation(smoke_config, prompt_len):
 def test_sliding_rule(smoke_config):
   """Each token comes from the context the module docstring defines."""
   model, params = _model_and_params(smoke_config)
-  W, keep = model.max_len, model.max_len // 2
+  W, keep = model.context_length, model.context_length // 2
   prompt = _prompt(40, batch=1)
   got = np.asarray(sampling.generate(params, model, prompt, jax.random.key(0),
                                      GREEDY))[0]
@@ -98,7 +98,7 @@ def test_scanned_model_decodes_the_same(smoke_config):
   loop, params = _model_and_params(smoke_config.copy_and_resolve_references())
   from lm_jax.models.transformer import stack_layers
   scan = make_model(dict(smoke_config.model, scan_layers=True), V)
-  stacked = stack_layers(params, loop.num_layers)
+  stacked = stack_layers(params, loop.settings.num_layers)
   prompt, key = _prompt(20), jax.random.key(0)
   np.testing.assert_array_equal(
       sampling.generate(stacked, scan, prompt, key, GREEDY),

@@ -109,7 +109,7 @@ def test_resume_is_exact_and_continues_the_clock(smoke_config, text_file,
       jax.eval_shape(lambda: steps.create_train_state(
           run.model, run.config.train, jax.random.key(0))))
   jax.tree.map(np.testing.assert_array_equal, run.params,
-               steps.eval_params(state.params, state.opt_state))
+               optimizers.eval_params(state.params, state.opt_state))
   gap = max(float(jnp.abs(a - b).max()) for a, b in zip(
       jax.tree.leaves(run.params), jax.tree.leaves(state.params)))
   # Schedule-free evaluates elsewhere than it trains; Muon does not.

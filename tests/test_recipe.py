@@ -18,7 +18,7 @@ from lm_jax.generation import sampling
 from lm_jax.models import check_config, make_model, recipe
 from lm_jax.models.base import count
 from lm_jax.models.transformer import MLP, stack_layers
-from lm_jax.training import steps
+from lm_jax.training import losses, steps
 
 V = 11
 ALL = dict(position="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu",
@@ -87,12 +87,12 @@ def test_scanned_blocked_cached_and_bf16_equal_the_plain_loop(smoke_config):
   dense loop over layers on the whole text; and bf16 products."""
   loop, params = _model(smoke_config, **ALL)
   params = _randomised(params)
-  fast = loop.clone(scan_layers=True, attention="blocked", attention_tile=8,
+  fast = loop.with_settings(scan_layers=True, attention="blocked", attention_tile=8,
                     dtype="bfloat16")
   stacked = stack_layers(params, 2)
   x = _tokens(32)
   full = _apply(loop, params, x)
-  f32 = fast.clone(dtype="float32")
+  f32 = fast.with_settings(dtype="float32")
   np.testing.assert_allclose(_apply(f32, stacked, x), full, atol=1e-4)
 
   @jax.jit
@@ -112,7 +112,7 @@ def test_scanned_blocked_cached_and_bf16_equal_the_plain_loop(smoke_config):
 
 def test_rope_has_no_position_table(smoke_config):
   learned = make_model(smoke_config.model, V)
-  rope = learned.clone(position="rope")
+  rope = learned.with_settings(position="rope")
   p_learned, p_rope = learned.abstract_params(), rope.abstract_params()
   assert "pos_embed" in p_learned and "pos_embed" not in p_rope
   assert count(p_learned) - count(p_rope) == 32 * 32  # max_len x D
@@ -159,10 +159,11 @@ def test_qk_norm_bounds_the_attention_logits(smoke_config):
 
 
 @pytest.mark.parametrize("kind", ["gelu", "relu2", "swiglu"])
-def test_mlp_is_the_formula(kind):
+def test_mlp_is_the_formula(kind, smoke_config):
   D = 12
   x = jax.random.normal(jax.random.key(0), (2, 3, D))
-  mlp = MLP(0.0, 0.02, jnp.float32, True, True, kind)
+  smoke_config.model.update(d_model=D, mlp=kind, gelu_approximate=True)
+  mlp = MLP(make_model(smoke_config.model, V).settings, 0.02)
   params = _randomised(jax.jit(mlp.init)(jax.random.key(0), x)["params"])
   fc, proj = params["fc"], params["proj"]
   h = np.asarray(x) @ fc["kernel"] + fc["bias"]
@@ -183,7 +184,7 @@ def test_mlp_is_the_formula(kind):
 def test_swiglu_keeps_the_parameter_count(smoke_config):
   smoke_config.model.d_model = 96
   gelu = make_model(smoke_config.model, V).abstract_params()
-  swiglu = make_model(smoke_config.model, V).clone(
+  swiglu = make_model(smoke_config.model, V).with_settings(
       mlp="swiglu").abstract_params()
   kernels = lambda p: count([v["kernel"] for v in p["block_0"]["mlp"].values()])
   assert kernels(gelu) == kernels(swiglu) == 8 * 96**2  # 8D/3 = 256 exactly
@@ -213,7 +214,7 @@ def test_softcap_bounds_the_logits(smoke_config):
   params = jax.tree.map(lambda p: p * 50, params)  # logits in the hundreds
   x = _tokens()
   logits = _apply(capped, params, x)
-  raw = _apply(capped.clone(logit_softcap=0.0), params, x)
+  raw = _apply(capped.with_settings(logit_softcap=0.0), params, x)
   assert float(jnp.abs(raw).max()) > 30
   assert float(jnp.abs(logits).max()) <= 3.0
   np.testing.assert_allclose(logits, 3.0 * np.tanh(raw / 3.0), atol=1e-5)
@@ -230,7 +231,7 @@ def test_z_loss_is_the_formula_and_zero_is_todays_loss(smoke_config):
   logits = _apply(model, params, x)
   plain, _ = jax.jit(steps.loss_fn, static_argnames="model")(
       params, model, x, y, key)
-  assert float(plain) == float(steps.cross_entropy(logits, y))
+  assert float(plain) == float(losses.cross_entropy(logits, y))
   smoke_config.train.z_loss = 1e-2
   state = steps.create_train_state(model, smoke_config.train, key)
   assert state.z_loss == 1e-2  # what train_step passes on

@@ -16,7 +16,7 @@ from lm_jax.errors import UserError
 from lm_jax.loop import trainer
 from lm_jax.models import make_model
 from lm_jax.runs import checkpoints, rundir
-from lm_jax.training import steps
+from lm_jax.training import losses, steps
 
 from conftest import init_with_random_biases, run_module, train_on_8_devices
 
@@ -86,7 +86,7 @@ def test_carried_state_equals_one_long_sequence(model, params):
   key = jax.random.key(0)
   loss, _ = steps.loss_fn(params, model, x[:, T:], y[:, T:], key, state)
   assert float(loss) == pytest.approx(
-      float(steps.cross_entropy(full[:, T:], y[:, T:])), abs=1e-5)
+      float(losses.cross_entropy(full[:, T:], y[:, T:])), abs=1e-5)
   zero, _ = steps.loss_fn(params, model, x[:, T:], y[:, T:], key,
                           model.initial_state(B))
   assert abs(float(zero) - float(loss)) > 1e-3  # the state matters
@@ -113,7 +113,7 @@ def test_gradient_stops_at_the_window_boundary(model, params):
 
   # Full BPTT over both windows gives other gradients, so the check above
   # would fail if the gradient flowed back into window 1.
-  full = jax.jit(jax.grad(lambda p: steps.cross_entropy(
+  full = jax.jit(jax.grad(lambda p: losses.cross_entropy(
       model.apply({"params": p}, tokens[:, :-1])[:, T:], y2)))(params)
   differ = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                         truncated, full)
@@ -140,7 +140,7 @@ def test_train_steps_equal_a_hand_written_tbptt_loop(model):
   def reference_step(params, opt_state, carry, x, y):
     def loss(p):  # `carry` is a constant here: the gradient stops at it
       logits, new = model.apply({"params": p}, x, carry, method=model.extend)
-      return steps.cross_entropy(logits, y), new
+      return losses.cross_entropy(logits, y), new
 
     (value, carry), grads = jax.value_and_grad(loss, has_aux=True)(params)
     updates, opt_state = state.tx.update(grads, opt_state, params)

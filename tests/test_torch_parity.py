@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from experiments import torch_models  # noqa: E402
-from lm_jax.training import steps  # noqa: E402
+from lm_jax.training import losses, optimizers, steps  # noqa: E402
 from lm_jax.models import make_model  # noqa: E402
 
 V = 13
@@ -48,7 +48,7 @@ def test_same_logits_and_loss(smoke_config, overrides):
     t_loss = torch.nn.functional.cross_entropy(
         t_logits.reshape(-1, V), torch.tensor(np.asarray(y)).long().ravel())
   np.testing.assert_allclose(t_logits.numpy(), logits, atol=1e-4, rtol=1e-4)
-  loss = steps.cross_entropy(logits, y)
+  loss = losses.cross_entropy(logits, y)
   assert float(t_loss) == pytest.approx(float(loss), abs=1e-4)
   # Different weights must give different logits, or the check means nothing.
   assert not np.allclose(logits, 0, atol=1e-3)
@@ -75,7 +75,7 @@ def test_same_adamw_updates_with_clipping(smoke_config):
            learning_rate=3e-3)
   model, state, twin = _pair(smoke_config)
   initial = torch_models.transformer_params_from_flax(state.params)
-  lr = steps.lr_schedule(t)
+  lr = optimizers.lr_schedule(t)
   opt = torch.optim.AdamW(
       torch_models.decay_param_groups(twin, t.weight_decay), lr=0.0,
       betas=(t.b1, t.b2), eps=1e-8)  # optax's adamw default eps
@@ -126,7 +126,7 @@ def test_recipe_options_same_logits_and_gradients(smoke_config, overrides):
 
   def loss(params):
     logits = model.apply({"params": params}, x)
-    return steps.cross_entropy(logits, y), logits
+    return losses.cross_entropy(logits, y), logits
 
   (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   grads = torch_models.transformer_params_from_flax(grads)

@@ -10,7 +10,7 @@ from lm_jax.cli import process
 from lm_jax.errors import UserError
 from lm_jax.loop import trainer
 from lm_jax.runs import rundir
-from lm_jax.training import steps
+from lm_jax.training import optimizers, steps
 
 from conftest import run_module
 
@@ -70,7 +70,7 @@ def test_mismatched_resume_is_refused(smoke_config, text_file, tmp_path):
 def test_lr_schedule_and_decay_mask(smoke_config):
   t = smoke_config.train
   t.num_steps, t.warmup_steps, t.learning_rate = 100, 10, 1e-3
-  lr = steps.lr_schedule(t)
+  lr = optimizers.lr_schedule(t)
   assert float(lr(0)) == 0.0
   assert float(lr(10)) == pytest.approx(1e-3)
   assert float(lr(100)) == pytest.approx(1e-3 * t.min_lr_ratio)

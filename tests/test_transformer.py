@@ -48,14 +48,14 @@ def test_scan_over_layers_equals_loop(smoke_config):
   loop = _model(smoke_config.copy_and_resolve_references(), scan_layers=False)
   scan = _model(smoke_config.copy_and_resolve_references(), scan_layers=True)
   params = _init(loop)
-  stacked = stack_layers(params, loop.num_layers)
+  stacked = stack_layers(params, loop.settings.num_layers)
   # The scanned model's own init has the same tree as the stacked params.
   assert jax.tree.structure(_init(scan)) == jax.tree.structure(stacked)
   tokens = jax.random.randint(jax.random.key(2), (2, 16), 0, V)
   np.testing.assert_allclose(scan.apply({"params": stacked}, tokens),
                              loop.apply({"params": params}, tokens),
                              rtol=1e-5, atol=1e-5)
-  back = unstack_layers(stacked, loop.num_layers)
+  back = unstack_layers(stacked, loop.settings.num_layers)
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
@@ -87,7 +87,7 @@ def test_remat_recomputes_the_same_gradients(smoke_config, scan):
   residuals shrink) and gives the same loss and gradients, dropout too."""
   plain = _model(smoke_config.copy_and_resolve_references(), scan_layers=scan,
                  dropout=0.1)
-  remat = plain.clone(remat=True)
+  remat = plain.with_settings(remat=True)
   params = _init(plain)
   tokens = jax.random.randint(jax.random.key(2), (2, 16), 0, V)
 

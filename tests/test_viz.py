@@ -132,14 +132,14 @@ def test_attention_maps(run, tmp_path):
   tokens = tokenizer.encode("LINE 7: the")
   inside = internals.model_internals(model, params, tokens)
   w = inside.values
-  L, H, T = model.num_layers, model.num_heads, len(tokens)
+  L, H, T = model.settings.num_layers, model.settings.num_heads, len(tokens)
   assert inside.panels == ("head 0", "head 1")
   assert w.shape == (L, H, T, T)
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
   assert np.all(np.triu(w, k=1) == 0)  # causal: nothing from the future
   # Sowing changes neither the logits nor the parameters (dense attention
   # sows the weights; the default, blocked, has none to sow).
-  dense = model.clone(attention="dense")
+  dense = model.with_settings(attention="dense")
   logits, state = dense.apply({"params": params}, jnp.asarray(tokens)[None],
                               mutable=["intermediates"])
   np.testing.assert_array_equal(

@@ -22,7 +22,6 @@ from typing import Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from lm_jax.errors import UserError
@@ -230,12 +229,10 @@ def get_batch(data: tuple[jax.Array, jax.Array], key: jax.Array,
   return (jnp.take(src, rows, axis=0), tgt[:, :-1]), tgt[:, 1:]
 
 
-def masked_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Mean cross-entropy (nats) over the targets that are not PAD_ID."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), targets)  # (B, T)
-  weights = (targets != PAD_ID).astype(jnp.float32)
-  return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+def target_weights(targets: jax.Array) -> jax.Array:
+  """1 for each target (B, T) that is a reply token or EOS, 0 for PAD: the
+  loss (`lm_jax/training/losses.py`) counts only the former."""
+  return (targets != PAD_ID).astype(jnp.float32)
 
 
 def reply_ids(ids: np.ndarray) -> np.ndarray:

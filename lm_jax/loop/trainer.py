@@ -24,7 +24,7 @@ from lm_jax.loop import preemption
 from lm_jax.models import make_model
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.runs.metrics import MetricsLog
-from lm_jax.training import parallel, steps
+from lm_jax.training import optimizers, parallel, steps
 from lm_jax.views import progress, summary
 
 
@@ -80,7 +80,7 @@ def check_finite(state: steps.TrainState, metrics: dict, mngr,
 
   That is: a step with a non-finite loss or gradients (unless such steps
   are skipped), or non-finite parameters, which can then only come from
-  too many skipped steps in a row (steps.MAX_CONSECUTIVE_SKIPS).
+  too many skipped steps in a row (optimizers.MAX_CONSECUTIVE_SKIPS).
   """
   step = int(state.step)
   finite = np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"])
@@ -204,7 +204,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       now = time.perf_counter()
       rate = (step - tick_step) / (now - tick) if step > tick_step else None
       record = dict(step=step, loss=float(metrics["loss"][-1]),
-                    lr=float(steps.lr_schedule(t)(step - 1)),
+                    lr=float(optimizers.lr_schedule(t)(step - 1)),
                     grad_norm=float(metrics["grad_norm"][-1]),
                     elapsed_s=clock.elapsed())
       if rate:
@@ -237,11 +237,11 @@ def evaluate_and_save(state, model, mngr, log, step: int, task: tasks.Task,
   the logs, and the task's samples printed.
 
   The model is evaluated and sampled at the optimiser's evaluation point
-  (`steps.eval_params`: schedule-free AdamW's average). The record's
+  (`optimizers.eval_params`: schedule-free AdamW's average). The record's
   elapsed_s is when the evaluated parameters were ready (this evaluation
   not included); eval_s the seconds spent evaluating before it.
   """
-  params = steps.eval_params(state.params, state.opt_state)
+  params = optimizers.eval_params(state.params, state.opt_state)
   record, lines, texts = task.evaluate(params, model, loaded, step, config)
   record.update(elapsed_s=clock.eval_started, eval_s=clock.eval_s)
   # The record only once its checkpoint is committed: a failed save (a full

@@ -7,8 +7,6 @@ registry is the one place that reads `config.model.kind`.
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
 from lm_jax.errors import UserError
@@ -32,23 +30,36 @@ def model_class(kind: str) -> type[Model]:
   return MODELS[kind]
 
 
-def check_config(model_config: ml_collections.ConfigDict,
-                 train_config: ml_collections.ConfigDict) -> None:
-  """Raises UserError naming the first model setting that cannot work."""
-  cls = model_class(model_config.kind)
-  taken = {f.name for f in dataclasses.fields(cls)}
-  extra = sorted(set(model_config) - taken - {"kind", "parent", "name"})
+def complete(model_config: ml_collections.ConfigDict) -> dict:
+  """config.model as the fields of its model class (less `kind`).
+
+  A config.json written before a setting existed gets the value that run
+  was trained with (the class's `added_settings`); any other missing or
+  unknown key is a UserError.
+  """
+  fields = dict(model_config)
+  cls = model_class(fields.pop("kind"))
+  names = cls.setting_names()
+  extra = sorted(set(fields) - set(names))
   if extra:
     raise UserError(
         f"config.model has settings the {cls.kind} model does not take "
         f"({', '.join(extra)}); start from a config file written for it, "
         "e.g. configs/char_lstm.py for an LSTM")
-  # Fields the config leaves out (a run written before they existed) are
-  # checked at the model's defaults, the values make_model will use.
-  defaults = {f.name: f.default for f in dataclasses.fields(cls)
-              if f.default is not dataclasses.MISSING
-              and f.name not in ("parent", "name")}
-  full = ml_collections.ConfigDict({**defaults, **model_config.to_dict()})
+  fields = {**cls.added_settings(), **fields}
+  missing = [n for n in names if n not in fields]
+  if missing:
+    raise UserError(
+        f"config.model lacks {', '.join(missing)} for the {cls.kind} model; "
+        "start from a config file written for it (configs/)")
+  return fields
+
+
+def check_config(model_config: ml_collections.ConfigDict,
+                 train_config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the first model setting that cannot work."""
+  cls = model_class(model_config["kind"])
+  full = ml_collections.ConfigDict(complete(model_config))
   try:
     cls.check_config(full, train_config)
   except ConfigError as e:
@@ -57,6 +68,7 @@ def check_config(model_config: ml_collections.ConfigDict,
 
 def make_model(model_config: ml_collections.ConfigDict,
                vocab_size: int) -> Model:
-  """The model named by `model_config.kind`, its fields taken from the config."""
-  fields = dict(model_config)
-  return model_class(fields.pop("kind"))(vocab_size=vocab_size, **fields)
+  """The model named by `model_config.kind`, its settings taken from the
+  config (`complete`)."""
+  cls = model_class(model_config["kind"])
+  return cls.from_config(complete(model_config), vocab_size)

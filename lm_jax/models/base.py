@@ -1,7 +1,7 @@
 """The interface every language model implements, and what it defaults to.
 
 Code outside `lm_jax/models/` (the train step, sampling, the summary, config
-checks, `lm_jax.cli.inspect_run`, the sharding code) talks to a model only through
+checks, `lm-jax-inspect`, the sharding code) talks to a model only through
 `LanguageModel`; it never asks which model it holds. A new model kind is one
 file here plus one entry in `lm_jax.models.MODELS`.
 
@@ -16,6 +16,7 @@ starts afresh): one code path, the stateless case being an empty carry.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
 
 
 class Internals(NamedTuple):
-  """What `lm_jax.cli.inspect_run` draws: a grid of heat maps over the prompt.
+  """What `lm-jax-inspect` draws: a grid of heat maps over the prompt.
 
   `values` (L, P, T, X): for each layer, P panels of T prompt positions
   (rows) by X columns: the T key positions of an attention map, or hidden
@@ -72,6 +73,34 @@ class Model(nn.Module):
 
   kind: ClassVar[str]  # its name in config.model.kind
   task: ClassVar[str] = "text"
+  # A frozen dataclass of the settings (config.model less `kind`) that the
+  # model holds as its one field `settings` and hands to its blocks; None:
+  # the model's own fields are the settings.
+  Settings: ClassVar[type | None] = None
+
+  @classmethod
+  def setting_names(cls) -> tuple[str, ...]:
+    """The keys of config.model (less `kind`) this model takes."""
+    fields = dataclasses.fields(cls.Settings or cls)
+    return tuple(f.name for f in fields
+                 if f.name not in ("vocab_size", "parent", "name"))
+
+  @classmethod
+  def added_settings(cls) -> dict:
+    """Settings added after runs were written, and the value a config.json
+    without one was trained with."""
+    if cls.Settings is not None:
+      return dict(getattr(cls.Settings, "ADDED", {}))
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+            and f.name not in ("parent", "name")}
+
+  @classmethod
+  def from_config(cls, fields: dict, vocab_size: int) -> "Model":
+    """The model of `fields` (config.model less `kind`, complete)."""
+    if cls.Settings is not None:
+      return cls(vocab_size=vocab_size, settings=cls.Settings(**fields))
+    return cls(vocab_size=vocab_size, **fields)
 
   @classmethod
   def check_config(cls, model: ml_collections.ConfigDict,

@@ -90,7 +90,7 @@ class Seq2SeqModel(Model):
 
   @property
   def context_length(self) -> int:
-    """The longest prompt (what `lm_jax.cli.inspect_run` checks a prompt against)."""
+    """The longest prompt (what `lm-jax-inspect` checks a prompt against)."""
     return self.max_source_len
 
   def internals(self, params, tokens: np.ndarray) -> Internals:

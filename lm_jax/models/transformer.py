@@ -10,8 +10,8 @@ activations feeding them) run in bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 from typing import ClassVar
 
 import flax.linen as nn
@@ -30,6 +30,53 @@ def _normal(std: float):
   return nn.initializers.normal(stddev=std)
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerSettings:
+  """A Transformer's settings: `config.model` less `kind`, declared once.
+
+  The model holds one of these and hands it to every block, so a new
+  option is a field here and its use in a block. The config file gives
+  every field (base_config in lm_jax/config.py); a config.json written
+  before a field existed gets the value it was trained with (`ADDED`).
+  The recipe options (position to logit_softcap) are in recipe.py.
+  """
+  num_layers: int
+  num_heads: int  # H; the head size K is d_model / num_heads
+  d_model: int  # D, the width of the residual stream
+  max_len: int  # the longest context: the cache, and learned positions
+  dropout: float  # on embeddings, attention weights and residual branches
+  tie_embeddings: bool  # the output head is the token embedding table
+  scan_layers: bool  # one nn.scan over stacked blocks: compiles once
+  dtype: str  # of the matrix products: "float32" or "bfloat16"
+  gelu_approximate: bool  # tanh GELU, as in GPT-2
+  attention: str  # "dense" (sows its weights) or "blocked" (attention.py)
+  attention_tile: int  # positions per tile of blocked attention
+  # Recompute each block's cheap parts (norms, activations, attention) in
+  # the backward pass, keeping only its matrix products' outputs.
+  remat: bool
+  position: str  # "learned" or "rope"
+  norm: str  # "layernorm" or "rmsnorm"
+  qk_norm: bool
+  mlp: str  # "gelu", "relu2" or "swiglu"
+  zero_init_proj: bool
+  logit_softcap: float  # 0: off
+
+  # Fields added after runs were written: the value a config.json without
+  # one was trained with (dense attention computes what blocked does).
+  ADDED: ClassVar[dict] = {
+      "attention": "dense", "attention_tile": 64, "remat": False,
+      "position": "learned", "norm": "layernorm", "qk_norm": False,
+      "mlp": "gelu", "zero_init_proj": False, "logit_softcap": 0.0}
+
+  @property
+  def residual_std(self) -> float:
+    """Init scale of projections into the residual stream. GPT-2: 0.02
+    over sqrt(2L), two per block; modded-nanogpt: 0, every block starts as
+    the identity."""
+    return 0.0 if self.zero_init_proj else 0.02 / math.sqrt(
+        2 * self.num_layers)
+
+
 class CausalSelfAttention(nn.Module):
   """Multi-head self-attention where position t sees positions <= t.
 
@@ -38,52 +85,49 @@ class CausalSelfAttention(nn.Module):
   and causally to itself. Returns the output and the chunk's own keys and
   values, which the caller stores for later chunks.
 
-  `attention`: "dense" computes and sows the (T, T) weights (what
-  `lm_jax.cli.inspect_run` shows); "blocked" computes the same output in tiles of
-  `tile` positions without them (lm_jax/models/attention.py). Both drop
-  attention weights when training with `dropout` > 0 (the two draw
-  different masks from the same key); the cached path (`past`, inference
-  only) drops nothing. `qk_norm` and `position="rope"` change q and k
-  before either (recipe.py), and the cache holds the keys as changed.
+  `s.attention`: "dense" computes and sows the (T, T) weights (what
+  `lm-jax-inspect` shows); "blocked" computes the same output in tiles of
+  `s.attention_tile` positions without them (lm_jax/models/attention.py).
+  Both drop attention weights when training with `s.dropout` > 0 (the two
+  draw different masks from the same key); the cached path (`past`,
+  inference only) drops nothing. `s.qk_norm` and `s.position="rope"`
+  change q and k before either (recipe.py), and the cache holds the keys
+  as changed.
   """
-  num_heads: int
-  dropout: float
+  s: TransformerSettings
   residual_std: float
-  dtype: jnp.dtype
   deterministic: bool
-  attention: str = "dense"
-  tile: int = 64
-  position: str = "learned"
-  qk_norm: bool = False
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
+    s, dtype = self.s, jnp.dtype(self.s.dtype)
     B, T, D = x.shape
-    H, K = self.num_heads, D // self.num_heads
-    qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=_normal(0.02),
+    H, K = s.num_heads, D // s.num_heads
+    qkv = nn.Dense(3 * D, dtype=dtype, kernel_init=_normal(0.02),
                    name="qkv")(x)  # (B, T, 3D)
     # Heads-major (B, H, T, K): each head's rows contiguous, the layout in
     # which XLA's CPU batched products run fastest (in a standalone probe,
     # 2.5x for the weights-times-values product against reading (B, T, H, K)
     # in place; about 5% of a 6-layer/384 training step).
     q, k, v = qkv.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
-    if self.qk_norm:  # per head, over K, in float32
+    if s.qk_norm:  # per head, over K, in float32
       q = nn.RMSNorm(name="q_norm")(q.astype(jnp.float32))
       k = nn.RMSNorm(name="k_norm")(k.astype(jnp.float32))
-    if self.position == "rope":  # positions after the `past[2]` cached ones
+    if s.position == "rope":  # positions after the `past[2]` cached ones
       positions = (0 if past is None else past[2]) + jnp.arange(T)
       q, k = recipe.rotary(q, positions), recipe.rotary(k, positions)
-    q, k = q.astype(self.dtype), k.astype(self.dtype)
-    if self.attention == "blocked" and past is None:
-      drop = self.dropout > 0 and not self.deterministic
+    q, k = q.astype(dtype), k.astype(dtype)
+    if s.attention == "blocked" and past is None:
+      drop = s.dropout > 0 and not self.deterministic
       y = blocked_causal_attention(
-          q, k, v, tile=self.tile, dropout_rate=self.dropout if drop else 0.0,
+          q, k, v, tile=s.attention_tile,
+          dropout_rate=s.dropout if drop else 0.0,
           dropout_rng=self.make_rng("dropout") if drop else None)
-    elif self.attention == "blocked":  # decoding: inference, no dropout
-      y = attention_with_past(q, k, v, *past, tile=self.tile)
+    elif s.attention == "blocked":  # decoding: inference, no dropout
+      y = attention_with_past(q, k, v, *past, tile=s.attention_tile)
     else:
       y = self.dense(q, k, v, past)
-    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
+    y = nn.Dense(D, dtype=dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(y.transpose(0, 2, 1, 3).reshape(B, T, D))
     # Cache layouts in which the cached einsums read keys and values in
     # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
@@ -104,10 +148,10 @@ class CausalSelfAttention(nn.Module):
                               past_scores.astype(jnp.float32), -jnp.inf)
       scores = jnp.concatenate([past_scores, scores], axis=-1)  # (B,H,T,S+T)
     weights = jax.nn.softmax(scores, axis=-1)  # in float32
-    self.sow("intermediates", "attention", weights)  # for lm_jax.cli.inspect_run
-    if self.dropout > 0:
-      weights = nn.Dropout(self.dropout)(weights, self.deterministic)
-    weights = weights.astype(self.dtype)
+    self.sow("intermediates", "attention", weights)  # for lm-jax-inspect
+    if self.s.dropout > 0:
+      weights = nn.Dropout(self.s.dropout)(weights, self.deterministic)
+    weights = weights.astype(jnp.dtype(self.s.dtype))
     y = jnp.einsum("bhqt,bhtk->bhqk", weights[..., -T:], v)  # (B, H, T, K)
     if past is not None:  # (no concatenated copy of the cached values)
       y = y + jnp.einsum("bhqs,bhsk->bhqk", weights[..., :S], past_v)
@@ -116,23 +160,19 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
   """Position-wise feed-forward network: 4x wider inside, GELU or ReLU^2;
-  or SwiGLU, 8/3 wider with a gate (`kind`, see recipe.py)."""
-  dropout: float
+  or SwiGLU, 8/3 wider with a gate (`s.mlp`, see recipe.py)."""
+  s: TransformerSettings
   residual_std: float
-  dtype: jnp.dtype
-  deterministic: bool
-  gelu_approximate: bool
-  kind: str = "gelu"
 
   @nn.compact
   def __call__(self, x):  # (B, T, D)
-    D = x.shape[-1]
-    width = (2 * recipe.swiglu_hidden(D) if self.kind == "swiglu"
+    s, dtype, D = self.s, jnp.dtype(self.s.dtype), x.shape[-1]
+    width = (2 * recipe.swiglu_hidden(D) if s.mlp == "swiglu"
              else 4 * D)  # SwiGLU: gate and value in one product
-    h = nn.Dense(width, dtype=self.dtype, kernel_init=_normal(0.02),
+    h = nn.Dense(width, dtype=dtype, kernel_init=_normal(0.02),
                  name="fc")(x)  # (B, T, width)
-    h = recipe.activation(self.kind, self.gelu_approximate, h)
-    y = nn.Dense(D, dtype=self.dtype, kernel_init=_normal(self.residual_std),
+    h = recipe.activation(s.mlp, s.gelu_approximate, h)
+    y = nn.Dense(D, dtype=dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(h)
     return y.astype(jnp.float32)  # (B, T, D)
 
@@ -143,32 +183,20 @@ class Block(nn.Module):
   Returns the new x and the attention's keys and values for `x` (see
   `CausalSelfAttention`; `past` is None for a full pass).
   """
-  num_heads: int
-  dropout: float
-  residual_std: float
-  dtype: jnp.dtype
+  s: TransformerSettings
   deterministic: bool
-  gelu_approximate: bool
-  attention: str = "dense"
-  tile: int = 64
-  position: str = "learned"
-  qk_norm: bool = False
-  norm: str = "layernorm"
-  mlp_kind: str = "gelu"
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
-    drop = lambda y: (nn.Dropout(self.dropout)(y, self.deterministic)
-                      if self.dropout > 0 else y)
-    h, kv = CausalSelfAttention(
-        self.num_heads, self.dropout, self.residual_std, self.dtype,
-        self.deterministic, self.attention, self.tile, self.position,
-        self.qk_norm, name="attn")(recipe.norm(self.norm, "ln1")(x), past)
+    s = self.s
+    drop = lambda y: (nn.Dropout(s.dropout)(y, self.deterministic)
+                      if s.dropout > 0 else y)
+    h, kv = CausalSelfAttention(s, s.residual_std, self.deterministic,
+                                name="attn")(recipe.norm(s.norm, "ln1")(x),
+                                             past)
     x = x + drop(h)
-    x = x + drop(MLP(
-        self.dropout, self.residual_std, self.dtype, self.deterministic,
-        self.gelu_approximate, self.mlp_kind,
-        name="mlp")(recipe.norm(self.norm, "ln2")(x)))
+    x = x + drop(MLP(s, s.residual_std, name="mlp")(
+        recipe.norm(s.norm, "ln2")(x)))
     return x, kv
 
 
@@ -181,37 +209,26 @@ class ScanBlock(Block):
 
 
 class TransformerLM(LanguageModel):
-  """Token + learned position embeddings, N blocks, LayerNorm, output head.
+  """Token embeddings (+ learned positions, or rotary ones in attention),
+  N pre-norm blocks, a final norm, output head: GPT-2's layout, with the
+  recipe options of `settings` (rotary positions, RMSNorm, QK-norm, ReLU^2
+  or SwiGLU, zero-initialised projections, a logit soft-cap: recipe.py).
 
-  Fields map one to one onto `config.model` (see configs/char_tf.py); the
-  recipe options (rotary positions, RMSNorm, QK-norm, ReLU^2 or SwiGLU,
-  zero-initialised projections, a logit soft-cap) are in recipe.py.
-  `__call__` scores a whole sequence; `initial_state` and `extend` decode
-  with a key/value cache of `max_len` positions (lm_jax/generation/sampling.py).
+  `settings` is `config.model` less `kind` (`TransformerSettings`); the
+  default config (configs/char_tf.py) turns on rope, RMSNorm, QK-norm and
+  ReLU^2. `__call__` scores a whole sequence; `initial_state` and `extend`
+  decode with a key/value cache of `max_len` positions
+  (lm_jax/generation/sampling.py).
   """
   kind: ClassVar[str] = "transformer"
   flops_formula: ClassVar[str] = "6N + 12LTD"
+  Settings: ClassVar[type] = TransformerSettings
 
-  num_layers: int = 4
-  num_heads: int = 4
-  d_model: int = 128
-  max_len: int = 256
-  dropout: float = 0.0
-  tie_embeddings: bool = True
-  scan_layers: bool = False
-  dtype: str = "float32"
-  gelu_approximate: bool = True
-  attention: str = "dense"  # or "blocked" (lm_jax/models/attention.py)
-  attention_tile: int = 64
-  # Recompute each block's cheap parts (norms, activations, attention) in
-  # the backward pass, keeping only its matrix products' outputs.
-  remat: bool = False
-  position: str = "learned"  # or "rope"
-  norm: str = "layernorm"  # or "rmsnorm"
-  qk_norm: bool = False
-  mlp: str = "gelu"  # or "relu2", "swiglu"
-  zero_init_proj: bool = False
-  logit_softcap: float = 0.0  # 0: off
+  settings: TransformerSettings
+
+  def with_settings(self, **changes) -> "TransformerLM":
+    """The same model with some settings changed (`dataclasses.replace`)."""
+    return self.clone(settings=dataclasses.replace(self.settings, **changes))
 
   def __call__(self, tokens, train: bool = False):  # (B, T) int
     """Next-token logits (B, T, V) at every position of `tokens`."""
@@ -224,14 +241,14 @@ class TransformerLM(LanguageModel):
     (L, ...) with `scan_layers`, else tuples of L arrays, so that no step
     copies a layer's cache.
     """
-    B, H, K, S = (batch_size, self.num_heads, self.d_model // self.num_heads,
-                  self.max_len)
+    s = self.settings
+    B, H, K, S = batch_size, s.num_heads, s.d_model // s.num_heads, s.max_len
+    dtype = jnp.dtype(s.dtype)
 
     def cache(shape):
-      zeros = lambda: jnp.zeros(shape, jnp.dtype(self.dtype))
-      if self.scan_layers:
-        return jnp.zeros((self.num_layers, *shape), jnp.dtype(self.dtype))
-      return tuple(zeros() for _ in range(self.num_layers))
+      if s.scan_layers:
+        return jnp.zeros((s.num_layers, *shape), dtype)
+      return tuple(jnp.zeros(shape, dtype) for _ in range(s.num_layers))
 
     return {"k": cache((B, H, K, S)), "v": cache((B, H, S, K)),
             "length": jnp.zeros((), jnp.int32)}
@@ -239,11 +256,12 @@ class TransformerLM(LanguageModel):
   def extend(self, tokens, state: dict, train: bool = False):  # (B, T) int
     """Logits (B, T, V) of `tokens` continuing the cached text, new state.
 
-    The caller keeps length + T <= max_len (lm_jax/generation/sampling.py slides).
+    The caller keeps length + T <= max_len (lm_jax/generation/sampling.py
+    slides).
     """
     length = state["length"]
     logits, (k, v) = self.forward(tokens, state, train)  # cache-shaped, T long
-    stacked = int(self.scan_layers)  # the layer axis comes first
+    stacked = int(self.settings.scan_layers)  # the layer axis comes first
     write = lambda axis: lambda cache, new: (
         jax.lax.dynamic_update_slice_in_dim(cache, new, length, axis + stacked))
     return logits, {"k": jax.tree.map(write(3), state["k"], k),  # time axes
@@ -252,7 +270,7 @@ class TransformerLM(LanguageModel):
 
   @property
   def context_length(self) -> int:
-    return self.max_len
+    return self.settings.max_len
 
   @classmethod
   def check_config(cls, model, train) -> None:
@@ -286,7 +304,8 @@ class TransformerLM(LanguageModel):
     """Position embeddings, and the token embeddings unless tied (then they
     are also the output head, a matrix product)."""
     n = count(params.get("pos_embed", {}))
-    return n if self.tie_embeddings else n + count(params.get("embed", {}))
+    tied = self.settings.tie_embeddings
+    return n if tied else n + count(params.get("embed", {}))
 
   def train_flops_per_token(self, params, seq_len: int) -> float:
     """6 N + 12 L T D: attention adds, per layer, q.k scores and the weighted
@@ -296,8 +315,9 @@ class TransformerLM(LanguageModel):
     matrices, no position table with rope. Norms, softmax, the activation
     and rope's rotations (O(D) per token each) are left out (a few
     percent)."""
+    s = self.settings
     return (super().train_flops_per_token(params, seq_len)
-            + 12 * self.num_layers * seq_len * self.d_model)
+            + 12 * s.num_layers * seq_len * s.d_model)
 
   def activation_bytes(self, batch_size: int, seq_len: int) -> int:
     """Kept for the backward pass, per token and layer: the block input, two
@@ -307,10 +327,10 @@ class TransformerLM(LanguageModel):
     attention one log-sum-exp per head (H). Then 2 V for the logits and
     their softmax; float32. SwiGLU keeps 2F + F = 8 D (F = 8D/3) where
     GELU keeps 8 D; QK-norm and rope keep q and k once more (2 D each)."""
-    scores = self.num_heads * (1 if self.attention == "blocked"
-                               else 2 * seq_len)
-    extra = 2 * self.d_model * (self.qk_norm + (self.position == "rope"))
-    per_token = (self.num_layers * (16 * self.d_model + extra + scores)
+    s = self.settings
+    scores = s.num_heads * (1 if s.attention == "blocked" else 2 * seq_len)
+    extra = 2 * s.d_model * (s.qk_norm + (s.position == "rope"))
+    per_token = (s.num_layers * (16 * s.d_model + extra + scores)
                  + 2 * self.vocab_size)
     return batch_size * seq_len * per_token * 4
 
@@ -322,19 +342,19 @@ class TransformerLM(LanguageModel):
     collection; applying the model with that collection mutable returns
     them next to the logits.
     """
-    model = self.clone(attention="dense")  # blocked attention sows nothing
-    if self.scan_layers:  # sow inside nn.scan would need its own axis
-      params = unstack_layers(params, self.num_layers)
-      model = model.clone(scan_layers=False)
+    s = self.settings
+    model = self.with_settings(attention="dense")  # blocked sows nothing
+    if s.scan_layers:  # sow inside nn.scan would need its own axis
+      params = unstack_layers(params, s.num_layers)
+      model = model.with_settings(scan_layers=False)
     _, state = model.apply({"params": params}, jnp.asarray(tokens)[None],
                            mutable=["intermediates"])
     layers = state["intermediates"]
     values = np.stack([
         np.asarray(layers[f"block_{i}"]["attn"]["attention"][0][0])
-        for i in range(self.num_layers)])  # (L, H, T, T)
-    return Internals(values, tuple(f"head {h}" for h in
-                                   range(self.num_heads)), "tokens",
-                     (False,) * self.num_heads)
+        for i in range(s.num_layers)])  # (L, H, T, T)
+    return Internals(values, tuple(f"head {h}" for h in range(s.num_heads)),
+                     "tokens", (False,) * s.num_heads)
 
   @nn.compact
   def forward(self, tokens, state: dict | None, train: bool = False):
@@ -343,55 +363,46 @@ class TransformerLM(LanguageModel):
     `state` None: `tokens` start at position 0 (the training pass); else
     they follow the `state["length"]` cached positions.
     """
+    s = self.settings
     B, T = tokens.shape
-    dtype = jnp.dtype(self.dtype)
+    dtype = jnp.dtype(s.dtype)
     start = 0 if state is None else state["length"]
-    embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_normal(0.02),
+    embed = nn.Embed(self.vocab_size, s.d_model, embedding_init=_normal(0.02),
                      name="embed")
-    if self.position == "learned":
-      pos = self.param("pos_embed", _normal(0.02), (self.max_len, self.d_model))
+    if s.position == "learned":
+      pos = self.param("pos_embed", _normal(0.02), (s.max_len, s.d_model))
       x = embed(tokens) + jax.lax.dynamic_slice_in_dim(pos, start, T)
     else:  # rope: positions enter in attention
       x = embed(tokens)  # (B, T, D)
-    if self.dropout > 0:
-      x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    block_args = dict(
-        num_heads=self.num_heads, dropout=self.dropout,
-        # GPT-2: scale the init of projections into the residual stream;
-        # modded-nanogpt: zero them, every block starts as the identity.
-        residual_std=(0.0 if self.zero_init_proj
-                      else 0.02 / math.sqrt(2 * self.num_layers)),
-        dtype=dtype, deterministic=not train,
-        gelu_approximate=self.gelu_approximate, attention=self.attention,
-        tile=self.attention_tile, position=self.position,
-        qk_norm=self.qk_norm, norm=self.norm, mlp_kind=self.mlp)
+    if s.dropout > 0:
+      x = nn.Dropout(s.dropout)(x, deterministic=not train)
     past = None if state is None else (state["k"], state["v"])
     # remat: the backward pass recomputes what a block's matrix products
     # do not keep (less memory for some time; jax.checkpoint's policies).
     keep_products = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
     wrap = (lambda cls: nn.remat(cls, policy=keep_products)
-            ) if self.remat else (lambda cls: cls)
-    if self.scan_layers:
+            ) if s.remat else (lambda cls: cls)
+    if s.scan_layers:
       blocks = nn.scan(wrap(ScanBlock), variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True},
-                       in_axes=(0, nn.broadcast), length=self.num_layers)
-      x, (k, v) = blocks(**block_args, name="blocks")(x, past, start)
+                       in_axes=(0, nn.broadcast), length=s.num_layers)
+      x, (k, v) = blocks(s, not train, name="blocks")(x, past, start)
     else:
       kvs = []
-      for i in range(self.num_layers):
+      for i in range(s.num_layers):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
-        x, kv = wrap(Block)(**block_args, name=f"block_{i}")(x, layer_past)
+        x, kv = wrap(Block)(s, not train, name=f"block_{i}")(x, layer_past)
         kvs.append(kv)
       k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
-    x = recipe.norm(self.norm, "ln_f")(x)
-    if self.tie_embeddings:
+    x = recipe.norm(s.norm, "ln_f")(x)
+    if s.tie_embeddings:
       logits = jnp.einsum("btd,vd->btv", x.astype(dtype),
                           embed.embedding.astype(dtype))
     else:
-      head_std = 0.0 if self.zero_init_proj else 0.02
+      head_std = 0.0 if s.zero_init_proj else 0.02
       logits = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype,
                         kernel_init=_normal(head_std), name="head")(x)
-    logits = recipe.softcap(logits.astype(jnp.float32), self.logit_softcap)
+    logits = recipe.softcap(logits.astype(jnp.float32), s.logit_softcap)
     return logits, (k, v)  # (B, T, V)
 
 

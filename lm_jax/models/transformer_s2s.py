@@ -20,6 +20,7 @@ D width, H heads, K head size (D / H), L layers, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -29,7 +30,8 @@ import jax.numpy as jnp
 
 from lm_jax.models.base import ConfigError, positive
 from lm_jax.models.seq2seq import Seq2SeqModel
-from lm_jax.models.transformer import CausalSelfAttention, MLP
+from lm_jax.models.transformer import (MLP, CausalSelfAttention,
+                                       TransformerSettings)
 from lm_jax.special_tokens import PAD_ID
 
 F32 = jnp.float32
@@ -46,24 +48,24 @@ class Attention(nn.Module):
   output, or a block's own input in the encoder); `__call__` attends to
   them where `mask` (B, S) is True. Returns the output and the weights.
   """
-  num_heads: int
-  width: int  # D
+  s: TransformerSettings
   residual_std: float
 
   def setup(self):
-    self.q = nn.Dense(self.width, kernel_init=init(0.02))
-    self.kv = nn.Dense(2 * self.width, kernel_init=init(0.02))
-    self.proj = nn.Dense(self.width, kernel_init=init(self.residual_std))
+    D = self.s.d_model
+    self.q = nn.Dense(D, kernel_init=init(0.02))
+    self.kv = nn.Dense(2 * D, kernel_init=init(0.02))
+    self.proj = nn.Dense(D, kernel_init=init(self.residual_std))
 
   def keys_values(self, memory):  # (B, S, D)
     B, S, _ = memory.shape
-    H, K = self.num_heads, self.width // self.num_heads
+    H, K = self.s.num_heads, self.s.d_model // self.s.num_heads
     k, v = self.kv(memory).reshape(B, S, 2, H, K).transpose(2, 0, 3, 1, 4)
     return k, v  # (B, H, S, K) each
 
   def __call__(self, x, k, v, mask):  # (B, T, D), (B, H, S, K) x 2, (B, S)
     B, T, D = x.shape
-    H, K = self.num_heads, D // self.num_heads
+    H, K = self.s.num_heads, D // self.s.num_heads
     q = self.q(x).reshape(B, T, H, K).transpose(0, 2, 1, 3)  # (B, H, T, K)
     scores = jnp.einsum("bhtk,bhsk->bhts", q, k) / math.sqrt(K)
     # The lowest finite score, not -inf: a row of PAD alone stays finite.
@@ -75,40 +77,34 @@ class Attention(nn.Module):
 
 class EncoderBlock(nn.Module):
   """x + attn(ln(x)) over every unmasked position, then x + mlp(ln(x))."""
-  num_heads: int
-  width: int
+  s: TransformerSettings
   residual_std: float
-  dropout: float
-  gelu_approximate: bool
 
   @nn.compact
   def __call__(self, x, mask, train: bool):  # (B, S, D), (B, S)
-    drop = nn.Dropout(self.dropout, deterministic=not train)
-    attn = Attention(self.num_heads, self.width, self.residual_std,
-                     name="attn")
+    drop = nn.Dropout(self.s.dropout, deterministic=not train)
+    attn = Attention(self.s, self.residual_std, name="attn")
     h = nn.LayerNorm(name="ln1")(x)
     x = x + drop(attn(h, *attn.keys_values(h), mask)[0])
-    return x + drop(MLP(0.0, self.residual_std, F32, True,
-                        self.gelu_approximate, name="mlp")(
-                            nn.LayerNorm(name="ln2")(x)))
+    return x + drop(MLP(self.s, self.residual_std, name="mlp")(
+        nn.LayerNorm(name="ln2")(x)))
 
 
 class DecoderBlock(nn.Module):
   """x + self_attn(ln(x)) (causal, cached), x + cross_attn(ln(x), memory),
   then x + mlp(ln(x)). `cross_keys_values` is what `encode` computes."""
-  num_heads: int
-  width: int
+  s: TransformerSettings
   residual_std: float
-  dropout: float
-  gelu_approximate: bool
 
   def setup(self):
     self.ln1, self.ln2, self.ln3 = (nn.LayerNorm() for _ in range(3))
-    self.attn = CausalSelfAttention(self.num_heads, 0.0, self.residual_std,
-                                    F32, True)
-    self.cross = Attention(self.num_heads, self.width, self.residual_std)
-    self.mlp = MLP(0.0, self.residual_std, F32, True, self.gelu_approximate)
-    self.drop = nn.Dropout(self.dropout)
+    # The language model's causal self-attention (dense, no dropout on
+    # its weights: the block drops the branch's output instead).
+    self.attn = CausalSelfAttention(dataclasses.replace(self.s, dropout=0.0),
+                                    self.residual_std, True)
+    self.cross = Attention(self.s, self.residual_std)
+    self.mlp = MLP(self.s, self.residual_std)
+    self.drop = nn.Dropout(self.s.dropout)
 
   def cross_keys_values(self, memory):  # (B, S, D)
     return self.cross.keys_values(memory)
@@ -143,15 +139,24 @@ class TransformerSeq2Seq(Seq2SeqModel):
     self.src_pos = self.param("src_pos", init(0.02), (self.max_source_len, D))
     self.tgt_pos = self.param("tgt_pos", init(0.02),
                               (self.max_target_len + 1, D))
-    args = dict(num_heads=self.num_heads, width=D, dropout=self.dropout,
-                # GPT-2: scale the init of projections into the residual
-                # stream (3 of them per decoder layer, 2 per encoder layer).
-                residual_std=0.02 / math.sqrt(3 * self.num_layers),
-                gelu_approximate=self.gelu_approximate)
-    self.encoder = [EncoderBlock(**args) for _ in range(self.num_layers)]
-    self.decoder = [DecoderBlock(**args) for _ in range(self.num_layers)]
+    s = self.block_settings()
+    # GPT-2: scale the init of projections into the residual stream (3 of
+    # them per decoder layer, 2 per encoder layer).
+    std = 0.02 / math.sqrt(3 * self.num_layers)
+    self.encoder = [EncoderBlock(s, std) for _ in range(self.num_layers)]
+    self.decoder = [DecoderBlock(s, std) for _ in range(self.num_layers)]
     self.ln_enc, self.ln_dec = nn.LayerNorm(), nn.LayerNorm()
     self.drop = nn.Dropout(self.dropout)
+
+  def block_settings(self) -> TransformerSettings:
+    """The blocks' settings: this model's sizes, dropout and GELU, with the
+    plain GPT's choices (learned positions, LayerNorm, dense attention)."""
+    return TransformerSettings(
+        num_layers=self.num_layers, num_heads=self.num_heads,
+        d_model=self.d_model, max_len=self.max_target_len + 1,
+        dropout=self.dropout, tie_embeddings=True, scan_layers=False,
+        dtype="float32", gelu_approximate=self.gelu_approximate,
+        **TransformerSettings.ADDED)
 
   def encode(self, src, train: bool = False) -> dict:  # (B, S) int
     """The encoder's output, the source mask, and every decoder layer's

@@ -1,6 +1,6 @@
 """Where a run's numbers go: metrics.jsonl and TensorBoard event files.
 
-Every record is one JSON line in `metrics.jsonl` (what `lm_jax.cli.plot` and
+Every record is one JSON line in `metrics.jsonl` (what `lm-jax-plot` and
 the tests read) and the same numbers as TensorBoard scalars in event files
 in the run directory, so `tensorboard --logdir runs` compares runs. Keys
 starting with `val_` become `val/...` tags, the others `train/...`:

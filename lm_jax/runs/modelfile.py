@@ -1,4 +1,4 @@
-"""A trained model in one file, and back (`lm_jax.cli.export` is the command).
+"""A trained model in one file, and back (`lm-jax-export` is the command).
 
 The parameters of a run's best checkpoint (or `--step`'s) in the
 safetensors format (https://huggingface.co/docs/safetensors), written and

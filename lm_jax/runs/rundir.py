@@ -24,7 +24,7 @@ import ml_collections
 
 from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
-from lm_jax.models import make_model
+from lm_jax.models import MODELS, make_model
 from lm_jax.runs import checkpoints
 from lm_jax.runs.metrics import METRICS_FILE
 from lm_jax.training import optimizers, steps
@@ -39,13 +39,17 @@ FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
 FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
                   "train.carry_state", "train.optimizer")
 # Fixed settings added after runs were written: a stored config.json
-# without one had this value.
-ADDED_SETTINGS = {"train.carry_state": False, "model.attention": "dense",
-                  "model.attention_tile": 64, "model.remat": False,
-                  "model.position": "learned",
-                  "model.norm": "layernorm", "model.qk_norm": False,
-                  "model.mlp": "gelu", "model.zero_init_proj": False,
-                  "model.logit_softcap": 0.0, "train.optimizer": "adamw"}
+# without one had this value (the model's own: `Model.added_settings`).
+ADDED_SETTINGS = {"train.carry_state": False, "train.optimizer": "adamw"}
+
+
+def with_added_settings(flat: dict) -> dict:
+  """A flattened config with the settings it predates filled in."""
+  added = dict(ADDED_SETTINGS)
+  if flat.get("model.kind") in MODELS:
+    added.update({f"model.{k}": v for k, v in
+                  MODELS[flat["model.kind"]].added_settings().items()})
+  return {**added, **flat}
 
 
 class Run(NamedTuple):
@@ -77,8 +81,8 @@ HOW_SETTINGS = ("model.attention", "model.attention_tile", "model.remat")
 def config_differences(stored: dict, requested: dict,
                        keys=FIXED_SETTINGS) -> list[str]:
   """'name: stored X, requested Y' for each fixed setting that differs."""
-  stored = {**ADDED_SETTINGS, **_flatten(stored)}
-  requested = {**ADDED_SETTINGS, **_flatten(requested)}
+  stored = with_added_settings(_flatten(stored))
+  requested = with_added_settings(_flatten(requested))
   names = sorted(n for n in stored.keys() | requested.keys()
                  if any(n == k or n.startswith(k + ".") for k in keys)
                  and n not in HOW_SETTINGS)
@@ -211,7 +215,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   alone, so a run stays loadable whatever the optimiser code becomes. The
   exception is an optimiser that evaluates elsewhere than it trains
   (schedule-free AdamW): its state is read to give the parameters it was
-  evaluated at (`steps.eval_params`).
+  evaluated at (`optimizers.eval_params`).
   """
   workdir = pathlib.Path(workdir)
   if not (workdir / CONFIG_FILE).exists():
@@ -234,7 +238,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
     target = jax.eval_shape(lambda: steps.create_train_state(
         model, config.train, jax.random.key(0)))
     state = checkpoints.restore(mngr, s, target)
-    return steps.eval_params(state.params, state.opt_state)
+    return optimizers.eval_params(state.params, state.opt_state)
 
   step, params = checkpoints.restore_first(
       mngr, order, read,

@@ -10,7 +10,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
@@ -18,6 +17,7 @@ from lm_jax.generation import beam as beam_lib
 from lm_jax.generation import interactive, replies, sampling
 from lm_jax.runs import rundir
 from lm_jax.tasks.base import Loaded
+from lm_jax.training import losses
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -26,11 +26,10 @@ def pair_scores(params, model, src, tgt) -> dict:  # (B, S), (B, T + 1)
   predicted right (argmax), targets."""
   targets = tgt[:, 1:]
   logits = model.apply({"params": params}, src, tgt[:, :-1])  # (B, T, V)
-  weights = targets != tokenizers.PAD_ID
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  right = jnp.argmax(logits, -1) == targets
-  return dict(nats=(losses * weights).sum(), right=(right & weights).sum(),
-              targets=weights.sum())
+  weights = pairs.target_weights(targets)
+  sums = losses.loss_sums(logits, targets, weights)
+  right = (jnp.argmax(logits, -1) == targets) * weights
+  return dict(nats=sums.nats, right=right.sum(), targets=sums.weight)
 
 
 class PairsTask:

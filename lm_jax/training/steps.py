@@ -1,4 +1,4 @@
-"""The optimiser, the loss, and the jitted train and eval steps.
+"""The jitted train and eval steps: one optimiser update, several on device.
 
 Everything here is a pure function of its arguments: the data batch and the
 dropout key of step s are functions of (seed, s), so a run resumed from a
@@ -25,8 +25,8 @@ import optax
 from flax import struct
 
 from lm_jax.data import pairs, windows
-from lm_jax.training.optimizers import (  # noqa: F401 (the step's optimiser API)
-    MAX_CONSECUTIVE_SKIPS, eval_params, lr_schedule, make_optimizer)
+from lm_jax.training import losses
+from lm_jax.training.optimizers import make_optimizer
 
 
 class TrainState(struct.PyTreeNode):
@@ -80,28 +80,17 @@ def all_finite(tree) -> jax.Array:
                             for x in jax.tree.leaves(tree)]))
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Mean next-token cross-entropy in nats, computed in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), targets).mean()
-
-
 class Objective(NamedTuple):
-  """What a train step reads and minimises for a task (`Model.task`)."""
+  """What a train step reads for a task (`Model.task`); the loss is
+  `losses.cross_entropy` with the objective's target weights."""
   get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, targets)
-  loss: Callable  # (logits, targets) -> mean loss
+  weights: Callable  # targets -> their weights, or None: all count 1
 
 
 # Text: windows of the token array, every target counts. Pairs: random
 # (prompt, reply) rows, PAD targets weigh nothing.
-OBJECTIVES = {"text": Objective(windows.get_batch, cross_entropy),
-              "pairs": Objective(pairs.get_batch, pairs.masked_cross_entropy)}
-
-
-def z_loss_term(logits: jax.Array) -> jax.Array:
-  """mean(logsumexp(logits)^2) over positions (PaLM's z-loss): pulls the
-  softmax normaliser towards 1, so logits cannot drift upwards together."""
-  return jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), -1)).mean()
+OBJECTIVES = {"text": Objective(windows.get_batch, lambda targets: None),
+              "pairs": Objective(pairs.get_batch, pairs.target_weights)}
 
 
 def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
@@ -111,15 +100,14 @@ def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
   With a carry (truncated BPTT) the window continues from it, and the
   incoming state is a constant (`stop_gradient`): the gradient of this
   window's loss stops at its first token and never reaches earlier windows.
-  `z_loss` > 0 adds z_loss * `z_loss_term` (then the logged train loss
-  includes it; evaluation reports cross-entropy alone).
+  `z_loss` > 0 adds the z-loss term (`losses.cross_entropy`; then the
+  logged train loss includes it; evaluation reports cross-entropy alone).
   """
   logits, carry = model.apply(
       {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
       rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
-  loss = OBJECTIVES[model.task].loss(logits, y)
-  if z_loss:  # (fixed at trace time: 0 traces today's loss exactly)
-    loss = loss + z_loss * z_loss_term(logits)
+  loss = losses.cross_entropy(logits, y, OBJECTIVES[model.task].weights(y),
+                              z_loss)
   return loss, jax.lax.stop_gradient(carry)
 
 
@@ -257,7 +245,7 @@ def eval_step(params, model: nn.Module, x: jax.Array, y: jax.Array
               ) -> jax.Array:
   """Summed cross-entropy (nats) over a batch, no dropout."""
   logits = model.apply({"params": params}, x)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+  return losses.loss_sums(logits, y).nats
 
 
 def evaluate(params, model: nn.Module, xs, ys) -> float:
