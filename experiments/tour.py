@@ -15,6 +15,7 @@ import sys
 
 from configs import char_tf
 from lm_jax.loop import trainer
+from lm_jax.models.base import count
 from lm_jax.runs import rundir
 
 ROOT = pathlib.Path("runs/tour")
@@ -60,7 +61,7 @@ def run(name: str, changes: dict) -> dict:
   train = [r for r in records if "loss" in r][-1]
   val = [r for r in records if "val_loss" in r][-1]
   return dict(name=name, train_loss=train["loss"], val_loss=val["val_loss"],
-              params=trainer.count_params(rundir.load_run(workdir).params))
+              params=count(rundir.load_run(workdir).params))
 
 
 def main(names: list[str]) -> None:

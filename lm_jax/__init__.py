@@ -14,9 +14,12 @@ can set up the process before JAX loads):
 import importlib
 
 # name -> module that defines it
-_API = {"load_run": "lm_jax.runs.rundir", "load_model": "lm_jax.runs.modelfile",
-        "generate": "lm_jax.generation.sampling", "generate_text": "lm_jax.generation.sampling",
-        "stream": "lm_jax.generation.sampling", "encode_prompt": "lm_jax.data.tokenizers",
+_API = {"load_run": "lm_jax.runs.rundir",
+        "load_model": "lm_jax.runs.modelfile",
+        "generate": "lm_jax.generation.sampling",
+        "generate_text": "lm_jax.generation.sampling",
+        "stream": "lm_jax.generation.sampling",
+        "encode_prompt": "lm_jax.data.tokenizers",
         "SamplingOptions": "lm_jax.generation.sampling"}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lm_jax.errors import UserError
-from lm_jax.loop import preemption, trainer
+from lm_jax.loop import actions, preemption, trainer
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.training import steps
 
@@ -228,7 +228,7 @@ def test_nonfinite_loss_stops_at_its_step_keeping_the_last_good_checkpoint(
                for seed in range(10)}
   config.seed = next(seed for seed, s in first_bad.items() if s >= 2)
   first_bad = first_bad[config.seed]
-  with pytest.raises(trainer.NonFiniteLoss) as e:
+  with pytest.raises(actions.NonFiniteLoss) as e:
     trainer.train_and_evaluate(config, tmp_path / "run")
   kept = first_bad // 2 * 2  # the last even step before the bad update
   assert str(e.value).startswith(

@@ -1,4 +1,4 @@
-"""Inside a model: `python -m lm_jax.cli.inspect_run --workdir=DIR --prompt=TEXT`.
+"""Inside a model: `lm-jax-inspect --workdir=DIR --prompt=TEXT`.
 
 Flags only; the work is `lm_jax.views.internals`. Writes a PNG grid of what the
 model computes over the prompt, one row per layer: attention weights per

@@ -194,8 +194,8 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
   and a static count would compile a new program for each remainder (on a
   2-core CPU, seconds each). Without `count` (every full call), a
   `lax.scan` of `num_steps`: the program every call ran before `count`
-  existed. With `batch_sharding` (see lm_jax/training/parallel.py) each device draws
-  and trains on its slice of the batch.
+  existed. With `batch_sharding` (lm_jax/training/parallel.py) each device
+  draws and trains on its slice of the batch.
 
   With a carry (config.train.carry_state) step k reads the k-th window of
   every lane (`windows.lane_batch`) instead of random windows, and the
