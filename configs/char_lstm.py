@@ -44,7 +44,10 @@ from lm_jax.config import base_config, smoke_train
 def get_config(arg: str = ""):
   c = base_config()
   c.model = ml_collections.ConfigDict(dict(
-      kind="lstm", num_layers=2, embed_dim=128, hidden_size=256, dropout=0.0))
+      kind="lstm", num_layers=2, embed_dim=128, hidden_size=256, dropout=0.0,
+      # The cell's backward pass written out (lm_jax/models/lstm.py); False:
+      # JAX autodiff through the scan (the same gradients, slower).
+      hand_written_backward=True))
   c.train.batch_size = 64
   # One JAX device for both cores: the LSTM's small sequential steps gain
   # nothing from a device per core (hidden 256: equal; 512: 15% slower).

@@ -24,7 +24,10 @@ def get_config(arg: str = ""):
   c.data.vocab_size = 8192
   c.data.min_count = 1
   c.model = ml_collections.ConfigDict(dict(
-      kind="lstm", num_layers=2, embed_dim=128, hidden_size=512, dropout=0.0))
+      kind="lstm", num_layers=2, embed_dim=128, hidden_size=512, dropout=0.0,
+      # The cell's backward pass written out (lm_jax/models/lstm.py); False:
+      # JAX autodiff through the scan (the same gradients, slower).
+      hand_written_backward=True))
   c.train.batch_size = 32
   # One JAX device for both cores: the LSTM's small sequential steps gain
   # nothing from a device per core (hidden 256: equal; 512: 15% slower).

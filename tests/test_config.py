@@ -1,0 +1,81 @@
+"""lm_jax/config.py: the shared defaults, their checks and their listing."""
+
+import importlib
+import math
+
+import ml_collections
+import pytest
+
+from conftest import REPO
+from lm_jax import config as config_lib
+from lm_jax.errors import UserError
+from lm_jax.models import MODELS
+
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.py")
+                 if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_and_its_smoke_variant_validate(name):
+  module = importlib.import_module(f"configs.{name}")
+  for arg in ("", "smoke"):
+    config = module.get_config(arg)
+    config_lib.validate(config)
+    # Every setting of its model is given: nothing falls back to a default.
+    cls = MODELS[config.model.kind]
+    assert set(config.model) - {"kind"} == set(cls.setting_names())
+
+
+def test_base_config_gives_every_transformer_setting():
+  model = config_lib.base_config().model
+  assert set(model) - {"kind"} == set(MODELS["transformer"].setting_names())
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.batch_size", 0, "config.train.batch_size must be a positive"),
+    ("train.learning_rate", -1.0, "config.train.learning_rate must be"),
+    ("train.grad_accum_steps", 3, "must be divisible by"),
+    ("train.schedule", "linear", "unknown config.train.schedule"),
+    ("train.optimizer", "sgd", "unknown config.train.optimizer"),
+    ("train.z_loss", -1.0, "config.train.z_loss must be >= 0"),
+    ("data.tokenizer", "bytes", "unknown tokenizer"),
+    ("model.kind", "rnn", "unknown model kind"),
+    ("model.num_heads", 3, "must be divisible by"),
+    ("train.seq_len", 4096, "longer than the model's positions"),
+])
+def test_validate_names_the_setting_that_cannot_work(key, value, message):
+  config = config_lib.base_config()
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(UserError, match=message):
+    config_lib.validate(config)
+
+
+def test_nan_and_infinity_are_refused_by_name():
+  config = config_lib.base_config()
+  config.train.learning_rate = math.nan
+  with pytest.raises(UserError, match="config.train.learning_rate is nan"):
+    config_lib.check_finite(config)
+  config.train.learning_rate = 1e-3
+  config.model.dropout = math.inf
+  with pytest.raises(UserError, match="config.model.dropout is inf"):
+    config_lib.validate(config)
+
+
+def test_describe_lists_every_key_once_with_its_comment():
+  config = config_lib.base_config()
+  lines = config_lib.describe(config, "configs/char_tf.py").splitlines()
+  keys = [line.split(" = ")[0] for line in lines[1:]]
+  flat = ml_collections.ConfigDict(config).to_dict()
+  count = lambda d: sum(count(v) if isinstance(v, dict) else 1
+                        for v in d.values())
+  assert len(keys) == len(set(keys)) == count(flat)
+  seq_len = next(line for line in lines if line.startswith("train.seq_len"))
+  assert "#" not in seq_len or seq_len.split("#", 1)[1].strip()
+  assert any("tokenizer" in line and "#" in line for line in lines)
+
+
+def test_key_comments_reads_trailing_and_block_comments():
+  source = ("  # the block\n  # above\n  c.a.b = 1\n"
+            "  c.x = 2  # trailing\n  c.y = 3\n")
+  assert config_lib.key_comments(source) == {"a.b": "the block above",
+                                             "x": "trailing"}
