@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test sample clean
+.PHONY: train test test-fast sample clean
 
 $(VENV)/.installed-%: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ sample: $(VENV)/.installed-train
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 tests
+
+# The quick subset for the edit-test loop: every test not marked slow.
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) runs

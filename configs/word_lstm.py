@@ -7,7 +7,7 @@ The word tokenizer of configs/word_tf.py (8192 ids) feeding 2 layers of 512
 LSTM units, with windows of 64 words.
 
 Measured: the full run has not been timed yet; its `:smoke` variant trains
-and samples in tests/test_word_train.py.
+and samples in tests/loop/test_word_level_runs.py.
 
 Variants (`--config=configs/word_lstm.py:NAME`):
   smoke  a tiny model and a few steps, for tests (seconds).

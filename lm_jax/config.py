@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 4
   c.model.num_heads = 4
   c.model.d_model = 128
-  c.model.max_len = 128  # learned positions: the longest context
+  c.model.max_len = 128  # the longest context (the cache; learned positions)
   c.model.dropout = 0.0
   c.model.tie_embeddings = True
   c.model.scan_layers = False
@@ -92,10 +92,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps_per_call = 16  # train steps per jitted call (on-device loop)
   c.train.grad_accum_steps = 1  # micro-batches per step (batch_size / this)
   c.train.fsdp = False  # shard params and optimiser state across devices
-  # LSTM only: truncated backpropagation through time, as char-rnn. The
-  # batch rows are contiguous lanes of the text read window after window,
-  # and the LSTM state at the end of a window starts the next (no gradient
-  # across windows). False: random windows, each from the zero state.
+  # Recurrent models (LSTM, GRU) only: truncated backpropagation through
+  # time, as char-rnn. The batch rows are contiguous lanes of the text read
+  # window after window, and the state at the end of a window starts the
+  # next (no gradient across windows). False: random windows, each from
+  # the zero state.
   c.train.carry_state = False
   # On CPU, JAX devices to split the cores into (0: one per core, as many as
   # divide the batch); set by `python -m lm_jax.train` before JAX starts.

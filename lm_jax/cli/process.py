@@ -39,7 +39,7 @@ def use_cpu_cores(requested: int, batch_size: int) -> int | None:
   (lm_jax/training/parallel.py) and the two meet once per step to add gradients:
   about 1.5x the tokens/s of the default char_tf config on 2 cores (see
   docs/DEVICES.md). The results are those of one device
-  (tests/test_parallel.py).
+  (tests/training/test_parallel.py).
   Returns the count set, or None where XLA_FLAGS already sets one or JAX
   has started (its device count can no longer change).
   """

@@ -17,7 +17,7 @@ so an alive one scores at most its log-probability / max_len ** penalty
 among the K best candidates of its step (as fairseq does), so that K = 1
 with no length penalty is greedy decoding. With K at least the number of
 candidates of any step (hypotheses times tokens) the search is exhaustive:
-tests/test_beam.py checks it against brute force.
+tests/generation/test_beam.py checks it against brute force.
 """
 
 from __future__ import annotations

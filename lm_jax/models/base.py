@@ -1,9 +1,11 @@
-"""The interface every language model implements, and what it defaults to.
+"""The interfaces every model implements, and what they default to.
 
 Code outside `lm_jax/models/` (the train step, sampling, the summary, config
 checks, `lm-jax-inspect`, the sharding code) talks to a model only through
-`LanguageModel`; it never asks which model it holds. A new model kind is one
-file here plus one entry in `lm_jax.models.MODELS`.
+`Model` and its two kinds of interface: `LanguageModel` here (the next token
+of a text) and `lm_jax/models/seq2seq.py: Seq2SeqModel` (a reply to a
+prompt); it never asks which model it holds. A new model kind is one file
+here plus one entry in `lm_jax.models.MODELS`.
 
 Decoding state. `initial_state(B)` is the state before any token;
 `extend(tokens, state)` scores `tokens` after the text the state holds and

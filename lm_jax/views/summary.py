@@ -4,7 +4,7 @@ Parameters per module come from the parameter tree. FLOPs and activation
 memory are the model's own estimates from formulas
 (`LanguageModel.train_flops_per_token`, `LanguageModel.activation_bytes`);
 for the Transformer both are within 10% (FLOPs) and 50% (memory) of what
-XLA reports for the compiled step (tests/test_viz.py checks this).
+XLA reports for the compiled step (tests/views/test_plotting_and_internals.py checks this).
 """
 
 from __future__ import annotations

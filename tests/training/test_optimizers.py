@@ -164,3 +164,12 @@ def test_same_settings_reuse_the_compiled_step(smoke_config):
   assert steps.train_step._cache_size() == before + 1
   smoke_config.train.learning_rate *= 2
   assert new_state(0).tx is not a.tx
+
+
+def test_lr_schedule_and_decay_mask(smoke_config):
+  t = smoke_config.train
+  t.num_steps, t.warmup_steps, t.learning_rate = 100, 10, 1e-3
+  lr = optimizers.lr_schedule(t)
+  assert float(lr(0)) == 0.0
+  assert float(lr(10)) == pytest.approx(1e-3)
+  assert float(lr(100)) == pytest.approx(1e-3 * t.min_lr_ratio)

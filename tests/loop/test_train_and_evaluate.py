@@ -1,18 +1,12 @@
 """End to end: train the smoke config, resume it, sample from it."""
 
 import json
-
 import jax
 import numpy as np
 import pytest
-
-from lm_jax.cli import process
 from lm_jax.errors import UserError
 from lm_jax.loop import trainer
 from lm_jax.runs import rundir
-from lm_jax.training import optimizers, steps
-
-from conftest import run_module
 
 
 def _config(smoke_config, text_file, **train):
@@ -65,34 +59,3 @@ def test_mismatched_resume_is_refused(smoke_config, text_file, tmp_path):
   config.model.d_model = 64
   with pytest.raises(UserError, match="model.d_model: stored 32, requested 64"):
     trainer.train_and_evaluate(config, tmp_path / "run")
-
-
-def test_lr_schedule_and_decay_mask(smoke_config):
-  t = smoke_config.train
-  t.num_steps, t.warmup_steps, t.learning_rate = 100, 10, 1e-3
-  lr = optimizers.lr_schedule(t)
-  assert float(lr(0)) == 0.0
-  assert float(lr(10)) == pytest.approx(1e-3)
-  assert float(lr(100)) == pytest.approx(1e-3 * t.min_lr_ratio)
-
-
-def test_command_line_train_and_sample(tmp_path, text_file):
-  workdir = tmp_path / "cli"
-  run = run_module
-  out = run("lm_jax.train", "--config=configs/char_tf.py:smoke",
-            f"--config.data.path={text_file}", f"--workdir={workdir}",
-            "--config.train.num_steps=8", "--config.train.eval_every=8")
-  assert out.returncode == 0, out.stderr
-  assert "eval step 8" in out.stdout and "sample" in out.stdout
-  # One JAX device per core by default (the smoke batch of 8 splits evenly).
-  assert f"devices: {process.cpu_device_count(0, 8)} x cpu" in out.stdout
-  out = run("lm_jax.sample", f"--workdir={workdir}", "--prompt=LINE",
-            "--max_new_tokens=20", "--num_samples=2", "--seed=1")
-  assert out.returncode == 0, out.stderr
-  assert out.stdout.count("LINE") >= 2
-  again = run("lm_jax.sample", f"--workdir={workdir}", "--prompt=LINE",
-              "--max_new_tokens=20", "--num_samples=2", "--seed=1")
-  assert again.stdout == out.stdout  # same seed, same text
-  bad = run("lm_jax.sample", f"--workdir={workdir}", "--prompt=LINE~")
-  assert bad.returncode == 2 and "'~'" in bad.stderr
-  assert "Traceback" not in bad.stderr
