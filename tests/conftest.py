@@ -115,7 +115,16 @@ def init_with_random_biases(model, seed: int = 5):
                        if path[-1].key.endswith("bias") else p), params)
 
 
-def run_module(*args: str) -> subprocess.CompletedProcess:
-  """`python -m ARGS` from the repository root, output captured as text."""
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+def run_module(*args: str, stdin: str | None = None, cwd=None
+               ) -> subprocess.CompletedProcess:
+  """`python -m ARGS` (from the repository root unless `cwd`), with
+  `stdin` as its input; output captured as text."""
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd or REPO,
+                        input=stdin, capture_output=True, text=True,
+                        timeout=300)
+
+
+def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
+  """The command failed on bad input as it should: exit 2, one line."""
+  assert out.returncode == 2, out.stderr
+  assert out.stderr == f"error: {message}\n", out.stderr

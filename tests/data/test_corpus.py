@@ -1,6 +1,4 @@
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -8,7 +6,7 @@ from lm_jax.config import VAL_PLAYS
 from lm_jax.data import corpus
 from lm_jax.errors import UserError
 
-from conftest import REPO
+from conftest import one_line_error, run_module
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +69,14 @@ def test_bad_corpus_files(tmp_path, content, message):
     corpus.load_corpus(str(path))
 
 
-TIMEOUT = 300
-
-
-def _cli(*args: str, stdin: str | None = None, cwd=REPO
-         ) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, input=stdin,
-                        capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
-  assert out.returncode == 2, out.stderr
-  assert out.stderr == f"error: {message}\n", out.stderr
 
 
 def test_whitespace_only_corpus_is_not_called_empty(tmp_path):
   corpus = tmp_path / "blank.txt"
   corpus.write_text("\n" * 500 + "  \t\n")
-  out = _cli("lm_jax.train", "--config=configs/char_tf.py:smoke",
+  out = run_module("lm_jax.train", "--config=configs/char_tf.py:smoke",
              f"--config.data.path={corpus}", f"--workdir={tmp_path}/run")
-  _one_line_error(out, f"corpus file holds only whitespace (504 bytes of "
+  one_line_error(out, f"corpus file holds only whitespace (504 bytes of "
                   f"spaces and line breaks): {corpus}; give a file with text "
                   "in it")
   assert not (tmp_path / "run").exists()
