@@ -8,19 +8,23 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
 from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# `lm_jax/training/steps.py: make_optimizer, train_step`, `...: TransformerLM.extend`
+# `lm_jax/training/steps.py: train_step, train_steps`, `...: TransformerLM.extend`
 REFERENCE = re.compile(r"`((?:lm_jax|configs|experiments)/[\w/]+\.py): "
                        r"([\w.]+(?:, [\w.]+)*)`")
 PATH = re.compile(r"`((?:lm_jax|configs|experiments|tests|docs)/[\w/.-]+?)"
                   r"(?::\w+)?`")
 LINK = re.compile(r"\]\(([^)#:]+)(?:#[\w-]+)?\)")
 LONG = "# long: not run by tests"
+# Console scripts -> their modules (pyproject.toml's [project.scripts]).
+SCRIPTS = {name: target.partition(":")[0] for name, target in tomllib.loads(
+    (REPO / "pyproject.toml").read_text())["project"]["scripts"].items()}
 
 
 def doc_lines():
@@ -145,9 +149,10 @@ def smoke(command: str, trained: set[str]) -> str:
   training of each config shrunk to its smoke variant and 4 steps, later
   ones (other settings of a config already trained) only parsed and
   checked (`--show_config`)."""
-  command = re.sub(r"\blm-jax-(\w+)", r"python -m lm_jax.\1", command)
+  command = re.sub(r"\blm-jax-\w+", lambda m: f"python -m {SCRIPTS[m[0]]}",
+                   command)
   command = re.sub(r"(?<![\w/.-])python(?= )", sys.executable, command)
-  if " lm_jax.train" not in command:
+  if not re.search(r" lm_jax(\.cli)?\.train\b", command):
     return command
   words = shlex.split(command)
   config = next((w.partition("=")[2] for w in words
@@ -159,7 +164,8 @@ def smoke(command: str, trained: set[str]) -> str:
       ("--config=", "--config.train.num_steps="))]
   if not any(w.startswith("--workdir=") for w in words):
     words.append(f"--workdir={workdir}")
-  at = words.index("lm_jax.train") + 1  # --config comes before its fields
+  at = next(i for i, w in enumerate(words)  # --config before its fields
+            if w in ("lm_jax.train", "lm_jax.cli.train")) + 1
   words[at:at] = [f"--config={name}:smoke"]
   if name in trained or "--show_config" in words:
     words.append("--show_config")
