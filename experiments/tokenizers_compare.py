@@ -100,7 +100,7 @@ def run(name: str, overrides: dict, seconds: float, eval_chars: int) -> dict:
               chars_per_step=round(config.train.batch_size
                                    * config.train.seq_len / per_char),
               steps=steps, steps_per_s=round(rate, 2),
-              train_wall_s=round(wall, 1), val_loss=result["val_loss"],
+              run_wall_s=round(wall, 1), val_loss=result["val_loss"],
               val_bpc=result["val_bpc"], eval_tokens=eval_tokens,
               unk_rate=result["val_unk_rate"],
               sample="ROMEO:" + sample, params=int(sum(
@@ -142,16 +142,19 @@ def report(results: list[dict], info: dict) -> str:
            f"ids): {info['bpe_train_s']:.2f} s (median of 3).", "",
            f"Scored on the first {info['eval_chars']:,} characters of the "
            "held-out plays; bits per character = total nats over those "
-           "characters / ln 2.", "",
-           "| tokenizer | vocab | tokens/char | params | steps | chars/step "
-           "| train s | val loss (nats/token) | val bpc |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           f"characters / ln 2. steps/s: measured over {CALIBRATION_STEPS} "
+           "steps after compiling, which sets the steps; run s: the whole "
+           "training call (loading, tokenising, compiling and evaluating "
+           "included).", "",
+           "| tokenizer | vocab | tokens/char | params | steps/s | steps | "
+           "chars/step | run s | val loss (nats/token) | val bpc |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     lines.append(
         f"| {r['variant']} | {r['vocab_size']:,} | {r['tokens_per_char']:.3f}"
-        f" | {r['params']:,} | {r['steps']:,} | {r['chars_per_step']:,} | "
-        f"{r['train_wall_s']:.0f} | {r['val_loss']:.4f} | "
-        f"{r['val_bpc']:.4f} |")
+        f" | {r['params']:,} | {r['steps_per_s']:.2f} | {r['steps']:,} | "
+        f"{r['chars_per_step']:,} | {r['run_wall_s']:.0f} | "
+        f"{r['val_loss']:.4f} | {r['val_bpc']:.4f} |")
   lines += ["", "Samples (prompt `ROMEO:`, temperature 0.8, about "
             f"{SAMPLE_CHARS} characters):", ""]
   for r in results:
