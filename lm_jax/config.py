@@ -29,8 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.path = ""  # empty: the built-in Shakespeare corpus
   c.data.val_fraction = 0.1  # for a single text file: the last 10% is val
   c.data.val_plays = VAL_PLAYS  # for the built-in corpus
-  c.data.tokenizer = "char"  # or "word"
-  c.data.vocab_size = 8192  # word tokenizer: ids in all, `<unk>` included
+  c.data.tokenizer = "char"  # or "word", "bpe" (byte-level subwords)
+  c.data.vocab_size = 8192  # word and bpe tokenizers: ids in all, specials too
   c.data.min_count = 1  # word tokenizer: rarer words become `<unk>`
 
   c.model = ml_collections.ConfigDict()
@@ -187,6 +187,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.vocab_size < 2:
       raise UserError(f"config.data.vocab_size must be >= 2 (`<unk>` and one "
                       f"word), got {config.data.vocab_size}")
+  if config.data.tokenizer == "bpe":
+    from lm_jax.data import bpe
+    bpe.check_vocab_size(config.data.vocab_size)
   for name in ("batch_size", "seq_len", "num_steps", "steps_per_call",
                "log_every", "eval_every", "eval_tokens", "grad_accum_steps"):
     _positive(f"config.train.{name}", t[name])

@@ -13,3 +13,7 @@ UNK_ID = 0
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 PAD_ID, BOS_ID, EOS_ID = 1, 2, 3
 SPECIALS = (UNK, PAD, BOS, EOS)
+# A masked model's blank: reserved by the byte-level BPE (lm_jax/data/bpe.py)
+# at the id after EOS.
+MASK = "<mask>"
+MASK_ID = 4

@@ -56,7 +56,7 @@ def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
   assert flag_parsing.resolve_config_args(argv) == ["prog", "--config", str(path),
                                                "--x=1"]
   with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
-                     r"file or one of char_gru, char_lstm, char_tf, "
+                     r"file or one of bpe_tf, char_gru, char_lstm, char_tf, "
                      r"echo_lstm, echo_s2s, word_lstm, word_tf"):
     flag_parsing.resolve_config("nope:smoke")
 
@@ -82,7 +82,8 @@ def test_an_unknown_config_name_is_one_line():
   assert done.returncode == 2
   assert done.stderr.strip() == (
       "error: unknown config 'char_tfx': pass a config file or one of "
-      "char_gru, char_lstm, char_tf, echo_lstm, echo_s2s, word_lstm, word_tf")
+      "bpe_tf, char_gru, char_lstm, char_tf, echo_lstm, echo_s2s, word_lstm, "
+      "word_tf")
 
 
 def test_a_bad_field_of_the_default_config_is_one_line():

@@ -23,10 +23,9 @@ def inspect_main() -> None:
 
   run = rundir.load_run(_WORKDIR.value, _STEP.value)
   tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
-  labels = [run.tokenizer.decode([i]) for i in tokens]
+  labels = run.tokenizer.pieces(tokens)  # subwords: each its own piece
   inside = internals.model_internals(run.model, run.params, tokens)
-  rows = (None if inside.rows is None
-          else [run.tokenizer.vocab[i] for i in inside.rows])
+  rows = None if inside.rows is None else run.tokenizer.pieces(inside.rows)
   out = internals.plot_internals(inside, labels, _OUT.value, rows)
   L, P = inside.values.shape[:2]
   print(f"wrote {out} (step {run.step}, {L} layers x {P} panels: "

@@ -6,8 +6,10 @@ built for pairs (`specials=True`) reserves ids 1-3 for `<pad>`, `<bos>` and
 `<eos>` as well; none of them is ever read from text.
 `encode(..., strict=True)` raises instead, naming the unknown symbols.
 
-Two kinds: `CharTokenizer` (every character of the training text) and
-`WordTokenizer` (the most frequent words, punctuation marks and line breaks).
+Three kinds: `CharTokenizer` (every character of the training text),
+`WordTokenizer` (the most frequent words, punctuation marks and line breaks)
+and `BPETokenizer` (byte-level subwords, lm_jax/data/bpe.py), whose saved
+form is the `tokenizers` library's own tokenizer.json.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from lm_jax.data import bpe
+from lm_jax.data.bpe import BPETokenizer
 from lm_jax.errors import UserError
 
 # A tokenizer built for pairs (`lm_jax.data.pairs`) has three more specials
@@ -41,11 +45,13 @@ class Tokenizer(Protocol):
   vocab: list[str]
   options: tuple[str, ...]  # the config.data fields `build` takes
   strict_prompts: bool  # unknown symbols in a prompt: an error, or `<unk>`
+  byte_level: bool  # every text encodes: no `<unk>`
 
   @property
   def vocab_size(self) -> int: ...
   def encode(self, text: str, strict: bool = False) -> np.ndarray: ...
   def decode(self, ids) -> str: ...
+  def pieces(self, ids) -> list[str]: ...
   def unknown(self, text: str) -> list[str]: ...
   def token_lengths(self) -> np.ndarray: ...
   def covered_chars(self, x: np.ndarray, y: np.ndarray) -> int: ...
@@ -57,6 +63,7 @@ class CharTokenizer:
   kind = "char"
   options = ()
   strict_prompts = True  # a character has no `<unk>`-worthy meaning
+  byte_level = False
 
   def __init__(self, vocab: list[str]):
     if not vocab or vocab[UNK_ID] != UNK:
@@ -92,6 +99,10 @@ class CharTokenizer:
     # An unknown character has no spelling: show the replacement character.
     return "".join("\ufffd" if i == UNK_ID else self.vocab[i]
                    for i in np.asarray(ids).tolist())
+
+  def pieces(self, ids) -> list[str]:
+    """Each token's own spelling (attention maps label with it)."""
+    return [self.vocab[i] for i in np.asarray(ids).tolist()]
 
   def token_lengths(self) -> np.ndarray:
     """Characters each token id stands for (bits per character needs it)."""
@@ -185,6 +196,7 @@ class WordTokenizer:
   kind = "word"
   options = ("vocab_size", "min_count")
   strict_prompts = False  # an unknown word becomes `<unk>`, with a notice
+  byte_level = False
 
   def __init__(self, vocab: list[str]):
     if not vocab or vocab[UNK_ID] != UNK:
@@ -235,6 +247,10 @@ class WordTokenizer:
       glue = self._glue[i]
     return "".join(parts)
 
+  def pieces(self, ids) -> list[str]:
+    """Each token's own spelling (attention maps label with it)."""
+    return [self.vocab[i] for i in np.asarray(ids).tolist()]
+
   def token_lengths(self) -> np.ndarray:
     """Characters each token id stands for: its spelling plus its space.
 
@@ -263,7 +279,8 @@ class WordTokenizer:
     return cls(data["vocab"])
 
 
-TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
+TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer,
+              "bpe": BPETokenizer}
 
 
 def build_tokenizer(kind: str, text: str, specials: bool = False,
@@ -271,7 +288,8 @@ def build_tokenizer(kind: str, text: str, specials: bool = False,
   """A new tokenizer of `kind` whose vocabulary comes from `text`.
 
   `options` may be all of `config.data`: each tokenizer takes only the fields
-  named in its `options` (the word tokenizer: vocab_size, min_count).
+  named in its `options` (the word tokenizer: vocab_size, min_count; BPE:
+  vocab_size).
   `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them).
   """
   if kind not in TOKENIZERS:
@@ -305,6 +323,13 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | pathlib.Path) -> None:
       encoding="utf-8")
 
 
+def tokenizer_from_json(data: dict) -> Tokenizer:
+  """The tokenizer `to_json` gave `data`: ours name their kind, a
+  `tokenizers` tokenizer.json is a BPE."""
+  kind = "bpe" if bpe.is_library_json(data) else data["kind"]
+  return TOKENIZERS[kind].from_json(data)
+
+
 def load_tokenizer(path: str | pathlib.Path) -> Tokenizer:
-  data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-  return TOKENIZERS[data["kind"]].from_json(data)
+  return tokenizer_from_json(
+      json.loads(pathlib.Path(path).read_text(encoding="utf-8")))

@@ -82,7 +82,7 @@ def load_model(path: str | os.PathLike):
                     "metadata; pass a file lm-jax-export wrote")
   config = ml_collections.ConfigDict(json.loads(metadata["config"]))
   data = json.loads(metadata["tokenizer"])
-  tokenizer = tokenizers.TOKENIZERS[data["kind"]].from_json(data)
+  tokenizer = tokenizers.tokenizer_from_json(data)
   model = make_model(config.model, tokenizer.vocab_size)
   params = unflatten({n: jnp.asarray(t) for n, t in tensors.items()})
   return rundir.Run(config, tokenizer, model, params, int(metadata["step"]))

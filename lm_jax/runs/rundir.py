@@ -2,7 +2,9 @@
 
 A run directory holds
   config.json     the resolved config (what `load_run` builds the model from)
-  tokenizer.json  the vocabulary (lm_jax/data/tokenizers.py)
+  tokenizer.json  the vocabulary (lm_jax/data/tokenizers.py); for a BPE, the
+                  `tokenizers` library's own file, with tokenizer_meta.json
+                  beside it (what the project knows of it)
   checkpoints/    Orbax checkpoints, the latest and the best (checkpoints.py)
   metrics.jsonl   one JSON record per log or evaluation (metrics.py)
 plus TensorBoard event files and loss.png. Running the trainer again on the
@@ -31,6 +33,7 @@ from lm_jax.training import optimizers, steps
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_META_FILE = "tokenizer_meta.json"
 CHECKPOINTS = "checkpoints"
 FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
 # Settings a checkpoint cannot be resumed or sampled with if they change
@@ -199,6 +202,9 @@ def write_atomically(path: pathlib.Path, write) -> None:
 def write_run(workdir: pathlib.Path, config, tokenizer) -> None:
   """Writes the config and tokenizer of a new run (an existing run's stay)."""
   if not (workdir / TOKENIZER_FILE).exists():
+    if hasattr(tokenizer, "metadata"):
+      write_atomically(workdir / TOKENIZER_META_FILE, lambda p: p.write_text(
+          json.dumps(tokenizer.metadata(), indent=1) + "\n"))
     write_atomically(workdir / TOKENIZER_FILE,
                      lambda p: tokenizers.save_tokenizer(tokenizer, p))
   if not (workdir / CONFIG_FILE).exists():

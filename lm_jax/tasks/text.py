@@ -62,9 +62,13 @@ class TextTask:
     # Bits per character: nats over the characters the targets stand for.
     val = dict(x=val_x, y=val_y, chars=tokenizer.covered_chars(val_x, val_y),
                unk_rate=unk_rate)
+    unk = (f"no {tokenizers.UNK} (byte-level: every text encodes)"
+           if tokenizer.byte_level
+           else f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
     line = (f"corpus: {text.source}: {len(train_ids):,} train / "
-            f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}, "
-            f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
+            f"{len(val_ids):,} val tokens, "
+            f"{len(train_ids) / max(len(text.train), 1):.3f} tokens per "
+            f"character, vocab {tokenizer.vocab_size}, {unk}")
     return Loaded(tokenizer, train_ids, val, (line,))
 
   def evaluate(self, params, model, loaded: Loaded, step: int, config
