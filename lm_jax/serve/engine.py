@@ -4,13 +4,14 @@
 share one cache length. A server's requests start and end at any time, so
 here each request holds a slot: its own decoding state, made by the model's
 `initial_state(1)` and stacked with the other slots' along a new leading
-axis (S + 1, ...). One decode step picks the next token of every active slot
+axis (S, ...). One decode step picks the next token of every active slot
 and feeds it back through `jax.vmap` of the model's one-row `extend`, so
 each slot keeps its own cache position (a Transformer's `length` becomes one
 number per slot). Requests join between steps (their prompt is prefilled
 alone, in chunks of 2^k tokens, so that a handful of compiled shapes serve
-every prompt length) and leave between steps. Slot S is scratch: the rows
-that pad a step's batch up to its compiled size (1, 2, 4, ...) write there.
+every prompt length) and leave between steps. A step runs on the first
+1, 2, 4, ... slots, as many as hold the active requests (a few compiled
+sizes); the free slots among them are computed and ignored.
 A model whose `extend` cannot be vmapped is decoded one slot at a time
 (`batched=False`), in the same loop.
 
@@ -68,9 +69,9 @@ class Request:
 
 class Slots(NamedTuple):
   """Every slot's decoding state, next-token logits and PRNG key."""
-  state: Any  # the model's initial_state(1), stacked: (S + 1, ...)
-  logits: jax.Array  # (S + 1, V)
-  keys: jax.Array  # (S + 1,) PRNG keys
+  state: Any  # the model's initial_state(1), stacked: (S, ...)
+  logits: jax.Array  # (S, V)
+  keys: jax.Array  # (S,) PRNG keys
 
 
 def pick(key: jax.Array, logits: jax.Array, temperature: jax.Array,
@@ -108,31 +109,41 @@ def prefill(params, model, state, tokens):
 
 
 @functools.partial(jax.jit, donate_argnames=("slots",))
-def put(slots: Slots, slot, state, logits, key=None) -> Slots:
-  """Slots with one slot's state and logits (and key) replaced."""
+def put(slots: Slots, slot, state, logits, key) -> Slots:
+  """Slots with one slot's state, logits and key replaced."""
   state = jax.tree.map(lambda big, row: big.at[slot].set(row), slots.state,
                        state)
-  keys = slots.keys if key is None else slots.keys.at[slot].set(key)
-  return Slots(state, slots.logits.at[slot].set(logits), keys)
+  return Slots(state, slots.logits.at[slot].set(logits),
+               slots.keys.at[slot].set(key))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batched"),
+@functools.partial(jax.jit, donate_argnames=("slots",))
+def move(slots: Slots, src, dst) -> Slots:
+  """Slots with slot `src` copied into slot `dst`."""
+  return jax.tree.map(lambda x: x.at[dst].set(x[src]), slots)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "size", "batched"),
                    donate_argnames=("slots",))
-def step(params, model, slots: Slots, idx, temperature, top_k, top_p,
-         batched: bool = True):
-  """One decode step of the slots `idx` (b,): pick, report, feed.
+def step(params, model, slots: Slots, start, temperature, top_k, top_p,
+         size: int, batched: bool = True):
+  """One decode step of the slots start .. start + size - 1: pick, report,
+  feed. Options are (size,) arrays.
 
-  Returns the new slots, the tokens (b,), their log-probabilities (b,) and
-  the TOP alternatives' ids and log-probabilities (b, TOP).
+  Returns the new slots, the tokens (size,), their log-probabilities and
+  the TOP alternatives' ids and log-probabilities (size, TOP). The rows are
+  a contiguous slice, not a gather: a copy XLA makes at memory speed.
   """
-  logits = slots.logits[idx]  # (b, V)
-  keys, subs = jnp.moveaxis(jax.vmap(jax.random.split)(slots.keys[idx]), 1, 0)
+  take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)
+  logits = take(slots.logits)  # (b, V)
+  keys, subs = jnp.moveaxis(jax.vmap(jax.random.split)(take(slots.keys)), 1,
+                            0)
   tokens = jax.vmap(pick)(subs, logits[:, None], temperature, top_k,
                           top_p).astype(jnp.int32)  # (b,)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   chosen = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
   top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
-  rows = jax.tree.map(lambda x: x[idx], slots.state)
+  rows = jax.tree.map(take, slots.state)
 
   def feed(token, state):  # one slot: (), state of one row
     logits, state = _extend_one(params, model, token[None, None], state)
@@ -140,13 +151,13 @@ def step(params, model, slots: Slots, idx, temperature, top_k, top_p,
 
   if batched:
     new_logits, rows = jax.vmap(feed)(tokens, rows)
-  else:  # one slot (b = 1), no vmap
+  else:  # one slot (size 1), no vmap
     new_logits, row = feed(tokens[0], jax.tree.map(lambda x: x[0], rows))
     new_logits, rows = new_logits[None], jax.tree.map(lambda x: x[None], row)
-  state = jax.tree.map(lambda big, new: big.at[idx].set(new), slots.state,
-                       rows)
-  slots = Slots(state, slots.logits.at[idx].set(new_logits),
-                slots.keys.at[idx].set(keys))
+  back = lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start,
+                                                              0)
+  slots = Slots(jax.tree.map(back, slots.state, rows),
+                back(slots.logits, new_logits), back(slots.keys, keys))
   return slots, tokens, chosen, top_ids, top_lp
 
 
@@ -170,7 +181,11 @@ class _Slot:
 
 class Engine:
   """Decodes the submitted requests in batches of up to `max_batch` slots,
-  on a thread of its own; at most `max_queue` wait for a slot."""
+  on a thread of its own; at most `max_queue` wait for a slot.
+
+  The active slots are kept at the front (0 .. n - 1): a request that ends
+  has its place taken by the last one (`move`), so a step reads a prefix.
+  """
 
   def __init__(self, params, model, max_batch: int = 32,
                max_queue: int = 64):
@@ -180,13 +195,12 @@ class Engine:
     self.sizes = [1 << i for i in range(max_batch.bit_length())
                   if 1 << i < max_batch] + [max_batch]
     self.batched = self._vmaps()
-    S = max_batch + 1  # slot S - 1 is scratch
     one = model.initial_state(1)
-    V = model.vocab_size
+    S, V = max_batch, model.vocab_size
     self.slots = Slots(
         jax.tree.map(lambda x: jnp.repeat(x[None], S, axis=0), one),
         jnp.zeros((S, V), jnp.float32), jax.random.split(jax.random.key(0), S))
-    self.active: dict[int, _Slot] = {}
+    self.active: list[_Slot] = []  # slot i is self.active[i]
     self.queue: collections.deque[Request] = collections.deque()
     self.lock = threading.Condition()
     self.running = True
@@ -230,22 +244,29 @@ class Engine:
     self.thread.join(timeout=10)
 
   def warm_up(self) -> None:
-    """Compiles every step size and prefill length now, not on first use."""
-    state = self.model.initial_state(1)
+    """Compiles the programs of every step size and prefill length now
+    rather than on first use: requests of each batch size, long enough
+    for the window to slide."""
+    empty = self.model.initial_state(1)
+    # A chunk after the first continues a state a jitted call made (a
+    # committed array): jit compiles that case apart.
+    made = prefill(self.params, self.model, empty,
+                   jnp.zeros((1, 1), jnp.int32))[1]
     n = 1
     while n <= (self.window or 256):
-      prefill(self.params, self.model, state,
-              jnp.zeros((1, n), jnp.int32))[0].block_until_ready()
+      for state in (empty, made):
+        prefill(self.params, self.model, state,
+                jnp.zeros((1, n), jnp.int32))[0].block_until_ready()
       n *= 2
+    length = (self.window or 1) + 2
     for b in self.sizes if self.batched else [1]:
-      done = threading.Event()
-      for _ in range(b):
+      done = [threading.Event() for _ in range(b)]
+      for event in done:
         self.submit(Request(np.zeros(1, np.int32),
-                            sampling.SamplingOptions(max_new_tokens=1), 0,
-                            lambda t, d=done: t is None and d.set()))
-      done.wait()
-      while self.load()["active"] or self.load()["queued"]:
-        time.sleep(0.01)
+                            sampling.SamplingOptions(max_new_tokens=length),
+                            0, lambda t, e=event: t is None and e.set()))
+      for event in done:
+        event.wait()
 
   # The engine's thread.
 
@@ -264,16 +285,14 @@ class Engine:
           self._admit(request)
         else:
           request.emit(None)
-      self._finish([s for s, a in self.active.items() if a.request.cancelled])
+      self._finish([i for i, a in enumerate(self.active)
+                    if a.request.cancelled])
       if self.active:
         self._step()
-    for slot in list(self.active.values()):
+    for slot in self.active:
       slot.request.emit(None)
     for request in self.queue:
       request.emit(None)
-
-  def _free_slot(self) -> int:
-    return next(i for i in range(self.max_batch) if i not in self.active)
 
   def _prefill(self, tokens: list[int]):
     """Logits and state after `tokens`, from an empty state, in 2^k chunks."""
@@ -285,54 +304,59 @@ class Engine:
     return logits, state
 
   def _admit(self, request: Request) -> None:
-    slot = self._free_slot()
     prompt = [int(t) for t in request.prompt]
     logits, state = self._prefill(prompt)
-    self.slots = put(self.slots, slot, state, logits,
+    self.slots = put(self.slots, len(self.active), state, logits,
                      jax.random.key(request.seed))
     with self.lock:
-      self.active[slot] = _Slot(request, prompt)
+      self.active.append(_Slot(request, prompt))
 
-  def _finish(self, slots: list[int]) -> None:
-    for s in slots:
+  def _finish(self, ended: list[int]) -> None:
+    """Frees the slots `ended`; the last active slots move into them."""
+    for i in sorted(ended, reverse=True):
       with self.lock:
-        slot = self.active.pop(s)
+        last = len(self.active) - 1
+        slot = self.active[i]
+        self.active[i] = self.active[last]
+        self.active.pop()
+      if i != last:
+        self.slots = move(self.slots, last, i)
       slot.request.emit(None)
 
   def _step(self) -> None:
-    ids = sorted(self.active)
-    if not self.batched:
-      for s in ids:
-        self._run([s], [s])
-      return
-    size = next(n for n in self.sizes if n >= len(ids))
-    self._run(ids, ids + [self.max_batch] * (size - len(ids)))
+    if self.batched:
+      size = next(n for n in self.sizes if n >= len(self.active))
+      self._run(0, size)
+    else:
+      for start in range(len(self.active)):
+        self._run(start, 1)
 
-  def _run(self, ids: list[int], idx: list[int]) -> None:
-    """One step of the slots `ids` (padded with scratch to `idx`)."""
-    opts = [self.active[s].request.options for s in ids]
-    pad = len(idx) - len(ids)
+  def _run(self, start: int, size: int) -> None:
+    """One step of the slots start .. start + size - 1 (some may be free:
+    their rows are computed and ignored)."""
+    slots = self.active[start:start + size]
+    pad = size - len(slots)
     column = lambda name, kind, fill: jnp.asarray(
-        [getattr(o, name) for o in opts] + [fill] * pad, kind)
+        [getattr(s.request.options, name) for s in slots] + [fill] * pad,
+        kind)
     self.slots, tokens, chosen, top_ids, top_lp = step(
-        self.params, self.model, self.slots, jnp.asarray(idx, jnp.int32),
+        self.params, self.model, self.slots, start,
         column("temperature", jnp.float32, 0.0),
         column("top_k", jnp.int32, 0), column("top_p", jnp.float32, 1.0),
-        batched=self.batched)
+        size=size, batched=self.batched)
     tokens, chosen, top_ids, top_lp = jax.device_get(
         (tokens, chosen, top_ids, top_lp))
     self.steps += 1
-    self.rows += len(ids)
+    self.rows += len(slots)
     done = []
-    for row, s in enumerate(ids):
-      slot = self.active[s]
+    for row, slot in enumerate(slots):
       token = int(tokens[row])
       slot.request.emit(Token(token, float(chosen[row]),
                               tuple(int(i) for i in top_ids[row]),
                               tuple(float(p) for p in top_lp[row])))
       slot.made += 1
       if slot.made >= slot.request.options.max_new_tokens:
-        done.append(s)
+        done.append(start + row)
         continue
       W = self.window
       if W is not None and len(slot.context) == W:
@@ -341,7 +365,8 @@ class Engine:
         keep = sampling._keep(W)
         slot.context = slot.context[W - keep + 1:] + [token]
         logits, state = self._prefill(slot.context)
-        self.slots = put(self.slots, s, state, logits)
+        s = start + row
+        self.slots = put(self.slots, s, state, logits, self.slots.keys[s])
       else:
         slot.context.append(token)
     self._finish(done)
