@@ -243,6 +243,7 @@ def test_an_api_key_is_required_when_set(run):
     assert [m.id for m in client(url, "s3cret").models.list()] == ["smoke"]
 
 
+@pytest.mark.slow
 def test_an_echo_bot_answers_the_last_user_message(echo_run):
   with live(echo_run, name="echo") as url:
     got = client(url).chat.completions.create(
@@ -283,6 +284,7 @@ def serve_command(*flags):
                         cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_busy_port_or_a_bad_run_is_one_line_and_exit_2(smoke_run, tmp_path):
   with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0))
@@ -314,6 +316,7 @@ def _browser():
   return webdriver.Chrome(service=Service(driver), options=options)
 
 
+@pytest.mark.slow
 def test_the_page_streams_text_and_shows_probabilities(server):
   from selenium.webdriver.common.action_chains import ActionChains
   from selenium.webdriver.common.by import By
