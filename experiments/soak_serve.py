@@ -1,6 +1,6 @@
 """Soak lm-jax-serve: one client, then many streaming clients at once.
 
-    python experiments/soak_serve.py --workdir=runs/char_tf  # long: not run by tests
+    python experiments/soak_serve.py --workdir=runs/char_tf
 
 Starts `lm-jax-serve` on a free port (a process of its own, so its memory
 is its own), then

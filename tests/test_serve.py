@@ -353,3 +353,27 @@ def test_the_page_streams_text_and_shows_probabilities(server):
     wait.until(lambda b: "layer 1" in b.find_element(By.ID, "inside").text)
   finally:
     browser.quit()
+
+
+@pytest.mark.slow
+def test_an_echo_bot_gets_the_chat_view(echo_run):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  browser = _browser()
+  try:
+    with live(echo_run, name="echo") as url:
+      browser.get(url + "/")
+      wait = WebDriverWait(browser, 60)
+      wait.until(lambda b: b.find_element(By.ID, "chat-input").is_displayed())
+      assert not browser.find_element(By.ID, "text-view").is_displayed()
+      browser.find_element(By.ID, "chat-input").send_keys("hello there\n")
+      answer = (By.CSS_SELECTOR, ".msg.assistant")
+      wait.until(lambda b: b.find_elements(*answer)
+                 and b.find_element(*answer).text != "...")
+      want = replies.reply(echo_run.params, echo_run.model,
+                           echo_run.tokenizer, ["hello there"],
+                           jax.random.key(0), sampling.SamplingOptions(
+                               max_new_tokens=256, temperature=0.0))[0]
+      assert browser.find_element(*answer).text == want.strip()
+  finally:
+    browser.quit()

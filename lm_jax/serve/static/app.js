@@ -152,7 +152,8 @@ async function inspect(index) {
       }
       layer.forEach((row, p) => {
         const signed = data.signed[p];
-        const bound = Math.max(...row.map(Math.abs), 1e-6);  // the row's largest: full colour
+        // The row's largest value gets the full colour.
+        const bound = Math.max(...row.map(Math.abs), 1e-6);
         html += `<tr><th>${escape(data.panels[p])}</th>` + row.map((v) => {
           const a = Math.min(1, Math.abs(v) / bound);
           const color = signed && v < 0 ? `rgba(198,40,40,${a})` :
@@ -192,11 +193,12 @@ async function chat(event) {
   }
 }
 
+$("key").addEventListener("change", () => {
+  sessionStorage.setItem("lm_jax_key", $("key").value);
+  start();
+});
+
 async function start() {
-  $("key").addEventListener("change", () => {
-    sessionStorage.setItem("lm_jax_key", $("key").value);
-    start();
-  });
   try {
     info = await (await call("/v1/playground")).json();
   } catch (e) {
@@ -211,7 +213,7 @@ async function start() {
     return;
   }
   $("text-view").hidden = false;
-  $("prompt").value = info.example_prompt;
+  if (!$("prompt").value) $("prompt").value = info.example_prompt;
   $("max_tokens").max = info.max_tokens;
   $("generate").addEventListener("click", generate);
   $("stop").addEventListener("click", () => controller && controller.abort());
