@@ -11,7 +11,7 @@ import dataclasses
 import math
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 from lm_jax.generation import sampling
 from lm_jax.serve.engine import Token
@@ -226,6 +226,83 @@ class Choice:
 
 def new_id(prefix: str) -> str:
   return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class Writer:
+  """Builds OpenAI's response objects, whole or chunk by chunk, from the
+  released (Token, text) pairs of each choice.
+
+  `token_ids` (the page asks for it) adds each chunk's token ids, and the
+  prompt's ids and texts to the first chunk.
+  """
+
+  def __init__(self, model: str, token_text: Callable[[int], str],
+               params: Params, chat: bool, prompt: list[int],
+               token_ids: bool):
+    self.model, self.token_text = model, token_text
+    self.params, self.chat = params, chat
+    self.id = new_id("chatcmpl" if chat else "cmpl")
+    self.created = now()
+    self.prompt, self.prompt_tokens = prompt, len(prompt)
+    self.token_ids = token_ids
+    self.texts = [""] * params.n
+    self.released = [[] for _ in range(params.n)]
+    self.finish = [None] * params.n
+
+  def add(self, i: int, released, finish) -> None:
+    self.texts[i] += "".join(piece for _, piece in released)
+    self.released[i] += released
+    self.finish[i] = finish or self.finish[i]
+
+  def _logprobs(self, released, offset: int):
+    top = self.params.logprobs
+    if top < 0:
+      return None
+    if self.chat:
+      return chat_logprobs(released, top, self.token_text)
+    return completion_logprobs(released, top, self.token_text, offset)
+
+  def _head(self, kind: str) -> dict:
+    return {"id": self.id, "object": kind, "created": self.created,
+            "model": self.model}
+
+  def chunk(self, i: int, released, finish, role: bool = False) -> dict:
+    offset = len(self.texts[i])
+    self.add(i, released, finish)
+    text = "".join(piece for _, piece in released)
+    choice = {"index": i, "logprobs": self._logprobs(released, offset),
+              "finish_reason": finish}
+    if self.chat:
+      choice["delta"] = {"role": "assistant", "content": ""} if role else (
+          {"content": text} if text else {})
+      kind = "chat.completion.chunk"
+    else:
+      choice["text"] = text
+      kind = "text_completion"
+    if self.token_ids:
+      choice["token_ids"] = [token.id for token, _ in released]
+      if self.prompt is not None:  # the first chunk: the prompt's tokens
+        choice["prompt_token_ids"] = self.prompt
+        choice["prompt_tokens"] = [self.token_text(t) for t in self.prompt]
+        self.prompt = None
+    return {**self._head(kind), "choices": [choice]}
+
+  def whole(self) -> dict:
+    choices = []
+    for i in range(self.params.n):
+      choice = {"index": i, "finish_reason": self.finish[i] or "length",
+                "logprobs": self._logprobs(self.released[i], 0)}
+      if self.chat:
+        choice["message"] = {"role": "assistant", "content": self.texts[i]}
+      else:
+        choice["text"] = self.texts[i]
+      choices.append(choice)
+    made = sum(len(r) for r in self.released)
+    return {**self._head("chat.completion" if self.chat else
+                         "text_completion"), "choices": choices,
+            "usage": {"prompt_tokens": self.prompt_tokens,
+                      "completion_tokens": made,
+                      "total_tokens": self.prompt_tokens + made}}
 
 
 def completion_logprobs(pairs: list[tuple[Token, str]], top: int,

@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from lm_jax.data import tokenizers
+from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import replies
 from lm_jax.serve import api, engine
@@ -166,18 +166,24 @@ class Reply:
       async with served.replying:
         served.waiting -= 1
         entered = True
-        texts = await anyio.to_thread.run_sync(self._answer)
+        rows = await anyio.to_thread.run_sync(self._answer)
     finally:
       if not entered:
         served.waiting -= 1
-    for i, text in enumerate(texts):
-      yield i, [(engine.Token(-1, 0.0, (), ()), text)], "stop"
+    for i, row in enumerate(rows):
+      reply = pairs.reply_ids(row)
+      choice = api.Choice(served.tokenizer, [], ())
+      released = [piece for t in reply for piece in choice.add(
+          engine.Token(int(t), 0.0, (), ()))] + choice.add(None)
+      yield i, released, "stop" if len(reply) < len(row) else "length"
 
-  def _answer(self) -> list[str]:
+  def _answer(self) -> list[np.ndarray]:
+    """Each choice's ids: the reply, then EOS and PAD if it ended."""
     s, p = self.served, self.params
-    return [replies.reply_texts(s.tokenizer, replies.generate(
+    low, span = api.SEED_RANGE[0], api.SEED_RANGE[1] - api.SEED_RANGE[0]
+    return [np.asarray(replies.generate(
         s.run.params, s.model, jax.numpy.asarray(self.src),
-        jax.random.key((p.seed + i) % 2**31), p.options))[0]
+        jax.random.key((p.seed + i - low) % span + low), p.options))[0]
         for i in range(p.n)]
 
   def cancel(self) -> None:
@@ -313,8 +319,8 @@ async def _respond(request, served: Served, prompt: str, params: api.Params,
       raise api.ApiError(503, "the server is shutting down",
                          code="unavailable")
     source = Generation(served, ids, params)
-  write = _Writer(served, params, chat, ids,
-                  request.query_params.get("token_ids") == "1")
+  write = api.Writer(served.name, served.token_text, params, chat, ids,
+                     request.query_params.get("token_ids") == "1")
   if params.stream:
     return StreamingResponse(_stream(source, write),
                              media_type="text/event-stream",
@@ -352,81 +358,6 @@ async def _stream(source, write):
 
 def _event(data: dict) -> str:
   return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-class _Writer:
-  """Builds OpenAI's response objects: whole, or chunk by chunk."""
-
-  def __init__(self, served: Served, params: api.Params, chat: bool,
-               prompt: list[int], token_ids: bool):
-    self.served, self.params, self.chat = served, params, chat
-    self.id = api.new_id("chatcmpl" if chat else "cmpl")
-    self.created = api.now()
-    self.prompt, self.prompt_tokens = prompt, len(prompt)
-    self.token_ids = token_ids
-    self.texts = [""] * params.n
-    self.logprobs = [[] for _ in range(params.n)]
-    self.finish = [None] * params.n
-    self.counts = [0] * params.n
-
-  def add(self, i: int, released, finish) -> None:
-    self.texts[i] += "".join(piece for _, piece in released)
-    self.logprobs[i] += released
-    self.counts[i] += sum(token.id >= 0 for token, _ in released)
-    self.finish[i] = finish or self.finish[i]
-
-  def _logprobs(self, released, offset: int):
-    top = self.params.logprobs
-    if top < 0:
-      return None
-    text = self.served.token_text
-    if self.chat:
-      return api.chat_logprobs(released, top, text)
-    return api.completion_logprobs(released, top, text, offset)
-
-  def _head(self, kind: str) -> dict:
-    return {"id": self.id, "object": kind, "created": self.created,
-            "model": self.served.name}
-
-  def chunk(self, i: int, released, finish, role: bool = False) -> dict:
-    offset = len(self.texts[i])
-    self.add(i, released, finish)
-    text = "".join(piece for _, piece in released)
-    choice = {"index": i, "logprobs": self._logprobs(released, offset),
-              "finish_reason": finish}
-    if self.chat:
-      choice["delta"] = {"role": "assistant", "content": ""} if role else (
-          {"content": text} if text else {})
-      kind = "chat.completion.chunk"
-    else:
-      choice["text"] = text
-      kind = "text_completion"
-    if self.token_ids:  # for the playground page
-      choice["token_ids"] = [token.id for token, _ in released]
-      if self.prompt is not None:  # the first chunk: the prompt's tokens
-        choice["prompt_token_ids"] = self.prompt
-        choice["prompt_tokens"] = [self.served.token_text(t)
-                                   for t in self.prompt]
-        self.prompt = None
-    return {**self._head(kind), "choices": [choice]}
-
-  def whole(self) -> dict:
-    choices = []
-    for i in range(self.params.n):
-      choice = {"index": i, "finish_reason": self.finish[i] or "length",
-                "logprobs": self._logprobs(self.logprobs[i], 0)}
-      if self.chat:
-        choice["message"] = {"role": "assistant", "content": self.texts[i]}
-      else:
-        choice["text"] = self.texts[i]
-      choices.append(choice)
-    made = sum(self.counts) if not self.served.pairs else sum(
-        len(self.served.tokenizer.encode(t)) for t in self.texts)
-    return {**self._head("chat.completion" if self.chat else
-                         "text_completion"), "choices": choices,
-            "usage": {"prompt_tokens": self.prompt_tokens,
-                      "completion_tokens": made,
-                      "total_tokens": self.prompt_tokens + made}}
 
 
 async def inside(request, served: Served):
