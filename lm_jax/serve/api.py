@@ -130,6 +130,12 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
   return Params(options, n, seed, stops, stream, max(-1, logprobs))
 
 
+def choice_seed(seed: int, i: int) -> int:
+  """The seed of choice i: seed + i, wrapped into SEED_RANGE."""
+  low, high = SEED_RANGE
+  return (seed + i - low) % (high - low) + low
+
+
 def read_prompt(body: dict) -> str:
   """A completion's prompt: a string, or a list of one string."""
   prompt = body.get("prompt")

@@ -38,6 +38,7 @@ from lm_jax.views import internals as internals_view
 
 STATIC = pathlib.Path(__file__).parent / "static"
 MAX_INSIDE = 256  # tokens a recurrent model's internals replay at most
+MAX_PROMPT = 4096  # prompt tokens of a model without a context limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +86,12 @@ class Served:
     except UserError as e:
       raise api.ApiError(400, str(e), param, "invalid_value") from None
     W = self.model.context_length
-    if W is not None and len(ids) > W:
+    if len(ids) > (W or MAX_PROMPT):
+      what = (f"the model's context of {W}" if W else
+              f"this server takes for a recurrent model ({MAX_PROMPT})")
       raise api.ApiError(
-          400, f"the prompt has {len(ids)} tokens, more than the model's "
-          f"context of {W}; shorten it", param, "context_length_exceeded")
+          400, f"the prompt has {len(ids)} tokens, more than {what}; "
+          "shorten it", param, "context_length_exceeded")
     return [int(i) for i in ids]
 
 
@@ -110,11 +113,9 @@ class Generation:
     self.queue: asyncio.Queue = asyncio.Queue()
     self.choices = [api.Choice(served.tokenizer, prompt, params.stops)
                     for _ in range(params.n)]
-    low, span = api.SEED_RANGE[0], api.SEED_RANGE[1] - api.SEED_RANGE[0]
     self.requests = [engine.Request(
         np.asarray(prompt, np.int32), params.options,
-        (params.seed + i - low) % span + low,
-        lambda event, i=i: _post(loop, self.queue, (i, event)))
+        api.choice_seed(params.seed, i), lambda event, i=i: _post(loop, self.queue, (i, event)))
         for i in range(params.n)]
     try:
       for r in self.requests:
@@ -180,10 +181,9 @@ class Reply:
   def _answer(self) -> list[np.ndarray]:
     """Each choice's ids: the reply, then EOS and PAD if it ended."""
     s, p = self.served, self.params
-    low, span = api.SEED_RANGE[0], api.SEED_RANGE[1] - api.SEED_RANGE[0]
     return [np.asarray(replies.generate(
         s.run.params, s.model, jax.numpy.asarray(self.src),
-        jax.random.key((p.seed + i - low) % span + low), p.options))[0]
+        jax.random.key(api.choice_seed(p.seed, i)), p.options))[0]
         for i in range(p.n)]
 
   def cancel(self) -> None:

@@ -32,7 +32,6 @@ import collections
 import dataclasses
 import functools
 import threading
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -64,7 +63,6 @@ class Request:
   seed: int
   emit: Callable[[Token | None], None]
   cancelled: bool = False
-  queued_at: float = dataclasses.field(default_factory=time.perf_counter)
 
 
 class Slots(NamedTuple):
@@ -123,6 +121,24 @@ def move(slots: Slots, src, dst) -> Slots:
   return jax.tree.map(lambda x: x.at[dst].set(x[src]), slots)
 
 
+def empty_slots(model, n: int) -> Slots:
+  """n slots, each in the model's initial state."""
+  one = model.initial_state(1)
+  return Slots(jax.tree.map(lambda x: jnp.repeat(x[None], n, axis=0), one),
+               jnp.zeros((n, model.vocab_size), jnp.float32),
+               jax.random.split(jax.random.key(0), n))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n"))
+def resize(model, slots: Slots, n: int) -> Slots:
+  """The first n slots, with empty ones added past the current count."""
+  have = slots.logits.shape[0]
+  if n <= have:
+    return jax.tree.map(lambda x: x[:n], slots)
+  return jax.tree.map(lambda x, new: jnp.concatenate([x, new]), slots,
+                      empty_slots(model, n - have))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "size", "batched"),
                    donate_argnames=("slots",))
 def step(params, model, slots: Slots, start, temperature, top_k, top_p,
@@ -131,8 +147,9 @@ def step(params, model, slots: Slots, start, temperature, top_k, top_p,
   feed. Options are (size,) arrays.
 
   Returns the new slots, the tokens (size,), their log-probabilities and
-  the TOP alternatives' ids and log-probabilities (size, TOP). The rows are
-  a contiguous slice, not a gather: a copy XLA makes at memory speed.
+  the TOP alternatives' ids and log-probabilities (size, TOP). When the
+  step covers every slot (start 0, size S) XLA updates the donated slots
+  in place; a slice of them costs a copy of all (the one-by-one path).
   """
   take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)
   logits = take(slots.logits)  # (b, V)
@@ -184,7 +201,10 @@ class Engine:
   on a thread of its own; at most `max_queue` wait for a slot.
 
   The active slots are kept at the front (0 .. n - 1): a request that ends
-  has its place taken by the last one (`move`), so a step reads a prefix.
+  has its place taken by the last one (`move`). There are as many slots as
+  the smallest step size (1, 2, 4, ...) that holds the active requests:
+  `resize` grows or shrinks them a power of two at a time, so that a step
+  covers them all and updates them in place.
   """
 
   def __init__(self, params, model, max_batch: int = 32,
@@ -195,11 +215,7 @@ class Engine:
     self.sizes = [1 << i for i in range(max_batch.bit_length())
                   if 1 << i < max_batch] + [max_batch]
     self.batched = self._vmaps()
-    one = model.initial_state(1)
-    S, V = max_batch, model.vocab_size
-    self.slots = Slots(
-        jax.tree.map(lambda x: jnp.repeat(x[None], S, axis=0), one),
-        jnp.zeros((S, V), jnp.float32), jax.random.split(jax.random.key(0), S))
+    self.slots = empty_slots(model, 1)  # as many as the batch size needs
     self.active: list[_Slot] = []  # slot i is self.active[i]
     self.queue: collections.deque[Request] = collections.deque()
     self.lock = threading.Condition()
@@ -258,6 +274,9 @@ class Engine:
         prefill(self.params, self.model, state,
                 jnp.zeros((1, n), jnp.int32))[0].block_until_ready()
       n *= 2
+    if self.batched:  # every resize, up and down
+      for n in self.sizes[1:] + self.sizes[-2::-1]:
+        self._fit(n)
     length = (self.window or 1) + 2
     for b in self.sizes if self.batched else [1]:
       done = [threading.Event() for _ in range(b)]
@@ -280,6 +299,7 @@ class Engine:
         admitted = []
         while self.queue and len(self.active) + len(admitted) < self.max_batch:
           admitted.append(self.queue.popleft())
+      self._fit(len(self.active) + len(admitted))
       for request in admitted:
         if not request.cancelled:
           self._admit(request)
@@ -323,10 +343,21 @@ class Engine:
         self.slots = move(self.slots, last, i)
       slot.request.emit(None)
 
+  def _fit(self, n: int) -> None:
+    """Resizes the slots to the step size that holds n requests (batched)."""
+    if not self.batched:
+      n = self.max_batch  # one by one: every slot, once
+    want = next(s for s in self.sizes if s >= max(1, n))
+    have = self.slots.logits.shape[0]
+    while have != want:
+      have = min(have * 2, want) if want > have else max(have // 2, want)
+      have = next(s for s in self.sizes if s >= have)
+      self.slots = resize(self.model, self.slots, have)
+
   def _step(self) -> None:
     if self.batched:
-      size = next(n for n in self.sizes if n >= len(self.active))
-      self._run(0, size)
+      self._fit(len(self.active))
+      self._run(0, self.slots.logits.shape[0])
     else:
       for start in range(len(self.active)):
         self._run(start, 1)
