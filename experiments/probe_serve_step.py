@@ -8,7 +8,6 @@ out of S and writes it back, against S = 1 where the step covers them all.
 import argparse
 import time
 
-import jax
 import jax.numpy as jnp
 
 from lm_jax.runs import rundir
