@@ -1,0 +1,436 @@
+"""The server: an OpenAI-compatible API and the playground page (Starlette).
+
+    GET  /v1/models, /v1/models/{id}, /health
+    POST /v1/completions, /v1/chat/completions  (stream: server-sent events)
+    POST /v1/internals  (what the model computed at one position: the page)
+    GET  /  and /static/...  (the playground, files shipped in the package)
+
+A language model's requests go to the batching engine (engine.py); an
+encoder-decoder's (the "pairs" task: an echo bot) are answered one at a
+time by `lm_jax.generation.replies`, in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import pathlib
+import secrets
+import threading
+
+import anyio
+import jax
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from lm_jax.data import pairs, tokenizers
+from lm_jax.errors import UserError
+from lm_jax.generation import replies
+from lm_jax.serve import api, engine
+from lm_jax.views import internals as internals_view
+
+STATIC = pathlib.Path(__file__).parent / "static"
+MAX_INSIDE = 256  # tokens a recurrent model's internals replay at most
+MAX_PROMPT = 4096  # prompt tokens of a model without a context limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The server's limits (lm-jax-serve's flags)."""
+  max_tokens: int = 1024  # cap on a request's max_tokens
+  max_batch: int = 32  # slots decoded together
+  max_queue: int = 64  # requests waiting for a slot; more: 429
+  max_body: int = 1 << 20  # request body bytes; more: 413
+  api_key: str | None = None  # if set, every API request needs it (Bearer)
+  warm_up: bool = True  # compile the engine's programs before serving
+
+
+class Served:
+  """A loaded run and what serves it."""
+
+  def __init__(self, run, name: str, settings: Settings):
+    self.run, self.name, self.settings = run, name, settings
+    self.model, self.tokenizer = run.model, run.tokenizer
+    self.pairs = run.model.task == "pairs"
+    self.engine: engine.Engine | None = None
+    self.replying = asyncio.Semaphore(1) if self.pairs else None
+    self.waiting = 0  # pairs requests waiting for the semaphore
+    self.inside_lock = threading.Lock()
+
+  def start(self) -> None:
+    if not self.pairs:
+      self.engine = engine.Engine(self.run.params, self.model,
+                                  self.settings.max_batch,
+                                  self.settings.max_queue)
+      if self.settings.warm_up:
+        self.engine.warm_up()
+
+  def stop(self) -> None:
+    if self.engine:
+      self.engine.stop()
+
+  def token_text(self, i: int) -> str:
+    return self.tokenizer.decode([i])
+
+  def encode(self, text: str, param: str) -> list[int]:
+    """Prompt ids; unknown symbols or a prompt past the context: 400."""
+    try:
+      ids, notice = tokenizers.encode_prompt(self.tokenizer, text)
+    except UserError as e:
+      raise api.ApiError(400, str(e), param, "invalid_value") from None
+    W = self.model.context_length
+    if len(ids) > (W or MAX_PROMPT):
+      what = (f"the model's context of {W}" if W else
+              f"this server takes for a recurrent model ({MAX_PROMPT})")
+      raise api.ApiError(
+          400, f"the prompt has {len(ids)} tokens, more than {what}; "
+          "shorten it", param, "context_length_exceeded")
+    return [int(i) for i in ids]
+
+
+def _post(loop, queue: asyncio.Queue, item) -> None:
+  """Hands an engine event to the request's event loop (from the engine's
+  thread); after shutdown there is nobody to tell."""
+  try:
+    loop.call_soon_threadsafe(queue.put_nowait, item)
+  except RuntimeError:  # the loop is closed
+    pass
+
+
+class Generation:
+  """The n choices of one request, decoded by the engine; `events` yields
+  (choice, released [(Token, text)], finish reason or None)."""
+
+  def __init__(self, served: Served, prompt: list[int], params: api.Params):
+    loop = asyncio.get_running_loop()
+    self.queue: asyncio.Queue = asyncio.Queue()
+    self.choices = [api.Choice(served.tokenizer, prompt, params.stops)
+                    for _ in range(params.n)]
+    self.requests = [engine.Request(
+        np.asarray(prompt, np.int32), params.options,
+        api.choice_seed(params.seed, i), lambda event, i=i: _post(loop, self.queue, (i, event)))
+        for i in range(params.n)]
+    try:
+      for r in self.requests:
+        served.engine.submit(r)
+    except engine.Busy as e:
+      self.cancel()
+      raise api.ApiError(429, f"the server is busy ({e}); retry later",
+                         code="rate_limit_exceeded") from None
+
+  def cancel(self) -> None:
+    for r in self.requests:
+      r.cancelled = True
+
+  async def events(self):
+    left = len(self.requests)
+    while left:
+      i, event = await self.queue.get()
+      if event is None:
+        left -= 1
+      choice = self.choices[i]
+      if choice.finish is not None and choice.reported:
+        continue
+      released = choice.add(event)
+      if choice.finish is not None:
+        choice.reported = True
+        self.requests[i].cancelled = True  # a stop string: free the slot
+      yield i, released, choice.finish
+
+
+class Reply:
+  """The n replies of an encoder-decoder, written whole."""
+
+  def __init__(self, served: Served, text: str, params: api.Params):
+    self.served, self.params = served, params
+    try:
+      self.src = replies.encode_prompts(served.tokenizer, [text],
+                                        served.model.max_source_len)
+    except UserError as e:
+      raise api.ApiError(400, str(e), "messages", "invalid_value") from None
+    if served.waiting >= served.settings.max_queue:
+      raise api.ApiError(429, "the server is busy; retry later",
+                         code="rate_limit_exceeded")
+
+  async def events(self):
+    served = self.served
+    served.waiting += 1
+    entered = False
+    try:
+      async with served.replying:
+        served.waiting -= 1
+        entered = True
+        rows = await anyio.to_thread.run_sync(self._answer)
+    finally:
+      if not entered:
+        served.waiting -= 1
+    for i, row in enumerate(rows):
+      reply = pairs.reply_ids(row)
+      choice = api.Choice(served.tokenizer, [], ())
+      released = [piece for t in reply for piece in choice.add(
+          engine.Token(int(t), 0.0, (), ()))] + choice.add(None)
+      yield i, released, "stop" if len(reply) < len(row) else "length"
+
+  def _answer(self) -> list[np.ndarray]:
+    """Each choice's ids: the reply, then EOS and PAD if it ended."""
+    s, p = self.served, self.params
+    return [np.asarray(replies.generate(
+        s.run.params, s.model, jax.numpy.asarray(self.src),
+        jax.random.key(api.choice_seed(p.seed, i)), p.options))[0]
+        for i in range(p.n)]
+
+  def cancel(self) -> None:
+    pass
+
+
+def _error(status: int, message: str, param=None, code=None) -> JSONResponse:
+  return JSONResponse(api.error_body(status, message, param, code), status)
+
+
+async def _api_error(request, e: api.ApiError) -> JSONResponse:
+  return _error(e.status, e.message, e.param, e.code)
+
+
+async def _http_error(request, e: HTTPException) -> JSONResponse:
+  code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+  return _error(e.status_code, f"{e.detail}: {request.method} "
+                f"{request.url.path}", code=code)
+
+
+async def read_json(request: Request, limit: int) -> dict:
+  """The JSON object a request carries; 413 past `limit` bytes."""
+  length = request.headers.get("content-length", "")
+  too_big = api.ApiError(413, f"the request body is larger than this "
+                         f"server's limit of {limit} bytes",
+                         code="request_too_large")
+  if length.isdigit() and int(length) > limit:
+    raise too_big
+  body = bytearray()
+  async for chunk in request.stream():
+    body += chunk
+    if len(body) > limit:
+      raise too_big
+  try:
+    data = json.loads(body)
+  except ValueError:
+    raise api.ApiError(400, "the request body is not valid JSON",
+                       code="invalid_json") from None
+  if not isinstance(data, dict):
+    raise api.ApiError(422, "the request body must be a JSON object",
+                       code="invalid_type")
+  return data
+
+
+def _guard(handler):
+  """`handler` behind the API key, when the server has one."""
+
+  async def guarded(request: Request):
+    key = request.app.state.served.settings.api_key
+    if key is not None:
+      sent = request.headers.get("authorization", "")
+      if not secrets.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+        return _error(401, "this server needs an API key: send the header "
+                      "'Authorization: Bearer KEY'", code="invalid_api_key")
+    return await handler(request, request.app.state.served)
+
+  return guarded
+
+
+def _model_card(served: Served) -> dict:
+  return {"id": served.name, "object": "model", "created": 0,
+          "owned_by": "lm_jax"}
+
+
+async def models(request, served: Served):
+  return JSONResponse({"object": "list", "data": [_model_card(served)]})
+
+
+async def model(request, served: Served):
+  if request.path_params["name"] != served.name:
+    raise api.ApiError(404, f"no model {request.path_params['name']!r}; this "
+                       f"server has {served.name!r}", "model",
+                       "model_not_found")
+  return JSONResponse(_model_card(served))
+
+
+async def health(request, served: Served):
+  load = served.engine.load() if served.engine else {}
+  return JSONResponse({"status": "ok", "model": served.name, **load})
+
+
+async def playground(request, served: Served):
+  """What the page needs to know of the model."""
+  from lm_jax import tasks
+  return JSONResponse({
+      "model": served.name, "kind": served.model.kind,
+      "task": served.model.task, "context_length": served.model.context_length,
+      "max_tokens": served.settings.max_tokens,
+      "example_prompt": tasks.task_of(served.model).example_prompt,
+      "step": served.run.step})
+
+
+def _check_model(body: dict, served: Served) -> None:
+  name = body.get("model")
+  if name is not None and name != served.name:
+    raise api.ApiError(404, f"no model {name!r}; this server has "
+                       f"{served.name!r}", "model", "model_not_found")
+
+
+async def completions(request, served: Served):
+  body = await read_json(request, served.settings.max_body)
+  _check_model(body, served)
+  prompt = api.read_prompt(body)
+  params = api.read_params(body, served.settings.max_tokens, chat=False)
+  return await _respond(request, served, prompt, params, chat=False)
+
+
+async def chat_completions(request, served: Served):
+  body = await read_json(request, served.settings.max_body)
+  _check_model(body, served)
+  messages = api.read_messages(body)
+  params = api.read_params(body, served.settings.max_tokens, chat=True)
+  if served.pairs:
+    prompt = api.last_user_message(messages)
+  else:
+    prompt = api.transcript(messages)
+    if not params.stops:  # the end of the assistant's speech
+      params = dataclasses.replace(params, stops=("\n\n",))
+  return await _respond(request, served, prompt, params, chat=True)
+
+
+async def _respond(request, served: Served, prompt: str, params: api.Params,
+                   chat: bool):
+  if served.pairs:
+    if params.logprobs >= 0:
+      raise api.ApiError(400, "an encoder-decoder's replies come without "
+                         "log-probabilities; drop 'logprobs'", "logprobs")
+    source = Reply(served, prompt, params)
+    ids = [t for t in source.src[0] if t != tokenizers.PAD_ID]
+  else:
+    ids = served.encode(prompt, "messages" if chat else "prompt")
+    if served.engine is None or not served.engine.running:
+      raise api.ApiError(503, "the server is shutting down",
+                         code="unavailable")
+    source = Generation(served, ids, params)
+  write = api.Writer(served.name, served.token_text, params, chat, ids,
+                     request.query_params.get("token_ids") == "1")
+  if params.stream:
+    return StreamingResponse(_stream(source, write),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+  watcher = asyncio.create_task(_watch(request, source))
+  try:
+    async for i, released, finish in source.events():
+      write.add(i, released, finish)
+  finally:
+    watcher.cancel()
+    source.cancel()
+  return JSONResponse(write.whole())
+
+
+async def _watch(request: Request, source) -> None:
+  """Cancels `source` when the client of a non-streamed request leaves."""
+  while not await request.is_disconnected():
+    await asyncio.sleep(0.25)
+  source.cancel()
+
+
+async def _stream(source, write):
+  """Server-sent events: one chunk per released piece, then [DONE]. A client
+  that leaves cancels this generator, and `finally` frees its slots."""
+  try:
+    if write.chat:  # the assistant's role comes first, as OpenAI's does
+      yield _event(write.chunk(0, [], None, role=True))
+    async for i, released, finish in source.events():
+      if released or finish:
+        yield _event(write.chunk(i, released, finish))
+    yield "data: [DONE]\n\n"
+  finally:
+    source.cancel()
+
+
+def _event(data: dict) -> str:
+  return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def inside(request, served: Served):
+  """What the model computed at one position of a text (the page's click):
+  a Transformer's attention of each layer and head over the tokens before
+  it, a recurrent model's gates; `lm_jax.views.internals`, as
+  lm-jax-inspect draws them."""
+  body = await read_json(request, served.settings.max_body)
+  tokens, position = body.get("tokens"), body.get("position")
+  V = served.model.vocab_size
+  if (not isinstance(tokens, list) or not tokens or not all(
+      isinstance(t, int) and not isinstance(t, bool) and 0 <= t < V
+      for t in tokens) or not isinstance(position, int)
+      or not 0 <= position < len(tokens)):
+    raise api.ApiError(422, f"send 'tokens' (ids in 0..{V - 1}) and a "
+                       "'position' among them", "tokens", "invalid_type")
+  if served.pairs:
+    raise api.ApiError(400, "the chat view has no internals to show",
+                       "tokens")
+  W = served.model.context_length or MAX_INSIDE
+  start = max(0, position + 1 - W)
+  window = np.asarray(tokens[start:position + 1], np.int32)
+
+  def compute():
+    with served.inside_lock:
+      return internals_view.model_internals(served.model, served.run.params,
+                                            window)
+
+  try:
+    got = await anyio.to_thread.run_sync(compute)
+  except UserError as e:
+    raise api.ApiError(400, str(e), "tokens") from None
+  row = np.asarray(got.values[:, :, -1, :internals_view.UNITS], np.float64)
+  return JSONResponse({
+      "panels": list(got.panels), "columns": got.columns,
+      "signed": list(got.signed), "start": start,
+      "labels": [served.token_text(int(t)) for t in window],
+      "values": np.round(row, 4).tolist()})  # (L, P, X)
+
+
+async def index(request):
+  return FileResponse(STATIC / "index.html")
+
+
+def create_app(run, name: str, settings: Settings = Settings(),
+               on_ready=None) -> Starlette:
+  """The ASGI app serving `run` (an `lm_jax.runs.rundir.Run`) as `name`;
+  `on_ready()` is called once it can answer."""
+  served = Served(run, name, settings)
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    await anyio.to_thread.run_sync(served.start)
+    if on_ready:
+      on_ready()
+    try:
+      yield
+    finally:
+      served.stop()
+
+  routes = [
+      Route("/", index),
+      Route("/health", _guard(health)),
+      Route("/v1/models", _guard(models)),
+      Route("/v1/models/{name:path}", _guard(model)),
+      Route("/v1/completions", _guard(completions), methods=["POST"]),
+      Route("/v1/chat/completions", _guard(chat_completions),
+            methods=["POST"]),
+      Route("/v1/internals", _guard(inside), methods=["POST"]),
+      Route("/v1/playground", _guard(playground)),
+      Mount("/static", StaticFiles(directory=STATIC), name="static"),
+  ]
+  app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+      api.ApiError: _api_error, HTTPException: _http_error})
+  app.state.served = served
+  return app

@@ -1,0 +1,403 @@
+"""Continuous batching: the requests being decoded share one batch.
+
+`lm_jax.generation.sampling.generate` decodes rows that start together and
+share one cache length. A server's requests start and end at any time, so
+here each request holds a slot: its own decoding state, made by the model's
+`initial_state(1)` and stacked with the other slots' along a new leading
+axis (S, ...). One decode step picks the next token of every active slot
+and feeds it back through `jax.vmap` of the model's one-row `extend`, so
+each slot keeps its own cache position (a Transformer's `length` becomes one
+number per slot). Requests join between steps (their prompt is prefilled
+alone, in chunks of 2^k tokens, so that a handful of compiled shapes serve
+every prompt length) and leave between steps. A step runs on the first
+1, 2, 4, ... slots, as many as hold the active requests (a few compiled
+sizes); the free slots among them are computed and ignored.
+A model whose `extend` cannot be vmapped is decoded one slot at a time
+(`batched=False`), in the same loop.
+
+Each slot replays `sampling.generate`'s loop: split the key, pick a token
+with the slot's options, feed it; when the cache holds `context_length`
+tokens and one more must be fed, the last W // 2 are prefilled afresh
+(`sampling._keep`). So a request with the same seed and options gets the
+tokens `lm-jax-sample` prints, up to the rounding of a batched matrix
+product (which can flip a near-tie).
+
+The engine runs in one thread of its own; `submit` is thread-safe and each
+request reports its tokens through its `emit` callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import threading
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.generation import sampling
+
+TOP = 5  # alternatives reported with each token
+
+
+class Token(NamedTuple):
+  """One generated token, with the model's log-probabilities (temperature
+  1, before any filter): of the token, and of the TOP likeliest."""
+  id: int
+  logprob: float
+  top_ids: tuple[int, ...]
+  top_logprobs: tuple[float, ...]
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+  """A prompt to continue; `emit` receives each Token, then None (done).
+
+  `cancelled` (set by the server when the client leaves) frees the slot
+  before the next step."""
+  prompt: np.ndarray  # (P,) int ids, 1 <= P <= context_length
+  options: sampling.SamplingOptions
+  seed: int
+  emit: Callable[[Token | None], None]
+  cancelled: bool = False
+
+
+class Slots(NamedTuple):
+  """Every slot's decoding state, next-token logits and PRNG key."""
+  state: Any  # the model's initial_state(1), stacked: (S, ...)
+  logits: jax.Array  # (S, V)
+  keys: jax.Array  # (S,) PRNG keys
+
+
+def pick(key: jax.Array, logits: jax.Array, temperature: jax.Array,
+         top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+  """`sampling.sample_logits` for one row (1, V) with options as traced
+  values, so that rows with different options share one compiled step.
+
+  Same steps on the same numbers: the same token for the same key
+  (tests/test_serve.py checks it against sample_logits).
+  """
+  V = logits.shape[-1]
+  x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
+  ordered = jnp.sort(x, axis=-1)[:, ::-1]  # (1, V) descending
+  kth = ordered[:, jnp.clip(top_k - 1, 0, V - 1)][:, None]  # (1, 1)
+  x = jnp.where((top_k > 0) & (top_k < V) & (x < kth), -jnp.inf, x)
+  ordered = jnp.sort(x, axis=-1)[:, ::-1]
+  probs = jax.nn.softmax(ordered, axis=-1)
+  keep = jnp.cumsum(probs, axis=-1) - probs < top_p
+  cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
+  x = jnp.where((top_p < 1) & (x < cutoff), -jnp.inf, x)
+  sampled = jax.random.categorical(key, x, axis=-1)
+  return jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1))[0]
+
+
+def _extend_one(params, model, tokens, state):
+  """One slot's `extend`: tokens (1, T), state for one row."""
+  return model.apply({"params": params}, tokens, state, method=model.extend)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def prefill(params, model, state, tokens):
+  """Logits (V,) after `tokens` (1, T) and the state after them."""
+  logits, state = _extend_one(params, model, tokens, state)
+  return logits[0, -1], state
+
+
+@functools.partial(jax.jit, donate_argnames=("slots",))
+def put(slots: Slots, slot, state, logits, key) -> Slots:
+  """Slots with one slot's state, logits and key replaced."""
+  state = jax.tree.map(lambda big, row: big.at[slot].set(row), slots.state,
+                       state)
+  return Slots(state, slots.logits.at[slot].set(logits),
+               slots.keys.at[slot].set(key))
+
+
+@functools.partial(jax.jit, donate_argnames=("slots",))
+def move(slots: Slots, src, dst) -> Slots:
+  """Slots with slot `src` copied into slot `dst`."""
+  return jax.tree.map(lambda x: x.at[dst].set(x[src]), slots)
+
+
+def empty_slots(model, n: int) -> Slots:
+  """n slots, each in the model's initial state."""
+  one = model.initial_state(1)
+  return Slots(jax.tree.map(lambda x: jnp.repeat(x[None], n, axis=0), one),
+               jnp.zeros((n, model.vocab_size), jnp.float32),
+               jax.random.split(jax.random.key(0), n))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n"))
+def resize(model, slots: Slots, n: int) -> Slots:
+  """The first n slots, with empty ones added past the current count."""
+  have = slots.logits.shape[0]
+  if n <= have:
+    return jax.tree.map(lambda x: x[:n], slots)
+  return jax.tree.map(lambda x, new: jnp.concatenate([x, new]), slots,
+                      empty_slots(model, n - have))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "size", "batched"),
+                   donate_argnames=("slots",))
+def step(params, model, slots: Slots, start, temperature, top_k, top_p,
+         size: int, batched: bool = True):
+  """One decode step of the slots start .. start + size - 1: pick, report,
+  feed. Options are (size,) arrays.
+
+  Returns the new slots, the tokens (size,), their log-probabilities and
+  the TOP alternatives' ids and log-probabilities (size, TOP). When the
+  step covers every slot (start 0, size S) XLA updates the donated slots
+  in place; a slice of them costs a copy of all (the one-by-one path).
+  """
+  take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)
+  logits = take(slots.logits)  # (b, V)
+  keys, subs = jnp.moveaxis(jax.vmap(jax.random.split)(take(slots.keys)), 1,
+                            0)
+  tokens = jax.vmap(pick)(subs, logits[:, None], temperature, top_k,
+                          top_p).astype(jnp.int32)  # (b,)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  chosen = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+  top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
+  rows = jax.tree.map(take, slots.state)
+
+  def feed(token, state):  # one slot: (), state of one row
+    logits, state = _extend_one(params, model, token[None, None], state)
+    return logits[0, -1], state
+
+  if batched:
+    new_logits, rows = jax.vmap(feed)(tokens, rows)
+  else:  # one slot (size 1), no vmap
+    new_logits, row = feed(tokens[0], jax.tree.map(lambda x: x[0], rows))
+    new_logits, rows = new_logits[None], jax.tree.map(lambda x: x[None], row)
+  back = lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start,
+                                                              0)
+  slots = Slots(jax.tree.map(back, slots.state, rows),
+                back(slots.logits, new_logits), back(slots.keys, keys))
+  return slots, tokens, chosen, top_ids, top_lp
+
+
+def chunks(n: int) -> list[int]:
+  """n as a sum of powers of two, largest first: prefill call lengths."""
+  return [1 << b for b in reversed(range(n.bit_length())) if n >> b & 1]
+
+
+class Busy(Exception):
+  """The queue is full: the server answers 429."""
+
+
+class _Slot:
+  """What the engine's thread knows of an active slot."""
+
+  def __init__(self, request: Request, context: list[int]):
+    self.request = request
+    self.context = context  # the tokens the cache holds, in order
+    self.made = 0  # tokens generated
+
+
+class Engine:
+  """Decodes the submitted requests in batches of up to `max_batch` slots,
+  on a thread of its own; at most `max_queue` wait for a slot.
+
+  The active slots are kept at the front (0 .. n - 1): a request that ends
+  has its place taken by the last one (`move`). There are as many slots as
+  the smallest step size (1, 2, 4, ...) that holds the active requests:
+  `resize` grows or shrinks them a power of two at a time, so that a step
+  covers them all and updates them in place.
+  """
+
+  def __init__(self, params, model, max_batch: int = 32,
+               max_queue: int = 64):
+    self.params, self.model = params, model
+    self.max_batch, self.max_queue = max_batch, max_queue
+    self.window = model.context_length
+    self.sizes = [1 << i for i in range(max_batch.bit_length())
+                  if 1 << i < max_batch] + [max_batch]
+    self.batched = self._vmaps()
+    self.slots = empty_slots(model, 1)  # as many as the batch size needs
+    self.active: list[_Slot] = []  # slot i is self.active[i]
+    self.queue: collections.deque[Request] = collections.deque()
+    self.lock = threading.Condition()
+    self.running = True
+    self.steps = 0  # decode steps run, and rows in them (for /health)
+    self.rows = 0
+    self.thread = threading.Thread(target=self._loop, name="lm-jax-engine",
+                                   daemon=True)
+    self.thread.start()
+
+  def _vmaps(self) -> bool:
+    """Whether the model's one-row extend can be vmapped (traced, not run)."""
+    one = self.model.initial_state(1)
+    two = jax.tree.map(lambda x: jnp.stack([x, x]), one)
+    try:
+      jax.eval_shape(jax.vmap(lambda t, s: _extend_one(
+          self.params, self.model, t[None, None], s)),
+          jnp.zeros((2,), jnp.int32), two)
+    except Exception:  # noqa: BLE001 (any tracing failure: decode one by one)
+      return False
+    return True
+
+  def submit(self, request: Request) -> None:
+    """Queues `request`; Busy if the queue is full."""
+    with self.lock:
+      if len(self.queue) >= self.max_queue:
+        raise Busy(f"{len(self.queue)} requests are waiting")
+      self.queue.append(request)
+      self.lock.notify()
+
+  def load(self) -> dict:
+    with self.lock:
+      return dict(active=len(self.active), queued=len(self.queue),
+                  max_batch=self.max_batch, max_queue=self.max_queue,
+                  batched=self.batched, steps=self.steps,
+                  mean_batch=self.rows / max(1, self.steps))
+
+  def stop(self) -> None:
+    with self.lock:
+      self.running = False
+      self.lock.notify()
+    self.thread.join(timeout=10)
+
+  def warm_up(self) -> None:
+    """Compiles the programs of every step size and prefill length now
+    rather than on first use: requests of each batch size, long enough
+    for the window to slide."""
+    empty = self.model.initial_state(1)
+    # A chunk after the first continues a state a jitted call made (a
+    # committed array): jit compiles that case apart.
+    made = prefill(self.params, self.model, empty,
+                   jnp.zeros((1, 1), jnp.int32))[1]
+    n = 1
+    while n <= (self.window or 256):
+      for state in (empty, made):
+        prefill(self.params, self.model, state,
+                jnp.zeros((1, n), jnp.int32))[0].block_until_ready()
+      n *= 2
+    if self.batched:  # every resize, up and down
+      for n in self.sizes[1:] + self.sizes[-2::-1]:
+        self._fit(n)
+    length = (self.window or 1) + 2
+    for b in self.sizes if self.batched else [1]:
+      done = [threading.Event() for _ in range(b)]
+      for event in done:
+        self.submit(Request(np.zeros(1, np.int32),
+                            sampling.SamplingOptions(max_new_tokens=length),
+                            0, lambda t, e=event: t is None and e.set()))
+      for event in done:
+        event.wait()
+
+  # The engine's thread.
+
+  def _loop(self) -> None:
+    while True:
+      with self.lock:
+        while self.running and not self.queue and not self.active:
+          self.lock.wait()
+        if not self.running:
+          break
+        admitted = []
+        while self.queue and len(self.active) + len(admitted) < self.max_batch:
+          admitted.append(self.queue.popleft())
+      self._fit(len(self.active) + len(admitted))
+      for request in admitted:
+        if not request.cancelled:
+          self._admit(request)
+        else:
+          request.emit(None)
+      self._finish([i for i, a in enumerate(self.active)
+                    if a.request.cancelled])
+      if self.active:
+        self._step()
+    for slot in self.active:
+      slot.request.emit(None)
+    for request in self.queue:
+      request.emit(None)
+
+  def _prefill(self, tokens: list[int]):
+    """Logits and state after `tokens`, from an empty state, in 2^k chunks."""
+    state, at = self.model.initial_state(1), 0
+    for n in chunks(len(tokens)):
+      logits, state = prefill(self.params, self.model, state,
+                              jnp.asarray([tokens[at:at + n]], jnp.int32))
+      at += n
+    return logits, state
+
+  def _admit(self, request: Request) -> None:
+    prompt = [int(t) for t in request.prompt]
+    logits, state = self._prefill(prompt)
+    self.slots = put(self.slots, len(self.active), state, logits,
+                     jax.random.key(request.seed))
+    with self.lock:
+      self.active.append(_Slot(request, prompt))
+
+  def _finish(self, ended: list[int]) -> None:
+    """Frees the slots `ended`; the last active slots move into them."""
+    for i in sorted(ended, reverse=True):
+      with self.lock:
+        last = len(self.active) - 1
+        slot = self.active[i]
+        self.active[i] = self.active[last]
+        self.active.pop()
+      if i != last:
+        self.slots = move(self.slots, last, i)
+      slot.request.emit(None)
+
+  def _fit(self, n: int) -> None:
+    """Resizes the slots to the step size that holds n requests (batched)."""
+    if not self.batched:
+      n = self.max_batch  # one by one: every slot, once
+    want = next(s for s in self.sizes if s >= max(1, n))
+    have = self.slots.logits.shape[0]
+    while have != want:
+      have = min(have * 2, want) if want > have else max(have // 2, want)
+      have = next(s for s in self.sizes if s >= have)
+      self.slots = resize(self.model, self.slots, have)
+
+  def _step(self) -> None:
+    if self.batched:
+      self._fit(len(self.active))
+      self._run(0, self.slots.logits.shape[0])
+    else:
+      for start in range(len(self.active)):
+        self._run(start, 1)
+
+  def _run(self, start: int, size: int) -> None:
+    """One step of the slots start .. start + size - 1 (some may be free:
+    their rows are computed and ignored)."""
+    slots = self.active[start:start + size]
+    pad = size - len(slots)
+    column = lambda name, kind, fill: jnp.asarray(
+        [getattr(s.request.options, name) for s in slots] + [fill] * pad,
+        kind)
+    self.slots, tokens, chosen, top_ids, top_lp = step(
+        self.params, self.model, self.slots, start,
+        column("temperature", jnp.float32, 0.0),
+        column("top_k", jnp.int32, 0), column("top_p", jnp.float32, 1.0),
+        size=size, batched=self.batched)
+    tokens, chosen, top_ids, top_lp = jax.device_get(
+        (tokens, chosen, top_ids, top_lp))
+    self.steps += 1
+    self.rows += len(slots)
+    done = []
+    for row, slot in enumerate(slots):
+      token = int(tokens[row])
+      slot.request.emit(Token(token, float(chosen[row]),
+                              tuple(int(i) for i in top_ids[row]),
+                              tuple(float(p) for p in top_lp[row])))
+      slot.made += 1
+      if slot.made >= slot.request.options.max_new_tokens:
+        done.append(start + row)
+        continue
+      W = self.window
+      if W is not None and len(slot.context) == W:
+        # The cache was full: this step's feed is void; start afresh from
+        # the last W // 2 tokens, as sampling._feed slides.
+        keep = sampling._keep(W)
+        slot.context = slot.context[W - keep + 1:] + [token]
+        logits, state = self._prefill(slot.context)
+        s = start + row
+        self.slots = put(self.slots, s, state, logits, self.slots.keys[s])
+      else:
+        slot.context.append(token)
+    self._finish(done)
