@@ -10,7 +10,7 @@ from conftest import REPO
 PACKAGE = REPO / "lm_jax"
 # Bottom to top; a module may import its own room and any room before it.
 ROOMS = ["errors", "special_tokens", "data", "models", "training", "runs",
-         "generation", "views", "config", "tasks", "loop", "cli",
+         "generation", "views", "config", "tasks", "loop", "serve", "cli",
          "train", "sample"]
 # Rooms that share a level: neither imports the other.
 LEVEL = {"errors": 0, "special_tokens": 0}

@@ -100,7 +100,7 @@ class Decoding(NamedTuple):
   length: jax.Array  # int32, valid tokens in `context`
 
 
-def _keep(window: int) -> int:
+def keep_on_slide(window: int) -> int:
   """Tokens kept when the window slides (see the module docstring)."""
   return max(1, window // 2)
 
@@ -141,7 +141,7 @@ def _feed(params, model: nn.Module, d: Decoding, token: jax.Array) -> Decoding:
                       length=d.length + 1)
 
   def slide(d):
-    keep = _keep(W)
+    keep = keep_on_slide(W)
     recent = jnp.concatenate([d.context[:, W - keep + 1:], token[:, None]],
                              axis=1)  # (B, keep)
     fresh = model.initial_state(token.shape[0])
@@ -222,7 +222,7 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
                                           keepdims=False)  # (B, V)
     key, sub = jax.random.split(key)
     token = sample_logits(sub, logits, options).astype(jnp.int32)
-    keep = _keep(W)
+    keep = keep_on_slide(W)
     slid = jnp.zeros_like(context).at[:, :keep].set(jnp.concatenate(
         [context[:, W - keep + 1:], token[:, None]], axis=1))
     appended = jax.lax.dynamic_update_slice_in_dim(

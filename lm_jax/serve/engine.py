@@ -18,7 +18,7 @@ A model whose `extend` cannot be vmapped is decoded one slot at a time
 Each slot replays `sampling.generate`'s loop: split the key, pick a token
 with the slot's options, feed it; when the cache holds `context_length`
 tokens and one more must be fed, the last W // 2 are prefilled afresh
-(`sampling._keep`). So a request with the same seed and options gets the
+(`sampling.keep_on_slide`). So a request with the same seed and options gets the
 tokens `lm-jax-sample` prints, up to the rounding of a batched matrix
 product (which can flip a near-tie).
 
@@ -393,7 +393,7 @@ class Engine:
       if W is not None and len(slot.context) == W:
         # The cache was full: this step's feed is void; start afresh from
         # the last W // 2 tokens, as sampling._feed slides.
-        keep = sampling._keep(W)
+        keep = sampling.keep_on_slide(W)
         slot.context = slot.context[W - keep + 1:] + [token]
         logits, state = self._prefill(slot.context)
         s = start + row
