@@ -46,9 +46,11 @@ def check_target(path: str | os.PathLike, flag: str = "--out",
       raise UserError(f"{flag}={text} exists; pass --force to replace it, or "
                       "name a new file")
   if suffixes and path.suffix.lower() not in suffixes:
+    kinds = (f"{', '.join(suffixes[:3])} (or {suffixes[3]}, ...)"
+             if len(suffixes) > 3 else " or ".join(suffixes))
     raise UserError(f"{flag}={text}: cannot write a "
-                    f"{path.suffix or 'suffix-less'} file; name a "
-                    f"{' or '.join(suffixes)} file")
+                    f"{path.suffix or 'suffix-less'} file; name a {kinds} "
+                    "file")
   folder = existing_folder(path.parent)
   if folder != path.parent.absolute() and not make_folder:
     raise UserError(f"{flag}={text}: the folder {path.parent} does not exist;"
@@ -93,8 +95,8 @@ def write_replacing(path: pathlib.Path, write: Callable[[pathlib.Path], None],
   except (OSError, *errors) as e:
     with contextlib.suppress(OSError):
       tmp.unlink()
-    raise UserError(f"cannot write {flag}={path}: {_reason(e)}; name a file "
-                    "in a writable folder with space left") from None
+    raise UserError(f"cannot write {path} ({_reason(e)}); pass {flag}= a "
+                    "file in a writable folder with space left") from None
   return path
 
 

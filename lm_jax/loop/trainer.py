@@ -140,6 +140,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   loaded = task.load(config, workdir)
   tokenizer, train_ids = loaded.tokenizer, loaded.train
   model = make_model(config.model, tokenizer.vocab_size)
+  summary.check_fits(model, t)
   # Several processes (config.distributed): process 0 writes for all.
   if jax.process_index() == 0:
     rundir.prepare(workdir)

@@ -15,6 +15,7 @@ import numpy as np
 
 from lm_jax.errors import UserError
 from lm_jax.models.base import Internals
+from lm_jax.views import plotting
 
 CELL_INCHES, DPI = 2.5, 100  # each panel is a 250 x 250 pixel square
 LABELLED = 32  # tokens up to which each position is labelled
@@ -58,10 +59,11 @@ def _font_chars() -> dict[str, frozenset[int]]:
   return chars
 
 
-def tick_labels(tokens: list[str]) -> tuple[list[str], list[str]]:
+def tick_labels(tokens: list[str], symbols: bool = True
+                ) -> tuple[list[str], list[str]]:
   """Visible tick labels and the font families that draw them.
 
-  Newline and space are shown as symbols. A character no installed font
+  Newline and space are shown as symbols (unless `symbols` is False). A character no installed font
   draws (CJK on a machine without a CJK font) is shown as its code point,
   `U+4E2D`, instead of an empty box and a "Glyph missing" warning.
   """
@@ -69,7 +71,8 @@ def tick_labels(tokens: list[str]) -> tuple[list[str], list[str]]:
   families = [DEFAULT_FONT]
   labels = []
   for token in tokens:
-    shown = token.replace("\n", "\u23ce").replace(" ", "\u2423")
+    shown = (token.replace("\n", "\u23ce").replace(" ", "\u2423")
+             if symbols else token)
     parts = []
     for ch in shown:
       if not any(ord(ch) in fonts.get(f, ()) for f in families):
@@ -131,7 +134,4 @@ def plot_internals(internals: Internals, tokens: list[str],
   fig.supxlabel(xlabel, fontsize=8)
   fig.supylabel(ylabel, fontsize=8)
   fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out)
-  return out
+  return plotting.save_figure(fig, plotting.figure_path(out))
