@@ -63,9 +63,10 @@ def tick_labels(tokens: list[str], symbols: bool = True
                 ) -> tuple[list[str], list[str]]:
   """Visible tick labels and the font families that draw them.
 
-  Newline and space are shown as symbols (unless `symbols` is False). A character no installed font
-  draws (CJK on a machine without a CJK font) is shown as its code point,
-  `U+4E2D`, instead of an empty box and a "Glyph missing" warning.
+  Newline and space are shown as symbols (unless `symbols` is False). A
+  character no installed font draws (CJK on a machine without a CJK font)
+  is shown as its code point, `U+4E2D`, instead of an empty box and a
+  "Glyph missing" warning.
   """
   fonts = _font_chars()
   families = [DEFAULT_FONT]
