@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 
 from lm_jax.errors import UserError
 
@@ -76,7 +78,9 @@ def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
   Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback, and so does a closed pipe (status 1). An error whose
+  without a traceback, and so does a closed pipe (status 1); once main
+  has ended, a Ctrl-C (during the interpreter's teardown) ends the process
+  at once, silently. An error whose
   `skip_teardown` is set (a failed checkpoint write) exits at once: Orbax's
   writer threads would print tracebacks while the interpreter shuts down.
   """
@@ -98,3 +102,6 @@ def run_main(main, *args) -> None:
   except BrokenPipeError:  # the reader left early (`--show_config | head`)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(1)
+  finally:
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -34,7 +34,8 @@ class Task(Protocol):
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None: ...
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond: ...
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond: ...
 
 
 def bits_per_char(nats_per_token: float, num_tokens: int,

@@ -125,6 +125,7 @@ class PairsTask:
                               [prompt] * num_samples, key, options):
       print(text)
 
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond:
     return lambda line, options, key: self.sample(run, line, key, options,
-                                                  1, stop)
+                                                  1, stop, beam)

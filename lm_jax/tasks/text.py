@@ -18,6 +18,12 @@ from lm_jax.tasks.base import Loaded, bits_per_char
 from lm_jax.training import steps
 
 
+def refuse_beam(beam: int) -> None:
+  if beam:
+    raise UserError("--beam searches an encoder-decoder's best reply; a "
+                    "language model samples: drop --beam")
+
+
 class TextTask:
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   does = "continues it"
@@ -97,9 +103,7 @@ class TextTask:
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None:
     """Prints the prompt and its continuation (streamed if one sample)."""
-    if beam:
-      raise UserError("--beam searches an encoder-decoder's best reply; a "
-                      "language model samples: drop --beam")
+    refuse_beam(beam)
     tokenizer = run.tokenizer
     ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
     if notice:
@@ -118,5 +122,7 @@ class TextTask:
       print(f"---------- sample {i + 1} ----------")
       print(tokenizer.decode(ids) + text)
 
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond:
+    refuse_beam(beam)
     return interactive.continuation(run.params, run.model, run.tokenizer, stop)
