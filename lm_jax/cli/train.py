@@ -57,10 +57,28 @@ def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
           f"--prompt={shlex.quote(prompt)}")
 
 
+class UsageShown(UserError):
+  """A bare command: its usage is the message (several lines, exit 2)."""
+
+
+def usage() -> str:
+  """What a bare `lm-jax-train` prints instead of training a default."""
+  return (
+      "no --config: name what to train, e.g.\n"
+      "  lm-jax-train --config=char_tf:smoke   (seconds; "
+      "python -m lm_jax.train from a clone)\n"
+      f"shipped configs: {', '.join(flag_parsing.shipped_configs())} "
+      "(add :smoke for a seconds-long run)\n"
+      "--config=FILE.py trains your own config; --show_config prints one's "
+      "settings; --help lists the flags")
+
+
 def train(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
                     "--name=value")
+  if not flags.FLAGS["config"].present:
+    raise UsageShown(usage())
   config = flag_parsing.config_value(_CONFIG)
   if _SHOW_CONFIG.value:
     print(config_lib.describe(
