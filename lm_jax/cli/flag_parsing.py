@@ -17,6 +17,8 @@ _TYPE_ERRORS = (
      r"expected an integer, got \1"),
     (re.compile(r"could not convert string to float: (.*)"),
      r"expected a number, got \1"),
+    (re.compile(r"\('Non-boolean argument to boolean flag', (.*)\)"),
+     r"expected True or False, got \1"),
 )
 
 def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
