@@ -17,6 +17,7 @@ from lm_jax import config as config_lib, tasks
 from lm_jax.cli import flag_parsing, process
 from lm_jax.errors import UserError
 from lm_jax.loop import preemption, trainer
+from lm_jax.runs import rundir
 from lm_jax.views import plotting
 
 try:  # without --config, the default is loaded here, with sys.argv's fields
@@ -46,7 +47,8 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
-def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
+def sample_command(workdir: str, prompt: str = "ROMEO:", flags: str = ""
+                   ) -> str:
   """The sampling command in the form this one was started (console script
   or `python -m`)."""
   if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
@@ -54,7 +56,7 @@ def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
   else:
     program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
   return (f"{program} --workdir={shlex.quote(workdir)} "
-          f"--prompt={shlex.quote(prompt)}")
+          f"--prompt={shlex.quote(prompt)}" + (f" {flags}" if flags else ""))
 
 
 class UsageShown(UserError):
@@ -98,8 +100,11 @@ def train(argv: list[str]) -> None:
     plot = plotting.plot_runs([workdir],
                               pathlib.Path(workdir) / plotting.LOSS_PLOT)
     print(f"loss plot: {plot}")
-    example = tasks.task_for(config).example_prompt
-    print(f"sample with: {sample_command(workdir, example)}")
+    task = tasks.task_for(config)
+    example = task.example(config, rundir.read_tokenizer(
+        pathlib.Path(workdir)))
+    print(f"sample with: "
+          f"{sample_command(workdir, example, task.sample_flags)}")
 
 
 def main(argv):

@@ -14,7 +14,7 @@ from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import Loaded, bits_per_char
+from lm_jax.tasks.base import Loaded, bits_per_char, opening, spells
 from lm_jax.training import steps
 
 
@@ -28,6 +28,17 @@ class TextTask:
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   does = "continues it"
   example_prompt = "ROMEO:"  # in the command printed after training
+  sample_flags = ""
+
+  def example(self, config, tokenizer) -> str:
+    """The hint's prompt: example_prompt where the run's vocabulary spells
+    it, else the start of the first line of its training text."""
+    if spells(tokenizer, self.example_prompt):
+      return self.example_prompt
+    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                              tuple(config.data.val_plays)).train
+    line = next((l for l in text.splitlines() if l.strip()), "")
+    return opening(line) or self.example_prompt
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
