@@ -120,8 +120,9 @@ class TextTask:
     if notice:
       print(f"note: {notice}", file=sys.stderr)
     show = lambda text: print(text, end="", flush=True)
+    shown = interactive.shown_prompt(tokenizer, prompt)
     if num_samples == 1:  # one sample is streamed as it is produced
-      show(tokenizer.decode(ids))
+      show(shown)
     texts = sampling.generate_text(
         run.params, run.model, tokenizer, ids, key, options,
         num_samples=num_samples, stop=stop,
@@ -131,7 +132,7 @@ class TextTask:
       return
     for i, text in enumerate(texts):
       print(f"---------- sample {i + 1} ----------")
-      print(tokenizer.decode(ids) + text)
+      print(shown + text)
 
   def responder(self, run: rundir.Run, stop: str, beam: int = 0
                 ) -> interactive.Respond:

@@ -106,10 +106,11 @@ def plot_internals(internals: Internals, tokens: list[str],
   fig = Figure(figsize=(P * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
   axes = fig.subplots(L, P, squeeze=False)
   rows = tokens if row_tokens is None else row_tokens
-  labels, row_labels, families = None, None, [DEFAULT_FONT]
-  if T <= LABELLED and len(tokens) <= LABELLED:
-    both, families = tick_labels(tokens + rows)
-    labels, row_labels = both[:len(tokens)], both[len(tokens):]
+  # Each axis is labelled up to LABELLED tokens (a long reply leaves the
+  # prompt's labels).
+  both, families = tick_labels(tokens + rows)
+  labels = both[:len(tokens)] if len(tokens) <= LABELLED else None
+  row_labels = both[len(tokens):] if T <= LABELLED else None
   for layer in range(L):
     for panel in range(P):
       ax = axes[layer, panel]
