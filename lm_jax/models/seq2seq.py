@@ -104,7 +104,9 @@ class Seq2SeqModel(Model):
                              constant_values=PAD_ID))[None]  # (1, S_max)
     state = self.initial_state(apply(self.encode)(src))
     extend, reply = apply(self.extend), [BOS_ID]
-    while reply[-1] != EOS_ID and len(reply) <= self.max_target_len:
+    # max_target_len + 1 tokens at most, as the sampler writes (the last
+    # one EOS when the model learnt it).
+    while reply[-1] != EOS_ID and len(reply) <= self.max_target_len + 1:
       logits, state = extend(jnp.asarray([reply[-1:]]), state)
       # As the sampler: never PAD or BOS, so the reply is the one greedy
       # sampling prints and ends at its EOS.
