@@ -233,7 +233,8 @@ def test_check_fits_counts_activations(smoke_config):
 # 4. Output paths of plot and inspect --------------------------------------
 
 
-@pytest.mark.parametrize("command", ["lm_jax.cli.plot", "lm_jax.cli.inspect_run"])
+@pytest.mark.parametrize("command",
+                         ["lm_jax.cli.plot", "lm_jax.cli.inspect_run"])
 @pytest.mark.parametrize("out, message", [
     ("x.txt", "cannot write a .txt file; name a .png"),
     ("DIR", "is a directory"),
@@ -432,7 +433,8 @@ def test_a_bare_train_prints_usage_and_trains_nothing(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
-CONSOLE = "import sys; from lm_jax.cli.{0} import cli; sys.argv[0] = '{1}'; cli()"
+CONSOLE = ("import sys; from lm_jax.cli.{0} import cli; "
+           "sys.argv[0] = '{1}'; cli()")
 
 
 @pytest.mark.parametrize("module, script, flag", [
