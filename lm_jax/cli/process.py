@@ -105,11 +105,11 @@ def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
   Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback, and so does a closed pipe (status 1); once main
-  has ended, a Ctrl-C (during the interpreter's teardown) ends the process
-  at once, silently. An error whose
-  `skip_teardown` is set (a failed checkpoint write) exits at once: Orbax's
-  writer threads would print tracebacks while the interpreter shuts down.
+  without a traceback, and so does a closed pipe (status 1); once main has
+  ended, a Ctrl-C (during the interpreter's teardown) ends the process at
+  once, silently. An error whose `skip_teardown` is set (a failed
+  checkpoint write) exits at once: Orbax's writer threads would print
+  tracebacks while the interpreter shuts down.
   """
   from absl import logging
   logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes

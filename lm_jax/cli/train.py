@@ -47,20 +47,16 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
-def sample_command(workdir: str, prompt: str = "ROMEO:", flags: str = ""
+def sample_command(workdir: str, prompt: str = "ROMEO:", extra: str = ""
                    ) -> str:
   """The sampling command in the form this one was started (console script
-  or `python -m`)."""
+  or `python -m`), with `extra` flags."""
   if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
     program = "lm-jax-sample"
   else:
     program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
   return (f"{program} --workdir={shlex.quote(workdir)} "
-          f"--prompt={shlex.quote(prompt)}" + (f" {flags}" if flags else ""))
-
-
-class UsageShown(UserError):
-  """A bare command: its usage is the message (several lines, exit 2)."""
+          f"--prompt={shlex.quote(prompt)}" + (f" {extra}" if extra else ""))
 
 
 def usage() -> str:
@@ -80,7 +76,7 @@ def train(argv: list[str]) -> None:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
                     "--name=value")
   if not flags.FLAGS["config"].present:
-    raise UsageShown(usage())
+    raise UserError(usage())  # several lines, exit 2
   config = flag_parsing.config_value(_CONFIG)
   if _SHOW_CONFIG.value:
     print(config_lib.describe(

@@ -155,7 +155,6 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   if start is not None:
     start, state = checkpoints.resume(mngr, state)
     clock.resume(checkpoints.saved_metadata(mngr, start))
-    change = rundir.schedule_change(workdir, config, start)
   print(f"workdir: {workdir}")
   print("\n".join(loaded.lines))
   print(summary.model_summary(model, state.params, t))
@@ -175,7 +174,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path,
           f"--config.train.num_steps={2 * t.num_steps}")
   elif start is not None:
     print(f"resuming from step {start}")
-    if change:
+    change = rundir.schedule_change(workdir, config, start)
+    if change:  # another num_steps or rate: the schedule is redrawn
       print(change)
 
   train_tokens = jax.device_put(train_ids, parallel.replicated(mesh))
