@@ -277,6 +277,7 @@ def test_an_emoji_run_name_draws_without_glyph_warnings(smoke_run, tmp_path):
 # 5. Clean exits --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_hand_edited_config_is_one_line_in_sample_and_train(smoke_run,
                                                               tmp_path):
   run = tmp_path / "run"
@@ -364,6 +365,7 @@ def test_a_directory_as_pairs_file_names_its_flag(tmp_path):
            "pairs path is a directory", "--config.data.pairs_file")
 
 
+@pytest.mark.slow
 def test_beam_works_in_the_prompt_loop(echo_run, smoke_run):
   out = _cli("lm_jax.sample", f"--workdir={echo_run}", "--interactive",
              "--beam=2", "--max_new_tokens=5", stdin="word 1\n")
@@ -477,6 +479,7 @@ def test_the_sample_hint_uses_a_prompt_the_run_can_read(tmp_path,
       "--prompt=hi --temperature=0")
 
 
+@pytest.mark.slow
 def test_the_alignment_picture_follows_the_greedy_reply(echo_run):
   from lm_jax.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
   from lm_jax.generation import replies, sampling
