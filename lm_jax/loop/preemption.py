@@ -48,8 +48,6 @@ class StopOnSignal:
     return self
 
   def __exit__(self, *exc) -> None:
-    if self.requested:  # the process is ending: a second signal ends it
-      return  # at once (SIG_DFL, set by the first), with no traceback
     for s, handler in self._previous.items():
       signal.signal(s, handler)
 
