@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 4
   c.model.num_heads = 4
   c.model.d_model = 128
-  c.model.max_len = 128  # the longest context (the cache; learned positions)
+  c.model.max_len = 128  # the longest context (learned positions: the table)
   c.model.dropout = 0.0
   c.model.tie_embeddings = True
   c.model.scan_layers = False
@@ -244,12 +244,30 @@ def key_comments(source: str) -> dict[str, str]:
   return comments
 
 
+def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+  """{"model.position": value} of a nested config."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 def describe(config: ml_collections.ConfigDict, config_file: str = "") -> str:
   """The resolved config, one `key = value` line each, with the comments of
   base_config and the config file (ml_collections keeps none itself)."""
   # pairs_config's own keys; base_config's comments win for shared ones.
   comments = key_comments(inspect.getsource(pairs_config)
                           + inspect.getsource(base_config))
+  # A default's comment ('or "rope": ...') would contradict another value:
+  # it is shown after the default it describes.
+  defaults = _flat(base_config())
+  values = _flat(config)
+  for key, note in comments.items():
+    if key in defaults and key in values and values[key] != defaults[key]:
+      comments[key] = f"default {defaults[key]!r}; {note}"
   path = pathlib.Path(config_file.partition(":")[0])
   if path.is_file():
     comments.update(key_comments(path.read_text(encoding="utf-8")))

@@ -12,11 +12,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to export.",
                                required=True)
 _OUT = flags.DEFINE_string("out", "model.safetensors", "File to write.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
+_FORCE = flags.DEFINE_boolean("force", False, "Replace --out if it exists.")
 
 
 def export_main() -> None:
   from lm_jax.runs import modelfile
-  step = modelfile.export_run(_WORKDIR.value, _OUT.value, _STEP.value)
+  step = modelfile.export_run(_WORKDIR.value, _OUT.value, _STEP.value,
+                               _FORCE.value)
   print(f"wrote {_OUT.value} (step {step}); sample with:\n"
         f"  lm-jax-sample --model={_OUT.value} --prompt=...")
 

@@ -17,6 +17,8 @@ _TYPE_ERRORS = (
      r"expected an integer, got \1"),
     (re.compile(r"could not convert string to float: (.*)"),
      r"expected a number, got \1"),
+    (re.compile(r"\('Non-boolean argument to boolean flag', (.*)\)"),
+     r"expected True or False, got \1"),
 )
 
 def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
@@ -89,10 +91,36 @@ def resolve_config_args(argv: list[str]) -> list[str]:
       out[i + 1] = resolve_config(out[i + 1])
   return out
 
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
+
+
+def command_help() -> str:
+  """The command's docstring and its own flags (lm_jax/cli/*), for --help.
+
+  absl's --help lists the flags of the `__main__` module only, which for
+  a console script (`lm-jax-train`) is a wrapper that defines none.
+  """
+  from absl import flags
+  mine = [name for name in flags.FLAGS.flags_by_module_dict()
+          if "lm_jax.cli." in name or f"lm_jax{os.sep}cli{os.sep}" in name]
+  parts = []
+  for name in mine:
+    module = sys.modules.get(name) or sys.modules["__main__"]
+    if module.__doc__:
+      parts.append(module.__doc__.strip() + "\n")
+    parts.append("flags:\n" + flags.FLAGS.module_help(name))
+  parts.append("--helpfull lists every flag, JAX's and absl's too.")
+  return "\n".join(parts)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a bad flag, override or config file as one line."""
+  """absl flag parsing, with a bad flag, override or config file as one line;
+  --help prints the command's own flags (`command_help`)."""
   from absl import flags
 
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(command_help())
+    sys.exit(0)
   try:
     return flags.FLAGS(resolve_config_args(argv))
   except UserError as e:

@@ -19,8 +19,9 @@ _OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.")
 
 def inspect_main() -> None:
   from lm_jax.runs import rundir
-  from lm_jax.views import internals
+  from lm_jax.views import internals, plotting
 
+  plotting.figure_path(_OUT.value)  # refused before the model loads
   run = rundir.load_run(_WORKDIR.value, _STEP.value)
   tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
   labels = run.tokenizer.pieces(tokens)  # subwords: each its own piece

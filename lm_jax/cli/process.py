@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 
 from lm_jax.errors import UserError
 
@@ -60,25 +63,53 @@ def use_compilation_cache() -> str | None:
   and the sampler): $XDG_CACHE_HOME/lm_jax/xla, else ~/.cache/lm_jax/xla.
 
   JAX_COMPILATION_CACHE_DIR, when set, chooses instead (an empty value: no
-  cache). Returns the folder chosen here, or None.
+  cache). A folder that cannot be written turns the cache off with one
+  line on stderr (JAX would warn at every compile). Returns the folder
+  chosen here, or None.
   """
-  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
-    return None
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-      os.path.expanduser("~"), ".cache")
-  path = os.path.join(base, "lm_jax", "xla")
   import jax
-  jax.config.update("jax_compilation_cache_dir", path)
-  return path
+  chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  if chosen is None:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "lm_jax", "xla")
+  elif not chosen:
+    return None
+  else:
+    path = chosen
+  problem = unwritable(path)
+  if problem:
+    print(f"note: no compilation cache (cannot write {path}: {problem}); "
+          "each run compiles afresh; set JAX_COMPILATION_CACHE_DIR to a "
+          "writable folder, or to nothing to silence this", file=sys.stderr)
+    jax.config.update("jax_enable_compilation_cache", False)
+    return None
+  if chosen is None:
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+  return None
+
+
+def unwritable(folder: str) -> str | None:
+  """Why files cannot be written in `folder` (made if missing), or None."""
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
 
 
 def run_main(main, *args) -> None:
   """Calls main(*args); a UserError becomes one line on stderr and exit 2.
 
   Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback, and so does a closed pipe (status 1). An error whose
-  `skip_teardown` is set (a failed checkpoint write) exits at once: Orbax's
-  writer threads would print tracebacks while the interpreter shuts down.
+  without a traceback, and so does a closed pipe (status 1); once main has
+  ended, a Ctrl-C (during the interpreter's teardown) ends the process at
+  once, silently. An error whose `skip_teardown` is set (a failed
+  checkpoint write) exits at once: Orbax's writer threads would print
+  tracebacks while the interpreter shuts down.
   """
   from absl import logging
   logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes
@@ -98,3 +129,6 @@ def run_main(main, *args) -> None:
   except BrokenPipeError:  # the reader left early (`--show_config | head`)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(1)
+  finally:
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGINT, signal.SIG_DFL)

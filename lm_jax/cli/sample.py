@@ -53,13 +53,20 @@ def sample_main() -> None:
   if (_WORKDIR.value is None) == (_MODEL.value is None):
     raise UserError("pass either --workdir=DIR (a training run) or "
                     "--model=FILE (from lm-jax-export)")
+  if _MODEL.value and _STEP.value is not None:
+    raise UserError("--step picks a checkpoint of a run directory; a model "
+                    "file holds the one step it was exported at: drop --step, "
+                    "or export that step (lm-jax-export --step=N)")
+  if _NUM_SAMPLES.value < 1:
+    raise UserError(f"--num_samples must be at least 1, got "
+                    f"{_NUM_SAMPLES.value}")
   run = (modelfile.load_model(_MODEL.value) if _MODEL.value
          else rundir.load_run(_WORKDIR.value, _STEP.value))
   task = tasks.task_of(run.model)
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:
-    interactive.prompt_loop(task.responder(run, stop), options, _SEED.value,
-                            task.does)
+    interactive.prompt_loop(task.responder(run, stop, _BEAM.value), options,
+                            _SEED.value, task.does)
     return
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")

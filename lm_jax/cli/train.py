@@ -17,6 +17,7 @@ from lm_jax import config as config_lib, tasks
 from lm_jax.cli import flag_parsing, process
 from lm_jax.errors import UserError
 from lm_jax.loop import preemption, trainer
+from lm_jax.runs import rundir
 from lm_jax.views import plotting
 
 try:  # without --config, the default is loaded here, with sys.argv's fields
@@ -46,21 +47,36 @@ def default_workdir() -> str:
   return str(pathlib.Path("runs") / name)
 
 
-def sample_command(workdir: str, prompt: str = "ROMEO:") -> str:
+def sample_command(workdir: str, prompt: str = "ROMEO:", extra: str = ""
+                   ) -> str:
   """The sampling command in the form this one was started (console script
-  or `python -m`)."""
+  or `python -m`), with `extra` flags."""
   if pathlib.Path(sys.argv[0]).name == "lm-jax-train":
     program = "lm-jax-sample"
   else:
     program = f"{pathlib.Path(sys.executable).name} -m lm_jax.sample"
   return (f"{program} --workdir={shlex.quote(workdir)} "
-          f"--prompt={shlex.quote(prompt)}")
+          f"--prompt={shlex.quote(prompt)}" + (f" {extra}" if extra else ""))
+
+
+def usage() -> str:
+  """What a bare `lm-jax-train` prints instead of training a default."""
+  return (
+      "no --config: name what to train, e.g.\n"
+      "  lm-jax-train --config=char_tf:smoke   (seconds; "
+      "python -m lm_jax.train from a clone)\n"
+      f"shipped configs: {', '.join(flag_parsing.shipped_configs())} "
+      "(add :smoke for a seconds-long run)\n"
+      "--config=FILE.py trains your own config; --show_config prints one's "
+      "settings; --help lists the flags")
 
 
 def train(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
                     "--name=value")
+  if not flags.FLAGS["config"].present:
+    raise UserError(usage())  # several lines, exit 2
   config = flag_parsing.config_value(_CONFIG)
   if _SHOW_CONFIG.value:
     print(config_lib.describe(
@@ -80,8 +96,11 @@ def train(argv: list[str]) -> None:
     plot = plotting.plot_runs([workdir],
                               pathlib.Path(workdir) / plotting.LOSS_PLOT)
     print(f"loss plot: {plot}")
-    example = tasks.task_for(config).example_prompt
-    print(f"sample with: {sample_command(workdir, example)}")
+    task = tasks.task_for(config)
+    example = task.example(config, rundir.read_tokenizer(
+        pathlib.Path(workdir)))
+    print(f"sample with: "
+          f"{sample_command(workdir, example, task.sample_flags)}")
 
 
 def main(argv):

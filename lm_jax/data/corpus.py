@@ -110,30 +110,35 @@ def load_builtin(val_plays: tuple[str, ...]) -> Corpus:
                 f"{', '.join(val_plays)})")
 
 
-def read_text_file(path: str) -> str:
-  """Reads a UTF-8 text file, with a one-line error for each way it can fail."""
+def read_text_file(path: str, flag: str = "--config.data.path",
+                   what: str = "corpus") -> str:
+  """Reads a UTF-8 text file, with a one-line error for each way it can fail
+  naming `what` it is and the `flag` that named it. A leading byte order
+  mark (some editors write one) is dropped, not read as text."""
   p = pathlib.Path(path).expanduser()
   if not p.exists():
-    raise UserError(f"corpus file not found: {path}; check "
-                    "--config.data.path (use a path to a UTF-8 text file)")
+    raise UserError(f"{what} file not found: {path}; check "
+                    f"{flag} (use a path to a UTF-8 text file)")
   if p.is_dir():
-    raise UserError(f"corpus path is a directory: {path}; pass a text file "
-                    "with --config.data.path")
+    raise UserError(f"{what} path is a directory: {path}; pass a text file "
+                    f"with {flag}")
   data = p.read_bytes()
   if not data:
-    raise UserError(f"corpus file is empty: {path}; give a file with text in it")
-  if not data.strip():
-    raise UserError(f"corpus file holds only whitespace ({len(data)} bytes of "
-                    f"spaces and line breaks): {path}; give a file with text "
+    raise UserError(f"{what} file is empty: {path}; give a file with text "
                     "in it")
   if b"\x00" in data:
-    raise UserError(f"corpus file looks binary (it contains NUL bytes): "
+    raise UserError(f"{what} file looks binary (it contains NUL bytes): "
                     f"{path}; give a UTF-8 text file")
   try:
-    return data.decode("utf-8")
+    text = data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    raise UserError(f"corpus file is not valid UTF-8 (byte {e.start}): {path};"
-                    " convert it, e.g. `iconv -t utf-8`") from None
+    raise UserError(f"{what} file is not valid UTF-8 (byte {e.start}): "
+                    f"{path}; convert it, e.g. `iconv -t utf-8`") from None
+  if not text.strip():
+    raise UserError(f"{what} file holds only whitespace ({len(data)} bytes "
+                    f"of spaces and line breaks): {path}; give a file with "
+                    "text in it")
+  return text
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:

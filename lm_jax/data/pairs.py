@@ -135,6 +135,7 @@ def transform_pairs(lines: list[str], mix: dict[str, float], seed: int
   """One pair per line, its transformation drawn by weight (seeded)."""
   names = list(mix)
   weights = np.array([mix[n] for n in names])
+  weights = weights / weights.max()  # huge weights would overflow the sum
   rng = np.random.default_rng(seed)
   picks = rng.choice(len(names), size=len(lines), p=weights / weights.sum())
   return [(line, TRANSFORMS[names[k]](line)) for line, k in zip(lines, picks)]
@@ -175,14 +176,22 @@ def split_tsv(text: str, skipped: Skipped) -> list[Pair]:
   return pairs
 
 
-def split_lines(text: str, val_fraction: float) -> tuple[str, str]:
+def split_lines(text: str, val_fraction: float, source: str = "the text"
+                ) -> tuple[str, str]:
   """The first (1 - val_fraction) of the lines for training, the rest val:
-  no line is cut in two."""
+  no line is cut in two. Too few lines for both is a UserError naming
+  `source`."""
   if not 0.0 < val_fraction < 1.0:
     raise UserError(f"config.data.val_fraction must be in (0, 1), got "
                     f"{val_fraction}")
   lines = text.splitlines()
   cut = int(len(lines) * (1.0 - val_fraction))
+  if not 0 < cut < len(lines):
+    part = "training" if cut == 0 else "held-out"
+    raise UserError(
+        f"{source} has {len(lines)} line(s): holding out the last "
+        f"{val_fraction:.0%} of lines (config.data.val_fraction) leaves no "
+        f"{part} line; give more lines")
   return "\n".join(lines[:cut]), "\n".join(lines[cut:])
 
 
@@ -258,14 +267,15 @@ def load_pairs(data, seed: int) -> PairSplits:
   skipped = Skipped()
   if data.pairs_file:
     train_text, val_text = split_lines(
-        corpus.read_text_file(data.pairs_file), data.val_fraction)
+        corpus.read_text_file(data.pairs_file, "--config.data.pairs_file",
+                              "pairs"), data.val_fraction, data.pairs_file)
     train, val = split_tsv(train_text, skipped), split_tsv(val_text, skipped)
     source = f"{data.pairs_file} (last {data.val_fraction:.0%} of lines as val)"
   else:
     mix = parse_mix(data.pairs)
     if data.path and data.path != corpus.BUILTIN:  # whole lines held out
       train_text, val_text = split_lines(corpus.read_text_file(data.path),
-                                         data.val_fraction)
+                                         data.val_fraction, data.path)
       where = f"{data.path} (last {data.val_fraction:.0%} of lines as val)"
     else:
       text = corpus.load_builtin(tuple(data.val_plays))

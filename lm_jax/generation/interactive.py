@@ -56,6 +56,14 @@ def describe(options: sampling.SamplingOptions) -> str:
 Respond = Callable[[str, sampling.SamplingOptions, jax.Array], None]
 
 
+def shown_prompt(tokenizer, prompt: str) -> str:
+  """The prompt as printed before its continuation: as typed, since
+  decoding its word tokens would respace it (`%s` as `% s`); a word
+  tokenizer drops trailing blanks, which the continuation's own space
+  replaces."""
+  return prompt.rstrip(" \t") if tokenizer.kind == "word" else prompt
+
+
 def continuation(params, model, tokenizer, stop: str = "") -> Respond:
   """A language model's answer to a line: the line, then its continuation
   streamed. Raises UserError for a line it cannot read."""
@@ -64,7 +72,7 @@ def continuation(params, model, tokenizer, stop: str = "") -> Respond:
     prompt, notice = tokenizers.encode_prompt(tokenizer, line)
     if notice:
       print(f"note: {notice}")
-    print(tokenizer.decode(prompt), end="", flush=True)
+    print(shown_prompt(tokenizer, line), end="", flush=True)
     sampling.generate_text(
         params, model, tokenizer, prompt, key, options, stop=stop,
         on_text=lambda text: print(text, end="", flush=True))

@@ -52,6 +52,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   task = tasks.task_for(config)
   loaded = task.load(config, workdir)
   model = make_model(config.model, loaded.tokenizer.vocab_size)
+  summary.check_fits(model, config.train)  # before anything is written
   if jax.process_index() == 0:  # several processes: process 0 writes
     rundir.prepare(workdir)
     hold.enter_context(rundir.lock(workdir))
@@ -95,3 +96,6 @@ def announce(run: Setup) -> None:
           f"--config.train.num_steps={2 * t.num_steps}")
   elif start is not None:
     print(f"resuming from step {start}")
+    change = rundir.schedule_change(run.workdir, run.config, start)
+    if change:  # another num_steps or rate: the schedule is redrawn
+      print(change)

@@ -104,9 +104,14 @@ class Seq2SeqModel(Model):
                              constant_values=PAD_ID))[None]  # (1, S_max)
     state = self.initial_state(apply(self.encode)(src))
     extend, reply = apply(self.extend), [BOS_ID]
-    while reply[-1] != EOS_ID and len(reply) <= self.max_target_len:
+    # max_target_len + 1 tokens at most, as the sampler writes (the last
+    # one EOS when the model learnt it).
+    while reply[-1] != EOS_ID and len(reply) <= self.max_target_len + 1:
       logits, state = extend(jnp.asarray([reply[-1:]]), state)
-      reply.append(int(jnp.argmax(logits[0, -1])))
+      # As the sampler: never PAD or BOS, so the reply is the one greedy
+      # sampling prints and ends at its EOS.
+      logits = logits[0, -1].at[jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
+      reply.append(int(jnp.argmax(logits)))
     weights = apply(self.cross_attention)(src, jnp.asarray([reply[:-1]]))
     values = np.asarray(weights[0, ..., :S])  # (L, H, T, S)
     return Internals(values, tuple(f"head {h}" for h in range(values.shape[1])),

@@ -137,13 +137,57 @@ def _abstract(target):
       target)
 
 
+class DoesNotFit(UserError):
+  """A checkpoint of another structure; its abandoned reads print "Event
+  loop is closed" at interpreter exit, so entry points skip the teardown."""
+  skip_teardown = True
+
+
 def _does_not_fit(mngr, step: int, e: ValueError) -> UserError:
   """Orbax's error for a stored tree of another structure, as one line."""
+  _quiet_abandoned_reads()
   reason = str(e).strip().splitlines()[0].rstrip(":")
-  return UserError(
+  return DoesNotFit(
       f"the checkpoint of step {step} in {mngr.directory} does not fit the "
       f"model and optimiser this code builds ({reason}); it was written by "
-      "another version or config: train in a new --workdir")
+      "another version or config (a hand-edited config.json: restore it), "
+      "else train in a new --workdir")
+
+
+def _shapes(tree, prefix: str = "") -> dict[str, tuple]:
+  """{"block_0/attn/qkv/kernel": shape} of a nested dict of arrays."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_shapes(value, f"{prefix}{key}/"))
+    else:
+      out[prefix + str(key)] = tuple(getattr(value, "shape", ()) or ())
+  return out
+
+
+def check_params_fit(mngr: ocp.CheckpointManager, step: int, params) -> None:
+  """Refuses a checkpoint whose stored parameter shapes differ from
+  `params` (arrays or ShapeDtypeStructs), from its metadata alone: no read
+  starts, so none is abandoned in flight (each would print "Event loop is
+  closed" when it finds the process ending)."""
+  folder = pathlib.Path(mngr.directory) / str(step) / "default"
+  try:
+    with _absl_logging_off():
+      stored = ocp.PyTreeCheckpointer().metadata(folder).item_metadata.tree
+    stored = _shapes(dict(stored)["params"])
+  except Exception:  # a damaged checkpoint: the read itself will say so
+    return
+  want = _shapes(dict(params))
+  for name in sorted(want.keys() | stored.keys()):
+    if stored.get(name) != want.get(name):
+      have = ("none" if name not in stored else f"shape {stored[name]}")
+      need = ("none" if name not in want else f"shape {want[name]}")
+      raise DoesNotFit(
+          f"the checkpoint of step {step} in {mngr.directory} does not fit "
+          f"the model its config builds (parameter {name}: stored {have}, "
+          f"the config makes {need}); a hand-edited config.json: restore "
+          "it; else it was written by another version: train in a new "
+          "--workdir")
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target):
@@ -155,6 +199,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   devices restores on M; a target without shardings restores onto the first
   local device.
   """
+  check_params_fit(mngr, step, target.params)
   try:
     restored = mngr.restore(step, args=ocp.args.StandardRestore(
         _abstract(_items(target))))
@@ -169,6 +214,7 @@ def restore_params(mngr: ocp.CheckpointManager, step: int, target):
   A partial restore: the optimiser state is not read, so it may have any
   structure (another optimiser, another optax version).
   """
+  check_params_fit(mngr, step, target)
   item = {"params": _abstract(target)}
   try:
     restored = mngr.restore(step, args=ocp.args.PyTreeRestore(

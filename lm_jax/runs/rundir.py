@@ -142,13 +142,49 @@ def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
   """
   diffs = []
   if (workdir / CONFIG_FILE).exists():
-    diffs += config_differences(read_config(workdir), config_to_dict(config))
+    stored = read_config(workdir)
+    diffs += config_differences(stored, config_to_dict(config))
+    seed = stored.get("seed", config.seed)
+    if seed != config.seed and (workdir / CHECKPOINTS).exists():
+      raise UserError(
+          f"{workdir} was trained with config.seed={seed}, not {config.seed}:"
+          " a resumed run keeps its seed (it sets the order of the training "
+          f"batches); resume with --config.seed={seed}, or use a new "
+          "--workdir for another seed")
   if (workdir / TOKENIZER_FILE).exists():
     diffs += vocabulary_differences(read_tokenizer(workdir), tokenizer)
   if diffs:
     raise UserError(
         f"{workdir} holds a run with other settings ({'; '.join(diffs)}); "
         "use a new --workdir or the stored settings and text")
+
+
+# Settings of the learning-rate schedule: a resume with others reshapes it.
+SCHEDULE_SETTINGS = ("num_steps", "learning_rate", "warmup_steps", "schedule",
+                     "decay_fraction", "min_lr_ratio")
+
+
+def schedule_change(workdir: pathlib.Path, config, step: int) -> str | None:
+  """One line saying how resuming at `step` with `config` changes the
+  learning-rate schedule the stored run followed; None if it does not."""
+  if not (workdir / CONFIG_FILE).exists():
+    return None
+  stored = ml_collections.ConfigDict(read_config(workdir)).train
+  changed = [f"{n} {stored.get(n)!r} -> {config.train.get(n)!r}"
+             for n in SCHEDULE_SETTINGS if stored.get(n) != config.train.get(n)]
+  if not changed:
+    return None
+  try:
+    before = float(optimizers.lr_schedule(stored)(step))
+  except (KeyError, AttributeError, TypeError, ValueError):
+    before = None
+  after = float(optimizers.lr_schedule(config.train)(step))
+  was = "" if before is None else f" (it was {before:.2e})"
+  return (f"resuming with config.train {', '.join(changed)}: the "
+          f"learning-rate schedule is redrawn over "
+          f"{config.train.num_steps} steps; at step {step} it is "
+          f"{after:.2e}{was}; config.json keeps the settings the run "
+          "started with")
 
 
 def prepare(workdir: pathlib.Path) -> None:

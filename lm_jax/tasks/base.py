@@ -27,17 +27,33 @@ class Loaded(NamedTuple):
 class Task(Protocol):
   does: str  # what the model does to a phrase, for the prompt loop's help
   example_prompt: str
+  sample_flags: str  # the sampling the "sample with" hint suggests
 
+  def example(self, config, tokenizer) -> str: ...
   def load(self, config, workdir: pathlib.Path) -> Loaded: ...
   def evaluate(self, params, model, loaded: Loaded, step: int, config
                ) -> tuple[dict, list[str], dict[str, str]]: ...
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None: ...
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond: ...
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond: ...
 
 
 def bits_per_char(nats_per_token: float, num_tokens: int,
                   num_chars: int) -> float:
   """The total loss in bits, spread over the characters the tokens cover."""
   return nats_per_token * num_tokens / (num_chars * math.log(2))
+
+
+def spells(tokenizer, text: str) -> bool:
+  """Whether the vocabulary holds every token of `text` (no `<unk>`)."""
+  try:
+    return tokenizers.encode_prompt(tokenizer, text)[1] is None
+  except Exception:  # a character tokenizer refuses unknown characters
+    return False
+
+
+def opening(line: str, words: int = 4, chars: int = 30) -> str:
+  """The first few words of a line, for an example prompt."""
+  return " ".join(line.split()[:words])[:chars]

@@ -16,7 +16,7 @@ from lm_jax.errors import UserError
 from lm_jax.generation import beam as beam_lib
 from lm_jax.generation import interactive, replies, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import Loaded
+from lm_jax.tasks.base import Loaded, opening, spells
 from lm_jax.training import losses
 
 
@@ -38,6 +38,19 @@ class PairsTask:
   greedy reply; a few held-out prompts and their replies."""
   does = "answers it"
   example_prompt = "I am tired of my work"
+  # Greedy: a sampled reply drifts from the one answer wanted (an echo).
+  sample_flags = "--temperature=0"
+
+  def example(self, config, tokenizer) -> str:
+    """The hint's prompt: example_prompt where the run's vocabulary spells
+    it and it fits the encoder, else the first training pair's prompt."""
+    fits = len(tokenizer.encode(self.example_prompt)
+               ) <= config.model.max_source_len
+    if fits and spells(tokenizer, self.example_prompt):
+      return self.example_prompt
+    first = pairs.load_pairs(config.data, config.seed).train[0][0]
+    return opening(first, words=len(first.split()),
+                   chars=config.model.max_source_len)
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Pairs -> one tokenizer (with PAD, BOS, EOS) -> padded id arrays."""
@@ -124,6 +137,7 @@ class PairsTask:
                               [prompt] * num_samples, key, options):
       print(text)
 
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond:
     return lambda line, options, key: self.sample(run, line, key, options,
-                                                  1, stop)
+                                                  1, stop, beam)

@@ -14,14 +14,31 @@ from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import Loaded, bits_per_char
+from lm_jax.tasks.base import Loaded, bits_per_char, opening, spells
 from lm_jax.training import steps
+
+
+def refuse_beam(beam: int) -> None:
+  if beam:
+    raise UserError("--beam searches an encoder-decoder's best reply; a "
+                    "language model samples: drop --beam")
 
 
 class TextTask:
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   does = "continues it"
   example_prompt = "ROMEO:"  # in the command printed after training
+  sample_flags = ""
+
+  def example(self, config, tokenizer) -> str:
+    """The hint's prompt: example_prompt where the run's vocabulary spells
+    it, else the start of the first line of its training text."""
+    if spells(tokenizer, self.example_prompt):
+      return self.example_prompt
+    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                              tuple(config.data.val_plays)).train
+    line = next((l for l in text.splitlines() if l.strip()), "")
+    return opening(line) or self.example_prompt
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
@@ -101,16 +118,15 @@ class TextTask:
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None:
     """Prints the prompt and its continuation (streamed if one sample)."""
-    if beam:
-      raise UserError("--beam searches an encoder-decoder's best reply; a "
-                      "language model samples: drop --beam")
+    refuse_beam(beam)
     tokenizer = run.tokenizer
     ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
     if notice:
       print(f"note: {notice}", file=sys.stderr)
     show = lambda text: print(text, end="", flush=True)
+    shown = interactive.shown_prompt(tokenizer, prompt)
     if num_samples == 1:  # one sample is streamed as it is produced
-      show(tokenizer.decode(ids))
+      show(shown)
     texts = sampling.generate_text(
         run.params, run.model, tokenizer, ids, key, options,
         num_samples=num_samples, stop=stop,
@@ -120,7 +136,9 @@ class TextTask:
       return
     for i, text in enumerate(texts):
       print(f"---------- sample {i + 1} ----------")
-      print(tokenizer.decode(ids) + text)
+      print(shown + text)
 
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond:
+    refuse_beam(beam)
     return interactive.continuation(run.params, run.model, run.tokenizer, stop)

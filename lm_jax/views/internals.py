@@ -15,6 +15,7 @@ import numpy as np
 
 from lm_jax.errors import UserError
 from lm_jax.models.base import Internals
+from lm_jax.views import plotting
 
 CELL_INCHES, DPI = 2.5, 100  # each panel is a 250 x 250 pixel square
 LABELLED = 32  # tokens up to which each position is labelled
@@ -58,18 +59,21 @@ def _font_chars() -> dict[str, frozenset[int]]:
   return chars
 
 
-def tick_labels(tokens: list[str]) -> tuple[list[str], list[str]]:
+def tick_labels(tokens: list[str], symbols: bool = True
+                ) -> tuple[list[str], list[str]]:
   """Visible tick labels and the font families that draw them.
 
-  Newline and space are shown as symbols. A character no installed font
-  draws (CJK on a machine without a CJK font) is shown as its code point,
-  `U+4E2D`, instead of an empty box and a "Glyph missing" warning.
+  Newline and space are shown as symbols (unless `symbols` is False). A
+  character no installed font draws (CJK on a machine without a CJK font)
+  is shown as its code point, `U+4E2D`, instead of an empty box and a
+  "Glyph missing" warning.
   """
   fonts = _font_chars()
   families = [DEFAULT_FONT]
   labels = []
   for token in tokens:
-    shown = token.replace("\n", "\u23ce").replace(" ", "\u2423")
+    shown = (token.replace("\n", "\u23ce").replace(" ", "\u2423")
+             if symbols else token)
     parts = []
     for ch in shown:
       if not any(ord(ch) in fonts.get(f, ()) for f in families):
@@ -102,10 +106,11 @@ def plot_internals(internals: Internals, tokens: list[str],
   fig = Figure(figsize=(P * CELL_INCHES, L * CELL_INCHES), dpi=DPI)
   axes = fig.subplots(L, P, squeeze=False)
   rows = tokens if row_tokens is None else row_tokens
-  labels, row_labels, families = None, None, [DEFAULT_FONT]
-  if T <= LABELLED and len(tokens) <= LABELLED:
-    both, families = tick_labels(tokens + rows)
-    labels, row_labels = both[:len(tokens)], both[len(tokens):]
+  # Each axis is labelled up to LABELLED tokens (a long reply leaves the
+  # prompt's labels).
+  both, families = tick_labels(tokens + rows)
+  labels = both[:len(tokens)] if len(tokens) <= LABELLED else None
+  row_labels = both[len(tokens):] if T <= LABELLED else None
   for layer in range(L):
     for panel in range(P):
       ax = axes[layer, panel]
@@ -131,7 +136,4 @@ def plot_internals(internals: Internals, tokens: list[str],
   fig.supxlabel(xlabel, fontsize=8)
   fig.supylabel(ylabel, fontsize=8)
   fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out)
-  return out
+  return plotting.save_figure(fig, plotting.figure_path(out))

@@ -16,6 +16,7 @@ import json
 import pathlib
 import sys
 
+from lm_jax import outputs
 from lm_jax.errors import UserError
 from lm_jax.runs.metrics import METRICS_FILE, read_records
 
@@ -90,16 +91,43 @@ def x_values(run: Curves, x: str, steps: tuple[int, ...]) -> list[float]:
   return [run.seconds[s] for s in steps]
 
 
+def figure_path(out: str | pathlib.Path, flag: str = "--out") -> pathlib.Path:
+  """`out` if a figure can be written there (`lm_jax.outputs.check_target`,
+  a file type matplotlib writes: .png, .pdf, .svg, ...), else UserError."""
+  from matplotlib.figure import Figure
+  kinds = Figure().canvas.get_supported_filetypes()
+  first = (".png", ".pdf", ".svg")
+  suffixes = first + tuple(sorted(f".{k}" for k in kinds
+                                  if f".{k}" not in first))
+  return outputs.check_target(out, flag, suffixes=suffixes, make_folder=True)
+
+
+def save_figure(fig, out: pathlib.Path, flag: str = "--out") -> pathlib.Path:
+  """fig written to `out` whole (a temporary file renamed over it); a
+  failed write is a UserError."""
+  kind = out.suffix.lower().lstrip(".")
+  return outputs.write_replacing(
+      out, lambda tmp: fig.savefig(tmp, format=kind), flag)
+
+
 def plot_runs(workdirs: list, out: str | pathlib.Path, x: str = "step"
               ) -> pathlib.Path:
   """Writes the loss plot of `workdirs` (one legend entry each) to `out`;
   `x` ("step" or "elapsed_s") is the left panel's axis."""
   if x not in X_AXES:
     raise UserError(f"unknown --x={x}; use one of {', '.join(X_AXES)}")
+  out = figure_path(out)
   # A bare Figure draws to files without pyplot's global state or a display.
   from matplotlib.figure import Figure
 
   runs = [read_curves(w) for w in workdirs]
+  # A name no installed font draws (an emoji) shows its code points, not
+  # a box and a "Glyph missing" warning.
+  from lm_jax.views.internals import tick_labels
+  names, families = tick_labels([run.name for run in runs],
+                                symbols=False)
+  for run, name in zip(runs, names):
+    run.name = name
   for run in runs:
     if run.note:
       print(f"note: {run.note}", file=sys.stderr)
@@ -125,9 +153,6 @@ def plot_runs(workdirs: list, out: str | pathlib.Path, x: str = "step"
     ax.grid(alpha=0.3)
   axes[0].set_title(f"loss against {X_AXES[x]}")
   axes[1].set_title("loss against tokens seen")
-  axes[1].legend(fontsize=8)
+  axes[1].legend(prop=dict(size=8, family=families))
   fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out)
-  return out
+  return save_figure(fig, out)

@@ -9,11 +9,13 @@ XLA reports for the compiled step (tests/views/test_plotting_and_internals.py ch
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
 import ml_collections
 
+from lm_jax.errors import UserError
 from lm_jax.models.base import count
 
 BYTES = 4  # float32 parameters, optimiser state and activations
@@ -75,3 +77,55 @@ def model_summary(model, params: Mapping,
   lines.append(f"memory (rough): params+grads+Adam {_mib(fixed)}, "
                f"activations {acts} at batch {t.batch_size} x {t.seq_len}")
   return "\n".join(lines)
+
+
+def machine_bytes() -> tuple[int, str] | None:
+  """(bytes, what) one device may use: an accelerator's own memory, or on
+  CPU the machine's (its cgroup limit if lower) shared by its devices."""
+  import jax
+  device = jax.local_devices()[0]
+  if device.platform != "cpu":
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    return (int(limit), f"{device.device_kind}'s memory") if limit else None
+  try:
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError):
+    return None
+  try:
+    with open("/sys/fs/cgroup/memory.max") as f:
+      total = min(total, int(f.read()))
+  except (OSError, ValueError):  # no cgroup v2 limit ("max")
+    pass
+  return total // jax.local_device_count(), (
+      "this machine's memory" + (f" / {jax.local_device_count()} devices"
+                                 if jax.local_device_count() > 1 else ""))
+
+
+def check_fits(model, train: ml_collections.ConfigDict) -> None:
+  """Refuses a run whose rough training memory per device exceeds the
+  device's, before anything is written: parameters, gradients and Adam's
+  moments (sharded with FSDP, else on every device) plus activations of
+  the device's share of a micro-batch (`memory_bytes`)."""
+  import jax
+  have = machine_bytes()
+  if have is None:
+    return
+  n = jax.local_device_count()
+  micro = max(1, train.batch_size // train.grad_accum_steps)
+  mem = memory_bytes(model, model.abstract_params(train.seq_len), micro,
+                     train.seq_len)
+  fixed = mem["params"] + mem["grads"] + mem["adam"]
+  acts = mem["activations"] or 0
+  need = fixed // (n if train.fsdp else 1) + acts // n
+  if need <= have[0]:
+    return
+  raise UserError(
+      f"this run needs about {_gib(need)} per device to train (params+grads"
+      f"+Adam {_gib(fixed)}, activations {_gib(acts)} at batch "
+      f"{train.batch_size} x {train.seq_len}), more than {have[1]} "
+      f"({_gib(have[0])}); lower config.model.d_model or num_layers, or "
+      "config.train.batch_size or seq_len")
+
+
+def _gib(n: int) -> str:
+  return f"{n / 2**30:,.1f} GiB"
