@@ -155,7 +155,8 @@ def _damaged(model_file, tmp_path, case: str) -> pathlib.Path:
   changes = {
       "config_not_json": dict(config="{not json"),
       "no_config": dict(config=None),
-      "tokenizer_kind": dict(tokenizer=json.dumps({**tok, "kind": "bpe"})),
+      "tokenizer_kind": dict(tokenizer=json.dumps({**tok,
+                                                    "kind": "sentencepiece"})),
       "model_kind": dict(config=model(kind="lstm")),
       "step_not_a_number": dict(step="twenty"),
       "negative_size": dict(config=model(d_model=-4)),
@@ -180,7 +181,7 @@ def _damaged(model_file, tmp_path, case: str) -> pathlib.Path:
 MODEL_FILE_CASES = {
     "config_not_json": "'config' is not JSON",
     "no_config": "has no 'config'",
-    "tokenizer_kind": "tokenizer kind 'bpe'",
+    "tokenizer_kind": "tokenizer kind 'sentencepiece'",
     "model_kind": "cannot build a model",
     "step_not_a_number": "step 'twenty' is not a whole number",
     "negative_size": "config.model.d_model=-4 is outside",
