@@ -15,7 +15,6 @@ import pathlib
 import shlex
 import sys
 import time
-import contextlib
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -75,12 +74,8 @@ def sweep(argv: list[str]) -> None:
   command = shlex.join(["lm-jax-sweep", *sys.argv[1:]])
   report = Reporter(groups, time.perf_counter())
   try:
-    with preemption.StopOnSignal() as stop, contextlib.ExitStack() as hold:
-      for group in groups:
-        print(f"group {group.index + 1}/{len(groups)}: "
-              f"{len(group.members)} members on {group.devices} device(s)",
-              flush=True)
-        population.train_group(group, hold, stop, started, report)
+    with preemption.StopOnSignal() as stop:
+      population.train_groups(groups, stop, started, report)
   except preemption.Interrupted as e:
     print(f"stopped by signal at step {e.step}; every member is saved; "
           f"resume with:\n  {preemption.resume_command()}", file=sys.stderr)

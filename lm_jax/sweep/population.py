@@ -110,21 +110,36 @@ def _member_steps(state: steps.TrainState, hp: dict, seed_key: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=(
     "train", "batch_size", "seq_len", "num_steps", "grad_accum_steps",
-    "sharding"), donate_argnames=("state",))
+    "sharding", "batch"), donate_argnames=("state",))
 def population_steps(state: steps.TrainState, hp: dict, seed_keys, tokens,
                      count=None, *, train: tuple, batch_size: int,
                      seq_len: int, num_steps: int, grad_accum_steps: int,
-                     sharding: NamedSharding):
+                     sharding: NamedSharding, batch: int = 1):
   """`num_steps` (or `count`) steps of every member: state and metrics
-  (M, num_steps) come back split over the devices as they came in."""
+  (M, num_steps) come back split over the devices as they came in.
+
+  Each device runs its own members (`jax.shard_map`: nothing crosses
+  devices) `batch` at a time (`jax.lax.map`: a vmap of `batch` members
+  inside a loop over the rest). One at a time keeps the lone run's plain
+  matrix products: on a CPU, XLA's batched products of a vmap over many
+  small models ran slower than the same products one model after another.
+  """
   run = functools.partial(
       _member_steps, train=train, batch_size=batch_size, seq_len=seq_len,
       num_steps=num_steps, grad_accum_steps=grad_accum_steps)
-  state, metrics = jax.vmap(run, in_axes=(0, 0, 0, None, None))(
-      state, hp, seed_keys, tokens, count)
-  keep = lambda tree: jax.tree.map(
-      lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
-  return keep(state), keep(metrics)
+  member, whole = P(MEMBER), P()
+  counted = () if count is None else (jnp.asarray(count, jnp.int32),)
+
+  def local(state, hp, seed_keys, tokens, *counted):
+    return jax.lax.map(lambda m: run(*m, tokens, *(counted or (None,))),
+                       (state, hp, seed_keys),
+                       batch_size=batch if batch > 1 else None)
+
+  return jax.shard_map(
+      local, mesh=sharding.mesh,
+      in_specs=(member, member, member, whole) + (whole,) * len(counted),
+      out_specs=member, check_vma=False)(state, hp, seed_keys, tokens,
+                                         *counted)
 
 
 class Member:
@@ -177,7 +192,8 @@ def train_group(group: Group, hold: contextlib.ExitStack,
                 report) -> None:
   """Trains `group` to its num_steps, resuming its members where saved.
 
-  `report(group, step, elapsed, seconds_per_step)` prints a progress line.
+  `report(group, step, losses, elapsed, steps_per_s)` prints a progress
+  line (losses: each member's last; steps_per_s None before it is timed).
   Raises preemption.Interrupted after saving every member on a signal.
   """
   config, t = group.config, group.config.train
@@ -253,6 +269,18 @@ def train_group(group: Group, hold: contextlib.ExitStack,
                            metadata=m.clock.saved())
       raise preemption.Interrupted(stop.signum, step,
                                    group.members[0].workdir.parent)
+
+
+def train_groups(groups: list[Group], stop: preemption.StopOnSignal,
+                 command_started: float, report) -> None:
+  """Trains every group in turn (`train_group`); the members' locks are
+  held until the last group ends."""
+  with contextlib.ExitStack() as hold:
+    for group in groups:
+      print(f"group {group.index + 1}/{len(groups)}: "
+            f"{len(group.members)} members on {group.devices} device(s)",
+            flush=True)
+      train_group(group, hold, stop, command_started, report)
 
 
 def _check_members(members: list[Member], metrics: dict, step: int) -> None:

@@ -12,7 +12,7 @@ from lm_jax.runs.metrics import METRICS_FILE, read_records
 from lm_jax.sweep import grid
 
 RESULTS_JSON, RESULTS_MD, PICTURE = "results.json", "results.md", "sweep.png"
-FIGSIZE, DPI = (12, 4.5), 110
+DPI = 110
 
 
 def member_result(member: grid.Member) -> dict:
@@ -75,6 +75,8 @@ def picture(results: list[dict], keys: list[str], out: pathlib.Path,
   swept value (members sharing the other values joined by a line)."""
   from matplotlib.figure import Figure
 
+  all_keys = keys
+  keys = [k for k in keys if k != "seed"]  # seeds are repeats, not a setting
   fig = Figure(figsize=(4.5 * (1 + len(keys)), 4.5), dpi=DPI)
   axes = fig.subplots(1, 1 + len(keys), squeeze=False)[0]
   for i, r in enumerate(results):
@@ -93,7 +95,7 @@ def picture(results: list[dict], keys: list[str], out: pathlib.Path,
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                   for v in values)
     where = (lambda v: v) if numeric else values.index
-    others = [k for k in keys if k != key]
+    others = [k for k in all_keys if k != key]
     lines: dict[str, list] = {}
     for r in results:
       if r["final_val_loss"] is None or not math.isfinite(
