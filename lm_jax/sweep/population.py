@@ -211,7 +211,10 @@ def train_group(group: Group, hold: contextlib.ExitStack,
     rundir.prepare(spec.workdir)
     hold.enter_context(rundir.lock(spec.workdir))
     rundir.write_run(spec.workdir, spec.config, tokenizer)
-  members = [Member(spec, command_started) for spec in group.members]
+  # A member's clock (metrics.jsonl's elapsed_s) starts with its group;
+  # the first group's with the command, its start-up counted.
+  clock_start = command_started if group.index == 0 else time.perf_counter()
+  members = [Member(spec, clock_start) for spec in group.members]
   started = time.perf_counter()
   states, start = _initial_states(group, members)
   tx = states[0].tx  # a static field: one for all (the step builds its own)

@@ -135,7 +135,8 @@ def write(members: list[grid.Member], workdir: pathlib.Path,
   md = (f"# Sweep: {workdir.name}\n\n```\n{command}\n```\n\n"
         + table(results, keys) + "\n\nBest and final val loss in nats per "
         "token, bpc bits per character at the best step; wall: seconds "
-        "since the sweep started (the members of a group share it); "
+        "from the start of the member's group (the first group's: of the "
+        "command) to its last record, shared by the members of a group; "
         "tokens/s: each member's training throughput.\n")
   (workdir / RESULTS_MD).write_text(md)
   png = picture(results, keys, workdir / PICTURE, command)
