@@ -147,6 +147,8 @@ def make_members(base: Callable[[], ml_collections.ConfigDict],
   else:
     combos = list(itertools.product(*lists))
   names = short_names(keys)
+  # Named by the keys that vary (a single value is a shared override).
+  named = [k for k, v in sets if len(v) > 1] or keys
   members = []
   for combo in combos:
     texts = dict(zip(keys, combo))
@@ -159,7 +161,7 @@ def make_members(base: Callable[[], ml_collections.ConfigDict],
         continue
       values[key] = typed(config, key, text)
       config.update_from_flattened_dict({key: values[key]})
-    name = member_dirname(texts, names)
+    name = member_dirname({k: texts[k] for k in named}, names)
     try:
       config_lib.validate(config)
     except UserError as e:
