@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import textwrap
 
 from lm_jax.runs.metrics import METRICS_FILE, read_records
 from lm_jax.sweep import grid
@@ -115,7 +116,7 @@ def picture(results: list[dict], keys: list[str], out: pathlib.Path,
     ax.grid(alpha=0.3)
     if any(lines):
       ax.legend(fontsize=6)
-  fig.suptitle(title, fontsize=10)
+  fig.suptitle(textwrap.fill(title, 30 * (1 + len(keys))), fontsize=7)
   fig.tight_layout()
   fig.savefig(out)
   return out
