@@ -139,6 +139,8 @@ def main() -> None:
       f"{(sweep_s - sweep_train) / (lone_s - lone_train):.2f}x |",
       f"| tokens/s of one member (mean) | {member_rate:,.0f} | "
       f"{lone_rate:,.0f} | {member_rate / lone_rate:.2f}x |",
+      f"| tokens/s of all members at once | {len(rows) * member_rate:,.0f} "
+      f"| {lone_rate:,.0f} | {len(rows) * member_rate / lone_rate:.2f}x |",
       f"| peak resident memory (one process) | {sweep_rss / 2**30:.2f} GiB "
       f"| {lone_rss / 2**30:.2f} GiB | |",
       "",
