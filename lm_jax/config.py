@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import pathlib
 import re
 
@@ -17,6 +18,34 @@ from lm_jax.errors import UserError
 
 # Held-out plays of the built-in corpus: about 10% of its characters.
 VAL_PLAYS = ("hamlet", "the-tempest", "twelfth-night", "julius-caesar")
+
+
+def configs_dir() -> pathlib.Path:
+  """The shipped configs: lm_jax/configs in a wheel, configs/ in a clone."""
+  package = pathlib.Path(__file__).parent  # lm_jax/
+  installed = package / "configs"
+  return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+  return sorted(p.stem for p in configs_dir().glob("*.py")
+                if not p.stem.startswith("_"))
+
+
+def resolve_config(value: str) -> str:
+  """`char_tf:smoke` -> `<configs_dir>/char_tf.py:smoke`; a path is kept.
+
+  absl's config flag takes a file path; a bare name lets an installed
+  package find its own configs from any directory.
+  """
+  name, colon, variant = value.partition(":")
+  if not name or "/" in name or name.endswith(".py") or os.path.exists(name):
+    return value
+  path = configs_dir() / f"{name}.py"
+  if not path.is_file():
+    raise UserError(f"unknown config {name!r}: pass a config file or one of "
+                    f"{', '.join(shipped_configs())}")
+  return f"{path}{colon}{variant}"
 
 
 def base_config() -> ml_collections.ConfigDict:

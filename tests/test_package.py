@@ -7,6 +7,7 @@ import tomllib
 import pytest
 
 from conftest import REPO, run_module
+from lm_jax import config as config_lib
 from lm_jax.cli import flag_parsing
 from lm_jax.errors import UserError
 
@@ -38,7 +39,8 @@ def test_pyproject_pins_equal_the_requirements_files():
 def test_console_scripts_name_existing_functions():
   scripts = PYPROJECT["scripts"]
   assert sorted(scripts) == ["lm-jax-export", "lm-jax-inspect", "lm-jax-plot",
-                             "lm-jax-sample", "lm-jax-serve", "lm-jax-train"]
+                             "lm-jax-sample", "lm-jax-serve", "lm-jax-sweep",
+                             "lm-jax-train"]
   for target in scripts.values():  # parsed: each module defines its flags
     module, _, function = target.partition(":")
     tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
@@ -47,18 +49,18 @@ def test_console_scripts_name_existing_functions():
 
 
 def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
-  shipped = flag_parsing.configs_dir()
+  shipped = config_lib.configs_dir()
   path = shipped / "char_tf.py"
-  assert flag_parsing.resolve_config("char_tf:smoke") == f"{path}:smoke"
-  assert flag_parsing.resolve_config("char_lstm") == f"{shipped}/char_lstm.py"
-  assert flag_parsing.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
+  assert config_lib.resolve_config("char_tf:smoke") == f"{path}:smoke"
+  assert config_lib.resolve_config("char_lstm") == f"{shipped}/char_lstm.py"
+  assert config_lib.resolve_config("configs/x.py:smoke") == "configs/x.py:smoke"
   argv = ["prog", "--config", "char_tf", "--x=1"]
   assert flag_parsing.resolve_config_args(argv) == ["prog", "--config", str(path),
                                                "--x=1"]
   with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
                      r"file or one of bpe_tf, char_gru, char_lstm, char_tf, "
                      r"echo_lstm, echo_s2s, word_lstm, word_tf"):
-    flag_parsing.resolve_config("nope:smoke")
+    config_lib.resolve_config("nope:smoke")
 
 
 def test_show_config_prints_every_key_with_its_comment_and_exits(
@@ -67,7 +69,7 @@ def test_show_config_prints_every_key_with_its_comment_and_exits(
                     "--config.train.num_steps=7", "--workdir=/nonexistent/x")
   assert done.returncode == 0, done.stderr
   lines = done.stdout.splitlines()
-  assert lines[0] == f"# --config={flag_parsing.configs_dir()}/char_tf.py:smoke"
+  assert lines[0] == f"# --config={config_lib.configs_dir()}/char_tf.py:smoke"
   assert "train.num_steps = 7" in lines
   assert any(re.fullmatch(r"train\.grad_clip = 1\.0 +# global norm", l)
              for l in lines)

@@ -4,10 +4,10 @@ override or config file as one line (exit 2) instead of a traceback."""
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 import sys
 
+from lm_jax import config as config_lib
 from lm_jax.errors import UserError
 
 
@@ -20,6 +20,7 @@ _TYPE_ERRORS = (
     (re.compile(r"\('Non-boolean argument to boolean flag', (.*)\)"),
      r"expected True or False, got \1"),
 )
+
 
 def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
   """One line for an error raised while parsing flags and the config file."""
@@ -56,39 +57,15 @@ def flag_error_message(e: Exception, argv: tuple[str, ...] = ()) -> str:
     message = pattern.sub(plain, message)
   return message + "; see --helpfull for the flags"
 
-def configs_dir() -> pathlib.Path:
-  """The shipped configs: lm_jax/configs in a wheel, configs/ in a clone."""
-  package = pathlib.Path(__file__).parent.parent  # lm_jax/
-  installed = package / "configs"
-  return installed if installed.is_dir() else package.parent / "configs"
-
-def shipped_configs() -> list[str]:
-  return sorted(p.stem for p in configs_dir().glob("*.py")
-                if not p.stem.startswith("_"))
-
-def resolve_config(value: str) -> str:
-  """`char_tf:smoke` -> `<configs_dir>/char_tf.py:smoke`; a path is kept.
-
-  absl's config flag takes a file path; a bare name lets an installed
-  package find its own configs from any directory.
-  """
-  name, colon, variant = value.partition(":")
-  if not name or "/" in name or name.endswith(".py") or os.path.exists(name):
-    return value
-  path = configs_dir() / f"{name}.py"
-  if not path.is_file():
-    raise UserError(f"unknown config {name!r}: pass a config file or one of "
-                    f"{', '.join(shipped_configs())}")
-  return f"{path}{colon}{variant}"
 
 def resolve_config_args(argv: list[str]) -> list[str]:
   """argv with each --config=NAME (or --config NAME) resolved to a path."""
   out = list(argv)
   for i, arg in enumerate(out):
     if arg.startswith("--config="):
-      out[i] = "--config=" + resolve_config(arg[len("--config="):])
+      out[i] = "--config=" + config_lib.resolve_config(arg[len("--config="):])
     elif arg == "--config" and i + 1 < len(out):
-      out[i + 1] = resolve_config(out[i + 1])
+      out[i + 1] = config_lib.resolve_config(out[i + 1])
   return out
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
@@ -130,6 +107,7 @@ def parse_flags(argv: list[str]) -> list[str]:
           OSError, SyntaxError) as e:
     print(f"error: {flag_error_message(e, argv)}", file=sys.stderr)
     sys.exit(2)
+
 
 def config_value(holder):
   """The config of a `config_flags` flag; a file that failed to load raises

@@ -22,8 +22,8 @@ from lm_jax.views import plotting
 
 try:  # without --config, the default is loaded here, with sys.argv's fields
   _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(flag_parsing.configs_dir() / "char_tf.py"), "A shipped config "
-      f"by name ({', '.join(flag_parsing.shipped_configs())}; e.g. char_tf:smoke) "
+      "config", str(config_lib.configs_dir() / "char_tf.py"), "A shipped config "
+      f"by name ({', '.join(config_lib.shipped_configs())}; e.g. char_tf:smoke) "
       "or a config file (configs/char_tf.py:smoke); override fields with "
       "--config.train.num_steps=N (--show_config lists them)",
       lock_config=True)
@@ -65,7 +65,7 @@ def usage() -> str:
       "no --config: name what to train, e.g.\n"
       "  lm-jax-train --config=char_tf:smoke   (seconds; "
       "python -m lm_jax.train from a clone)\n"
-      f"shipped configs: {', '.join(flag_parsing.shipped_configs())} "
+      f"shipped configs: {', '.join(config_lib.shipped_configs())} "
       "(add :smoke for a seconds-long run)\n"
       "--config=FILE.py trains your own config; --show_config prints one's "
       "settings; --help lists the flags")

@@ -88,8 +88,8 @@ def _adamw(train: ml_collections.ConfigDict, learning_rate, b1: float
                      weight_decay=train.weight_decay, mask=decay_mask)
 
 
-def _muon(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = lr_schedule(train)
+def _muon(train: ml_collections.ConfigDict, schedule: optax.Schedule
+          ) -> optax.GradientTransformation:
   ratio = setting(train, "muon_learning_rate") / train.learning_rate
   dims = contrib.MuonDimensionNumbers(reduction_axis=-2, output_axis=-1)
   labels = lambda params: jax.tree_util.tree_map_with_path(
@@ -107,10 +107,9 @@ def _muon(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
                           "adamw": _adamw(train, schedule, train.b1)}, labels)
 
 
-def _schedule_free(train: ml_collections.ConfigDict
+def _schedule_free(train: ml_collections.ConfigDict, schedule: optax.Schedule
                    ) -> optax.GradientTransformation:
   # As optax.contrib.schedule_free_adamw, with the decay on matrices only.
-  schedule = lr_schedule(train)
   return contrib.schedule_free(_adamw(train, schedule, 0.0), schedule,
                                b1=train.b1)
 
@@ -134,11 +133,22 @@ def make_optimizer(train: ml_collections.ConfigDict
 @functools.lru_cache(maxsize=16)
 def _make_optimizer(settings: str) -> optax.GradientTransformation:
   train = ml_collections.ConfigDict(json.loads(settings))
-  build = {"adamw": lambda t: _adamw(t, lr_schedule(t), t.b1),
+  return build_optimizer(train, lr_schedule(train))
+
+
+def build_optimizer(train, schedule: optax.Schedule
+                    ) -> optax.GradientTransformation:
+  """`make_optimizer` with the learning rate at each step from `schedule`.
+
+  Its numbers may be traced arrays (`lm_jax.sweep.hyper`: a population's
+  rates, betas and clipping as data); the state's layout does not depend
+  on them.
+  """
+  build = {"adamw": lambda t, s: _adamw(t, s, t.b1),
            "muon": _muon, "schedule_free": _schedule_free}
   return optax.apply_if_finite(optax.chain(
       optax.clip_by_global_norm(train.grad_clip),
-      build[setting(train, "optimizer")](train)),
+      build[setting(train, "optimizer")](train, schedule)),
       max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
 
 

@@ -1,0 +1,1 @@
+"""Sweeps: a grid of settings trained as populations (lm-jax-sweep)."""

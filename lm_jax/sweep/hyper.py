@@ -1,0 +1,109 @@
+"""Hyperparameters as data: the settings a population's members may differ
+in while sharing one compiled program.
+
+A lone run bakes its learning rate, betas and clipping into the program as
+constants (`optimizers.make_optimizer`). A member of a population carries
+them as arrays instead (one row per member), and the step builds each
+member's optimiser from its own row inside the jitted, vmapped function,
+which is what `optax.inject_hyperparams` does inside its update. The
+optimiser state keeps the lone run's layout, so a member's checkpoint is an
+ordinary run's (inject_hyperparams would add its own state around it).
+
+Settings that change the program stay out: the dropout rate (Flax's
+Dropout tests `rate == 0` while tracing), z-loss (`steps.loss_fn` tests it
+while tracing), num_steps (the loop's length), and everything that changes
+a shape.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from lm_jax.training import optimizers
+
+# (key, what a config.json written before it existed held)
+MEMBER_SETTINGS = {
+    "seed": None, "train.learning_rate": None, "train.weight_decay": None,
+    "train.b1": None, "train.b2": None, "train.grad_clip": None,
+    "train.warmup_steps": None, "train.min_lr_ratio": None,
+    "train.decay_fraction": 0.2, "train.muon_learning_rate": 0.02,
+    "train.muon_momentum": 0.95}
+# The ones the optimiser reads (the seed gives the keys instead).
+NUMBERS = tuple(k.partition(".")[2] for k in MEMBER_SETTINGS if k != "seed")
+
+
+def numbers(train: ml_collections.ConfigDict) -> dict[str, float]:
+  """A member's optimiser numbers, as floats."""
+  return {name: float(optimizers.setting(train, name)
+                      if name in ("decay_fraction", "muon_learning_rate",
+                                  "muon_momentum") else train[name])
+          for name in NUMBERS}
+
+
+class Settings:
+  """config.train with the member's numbers (arrays) in place of its own:
+  what `optimizers.build_optimizer` reads."""
+
+  def __init__(self, train: ml_collections.ConfigDict, hp: dict):
+    self._train, self._hp = train, hp
+
+  def __getattr__(self, name: str):
+    if name in self._hp:
+      return self._hp[name]
+    return getattr(self._train, name)
+
+  def get(self, name: str, default=None):
+    return self._hp[name] if name in self._hp else self._train.get(
+        name, default)
+
+
+def _linear(start, end, steps):
+  """optax.linear_schedule(start, end, steps), steps an array >= 1."""
+  return lambda count: (start - end) * (
+      1 - jnp.clip(count, 0, steps) / steps) + end
+
+
+def _join(schedules, boundaries):
+  """optax.join_schedules with boundaries that may be arrays."""
+  def schedule(step):
+    out = schedules[0](step)
+    for boundary, s in zip(boundaries, schedules[1:]):
+      out = jnp.where(step < boundary, out, s(step - boundary))
+    return out
+  return schedule
+
+
+def lr_schedule(train: ml_collections.ConfigDict, hp: dict) -> optax.Schedule:
+  """`optimizers.lr_schedule` with the member's numbers as arrays (the same
+  formulas as optax's schedules, which test their lengths in Python)."""
+  peak, warmup = hp["learning_rate"], hp["warmup_steps"]
+  low = peak * hp["min_lr_ratio"]
+  n = train.num_steps
+  ramp = _linear(0.0, peak, jnp.maximum(warmup, 1))
+  kind = optimizers.setting(train, "schedule")
+  if kind == "cosine":
+    decay_steps = jnp.maximum(n, warmup + 1) - warmup
+    alpha = low / peak
+
+    def cosine(count):
+      count = jnp.minimum(count, decay_steps)
+      return peak * ((1 - alpha) * 0.5 * (1 + jnp.cos(
+          jnp.pi * count / decay_steps)) + alpha)
+    return _join([ramp, cosine], [warmup])
+  if kind == "constant":
+    return _join([ramp, lambda count: peak], [warmup])
+  decay = jnp.maximum(1, jnp.round(hp["decay_fraction"] * n))
+  start = jnp.maximum(warmup, n - decay)
+  return _join([ramp, lambda count: peak,
+                _linear(peak, low, jnp.maximum(n - start, 1))],
+               [warmup, start])
+
+
+def optimizer(train: ml_collections.ConfigDict, hp: dict
+              ) -> optax.GradientTransformation:
+  """A member's optimiser, its numbers `hp` (arrays, traced in the step);
+  `train` gives the rest (the optimiser and schedule kinds, num_steps)."""
+  return optimizers.build_optimizer(Settings(train, hp),
+                                    lr_schedule(train, hp))

@@ -1,0 +1,144 @@
+"""A sweep's table and picture: results.json, results.md and sweep.png,
+read back from the members' metrics.jsonl (so they can be redrawn from
+the run directories alone)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import textwrap
+
+from lm_jax.runs.metrics import METRICS_FILE, read_records
+from lm_jax.sweep import grid
+
+RESULTS_JSON, RESULTS_MD, PICTURE = "results.json", "results.md", "sweep.png"
+DPI = 110
+
+
+def member_result(member: grid.Member) -> dict:
+  """A member's settings, best and final val loss, bits per character,
+  wall time and training tokens per second, from its metrics.jsonl."""
+  path = member.workdir / METRICS_FILE
+  records = read_records(path).records if path.exists() else []
+  evals = [r for r in records if "val_loss" in r]
+  best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
+  rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+  diverged = member.workdir / "diverged.json"
+  return dict(
+      name=member.name, settings=member.values,
+      best_val_loss=best.get("val_loss"), best_val_bpc=best.get("val_bpc"),
+      best_step=best.get("step"),
+      final_val_loss=evals[-1]["val_loss"] if evals else None,
+      final_step=records[-1]["step"] if records else None,
+      wall_s=max((r.get("elapsed_s") or 0 for r in records), default=None),
+      tokens_per_s=sum(rates) / len(rates) if rates else None,
+      diverged_at=(json.loads(diverged.read_text())["step"]
+                   if diverged.exists() else None),
+      curve=[(r["step"], r["val_loss"]) for r in evals])
+
+
+def _number(x, spec: str) -> str:
+  return "-" if x is None else format(x, spec)
+
+
+def table(results: list[dict], keys: list[str]) -> str:
+  """The Markdown table of results.md, best val loss first."""
+  head = keys + ["best val loss", "bpc", "at step", "final val", "wall",
+                 "tokens/s", "note"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  order = sorted(results, key=lambda r: (r["best_val_loss"] is None,
+                                         r["best_val_loss"] or 0))
+  for r in order:
+    note = (f"diverged at step {r['diverged_at']}" if r["diverged_at"]
+            else "")
+    cells = [str(r["settings"][k]) for k in keys] + [
+        _number(r["best_val_loss"], ".4f"), _number(r["best_val_bpc"], ".4f"),
+        _number(r["best_step"], "d"), _number(r["final_val_loss"], ".4f"),
+        _number(r["wall_s"], ".0f") + " s", _number(r["tokens_per_s"], ",.0f"),
+        note]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _log_scale(key: str, values: list) -> bool:
+  """Rates (and anything spanning 10x or more) on a log axis."""
+  numbers = [v for v in values if isinstance(v, (int, float))
+             and not isinstance(v, bool)]
+  if len(numbers) < len(values) or min(numbers) <= 0:
+    return False
+  return "rate" in key or max(numbers) / min(numbers) >= 10
+
+
+def picture(results: list[dict], keys: list[str], out: pathlib.Path,
+            title: str) -> pathlib.Path:
+  """Val curves of every member, and the final val loss against each
+  swept value (members sharing the other values joined by a line)."""
+  from matplotlib.figure import Figure
+
+  all_keys = keys
+  keys = [k for k in keys if k != "seed"]  # seeds are repeats, not a setting
+  fig = Figure(figsize=(4.5 * (1 + len(keys)), 4.5), dpi=DPI)
+  axes = fig.subplots(1, 1 + len(keys), squeeze=False)[0]
+  for i, r in enumerate(results):
+    if r["curve"]:
+      steps, losses = zip(*r["curve"])
+      axes[0].plot(steps, losses, marker="o", ms=3, lw=1.2,
+                   color=f"C{i % 10}", label=r["name"])
+  axes[0].set(xlabel="step", ylabel="val loss (nats per token)",
+              title="validation loss")
+  axes[0].grid(alpha=0.3)
+  axes[0].legend(fontsize=6)
+  for ax, key in zip(axes[1:], keys):
+    values = sorted({repr(r["settings"][key]): r["settings"][key]
+                     for r in results}.values(), key=_sort_key)
+    log = _log_scale(key, values)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in values)
+    where = (lambda v: v) if numeric else values.index
+    others = [k for k in all_keys if k != key]
+    lines: dict[str, list] = {}
+    for r in results:
+      if r["final_val_loss"] is None or not math.isfinite(
+          r["final_val_loss"]):
+        continue
+      label = ", ".join(f"{k}={r['settings'][k]}" for k in others)
+      lines.setdefault(label, []).append((where(r["settings"][key]),
+                                          r["final_val_loss"]))
+    for j, (label, points) in enumerate(lines.items()):
+      xs, ys = zip(*sorted(points))
+      ax.plot(xs, ys, marker="o", color=f"C{j % 10}", label=label or None)
+    if log:
+      ax.set_xscale("log")
+    if not numeric:
+      ax.set_xticks(range(len(values)), [str(v) for v in values])
+    ax.set(xlabel=key, ylabel="final val loss", title=f"against {key}")
+    ax.grid(alpha=0.3)
+    if any(lines):
+      ax.legend(fontsize=6)
+  fig.suptitle(textwrap.fill(title, 30 * (1 + len(keys))), fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out)
+  return out
+
+
+def _sort_key(v):
+  return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+
+
+def write(members: list[grid.Member], workdir: pathlib.Path,
+          command: str) -> list[pathlib.Path]:
+  """results.json, results.md and sweep.png in `workdir`; their paths."""
+  results = [member_result(m) for m in members]
+  keys = list(members[0].values)
+  (workdir / RESULTS_JSON).write_text(json.dumps(
+      dict(command=command, members=results), indent=1) + "\n")
+  md = (f"# Sweep: {workdir.name}\n\n```\n{command}\n```\n\n"
+        + table(results, keys) + "\n\nBest and final val loss in nats per "
+        "token, bpc bits per character at the best step; wall: seconds "
+        "from the start of the member's group (the first group's: of the "
+        "command) to its last record, shared by the members of a group; "
+        "tokens/s: each member's training throughput.\n")
+  (workdir / RESULTS_MD).write_text(md)
+  png = picture(results, keys, workdir / PICTURE, command)
+  return [workdir / RESULTS_MD, workdir / RESULTS_JSON, png]
