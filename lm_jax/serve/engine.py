@@ -78,7 +78,7 @@ def pick(key: jax.Array, logits: jax.Array, temperature: jax.Array,
   values, so that rows with different options share one compiled step.
 
   Same steps on the same numbers: the same token for the same key
-  (tests/test_serve.py checks it against sample_logits).
+  (tests/serve/test_serve.py checks it against sample_logits).
   """
   V = logits.shape[-1]
   x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
