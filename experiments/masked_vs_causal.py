@@ -98,6 +98,8 @@ def main() -> None:
                       help="comma-separated names of RUNS")
   parser.add_argument("--parallel", action="store_true",
                       help="train the runs at once")
+  parser.add_argument("--report_only", action="store_true",
+                      help="train nothing: report the runs' last evaluations")
   parser.add_argument("--root", default="runs/masked_vs_causal")
   parser.add_argument("--out",
                       default="experiments/results/masked_vs_causal.md")
@@ -110,7 +112,8 @@ def main() -> None:
                  f"--config.train.num_steps={args.steps}", *RUNS[name][1]]
           for name in names if not (workdirs[name] / "metrics.jsonl").exists()
           or evals(workdirs[name])[-1]["step"] < args.steps}
-  train(todo, args.parallel)
+  if not args.report_only:
+    train(todo, args.parallel)
   rows, samples = [], []
   for name in names:
     last = evals(workdirs[name])[-1]
