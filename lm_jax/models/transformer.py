@@ -140,10 +140,11 @@ class CausalSelfAttention(nn.Module):
     """The textbook attention: all (T, T) weights at once, sown."""
     T, K = q.shape[2], q.shape[3]
     scores = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
-    scores = scores.astype(jnp.float32)
-    if self.causal:  # (the masked LM's encoder sees every position)
+    if self.causal:
       causal = jnp.tril(jnp.ones((T, T), dtype=bool))
-      scores = jnp.where(causal, scores, -jnp.inf)
+      scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+    else:  # the masked LM's encoder: every position sees every other
+      scores = scores.astype(jnp.float32)
     if past is not None:
       past_k, past_v, length = past  # (B,H,K,S), (B,H,S,K); valid: < length
       S = past_v.shape[2]
