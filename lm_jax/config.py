@@ -162,6 +162,22 @@ def pairs_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def masked_config() -> ml_collections.ConfigDict:
+  """base_config for a masked LM (lm_jax/models/mlm.py, the "masked" task).
+
+  The masking settings (lm_jax/data/masking.py) are in config.train.
+  """
+  c = base_config()
+  c.model.kind = "mlm"
+  c.model.attention = "dense"  # blocked attention is causal only
+  c.train.mask_scheme = "bert"  # or "diffusion": rate ~ U(0, 1] per row
+  c.train.mask_rate = 0.15  # bert: the share of positions chosen
+  c.train.mask_share = 0.8  # bert: chosen ones replaced by <mask>
+  c.train.random_share = 0.1  # bert: by a random token (the rest stay)
+  c.train.sample_tokens = 0  # a masked LM fills a held-out line instead
+  return c
+
+
 def smoke_pairs(c: ml_collections.ConfigDict) -> None:
   """`smoke_train` for a pairs config: the decoder's positions as seq_len,
   a few held-out pairs, a higher rate for 20 steps."""
@@ -289,6 +305,7 @@ def describe(config: ml_collections.ConfigDict, config_file: str = "") -> str:
   base_config and the config file (ml_collections keeps none itself)."""
   # pairs_config's own keys; base_config's comments win for shared ones.
   comments = key_comments(inspect.getsource(pairs_config)
+                          + inspect.getsource(masked_config)
                           + inspect.getsource(base_config))
   # A default's comment ('or "rope": ...') would contradict another value:
   # it is shown after the default it describes.

@@ -2,7 +2,8 @@
 models (an encoder-decoder masks PAD and starts its reply at BOS).
 
 Every tokenizer reserves id 0 for `<unk>`; one built for pairs reserves
-PAD, BOS and EOS too, at ids 1-3. The models need only the ids, the
+PAD, BOS and EOS too, at ids 1-3; one built for the masked task all four
+and MASK at id 4. The models need only the ids, the
 tokenizers also the strings; both import them from here, so that no model
 imports the tokenizer module.
 """
@@ -13,7 +14,9 @@ UNK_ID = 0
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 PAD_ID, BOS_ID, EOS_ID = 1, 2, 3
 SPECIALS = (UNK, PAD, BOS, EOS)
-# A masked model's blank: reserved by the byte-level BPE (lm_jax/data/bpe.py)
-# at the id after EOS.
+# A masked model's blank (lm_jax/tasks/masked.py): reserved by tokenizers
+# built for the masked task, and by every byte-level BPE
+# (lm_jax/data/bpe.py), at the id after EOS.
 MASK = "<mask>"
 MASK_ID = 4
+MASKED_SPECIALS = SPECIALS + (MASK,)

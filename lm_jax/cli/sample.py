@@ -29,6 +29,22 @@ _STOP = flags.DEFINE_string(
 _BEAM = flags.DEFINE_integer(
     "beam", 0, "An encoder-decoder: print the best reply of a beam search "
     "this wide (0: greedy or sampled, as --temperature says).", lower_bound=0)
+# A masked run (configs/char_mlm.py, lm_jax/tasks/masked.py).
+_FILL = flags.DEFINE_string(
+    "fill", None, "A masked run: text whose blanks (--blank) to fill, most "
+    "confident first; prints each blank's likeliest tokens.")
+_BLANK = flags.DEFINE_string("blank", "_", "A masked run: the marker of one "
+                             "hidden token in --fill text.")
+_ALL_AT_ONCE = flags.DEFINE_boolean(
+    "all_at_once", False, "A masked run: fill every blank in one step.")
+_UNMASK_STEPS = flags.DEFINE_integer(
+    "unmask_steps", 0, "A masked run: steps to reveal --max_new_tokens in "
+    "(0: one token per step).", lower_bound=0)
+_UNMASK_ORDER = flags.DEFINE_enum(
+    "unmask_order", "confidence", ["confidence", "random"], "A masked run: "
+    "reveal the likeliest tokens first, or random ones (masked diffusion).")
+_SHOW_STEPS = flags.DEFINE_boolean(
+    "show_steps", False, "A masked run: print the canvas after each step.")
 _INTERACTIVE = flags.DEFINE_boolean(
     "interactive", False, "A prompt loop: type a phrase, the model continues "
     "it; /help lists the commands.")
@@ -63,10 +79,22 @@ def sample_main() -> None:
   run = (modelfile.load_model(_MODEL.value) if _MODEL.value
          else rundir.load_run(_WORKDIR.value, _STEP.value))
   task = tasks.task_of(run.model)
+  if hasattr(task, "with_options"):  # a masked run: fill, unmask
+    task = task.with_options(tasks.masked.UnmaskOptions(
+        steps=_UNMASK_STEPS.value, order=_UNMASK_ORDER.value,
+        all_at_once=_ALL_AT_ONCE.value, show_steps=_SHOW_STEPS.value,
+        blank=_BLANK.value))
+  elif _FILL.value is not None:
+    raise UserError("--fill fills the blanks of a masked run (configs/"
+                    "char_mlm.py); this run's model continues text: use "
+                    "--prompt")
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:
     interactive.prompt_loop(task.responder(run, stop, _BEAM.value), options,
                             _SEED.value, task.does)
+    return
+  if _FILL.value is not None:
+    task.fill(run, _FILL.value, jax.random.key(_SEED.value))
     return
   if not _PROMPT.value:
     raise UserError("--prompt is empty: give at least one character")

@@ -99,10 +99,10 @@ class BPETokenizer:
          for s in self._bytes], dtype=np.int64)  # (V,)
 
   @classmethod
-  def build(cls, text: str, vocab_size: int = 8192,
-            specials: bool = False) -> "BPETokenizer":
-    """Trains on `text`, streamed in chunks; `specials` (pairs): they are
-    always reserved."""
+  def build(cls, text: str, vocab_size: int = 8192, specials: bool = False,
+            mask: bool = False) -> "BPETokenizer":
+    """Trains on `text`, streamed in chunks; `specials` (pairs) and `mask`
+    (the masked task): all five are always reserved."""
     del specials
     check_vocab_size(vocab_size)
     tok = hf.Tokenizer(hf.models.BPE())

@@ -3,7 +3,9 @@
 Every tokenizer reserves id 0 for `<unk>`, so text from outside the training
 vocabulary (a held-out play, a user's prompt) still maps to valid ids. One
 built for pairs (`specials=True`) reserves ids 1-3 for `<pad>`, `<bos>` and
-`<eos>` as well; none of them is ever read from text.
+`<eos>` as well; one built for the masked task (`mask=True`) those and
+`<mask>` at id 4. None of them is ever read from text; a tokenizer.json
+holds its vocabulary, specials included, so it loads as it was built.
 `encode(..., strict=True)` raises instead, naming the unknown symbols.
 
 Three kinds: `CharTokenizer` (every character of the training text),
@@ -32,11 +34,14 @@ from lm_jax.errors import UserError
 # A tokenizer built for pairs (`lm_jax.data.pairs`) has three more specials
 # after `<unk>`: the padding of a batch, and the start and end of a reply.
 from lm_jax.special_tokens import (  # noqa: F401 (the tokenizers' API)
-    BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, SPECIALS, UNK, UNK_ID)
+    BOS, BOS_ID, EOS, EOS_ID, MASK, MASK_ID, MASKED_SPECIALS, PAD, PAD_ID,
+    SPECIALS, UNK, UNK_ID)
 
 
-def _head(specials: bool) -> list[str]:
+def _head(specials: bool, mask: bool = False) -> list[str]:
   """The ids before the text's own tokens."""
+  if mask:
+    return list(MASKED_SPECIALS)
   return list(SPECIALS) if specials else [UNK]
 
 
@@ -72,8 +77,9 @@ class CharTokenizer:
     self._ids = {ch: i for i, ch in enumerate(self.vocab)}
 
   @classmethod
-  def build(cls, text: str, specials: bool = False) -> "CharTokenizer":
-    return cls(_head(specials) + sorted(set(text)))
+  def build(cls, text: str, specials: bool = False, mask: bool = False
+            ) -> "CharTokenizer":
+    return cls(_head(specials, mask) + sorted(set(text)))
 
   @property
   def vocab_size(self) -> int:
@@ -208,7 +214,7 @@ class WordTokenizer:
 
   @classmethod
   def build(cls, text: str, vocab_size: int = 8192, min_count: int = 1,
-            specials: bool = False) -> "WordTokenizer":
+            specials: bool = False, mask: bool = False) -> "WordTokenizer":
     if vocab_size < 2 or min_count < 1:
       raise UserError(
           f"config.data.vocab_size must be >= 2 and config.data.min_count >= "
@@ -216,7 +222,7 @@ class WordTokenizer:
     counts = collections.Counter(split_words(text))
     ranked = sorted((w for w, n in counts.items() if n >= min_count),
                     key=lambda w: (-counts[w], w))
-    head = _head(specials)
+    head = _head(specials, mask)
     return cls(head + ranked[:max(vocab_size - len(head), 0)])
 
   @property
@@ -284,19 +290,20 @@ TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer,
 
 
 def build_tokenizer(kind: str, text: str, specials: bool = False,
-                    **options) -> Tokenizer:
+                    mask: bool = False, **options) -> Tokenizer:
   """A new tokenizer of `kind` whose vocabulary comes from `text`.
 
   `options` may be all of `config.data`: each tokenizer takes only the fields
   named in its `options` (the word tokenizer: vocab_size, min_count; BPE:
   vocab_size).
-  `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them).
+  `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them);
+  `mask`: those and MASK_ID (the masked task; a BPE reserves all five).
   """
   if kind not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {kind!r}: set config.data.tokenizer "
                     f"to one of {sorted(TOKENIZERS)}")
   cls = TOKENIZERS[kind]
-  return cls.build(text, specials=specials,
+  return cls.build(text, specials=specials, mask=mask,
                    **{k: options[k] for k in cls.options if k in options})
 
 

@@ -1,7 +1,8 @@
 """Language models, chosen by `config.model.kind`.
 
 Every model implements `lm_jax.models.base.LanguageModel` (next token of a
-text) or `lm_jax.models.seq2seq.Seq2SeqModel` (a reply to a prompt); this
+text; `lm_jax.models.mlm.MaskedLM` the hidden tokens of one) or
+`lm_jax.models.seq2seq.Seq2SeqModel` (a reply to a prompt); this
 registry is the one place that reads `config.model.kind`.
 """
 
@@ -14,12 +15,13 @@ from lm_jax.models.base import ConfigError, Model
 from lm_jax.models.gru import GRULM
 from lm_jax.models.lstm import LSTMLM
 from lm_jax.models.lstm_s2s import LSTMSeq2Seq
+from lm_jax.models.mlm import MaskedLM
 from lm_jax.models.transformer import TransformerLM
 from lm_jax.models.transformer_s2s import TransformerSeq2Seq
 
 MODELS: dict[str, type[Model]] = {
     cls.kind: cls for cls in (TransformerLM, LSTMLM, GRULM,
-                              TransformerSeq2Seq, LSTMSeq2Seq)}
+                              TransformerSeq2Seq, LSTMSeq2Seq, MaskedLM)}
 
 
 def model_class(kind: str) -> type[Model]:

@@ -78,7 +78,8 @@ class TransformerSettings:
 
 
 class CausalSelfAttention(nn.Module):
-  """Multi-head self-attention where position t sees positions <= t.
+  """Multi-head self-attention where position t sees positions <= t (or,
+  with `causal` False, every position: the masked LM's encoder, dense only).
 
   With `past` (keys and values of earlier positions, and how many are
   valid), the chunk `x` continues that text: it attends to the valid past
@@ -97,6 +98,7 @@ class CausalSelfAttention(nn.Module):
   s: TransformerSettings
   residual_std: float
   deterministic: bool
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -117,13 +119,13 @@ class CausalSelfAttention(nn.Module):
       positions = (0 if past is None else past[2]) + jnp.arange(T)
       q, k = recipe.rotary(q, positions), recipe.rotary(k, positions)
     q, k = q.astype(dtype), k.astype(dtype)
-    if s.attention == "blocked" and past is None:
+    if s.attention == "blocked" and past is None and self.causal:
       drop = s.dropout > 0 and not self.deterministic
       y = blocked_causal_attention(
           q, k, v, tile=s.attention_tile,
           dropout_rate=s.dropout if drop else 0.0,
           dropout_rng=self.make_rng("dropout") if drop else None)
-    elif s.attention == "blocked":  # decoding: inference, no dropout
+    elif s.attention == "blocked" and self.causal:  # decoding: no dropout
       y = attention_with_past(q, k, v, *past, tile=s.attention_tile)
     else:
       y = self.dense(q, k, v, past)
@@ -138,8 +140,11 @@ class CausalSelfAttention(nn.Module):
     """The textbook attention: all (T, T) weights at once, sown."""
     T, K = q.shape[2], q.shape[3]
     scores = jnp.einsum("bhqk,bhtk->bhqt", q, k) / math.sqrt(K)  # (B, H, T, T)
-    causal = jnp.tril(jnp.ones((T, T), dtype=bool))
-    scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+    if self.causal:
+      causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+      scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
+    else:  # the masked LM's encoder: every position sees every other
+      scores = scores.astype(jnp.float32)
     if past is not None:
       past_k, past_v, length = past  # (B,H,K,S), (B,H,S,K); valid: < length
       S = past_v.shape[2]
@@ -185,6 +190,7 @@ class Block(nn.Module):
   """
   s: TransformerSettings
   deterministic: bool
+  causal: bool = True  # False: every position sees all (lm_jax/models/mlm.py)
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -192,8 +198,8 @@ class Block(nn.Module):
     drop = lambda y: (nn.Dropout(s.dropout)(y, self.deterministic)
                       if s.dropout > 0 else y)
     h, kv = CausalSelfAttention(s, s.residual_std, self.deterministic,
-                                name="attn")(recipe.norm(s.norm, "ln1")(x),
-                                             past)
+                                self.causal, name="attn")(
+                                    recipe.norm(s.norm, "ln1")(x), past)
     x = x + drop(h)
     x = x + drop(MLP(s, s.residual_std, name="mlp")(
         recipe.norm(s.norm, "ln2")(x)))
@@ -223,6 +229,7 @@ class TransformerLM(LanguageModel):
   kind: ClassVar[str] = "transformer"
   flops_formula: ClassVar[str] = "6N + 12LTD"
   Settings: ClassVar[type] = TransformerSettings
+  causal: ClassVar[bool] = True  # False: the masked LM's encoder (mlm.py)
 
   settings: TransformerSettings
 
@@ -386,12 +393,14 @@ class TransformerLM(LanguageModel):
       blocks = nn.scan(wrap(ScanBlock), variable_axes={"params": 0},
                        split_rngs={"params": True, "dropout": True},
                        in_axes=(0, nn.broadcast), length=s.num_layers)
-      x, (k, v) = blocks(s, not train, name="blocks")(x, past, start)
+      x, (k, v) = blocks(s, not train, self.causal, name="blocks")(
+          x, past, start)
     else:
       kvs = []
       for i in range(s.num_layers):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
-        x, kv = wrap(Block)(s, not train, name=f"block_{i}")(x, layer_past)
+        x, kv = wrap(Block)(s, not train, self.causal, name=f"block_{i}")(
+            x, layer_past)
         kvs.append(kv)
       k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
     x = recipe.norm(s.norm, "ln_f")(x)

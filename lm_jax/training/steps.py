@@ -24,7 +24,7 @@ import ml_collections
 import optax
 from flax import struct
 
-from lm_jax.data import pairs, windows
+from lm_jax.data import masking, pairs, windows
 from lm_jax.training import losses
 from lm_jax.training.optimizers import make_optimizer
 
@@ -82,15 +82,23 @@ def all_finite(tree) -> jax.Array:
 
 class Objective(NamedTuple):
   """What a train step reads for a task (`Model.task`); the loss is
-  `losses.cross_entropy` with the objective's target weights."""
-  get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, targets)
-  weights: Callable  # targets -> their weights, or None: all count 1
+  `losses.cross_entropy` with the objective's target weights.
+
+  The labels a batch draws are the target ids (text, pairs) or a pytree
+  holding them and their weights (masked: the masking drew both).
+  """
+  get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, labels)
+  weights: Callable  # labels -> the targets' weights, or None: all count 1
+  targets: Callable = lambda labels: labels  # labels -> the target ids
 
 
 # Text: windows of the token array, every target counts. Pairs: random
-# (prompt, reply) rows, PAD targets weigh nothing.
+# (prompt, reply) rows, PAD targets weigh nothing. Masked: windows with
+# some tokens hidden, the masking scheme's weights (lm_jax/data/masking.py).
 OBJECTIVES = {"text": Objective(windows.get_batch, lambda targets: None),
-              "pairs": Objective(pairs.get_batch, pairs.target_weights)}
+              "pairs": Objective(pairs.get_batch, pairs.target_weights),
+              "masked": Objective(masking.get_batch, lambda y: y[1],
+                                  lambda y: y[0])}
 
 
 def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
@@ -106,8 +114,9 @@ def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
   logits, carry = model.apply(
       {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
       rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
-  loss = losses.cross_entropy(logits, y, OBJECTIVES[model.task].weights(y),
-                              z_loss)
+  objective = OBJECTIVES[model.task]
+  loss = losses.cross_entropy(logits, objective.targets(y),
+                              objective.weights(y), z_loss)
   return loss, jax.lax.stop_gradient(carry)
 
 
@@ -125,7 +134,7 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
                                has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, model, x, y, dropout_key, carry)
-  B, A = y.shape[0], grad_accum_steps
+  B, A = jax.tree.leaves(y)[0].shape[0], grad_accum_steps
   # Micro-batch i takes rows i, i + A, i + 2A, ...: with the batch split
   # across devices, every device then holds part of every micro-batch.
   micro = lambda a: a.reshape(B // A, A, *a.shape[1:]).swapaxes(0, 1)
@@ -140,7 +149,8 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
 
   zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
   total, carries = jax.lax.scan(add, zeros, (
-      jnp.arange(grad_accum_steps), jax.tree.map(micro, x), micro(y),
+      jnp.arange(grad_accum_steps), jax.tree.map(micro, x),
+      jax.tree.map(micro, y),
       jax.tree.map(micro, carry)))
   loss, grads = jax.tree.map(lambda t: t / grad_accum_steps, total)
   return (loss, jax.tree.map(unmicro, carries)), grads

@@ -1,0 +1,304 @@
+"""The "masked" task: name the tokens a text hides (masked language models,
+lm_jax/models/mlm.py); fill blanks and generate by unmasking.
+
+Training hides tokens of random windows on device (lm_jax/data/masking.py:
+config.train.mask_scheme "bert" or "diffusion"). Evaluation hides the same
+tokens of the same held-out windows every time and reports the loss over
+the hidden tokens (nats, bits per character), how often the likeliest
+token (top-1) or one of the five likeliest (top-5) is right, and for
+"diffusion" the bound on nats per token (val_loss, comparable with a
+causal model's); then fills a held-out line's blanks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm_jax.data import corpus, masking, tokenizers, windows
+from lm_jax.errors import UserError
+from lm_jax.generation import interactive, sampling, unmask
+from lm_jax.runs import rundir
+from lm_jax.special_tokens import MASK, MASK_ID
+from lm_jax.tasks.base import Loaded
+from lm_jax.training import losses
+
+EVAL_KEY = 1234  # the held-out masking: the same at every evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskOptions:
+  """How `lm-jax-sample` fills and unmasks (its flags)."""
+  steps: int = 0  # generating: steps to reveal N tokens in; 0: N
+  order: str = "confidence"  # or "random" (masked diffusion's order)
+  all_at_once: bool = False  # --fill: every blank in one step
+  show_steps: bool = False  # print the canvas after each step
+  blank: str = "_"  # in --fill text: one hidden token per marker
+  top: int = 5  # candidates printed per blank
+
+  def __post_init__(self):
+    if not self.blank:
+      raise UserError("--blank is empty: give the marker of a hidden token, "
+                      "e.g. --blank=_")
+
+
+def check_settings(train) -> None:
+  """Refuses masking settings that cannot work (before anything is written)."""
+  if train.get("mask_scheme") not in masking.SCHEMES:
+    raise UserError(
+        f"config.train.mask_scheme must be one of {masking.SCHEMES}, got "
+        f"{train.get('mask_scheme')!r}; start from configs/char_mlm.py")
+  if not 0 < train.mask_rate <= 1:
+    raise UserError(f"config.train.mask_rate must be in (0, 1], got "
+                    f"{train.mask_rate}")
+  shares = (train.mask_share, train.random_share)
+  if min(shares) < 0 or sum(shares) > 1:
+    raise UserError(
+        f"config.train.mask_share and random_share must be >= 0 and sum to "
+        f"at most 1 (the rest stay as they are), got {shares}")
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def masked_scores(params, model, inputs, targets, weights, lengths) -> dict:
+  """Sums over a batch's hidden positions (weight > 0): nats, top-1 and
+  top-5 right, characters; and the weighted nats (the diffusion bound)."""
+  logits = model.apply({"params": params}, inputs)  # (B, T, V)
+  nats = losses.token_nats(logits, targets)  # (B, T)
+  hidden = weights > 0
+  top5 = jax.lax.top_k(logits, 5)[1]  # (B, T, 5)
+  right5 = (top5 == targets[..., None]).any(-1)
+  return dict(nats=(nats * hidden).sum(), hidden=hidden.sum(),
+              right=((top5[..., 0] == targets) & hidden).sum(),
+              right5=(right5 & hidden).sum(),
+              chars=(lengths[targets] * hidden).sum(),
+              bound=(nats * weights).sum())
+
+
+def blank_line(lines: list[str], tokenizer, seq_len: int
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+  """A held-out line to fill at each evaluation, and the positions to
+  blank in it (15%, at least 2, fixed): the first line of 8 (words) or 24
+  (characters) tokens up to `seq_len`."""
+  shortest = 8 if tokenizer.kind == "word" else 24
+  for line in lines:
+    ids = tokenizer.encode(line)
+    if shortest <= len(ids) <= seq_len:
+      rng = np.random.default_rng(0)
+      k = max(2, round(0.15 * len(ids)))
+      return ids, np.sort(rng.choice(len(ids), k, replace=False))
+  return None
+
+
+def show(tokenizer, ids, blank: str = "_") -> str:
+  """Text of ids with each `<mask>` shown as `blank`."""
+  return tokenizer.decode(ids).replace(MASK, blank)
+
+
+class MaskedTask:
+  """Masked-token loss, accuracy and the diffusion bound; blanks filled."""
+  does = "fills its blanks (_), or continues it by unmasking"
+  example_prompt = "ROMEO:"  # continued by unmasking (--fill: blanks)
+  example_fill = "To be, or not to __, that is the question"
+
+  def __init__(self, options: UnmaskOptions = UnmaskOptions()):
+    self.options = options
+
+  def with_options(self, options: UnmaskOptions) -> "MaskedTask":
+    return MaskedTask(options)
+
+  def load(self, config, workdir: pathlib.Path) -> Loaded:
+    """Corpus -> tokenizer (with `<mask>`) -> ids; held-out windows masked
+    once (`EVAL_KEY`)."""
+    t = config.train
+    check_settings(t)
+    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                              tuple(config.data.val_plays))
+    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
+                                           mask=True, **config.data)
+    rundir.check_resumable(workdir, config, tokenizer)
+    train_ids = tokenizer.encode(text.train)
+    val_ids = tokenizer.encode(text.val)
+    need = windows.min_tokens(t.batch_size, t.seq_len)
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+      if len(ids) < need:
+        raise UserError(
+            f"the {name} text has {len(ids)} tokens, fewer than one batch "
+            f"needs ({t.batch_size} x {t.seq_len} + 1 = {need}); use a "
+            "longer text or lower config.train.batch_size / seq_len")
+    scheme = masking.MaskScheme.from_config(t, tokenizer.vocab_size)
+    val_x = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
+                                 t.eval_tokens)[0]  # (N, B, T)
+    mask = jax.jit(functools.partial(masking.mask_tokens, scheme=scheme))
+    batches = [jax.device_get(mask(jax.random.fold_in(
+        jax.random.key(EVAL_KEY), i), x, np.ones(x.shape, bool)))
+        for i, x in enumerate(val_x)]
+    val = dict(batches=batches, lengths=tokenizer.token_lengths(),
+               line=blank_line(text.val.splitlines(), tokenizer, t.seq_len),
+               scheme=t.mask_scheme)
+    line = (f"corpus: {text.source}: {len(train_ids):,} train / "
+            f"{len(val_ids):,} val tokens, vocab {tokenizer.vocab_size}; "
+            f"masking: {describe(t)}")
+    return (Loaded(tokenizer, masking.MaskedData(train_ids, scheme), val,
+                   (line,)))
+
+  def evaluate(self, params, model, loaded: Loaded, step: int, config
+               ) -> tuple[dict, list[str], dict[str, str]]:
+    """Loss over the hidden tokens (nats, bits per character), top-1 and
+    top-5 accuracy; "diffusion": the bound (val_loss, nats per token). A
+    held-out line with blanks, filled most confident first."""
+    val, tokenizer = loaded.val, loaded.tokenizer
+    sums = {}
+    for inputs, targets, weights in val["batches"]:
+      for k, v in masked_scores(params, model, inputs, targets, weights,
+                                val["lengths"]).items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+    tokens = sum(b[1].size for b in val["batches"])
+    masked_loss = sums["nats"] / sums["hidden"]
+    record = dict(step=step, val_masked_loss=masked_loss,
+                  val_masked_bpc=sums["nats"] / (sums["chars"] * math.log(2)),
+                  val_acc=sums["right"] / sums["hidden"],
+                  val_top5=sums["right5"] / sums["hidden"])
+    line = (f"eval step {step} | masked loss {masked_loss:.4f} nats "
+            f"({record['val_masked_bpc']:.4f} bpc) | acc "
+            f"{record['val_acc']:.2%} top-5 {record['val_top5']:.2%}")
+    if val["scheme"] == "diffusion":
+      record["val_bound"] = sums["bound"] / tokens
+      record["val_loss"] = record["val_bound"]
+      chars = sum(val["lengths"][b[1]].sum() for b in val["batches"])
+      record["val_bpc"] = sums["bound"] / (chars * math.log(2))
+      line += (f" | bound {record['val_bound']:.4f} nats/token "
+               f"({record['val_bpc']:.4f} bpc)")
+    else:  # the loss over the chosen tokens (no bound on the text's)
+      record["val_loss"] = masked_loss
+      record["val_bpc"] = record["val_masked_bpc"]
+    texts = {}
+    if val["line"] is not None:
+      ids, blanks = val["line"]
+      hidden = ids.copy()
+      hidden[blanks] = MASK_ID
+      out = unmask.unmask(params, model, jnp.asarray(hidden),
+                          jax.random.key(step), len(blanks))
+      texts["fill"] = (f"{show(tokenizer, hidden)}\n"
+                       f"{tokenizer.decode(np.asarray(out.tokens))}")
+    return record, [line], texts
+
+  def encode_blanks(self, tokenizer, text: str, context: int
+                    ) -> tuple[np.ndarray, str | None]:
+    """Ids of `text` with MASK_ID for each blank marker; a notice naming
+    words read as `<unk>`. UserError: no blank, too long, unknown
+    characters."""
+    marker = self.options.blank
+    pieces = text.split(marker)
+    if len(pieces) < 2:
+      raise UserError(f"--fill text has no blank: mark each hidden token "
+                      f"with {marker!r} (--blank), e.g. "
+                      f"--fill={self.example_fill!r}")
+    parts = []
+    for i, piece in enumerate(pieces):
+      if i:
+        parts.append(np.array([MASK_ID], np.int32))
+      parts.append(tokenizer.encode(piece, strict=tokenizer.strict_prompts))
+    ids = np.concatenate(parts).astype(np.int32)
+    if len(ids) > context:
+      raise UserError(
+          f"--fill text is {len(ids)} tokens ({len(pieces) - 1} blanks), "
+          f"more than the model's context ({context}); shorten it")
+    missing = tokenizer.unknown("".join(pieces))
+    notice = (f"not in the model's vocabulary, read as {tokenizers.UNK}: "
+              f"{', '.join(repr(w) for w in missing)}") if missing else None
+    return ids, notice
+
+  def fill(self, run: rundir.Run, text: str, key: jax.Array) -> None:
+    """Prints `text` with its blanks filled (greedy; most confident first,
+    or all at once) and each blank's likeliest tokens."""
+    tokenizer, o = run.tokenizer, self.options
+    ids, notice = self.encode_blanks(tokenizer, text,
+                                     run.model.context_length)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    blanks = np.flatnonzero(ids == MASK_ID)
+    steps = 1 if o.all_at_once else len(blanks)
+    out = unmask.unmask(run.params, run.model, jnp.asarray(ids), key, steps,
+                        top=min(o.top, tokenizer.vocab_size))
+    if o.show_steps:
+      for s, canvas in enumerate(np.asarray(out.canvases)):
+        print(f"step {s + 1}: {show(tokenizer, canvas, o.blank)}")
+    print(tokenizer.decode(np.asarray(out.tokens)))
+    top_ids, top_probs = np.asarray(out.top_ids), np.asarray(out.top_probs)
+    at = np.asarray(out.revealed_at)
+    for n, pos in enumerate(blanks):
+      cands = " | ".join(f"{tokenizer.decode([i])!r} {p:.3f}"
+                         for i, p in zip(top_ids[pos], top_probs[pos]))
+      print(f"blank {n + 1} (token {pos}, step {at[pos] + 1}): {cands}")
+
+  def generate(self, run: rundir.Run, ids: np.ndarray, key: jax.Array,
+               options: sampling.SamplingOptions) -> str:
+    """`ids` and N = options.max_new_tokens tokens after them, revealed
+    in `steps` steps (0: N); returns the text of the new tokens."""
+    o, tokenizer = self.options, run.tokenizer
+    context = run.model.context_length
+    n = options.max_new_tokens
+    if n >= context:
+      print(f"note: {n} new tokens cut to {context // 2}: a masked model "
+            f"generates within its context ({context} tokens)",
+            file=sys.stderr)
+      n = context // 2
+    ids = ids[-(context - n):]
+    canvas = np.concatenate([ids, np.full(n, MASK_ID, np.int32)])
+    steps = o.steps or n
+    out = unmask.unmask(run.params, run.model, jnp.asarray(canvas), key,
+                        steps, o.order, options, top=1)
+    if o.show_steps:
+      for s, c in enumerate(np.asarray(out.canvases)):
+        print(f"---------- step {s + 1}/{steps} ----------")
+        print(show(tokenizer, c, o.blank))
+      print("---------- text ----------")
+    return tokenizer.decode(np.asarray(out.tokens)[len(ids):])
+
+  def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
+             options: sampling.SamplingOptions, num_samples: int,
+             stop: str, beam: int = 0) -> None:
+    """Prints the prompt and N tokens generated after it by unmasking."""
+    if beam:
+      raise UserError("--beam searches an encoder-decoder's best reply; a "
+                      "masked model unmasks: drop --beam (see "
+                      "--unmask_steps)")
+    tokenizer = run.tokenizer
+    ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    for i in range(num_samples):
+      if num_samples > 1:
+        print(f"---------- sample {i + 1} ----------")
+      text = self.generate(run, ids, jax.random.fold_in(key, i), options)
+      if stop and stop in text:
+        text = text[:text.index(stop)]
+      print(tokenizer.decode(ids) + text)
+
+  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+    """A line with blanks is filled; any other is continued by unmasking."""
+
+    def respond(line: str, options: sampling.SamplingOptions, key) -> None:
+      if self.options.blank in line:
+        self.fill(run, line, key)
+      else:
+        self.sample(run, line, key, options, 1, stop)
+
+    return respond
+
+
+def describe(train) -> str:
+  """The masking settings, in words."""
+  if train.mask_scheme == "diffusion":
+    return ("diffusion (rate ~ U(0, 1] per row, all <mask>, loss weighted "
+            "1/rate)")
+  keep = 1 - train.mask_share - train.random_share
+  return (f"bert ({train.mask_rate:.0%} chosen: {train.mask_share:.0%} "
+          f"<mask>, {train.random_share:.0%} random, {keep:.0%} kept)")
