@@ -176,6 +176,7 @@ def smoke(command: str, trained: set[str]) -> str:
   return shlex.join(words)
 
 
+@pytest.mark.slow
 def test_the_cheap_commands_of_the_docs_run(tmp_path):
   """Trainings first (the other commands read their run directories)."""
   listed = [(doc, n, c) for doc in DOCS for n, c in fenced_commands(doc)

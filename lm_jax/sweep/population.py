@@ -206,7 +206,7 @@ def train_group(group: Group, hold: contextlib.ExitStack,
   line (losses: each member's last; steps_per_s None before it is timed).
   Raises preemption.Interrupted after saving every member on a signal.
   """
-  config, t = group.config, group.config.train
+  t = group.config.train
   tokenizer = group.loaded.tokenizer
   for spec in group.members:
     rundir.prepare(spec.workdir)

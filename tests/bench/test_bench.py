@@ -38,6 +38,7 @@ def test_flops_count_matches_the_model_matrices(smoke_config):
                                 rel=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrent,sequential", [(False, False), (True, True)])
 def test_measure_times_every_worker_and_writes_a_table(concurrent, sequential):
   """The driver and its worker processes, end to end on a tiny model."""

@@ -131,6 +131,7 @@ SAMPLE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", TRAIN_CASES)
 def test_bad_training_input(case, inputs, tmp_path):
   flags, message = TRAIN_CASES[case]
@@ -164,6 +165,7 @@ def test_unwritable_workdir(inputs):
                         "directory; pass a writable --workdir\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SAMPLE_CASES)
 def test_bad_sampling_input(case, inputs):
   flags, message = SAMPLE_CASES[case]

@@ -29,6 +29,10 @@ from lm_jax import outputs
 from lm_jax.errors import UserError
 from lm_jax.runs import modelfile
 
+# Commands, trained runs or a live server in every test: the full suite
+# only (`pytest -m "not slow"` is the quick subset).
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 300
 ROOT = os.geteuid() == 0  # root writes through a read-only mode bit
 

@@ -74,6 +74,7 @@ def _note(workdir, bad: int, used: int) -> re.Pattern:
                     rf"{used}\n")
 
 
+@pytest.mark.slow
 def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
                                                                tmp_path):
   workdir = tmp_path / "run"
@@ -112,6 +113,7 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
     assert (workdir / rundir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--config.data.tokenizer=word", "--config.data.min_count=100000000"],
      "the vocabulary holds only <unk>: no token of the training text occurs "
@@ -131,6 +133,7 @@ def test_vocabulary_and_sample_prompt_are_checked_first(flags, message,
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_damaged_best_checkpoint_falls_back_for_sample(two_kept, tmp_path):
   workdir = tmp_path / "damaged"
   shutil.copytree(two_kept, workdir)
@@ -140,6 +143,7 @@ def test_damaged_best_checkpoint_falls_back_for_sample(two_kept, tmp_path):
   assert _note(workdir, 4, 6).fullmatch(sample.stderr), sample.stderr
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
                                                          tmp_path):
   workdir = tmp_path / "damaged"
@@ -155,6 +159,7 @@ def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
   assert {"6", "6.damaged"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("truncated", "the checkpoint {w}/checkpoints/4 cannot be read "
      "(Encountered error while reading array index"),
@@ -183,6 +188,7 @@ def test_damaged_run_directory_is_one_line_for_sample(damage, message,
   assert out.stderr.startswith("error: " + message.format(w=workdir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--config.train.learning_rate=nan",
      "config.train.learning_rate is nan; set --config.train.learning_rate "
@@ -204,6 +210,7 @@ def test_nonfinite_setting_is_refused_before_any_write(flag, message,
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--temperature=nan", "--temperature must be a finite number, got nan"),
     ("--temperature=inf", "--temperature must be a finite number, got inf"),

@@ -1,10 +1,13 @@
 """lm-jax-train then lm-jax-sample from the command line."""
 
+import pytest
+
 from lm_jax.cli import process
 
 from conftest import run_module
 
 
+@pytest.mark.slow
 def test_command_line_train_and_sample(tmp_path, text_file):
   workdir = tmp_path / "cli"
   run = run_module

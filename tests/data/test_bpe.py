@@ -21,6 +21,10 @@ from lm_jax.special_tokens import MASK_ID
 
 from conftest import run_module
 
+# Commands, trained runs or a live server in every test: the full suite
+# only (`pytest -m "not slow"` is the quick subset).
+pytestmark = pytest.mark.slow
+
 # Several scripts, split characters to come: accents, a dash, CJK.
 TEXT = "".join(f"ROMEO {i}: café, naïve — 中文 the quick brown fox.\n"
                f"JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\n"

@@ -74,6 +74,7 @@ def _as_tuple(row: np.ndarray) -> tuple[int, ...]:
   return tuple(row[:row.index(EOS_ID) + 1] if EOS_ID in row else row)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(MODELS))
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_wide_beam_equals_brute_force(kind, length_penalty):
@@ -114,6 +115,7 @@ def _greedy(params, model, src) -> list[tuple[int, ...]]:
   return [_as_tuple(row) for row in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_width_one_is_greedy(kind):
   params, model = _params(kind), MODELS[kind]

@@ -42,6 +42,7 @@ def _prompt(length, batch=2):
   return jax.random.randint(jax.random.key(length), (batch, length), 0, V)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_extend_equals_full_pass(smoke_config, scan, dtype):
@@ -62,6 +63,7 @@ def test_extend_equals_full_pass(smoke_config, scan, dtype):
                              atol=1e-5 if dtype == "float32" else 1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt_len", [5, 32, 45])  # <, = and > max_len
 def test_cached_greedy_equals_full_recomputation(smoke_config, prompt_len):
   model, params = _model_and_params(smoke_config)
@@ -74,6 +76,7 @@ def test_cached_greedy_equals_full_recomputation(smoke_config, prompt_len):
   assert len(np.unique(cached)) > 1  # not one token repeated
 
 
+@pytest.mark.slow
 def test_sliding_rule(smoke_config):
   """Each token comes from the context the module docstring defines."""
   model, params = _model_and_params(smoke_config)
@@ -94,6 +97,7 @@ def test_sliding_rule(smoke_config):
   np.testing.assert_array_equal(got, seq[40:])
 
 
+@pytest.mark.slow
 def test_scanned_model_decodes_the_same(smoke_config):
   loop, params = _model_and_params(smoke_config.copy_and_resolve_references())
   from lm_jax.models.transformer import stack_layers
@@ -105,6 +109,7 @@ def test_scanned_model_decodes_the_same(smoke_config):
       sampling.generate(params, loop, prompt, key, GREEDY))
 
 
+@pytest.mark.slow
 def test_sampling_same_key_same_tokens_streamed_or_not(smoke_config):
   model, params = _model_and_params(smoke_config)
   options = SamplingOptions(max_new_tokens=50, temperature=1.0, top_k=5)
@@ -225,6 +230,7 @@ def _sample(workdir, *flags, stdin=None):
       cwd=REPO, input=stdin, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_interactive_loop_through_stdin(smoke_run):
   stdin = "/temp 0\nLINE\n/len 5\nLI~NE\n/bogus\n\nLINE\n/quit\nLINE\n"
   out = _sample(smoke_run, "--interactive", "--max_new_tokens=20", stdin=stdin)
@@ -241,6 +247,7 @@ def test_interactive_loop_through_stdin(smoke_run):
   assert len(long) == 4 + 20 and len(short) == 4 + 5 and long.startswith(short)
 
 
+@pytest.mark.slow
 def test_command_line_stop_and_seed(smoke_run):
   args = ("--prompt=LINE", "--max_new_tokens=60", "--seed=3", "--top_p=0.9")
   out = _sample(smoke_run, *args)

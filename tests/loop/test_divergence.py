@@ -63,6 +63,7 @@ def _train_args(text_file, workdir, **train) -> list[str]:
           *(f"--config.train.{k}={v}" for k, v in train.items())]
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_at_its_step_keeping_the_last_good_checkpoint(
     tmp_path, text_file, smoke_config, poisoned_loss):
   config = _config(smoke_config, text_file, num_steps=40, eval_every=2,
@@ -83,6 +84,7 @@ def test_nonfinite_loss_stops_at_its_step_keeping_the_last_good_checkpoint(
   assert bool(steps.all_finite(_params(tmp_path / "run", kept)))
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_skips_and_counts(tmp_path, text_file, smoke_config,
                                          poisoned_loss):
   config = _config(smoke_config, text_file, num_steps=24, eval_every=24,
@@ -99,6 +101,7 @@ def test_skip_nonfinite_skips_and_counts(tmp_path, text_file, smoke_config,
                      for r in records if "skipped_steps" in r]
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_stops_the_command_cleanly(tmp_path, text_file,
                                                       smoke_config):
   workdir = tmp_path / "run"

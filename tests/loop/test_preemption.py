@@ -79,6 +79,7 @@ def _assert_same(a, b):
 TMP_GLOB = "*.orbax-checkpoint-tmp*"
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_the_resumed_run_is_bitwise_exact(
     tmp_path, text_file, smoke_config):
   """SIGINT, then the printed command, then SIGTERM: two real restarts that
@@ -131,6 +132,7 @@ def test_first_signal_asks_to_stop_and_the_second_acts_at_once():
   assert signal.getsignal(signal.SIGINT) is previous
 
 
+@pytest.mark.slow
 def test_second_sigint_leaves_the_last_checkpoint_intact(
     tmp_path, text_file, smoke_config):
   workdir = tmp_path / "run"
@@ -151,6 +153,7 @@ def test_second_sigint_leaves_the_last_checkpoint_intact(
   assert not list((workdir / "checkpoints").glob(TMP_GLOB))
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_save(tmp_path, text_file, smoke_config,
                                         capsys):
   workdir = tmp_path / "run"

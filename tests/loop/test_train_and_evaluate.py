@@ -15,6 +15,7 @@ def _config(smoke_config, text_file, **train):
   return smoke_config
 
 
+@pytest.mark.slow
 def test_train_resume_and_files(smoke_config, text_file, tmp_path):
   workdir = tmp_path / "run"
   config = _config(smoke_config, text_file, num_steps=20, sample_tokens=0)
@@ -43,6 +44,7 @@ def test_train_resume_and_files(smoke_config, text_file, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_loss_decreases(smoke_config, text_file, tmp_path):
   config = _config(smoke_config, text_file, num_steps=60, eval_every=60,
                    log_every=20, sample_tokens=0, learning_rate=3e-3)

@@ -25,6 +25,7 @@ def unicode_file(tmp_path):
   return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", CONFIGS)
 def test_train_and_sample_with_unknown_word(module, unicode_file, tmp_path):
   config = module.get_config("smoke")

@@ -35,6 +35,7 @@ def _qkvw(T, B=2, H=3, K=8):
   return [jax.random.normal(jax.random.key(i), (B, H, T, K)) for i in range(4)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", [64, 50, 5])  # multiple of the tile or not
 def test_blocked_equals_dense(T):
   q, k, v, w = _qkvw(T)
@@ -46,6 +47,7 @@ def test_blocked_equals_dense(T):
     np.testing.assert_allclose(got, want, **TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", [64, 50])  # multiple of the tile or not
 def test_blocked_dropout_equals_dense_with_the_same_mask(T):
   q, k, v, w = _qkvw(T)
@@ -125,6 +127,7 @@ def _models(config, **overrides):
   return dense_model, dense_model.with_settings(attention="blocked")
 
 
+@pytest.mark.slow
 def test_model_logits_and_grads_equal(smoke_config):
   """21 positions: two tiles of 8 and a padded third."""
   dense_model, blocked_model = _models(smoke_config)
@@ -175,6 +178,7 @@ def test_config_refuses_bad_settings(smoke_config):
     validate(smoke_config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_blocked_model_trains_with_dropout(smoke_config, monkeypatch,
                                            scan_layers):

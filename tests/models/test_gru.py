@@ -34,6 +34,7 @@ def _tokens(seed=1, shape=(B, T)):
   return jax.random.randint(jax.random.key(seed), shape, 0, V)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(B, T), (40, 9)])  # (40, 9): no table
 def test_equals_torch_gru(model, params, shape):
   torch = pytest.importorskip("torch")
@@ -72,6 +73,7 @@ def test_extend_equals_the_full_sequence(model, params):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stateful_greedy_equals_rerunning_the_sequence(model, params):
   assert model.context_length is None  # the state carries, no window
   prompt = _tokens(seed=6, shape=(2, 5))
@@ -108,6 +110,7 @@ def test_validate_checks_gru_fields():
     config_lib.validate(config)
 
 
+@pytest.mark.slow
 def test_tbptt_trains_through_the_shared_carry(text_file, tmp_path):
   """Truncated BPTT needs nothing GRU-specific: the carry is the model's
   decoding state; a run stopped and resumed equals one straight run."""

@@ -52,6 +52,7 @@ def test_scan_equals_python_loop_over_the_cell(model, params):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hand_written_backward_equals_autodiff():
   """Gradients w.r.t. kernel, inputs and initial carry, with cotangents on
   every output (the hs and the final carry)."""
@@ -104,6 +105,7 @@ def test_layer_backward_equals_autodiff():
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(ours))
 
 
+@pytest.mark.slow
 def test_embedding_table_equals_embedding_lookup():
   """The first layer's projected-vocabulary table (V < T * B) gives the
   outputs and gradients of projecting the looked-up embeddings."""
@@ -169,6 +171,7 @@ def test_extend_equals_the_full_sequence(model, params):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stateful_greedy_equals_rerunning_the_sequence(model, params):
   prompt = _tokens(seed=6, shape=(2, 5))
   options = sampling.SamplingOptions(max_new_tokens=12, temperature=0)
@@ -205,6 +208,7 @@ def test_validate_checks_lstm_fields():
     config_lib.validate(tf)
 
 
+@pytest.mark.slow
 def test_command_line_train_and_sample(tmp_path, text_file):
   workdir = tmp_path / "cli"
   run = run_module

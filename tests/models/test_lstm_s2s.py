@@ -91,6 +91,7 @@ def _reference_logits(model, params, src, tgt):
   return jnp.stack(logits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", VARIANTS)
 def test_equals_the_equations_written_as_loops(fields):
   model = _model(**fields)
@@ -101,6 +102,7 @@ def test_equals_the_equations_written_as_loops(fields):
       rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", VARIANTS)
 def test_cached_decoding_equals_teacher_forcing(fields):
   """BOS, y_1, ... fed one at a time (and then two, then the rest) give
@@ -147,6 +149,7 @@ def test_no_attention_has_no_cross_attention():
     model.apply({"params": params}, SRC, TGT, method="cross_attention")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", [dict(), dict(attention=False)])
 def test_gradients_are_finite_and_reach_every_parameter(fields):
   model = _model(dropout=0.1, **fields)

@@ -67,6 +67,7 @@ def test_rope_scores_depend_only_on_relative_position():
                              jnp.linalg.norm(q, axis=-1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_full_recomputation(smoke_config):
   """Past max_len (32) too, where sampling slides the window and prefills
   the kept tokens again from position 0 (with rope: rotated from 0)."""
@@ -81,6 +82,7 @@ def test_cached_decoding_equals_full_recomputation(smoke_config):
   assert len(np.unique(cached)) > 1
 
 
+@pytest.mark.slow
 def test_scanned_blocked_cached_and_bf16_equal_the_plain_loop(smoke_config):
   """All options at once: layers scanned, attention blocked (tiles of 8),
   text fed in two chunks (the second attends to the cache), against the
@@ -130,6 +132,7 @@ def test_rmsnorm_is_the_formula():
   np.testing.assert_allclose(y, expected * scale, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_qk_norm_bounds_the_attention_logits(smoke_config):
   """Scores q.k / sqrt(K) <= sqrt(K) g_q g_k for inputs 1e4 times larger."""
   K = 16  # d_model 32 / 2 heads
@@ -158,6 +161,7 @@ def test_qk_norm_bounds_the_attention_logits(smoke_config):
   assert score > 0.5 * K**0.5 * g_q * g_k  # the bound is nearly reached
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gelu", "relu2", "swiglu"])
 def test_mlp_is_the_formula(kind, smoke_config):
   D = 12
@@ -190,6 +194,7 @@ def test_swiglu_keeps_the_parameter_count(smoke_config):
   assert kernels(gelu) == kernels(swiglu) == 8 * 96**2  # 8D/3 = 256 exactly
 
 
+@pytest.mark.slow
 def test_zero_init_blocks_start_as_the_identity(smoke_config):
   model, params = _model(smoke_config, zero_init_proj=True)
   x = _tokens()
@@ -220,6 +225,7 @@ def test_softcap_bounds_the_logits(smoke_config):
   np.testing.assert_allclose(logits, 3.0 * np.tanh(raw / 3.0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_z_loss_is_the_formula_and_zero_is_todays_loss(smoke_config):
   # Dense: the loss compiled whole and the logits computed apart round
   # alike (blocked attention's loops are fused differently in the two).

@@ -34,6 +34,7 @@ def model_and_params():
   return model, params, src, tgt[:, :-1]
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_teacher_forcing(model_and_params):
   """BOS, y_1 .. y_k fed one at a time through extend: __call__'s logits."""
   model, params, src, tgt_in = model_and_params
@@ -100,6 +101,7 @@ def copy_run(tmp_path_factory):
   return config, workdir, result
 
 
+@pytest.mark.slow
 def test_training_learns_to_copy(copy_run):
   config, workdir, result = copy_run
   assert result["val_exact_match"] >= 0.9
@@ -122,6 +124,7 @@ def test_copy_alignment_is_diagonal(copy_run):
   assert (weights.argmax(axis=1) == np.arange(len(tokens))).all()
 
 
+@pytest.mark.slow
 def test_replies_and_bad_prompts(copy_run, capsys):
   _, workdir, _ = copy_run
   run = rundir.load_run(workdir)
@@ -148,6 +151,7 @@ def test_a_language_model_refuses_beam(smoke_run):
         beam=2)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(copy_run, tmp_path):
   """Stopped half way and resumed: the parameters of a run that never
   stopped, bit for bit (8 steps of copy_run's config)."""

@@ -37,6 +37,7 @@ def _batch(config, seed=1):
   return tokens[:, :-1], tokens[:, 1:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     dict(), dict(gelu_approximate=False), dict(tie_embeddings=False)])
 def test_same_logits_and_loss(smoke_config, overrides):
@@ -68,6 +69,7 @@ def test_same_fresh_init_statistics(smoke_config):
         float(p.std()), rel=0.25, abs=1e-6), name
 
 
+@pytest.mark.slow
 def test_same_adamw_updates_with_clipping(smoke_config):
   """Two optimiser steps (warmup lr 0, then half the peak) give the same params."""
   t = smoke_config.train
@@ -104,6 +106,7 @@ def test_same_adamw_updates_with_clipping(smoke_config):
   assert moved == len(expected)  # every parameter was updated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     dict(position="rope"), dict(norm="rmsnorm"), dict(qk_norm=True),
     dict(mlp="relu2"), dict(mlp="swiglu"),

@@ -18,6 +18,7 @@ def _init(model, T=16):
   return model.init(jax.random.key(0), jnp.zeros((2, T), jnp.int32))["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie", [True, False])
 def test_causality(smoke_config, tie):
   """Changing tokens after t never changes the logits at or before t."""
@@ -44,6 +45,7 @@ def test_logits_shape_and_param_count(smoke_config):
   assert logits.shape == (3, 7, V) and logits.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_scan_over_layers_equals_loop(smoke_config):
   loop = _model(smoke_config.copy_and_resolve_references(), scan_layers=False)
   scan = _model(smoke_config.copy_and_resolve_references(), scan_layers=True)
@@ -59,6 +61,7 @@ def test_scan_over_layers_equals_loop(smoke_config):
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training(smoke_config):
   model = _model(smoke_config, dropout=0.5)
   params = _init(model)
@@ -81,6 +84,7 @@ def test_bfloat16_tracks_float32(smoke_config):
   np.testing.assert_allclose(a, b, atol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_remat_recomputes_the_same_gradients(smoke_config, scan):
   """remat keeps fewer activations for the backward pass (its saved

@@ -29,6 +29,7 @@ sys.path.insert(0, str(FIXTURES))
 import make_checkpoints  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["plain", "carry"])
 def test_old_checkpoint_resumes_bitwise(layout, tmp_path):
   workdir = tmp_path / "run"

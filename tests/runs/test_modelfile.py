@@ -27,6 +27,7 @@ def test_flax_paths_round_trip_through_a_safetensors_file(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
+@pytest.mark.slow
 def test_the_exported_file_samples_as_the_run_does(smoke_run, tmp_path):
   out = tmp_path / "model.safetensors"
   assert modelfile.export_run(smoke_run, out) == 4
@@ -43,6 +44,7 @@ def test_the_exported_file_samples_as_the_run_does(smoke_run, tmp_path):
   assert texts[0] == texts[1] and len(texts[0][0]) == 20
 
 
+@pytest.mark.slow
 def test_command_line_export_then_sample(smoke_run, tmp_path):
   out = tmp_path / "m.safetensors"
   run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,

@@ -28,6 +28,10 @@ from lm_jax.runs import rundir
 from lm_jax.serve import app as serve_app
 from lm_jax.serve import engine
 
+# Commands, trained runs or a live server in every test: the full suite
+# only (`pytest -m "not slow"` is the quick subset).
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROMPT = "LINE 1: the"  # in the vocabulary of conftest's corpus_text()
 

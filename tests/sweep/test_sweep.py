@@ -19,6 +19,10 @@ from lm_jax.runs import rundir
 from lm_jax.sweep import grid, hyper, plan, population, results
 from lm_jax.training import optimizers
 
+# Commands, trained runs or a live server in every test: the full suite
+# only (`pytest -m "not slow"` is the quick subset).
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -17,6 +17,10 @@ from lm_jax.models import check_config, make_model
 from lm_jax.special_tokens import MASK, MASK_ID
 from lm_jax.training import losses, steps
 
+# Commands, trained runs or a live server in every test: the full suite
+# only (`pytest -m "not slow"` is the quick subset).
+pytestmark = pytest.mark.slow
+
 LINE = "To be, or not to be, that is the question.\n"
 
 

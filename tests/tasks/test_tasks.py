@@ -25,6 +25,7 @@ def test_bits_per_char_spreads_the_total_over_the_characters():
   assert bits_per_char(np.log(2), 10, 5) == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_text_task_loads_windows_and_evaluates(smoke_config, text_file,
                                                tmp_path):
   smoke_config.data.path = str(text_file)
@@ -58,6 +59,7 @@ def test_text_task_refuses_a_text_shorter_than_a_batch(smoke_config,
     tasks.task_for(smoke_config).load(smoke_config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_pairs_task_loads_padded_pairs_and_evaluates(tmp_path):
   config = echo_s2s.get_config("smoke")
   config.train.eval_pairs = 8

@@ -10,6 +10,8 @@ same global batch split the same way, so the same losses.
 import json
 import os
 import socket
+
+import pytest
 import subprocess
 import sys
 
@@ -48,6 +50,7 @@ def _records(workdir) -> list[dict]:
   return [{k: v for k, v in r.items() if k not in timings} for r in records]
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_two_devices(tmp_path, text_file):
   coordinator = f"localhost:{_free_port()}"
   job, single = tmp_path / "job", tmp_path / "single"

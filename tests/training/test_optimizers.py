@@ -38,6 +38,7 @@ def test_unknown_optimizer_is_one_line_error(smoke_config):
     config_lib.validate(smoke_config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_muon_update_of_a_matrix_is_orthogonal(smoke_config, scan):
   smoke_config.model.scan_layers = scan
@@ -84,6 +85,7 @@ def grads_at(tree, path):
   return tree
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["muon", "schedule_free"])
 def test_resume_is_exact_and_continues_the_clock(smoke_config, text_file,
                                                  tmp_path, optimizer):
@@ -134,6 +136,7 @@ def test_plot_against_wall_time(smoke_run, tmp_path):
     plotting.x_values(curves, "elapsed_s", (3,))
 
 
+@pytest.mark.slow
 def test_muon_with_accumulation_on_8_devices(smoke_config, text_file,
                                              tmp_path):
   overrides = {"data.path": str(text_file), "train.optimizer": "muon",
@@ -147,6 +150,7 @@ def test_muon_with_accumulation_on_8_devices(smoke_config, text_file,
   assert many["val_loss"] == pytest.approx(one["val_loss"], abs=2e-4)
 
 
+@pytest.mark.slow
 def test_same_settings_reuse_the_compiled_step(smoke_config):
   """A second training in one process (a resume, a notebook) traces the
   jitted step once: the optimiser, a static field of the state, is the same

@@ -37,6 +37,7 @@ def _assert_params_close(a, b, atol):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol), a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True])
 def test_eight_devices_match_one(smoke_config, text_file, tmp_path, fsdp):
   overrides = _overrides(text_file, fsdp=fsdp)
@@ -48,6 +49,7 @@ def test_eight_devices_match_one(smoke_config, text_file, tmp_path, fsdp):
                        _params(tmp_path / "one", 12), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_with_recipe_options(smoke_config, text_file,
                                                     tmp_path):
   """Every option of lm_jax/models/recipe.py and the z-loss, sharded."""
@@ -63,6 +65,7 @@ def test_eight_devices_match_one_with_recipe_options(smoke_config, text_file,
                        _params(tmp_path / "one", 12), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_resumes_on_1(smoke_config, text_file,
                                                 tmp_path):
   overrides = _overrides(text_file, fsdp=True, eval_every=6)
@@ -74,6 +77,7 @@ def test_checkpoint_from_8_devices_resumes_on_1(smoke_config, text_file,
   assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch(smoke_config):
   smoke_config.train.batch_size = 16
   model = make_model(smoke_config.model, 20)
@@ -90,6 +94,7 @@ def test_grad_accumulation_equals_one_big_batch(smoke_config):
   _assert_params_close(acc.params, big.params, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_tracks_float32(smoke_config, text_file, tmp_path):
   overrides = _overrides(text_file, num_steps=20, eval_every=20)
   f32 = _run_here(smoke_config.copy_and_resolve_references(), overrides,

@@ -128,6 +128,7 @@ def _carry_config(**train):
   return config
 
 
+@pytest.mark.slow
 def test_train_steps_equal_a_hand_written_tbptt_loop(model):
   """Five steps in two jitted calls (2 + 3) against a Python loop: lanes of
   11 tokens, 3 windows each, so step 3 wraps around and resets the state."""
@@ -172,6 +173,7 @@ def test_train_steps_equal_a_hand_written_tbptt_loop(model):
   assert not np.allclose(after_two[0][1], state.carry[0][1])
 
 
+@pytest.mark.slow
 def test_grad_accumulation_splits_the_lanes(model):
   config = _carry_config(batch_size=4)
   state = steps.create_train_state(model, config.train, jax.random.key(0))
@@ -225,6 +227,7 @@ def _smoke(text_file, **train):
   return config
 
 
+@pytest.mark.slow
 def test_resume_restores_the_carried_state_exactly(text_file, tmp_path):
   config = _smoke(text_file)
   trainer.train_and_evaluate(config, tmp_path / "run", stop_at=4)
@@ -246,6 +249,7 @@ def test_resume_restores_the_carried_state_exactly(text_file, tmp_path):
     trainer.train_and_evaluate(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   workdir = tmp_path / "cli"
   out = run_module("lm_jax.train", "--config=configs/char_lstm.py:smoke",
@@ -278,7 +282,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
 def test_eight_devices_match_one(text_file, tmp_path):
   """The lanes and their state split across 8 devices, parameters sharded
   (FSDP): the same run as on one device, to float rounding."""
-  overrides = {"windows.path": str(text_file), "train.carry_state": True,
+  overrides = {"data.path": str(text_file), "train.carry_state": True,
                "train.num_steps": 8, "train.eval_every": 8,
                "train.sample_tokens": 0, "train.fsdp": True}
   many = train_on_8_devices(overrides, tmp_path / "eight", config="char_lstm")

@@ -110,6 +110,7 @@ def _png_size(path) -> tuple[int, int]:
   return width, height
 
 
+@pytest.mark.slow
 def test_plot_command(run, tmp_path):
   other = tmp_path / "other"
   other.mkdir()
@@ -195,6 +196,7 @@ def _xla_train_costs(config, vocab_size, batch_size):
           memory.argument_size_in_bytes + memory.temp_size_in_bytes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie", [True, False])
 def test_summary_estimates_match_xla(tie):
   config = char_tf.get_config("smoke")
@@ -215,6 +217,7 @@ def test_summary_estimates_match_xla(tie):
   assert len(text.splitlines()) <= 12
 
 
+@pytest.mark.slow
 def test_summary_estimates_match_xla_with_recipe_options():
   """SwiGLU's three matrices, rope (no table, no parameters), QK-norm and
   RMSNorm: the 6N + 12LTD formula still tracks XLA's count."""
@@ -232,6 +235,7 @@ def test_summary_estimates_match_xla_with_recipe_options():
   assert sum(mem.values()) == pytest.approx(xla_bytes, rel=0.5)
 
 
+@pytest.mark.slow
 def test_notebook_executes(tmp_path, monkeypatch):
   """docs/tour.ipynb runs top to bottom in a kernel of this interpreter
   (on the smoke config; its stored outputs are those of the full run)."""

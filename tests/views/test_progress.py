@@ -4,6 +4,8 @@ import json
 import os
 import re
 
+import pytest
+
 from lm_jax.loop import trainer
 from lm_jax.views import progress
 
@@ -31,6 +33,7 @@ def test_summary_names_the_best_evaluation(tmp_path):
       "done: step 0/15 | no evaluation yet | 0 tokens seen")
 
 
+@pytest.mark.slow
 def test_a_run_says_what_it_does_and_a_finished_one_that_it_is_done(
     smoke_config, text_file, tmp_path, capsys):
   config = smoke_config
