@@ -84,8 +84,8 @@ def test_an_unknown_config_name_is_one_line():
   assert done.returncode == 2
   assert done.stderr.strip() == (
       "error: unknown config 'char_tfx': pass a config file or one of "
-      "bpe_tf, char_gru, char_lstm, char_tf, echo_lstm, echo_s2s, word_lstm, "
-      "word_tf")
+      "bpe_tf, char_gru, char_lstm, char_mlm, char_tf, echo_lstm, echo_s2s, "
+      "word_lstm, word_mlm, word_tf")
 
 
 def test_a_bad_field_of_the_default_config_is_one_line():
