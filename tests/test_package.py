@@ -58,8 +58,9 @@ def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
   assert flag_parsing.resolve_config_args(argv) == ["prog", "--config", str(path),
                                                "--x=1"]
   with pytest.raises(UserError, match=r"unknown config 'nope': pass a config "
-                     r"file or one of bpe_tf, char_gru, char_lstm, char_tf, "
-                     r"echo_lstm, echo_s2s, word_lstm, word_tf"):
+                     r"file or one of bpe_tf, char_gru, char_lstm, char_mlm, "
+                     r"char_tf, echo_lstm, echo_s2s, word_lstm, word_mlm, "
+                     r"word_tf"):
     config_lib.resolve_config("nope:smoke")
 
 

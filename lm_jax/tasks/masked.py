@@ -28,6 +28,7 @@ from lm_jax.generation import interactive, sampling, unmask
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK, MASK_ID
 from lm_jax.tasks.base import Loaded
+from lm_jax.tasks.text import TextTask
 from lm_jax.training import losses
 
 EVAL_KEY = 1234  # the held-out masking: the same at every evaluation
@@ -106,6 +107,11 @@ class MaskedTask:
   does = "fills its blanks (_), or continues it by unmasking"
   example_prompt = "ROMEO:"  # continued by unmasking (--fill: blanks)
   example_fill = "To be, or not to __, that is the question"
+  sample_flags = ""
+
+  def example(self, config, tokenizer) -> str:
+    """The hint's prompt, chosen as for a language model (`TextTask`)."""
+    return TextTask().example(config, tokenizer)
 
   def __init__(self, options: UnmaskOptions = UnmaskOptions()):
     self.options = options

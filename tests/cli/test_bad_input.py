@@ -94,8 +94,8 @@ TRAIN_CASES = {
                                "model's positions"),
     "unknown model": (["--config.model.kind=rnn"],
                       "unknown model kind 'rnn'"),
-    "unknown tokenizer": (["--config.data.tokenizer=bpe"],
-                          "unknown tokenizer 'bpe'"),
+    "unknown tokenizer": (["--config.data.tokenizer=sentencepiece"],
+                          "unknown tokenizer 'sentencepiece'"),
     "missing config file": (["--config=configs/nope.py"],
                             "cannot load the config file: [Errno 2] No such "
                             "file or directory: 'configs/nope.py'"),

@@ -68,6 +68,7 @@ def test_blocked_dropout_equals_dense_with_the_same_mask(T):
                          **TOL)
 
 
+@pytest.mark.slow
 def test_dropout_mask_keeps_its_fraction():
   """About 1 - rate kept, over 4 x 256^2 draws; tiles draw apart."""
   mask = np.asarray(dropout_mask(jax.random.key(0), 2, 2, 256, tile=64,
@@ -148,6 +149,7 @@ def test_model_logits_and_grads_equal(smoke_config):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
 
 
+@pytest.mark.slow
 def test_cached_greedy_decoding_equal(smoke_config):
   """Prefill, one token at a time, and a slide (re-prefill) past max_len 32."""
   dense_model, blocked_model = _models(smoke_config)

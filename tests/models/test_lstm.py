@@ -45,6 +45,7 @@ def _loop_logits(model, params, tokens):
   return x @ params["head"]["kernel"] + params["head"]["bias"]
 
 
+@pytest.mark.slow
 def test_scan_equals_python_loop_over_the_cell(model, params):
   tokens = _tokens()
   np.testing.assert_allclose(model.apply({"params": params}, tokens),
@@ -77,6 +78,7 @@ def test_hand_written_backward_equals_autodiff():
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(ours))
 
 
+@pytest.mark.slow
 def test_layer_backward_equals_autodiff():
   """`lstm_layer_scan` (input projection inside, both kernels' gradients in
   one product): gradients w.r.t. every input, against JAX autodiff."""

@@ -125,6 +125,7 @@ def test_cached_decoding_equals_teacher_forcing(fields):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_padding_changes_nothing():
   """More PAD columns after the source: the same logits, and padding gets
   no attention."""

@@ -113,6 +113,7 @@ def test_training_learns_to_copy(copy_run):
   assert records[0]["loss"] > 2 * records[-2]["loss"]
 
 
+@pytest.mark.slow
 def test_copy_alignment_is_diagonal(copy_run):
   _, workdir, _ = copy_run
   run = rundir.load_run(workdir)

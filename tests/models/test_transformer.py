@@ -33,6 +33,7 @@ def test_causality(smoke_config, tie):
     assert not np.allclose(out[0, t + 1], base[0, t + 1])
 
 
+@pytest.mark.slow
 def test_logits_shape_and_param_count(smoke_config):
   model = _model(smoke_config, tie_embeddings=False)
   params = _init(model)
@@ -73,6 +74,7 @@ def test_dropout_only_in_training(smoke_config):
   assert not np.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_bfloat16_tracks_float32(smoke_config):
   f32 = _model(smoke_config.copy_and_resolve_references())
   bf16 = _model(smoke_config.copy_and_resolve_references(), dtype="bfloat16")

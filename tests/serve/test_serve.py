@@ -4,7 +4,6 @@ headless Chromium (Selenium), on a live uvicorn server on a free port."""
 import contextlib
 import io
 import json
-import pathlib
 import shutil
 import socket
 import subprocess
@@ -28,11 +27,13 @@ from lm_jax.runs import rundir
 from lm_jax.serve import app as serve_app
 from lm_jax.serve import engine
 
+from conftest import REPO
+
+
 # Commands, trained runs or a live server in every test: the full suite
 # only (`pytest -m "not slow"` is the quick subset).
 pytestmark = pytest.mark.slow
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 PROMPT = "LINE 1: the"  # in the vocabulary of conftest's corpus_text()
 
 

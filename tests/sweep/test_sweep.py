@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -19,11 +18,13 @@ from lm_jax.runs import rundir
 from lm_jax.sweep import grid, hyper, plan, population, results
 from lm_jax.training import optimizers
 
+from conftest import REPO
+
+
 # Commands, trained runs or a live server in every test: the full suite
 # only (`pytest -m "not slow"` is the quick subset).
 pytestmark = pytest.mark.slow
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny():

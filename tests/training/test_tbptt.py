@@ -71,6 +71,7 @@ def test_lane_batch_hand_checked_with_wrap_around():
 # Carried state ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_carried_state_equals_one_long_sequence(model, params):
   tokens = _tokens(1, (B, 2 * T + 1))
   x, y = tokens[:, :-1], tokens[:, 1:]
@@ -92,6 +93,7 @@ def test_carried_state_equals_one_long_sequence(model, params):
   assert abs(float(zero) - float(loss)) > 1e-3  # the state matters
 
 
+@pytest.mark.slow
 def test_gradient_stops_at_the_window_boundary(model, params):
   """d loss_2 / d params: the state from window 1 counts as a constant,
   although it is computed from the same parameters here."""

@@ -128,6 +128,7 @@ def test_plot_command(run, tmp_path):
   assert bad.stderr.startswith("error: ") and "metrics.jsonl" in bad.stderr
 
 
+@pytest.mark.slow
 def test_attention_maps(run, tmp_path):
   _, tokenizer, model, params, _ = rundir.load_run(run)
   tokens = tokenizer.encode("LINE 7: the")
@@ -151,6 +152,7 @@ def test_attention_maps(run, tmp_path):
   assert _png_size(out) == (H * 250, L * 250)
 
 
+@pytest.mark.slow
 def test_inspect_command(run, tmp_path):
   out = tmp_path / "attention.png"
   done = subprocess.run(
@@ -161,6 +163,7 @@ def test_inspect_command(run, tmp_path):
   assert _png_size(out) == (2 * 250, 2 * 250)  # smoke: 2 heads, 2 layers
 
 
+@pytest.mark.slow
 def test_lstm_activity_replays_the_model(tmp_path):
   from configs import char_lstm
   config = char_lstm.get_config("smoke")
