@@ -68,10 +68,11 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{"train": {"seq_len": 64}} -> {"train.seq_len": 64}."""
   out = {}
   for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
+    out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
                else {f"{prefix}{k}": v})
   return out
 
@@ -84,8 +85,8 @@ HOW_SETTINGS = ("model.attention", "model.attention_tile", "model.remat")
 def config_differences(stored: dict, requested: dict,
                        keys=FIXED_SETTINGS) -> list[str]:
   """'name: stored X, requested Y' for each fixed setting that differs."""
-  stored = with_added_settings(_flatten(stored))
-  requested = with_added_settings(_flatten(requested))
+  stored = with_added_settings(flatten(stored))
+  requested = with_added_settings(flatten(requested))
   names = sorted(n for n in stored.keys() | requested.keys()
                  if any(n == k or n.startswith(k + ".") for k in keys)
                  and n not in HOW_SETTINGS)

@@ -21,6 +21,7 @@ import ml_collections
 
 from lm_jax import config as config_lib
 from lm_jax.errors import UserError
+from lm_jax.runs import rundir
 from lm_jax.sweep import hyper
 
 CONFIG_KEY = "config"  # a --set key choosing the base config of each member
@@ -169,18 +170,10 @@ def make_members(base: Callable[[], ml_collections.ConfigDict],
   return members
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
-               else {f"{prefix}{k}": v})
-  return out
-
-
 def program_key(config: ml_collections.ConfigDict) -> str:
   """What members of one population must share: every setting but the
   member settings (`hyper.MEMBER_SETTINGS`)."""
-  flat = _flatten(json.loads(config.to_json()))
+  flat = rundir.flatten(json.loads(config.to_json()))
   return json.dumps({k: v for k, v in flat.items()
                      if k not in hyper.MEMBER_SETTINGS}, sort_keys=True)
 

@@ -26,7 +26,6 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lm_jax.data import windows
 from lm_jax.errors import UserError
 from lm_jax.loop import preemption
 from lm_jax.loop.clock import Clock
@@ -83,35 +82,13 @@ def _member_steps(state: steps.TrainState, hp: dict, seed_key: jax.Array,
 
   def one_step(state):
     data_key, dropout_key = steps.step_keys(seed_key, state.step)
-    if state.carry is None:
-      x, y = steps.OBJECTIVES[state.model.task].get_batch(
-          tokens, data_key, batch_size, seq_len)
-    else:
-      x, y, reset = windows.lane_batch(tokens, state.step, batch_size,
-                                       seq_len)
-      fresh = state.model.initial_state(batch_size)
-      state = state.replace(carry=jax.tree.map(
-          lambda new, a: jnp.where(reset, new, a), fresh, state.carry))
+    state, x, y = steps.next_batch(state, tokens, data_key, batch_size,
+                                   seq_len)
     # The lone run's step itself (unjitted: it is traced into this one).
     return steps.train_step.__wrapped__(state, x, y, dropout_key,
                                         grad_accum_steps)
 
-  if count is None:
-    state, metrics = jax.lax.scan(lambda s, _: one_step(s), state,
-                                  length=num_steps)
-  else:
-    def body(loop):
-      i, state, metrics = loop
-      state, step_metrics = one_step(state)
-      return i + 1, state, jax.tree.map(lambda m, v: m.at[i].set(v),
-                                        metrics, step_metrics)
-
-    unset = jax.tree.map(lambda m: jnp.full((num_steps, *m.shape), jnp.nan,
-                                            m.dtype),
-                         jax.eval_shape(one_step, state)[1])
-    _, state, metrics = jax.lax.while_loop(
-        lambda loop: loop[0] < jnp.minimum(count, num_steps), body,
-        (jnp.int32(0), state, unset))
+  state, metrics = steps.repeat_steps(one_step, state, count, num_steps)
   return state.replace(tx=lone_tx), metrics
 
 

@@ -181,6 +181,56 @@ def step_keys(seed_key: jax.Array, step: jax.Array) -> tuple[jax.Array, ...]:
   return tuple(jax.random.split(jax.random.fold_in(seed_key, step)))
 
 
+def next_batch(state: TrainState, tokens, data_key: jax.Array,
+               batch_size: int, seq_len: int, constrain=lambda tree: tree):
+  """A step's batch, and the state it continues from.
+
+  Without a carry (fixed at trace time: one compiled program), the task's
+  batch drawn with `data_key`; with one, the step's window of every lane
+  (`windows.lane_batch`), the carry reset to the initial state where the
+  lanes wrap around. `constrain` places the carry (a sharding constraint).
+  """
+  if state.carry is None:
+    x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
+                                                  batch_size, seq_len)
+    return state, x, y
+  x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
+  fresh = state.model.initial_state(batch_size)
+  state = state.replace(carry=constrain(jax.tree.map(
+      lambda new, a: jnp.where(reset, new, a), fresh, state.carry)))
+  return state, x, y
+
+
+def repeat_steps(one_step: Callable, state, count, num_steps: int):
+  """`num_steps` calls of one_step(state) -> (state, metrics) on device,
+  their metrics stacked; with `count`, only the first `count` of them.
+
+  Without `count`, a `lax.scan`; with it, the same steps in a
+  `lax.while_loop` whose length is only known at run time (metrics NaN
+  past `count`), so that one compiled program serves every count. Whole
+  calls keep the scan: the while_loop measured 1.4% (default config) and
+  4.5% (:baby) slower per step, interleaved in one process on a quiet
+  2-core Xeon (experiments/results/loop_forms_cpu.md).
+  """
+  if count is None:
+    return jax.lax.scan(lambda state, _: one_step(state), state,
+                        length=num_steps)
+
+  def body(loop):
+    i, state, metrics = loop
+    state, step_metrics = one_step(state)
+    return i + 1, state, jax.tree.map(lambda m, v: m.at[i].set(v), metrics,
+                                      step_metrics)
+
+  unset = jax.tree.map(lambda m: jnp.full((num_steps, *m.shape), jnp.nan,
+                                          m.dtype),
+                       jax.eval_shape(one_step, state)[1])
+  _, state, metrics = jax.lax.while_loop(
+      lambda loop: loop[0] < jnp.minimum(count, num_steps), body,
+      (jnp.int32(0), state, unset))
+  return state, metrics
+
+
 @functools.partial(jax.jit, static_argnames=(
     "batch_size", "seq_len", "num_steps", "grad_accum_steps",
     "batch_sharding"), donate_argnames=("state",))
@@ -219,33 +269,12 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
 
   def one_step(state):
     data_key, dropout_key = step_keys(seed_key, state.step)
-    if state.carry is None:  # (fixed at trace time: one compiled program)
-      x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
-                                                    batch_size, seq_len)
-    else:
-      x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
-      fresh = state.model.initial_state(batch_size)
-      state = state.replace(carry=constrain(jax.tree.map(
-          lambda new, a: jnp.where(reset, new, a), fresh, state.carry)))
+    state, x, y = next_batch(state, tokens, data_key, batch_size, seq_len,
+                             constrain)
     return train_step(state, *constrain((x, y)), dropout_key,
                       grad_accum_steps)
 
-  if count is None:
-    state, metrics = jax.lax.scan(lambda state, _: one_step(state), state,
-                                  length=num_steps)
-  else:  # the same steps in a loop whose length is only known at run time
-    def body(loop):
-      i, state, metrics = loop
-      state, step_metrics = one_step(state)
-      return i + 1, state, jax.tree.map(lambda m, v: m.at[i].set(v), metrics,
-                                        step_metrics)
-
-    unset = jax.tree.map(lambda m: jnp.full((num_steps, *m.shape), jnp.nan,
-                                            m.dtype),
-                         jax.eval_shape(one_step, state)[1])
-    _, state, metrics = jax.lax.while_loop(
-        lambda loop: loop[0] < jnp.minimum(count, num_steps), body,
-        (jnp.int32(0), state, unset))
+  state, metrics = repeat_steps(one_step, state, count, num_steps)
   # Returned as it came in (parallel.state_shardings), split by lane.
   return state.replace(carry=constrain(state.carry)), metrics
 
