@@ -1,0 +1,80 @@
+"""lm_jax/runs/rundir.py: the run directory's files, what a resume may
+change, the lock."""
+
+import json
+
+import pytest
+
+from lm_jax import config as config_lib
+from lm_jax.data import tokenizers
+from lm_jax.errors import UserError
+from lm_jax.runs import rundir
+
+
+def _config():
+  return config_lib.base_config()
+
+
+def test_write_run_writes_config_and_tokenizer_once(tmp_path):
+  config, tok = _config(), tokenizers.CharTokenizer.build("abc")
+  rundir.write_run(tmp_path, config, tok)
+  assert rundir.read_config(tmp_path) == rundir.config_to_dict(config)
+  assert rundir.read_tokenizer(tmp_path).to_json() == tok.to_json()
+  config.train.num_steps = 7  # an existing run's files stay as they were
+  rundir.write_run(tmp_path, config, tokenizers.CharTokenizer.build("xyz"))
+  assert rundir.read_config(tmp_path)["train"]["num_steps"] == 1500
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fixed_settings_are_differences_and_others_are_not():
+  stored = rundir.config_to_dict(_config())
+  requested = _config()
+  requested.train.num_steps = 10  # may change on resume
+  requested.model.attention = "dense"  # how, not what, the model computes
+  assert rundir.config_differences(stored, rundir.config_to_dict(
+      requested)) == []
+  requested.model.d_model = 64
+  requested.train.seq_len = 64
+  assert rundir.config_differences(stored, rundir.config_to_dict(
+      requested)) == ["model.d_model: stored 128, requested 64",
+                      "train.seq_len: stored 128, requested 64"]
+
+
+def test_a_config_written_before_a_setting_had_its_old_value():
+  stored = rundir.config_to_dict(_config())
+  stored["model"]["position"] = "learned"
+  del stored["model"]["position"], stored["train"]["carry_state"]
+  flat = rundir.with_added_settings(rundir.flatten(stored))
+  assert flat["model.position"] == "learned"
+  assert flat["train.carry_state"] is False
+
+
+def test_check_resumable_refuses_other_settings_before_writing(tmp_path):
+  config, tok = _config(), tokenizers.CharTokenizer.build("abc")
+  rundir.write_run(tmp_path, config, tok)
+  rundir.check_resumable(tmp_path, config, tok)  # the same: fine
+  config.model.num_layers = 9
+  with pytest.raises(UserError, match="model.num_layers: stored 4, "
+                     "requested 9"):
+    rundir.check_resumable(tmp_path, config, tok)
+  with pytest.raises(UserError, match="vocabulary: stored 4 tokens"):
+    rundir.check_resumable(tmp_path, _config(),
+                           tokenizers.CharTokenizer.build("abcd"))
+
+
+def test_damaged_config_is_one_error_naming_the_file(tmp_path):
+  (tmp_path / rundir.CONFIG_FILE).write_text("{not json")
+  with pytest.raises(UserError, match="config.json is damaged"):
+    rundir.read_config(tmp_path)
+  (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps([1, 2]))
+  with pytest.raises(UserError, match="is damaged"):
+    rundir.read_config(tmp_path)
+
+
+def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
+  with rundir.lock(tmp_path):
+    with pytest.raises(UserError, match="in use by another training"):
+      with rundir.lock(tmp_path):
+        pass
+  with rundir.lock(tmp_path):  # released
+    pass
