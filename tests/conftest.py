@@ -128,3 +128,13 @@ def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
   """The command failed on bad input as it should: exit 2, one line."""
   assert out.returncode == 2, out.stderr
   assert out.stderr == f"error: {message}\n", out.stderr
+
+
+def train_args(text_file, workdir, **train) -> list[str]:
+  """A smoke training command line; `train` overrides config.train fields."""
+  train = {"num_steps": 100_000, "sample_tokens": 0, **train}
+  return [sys.executable, "-m", "lm_jax.train",
+          "--config=configs/char_tf.py:smoke",
+          f"--config.data.path={text_file}", f"--workdir={workdir}",
+          *(f"--config.train.{k}={v}" for k, v in train.items())]
+

@@ -8,8 +8,10 @@ import pathlib
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import numpy as np
 
-from lm_jax.data import tokenizers
+from lm_jax.data import tokenizers, windows
+from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling
 from lm_jax.runs import rundir
 
@@ -57,3 +59,18 @@ def spells(tokenizer, text: str) -> bool:
 def opening(line: str, words: int = 4, chars: int = 30) -> str:
   """The first few words of a line, for an example prompt."""
   return " ".join(line.split()[:words])[:chars]
+
+
+def encode_splits(tokenizer, text, train) -> tuple[np.ndarray, np.ndarray]:
+  """The train and val texts as ids; a text shorter than one batch is a
+  UserError naming the split and the fix."""
+  train_ids, val_ids = tokenizer.encode(text.train), tokenizer.encode(text.val)
+  need = windows.min_tokens(train.batch_size, train.seq_len)
+  for name, ids in (("training", train_ids), ("validation", val_ids)):
+    if len(ids) < need:
+      raise UserError(
+          f"the {name} text has {len(ids)} tokens, fewer than one batch "
+          f"needs ({train.batch_size} x {train.seq_len} + 1 = {need}); use a "
+          "longer text or lower config.train.batch_size / "
+          "config.train.seq_len")
+  return train_ids, val_ids

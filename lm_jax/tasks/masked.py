@@ -27,7 +27,7 @@ from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling, unmask
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK, MASK_ID
-from lm_jax.tasks.base import Loaded
+from lm_jax.tasks.base import encode_splits, Loaded
 from lm_jax.tasks.text import TextTask
 from lm_jax.training import losses
 
@@ -129,15 +129,7 @@ class MaskedTask:
     tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
                                            mask=True, **config.data)
     rundir.check_resumable(workdir, config, tokenizer)
-    train_ids = tokenizer.encode(text.train)
-    val_ids = tokenizer.encode(text.val)
-    need = windows.min_tokens(t.batch_size, t.seq_len)
-    for name, ids in (("training", train_ids), ("validation", val_ids)):
-      if len(ids) < need:
-        raise UserError(
-            f"the {name} text has {len(ids)} tokens, fewer than one batch "
-            f"needs ({t.batch_size} x {t.seq_len} + 1 = {need}); use a "
-            "longer text or lower config.train.batch_size / seq_len")
+    train_ids, val_ids = encode_splits(tokenizer, text, t)
     scheme = masking.MaskScheme.from_config(t, tokenizer.vocab_size)
     val_x = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
                                  t.eval_tokens)[0]  # (N, B, T)

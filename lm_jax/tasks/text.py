@@ -14,7 +14,7 @@ from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import Loaded, bits_per_char, opening, spells
+from lm_jax.tasks.base import bits_per_char, encode_splits, Loaded, opening, spells
 from lm_jax.training import steps
 
 
@@ -63,16 +63,7 @@ class TextTask:
       except UserError as e:
         raise UserError(f"config.train.sample_prompt="
                         f"{t.sample_prompt!r}: {e}") from None
-    train_ids = tokenizer.encode(text.train)
-    val_ids = tokenizer.encode(text.val)
-    need = windows.min_tokens(t.batch_size, t.seq_len)
-    for name, ids in (("training", train_ids), ("validation", val_ids)):
-      if len(ids) < need:
-        raise UserError(
-            f"the {name} text has {len(ids)} tokens, fewer than one batch "
-            f"needs ({t.batch_size} x {t.seq_len} + 1 = {need}); use a "
-            "longer text or lower config.train.batch_size / "
-            "config.train.seq_len")
+    train_ids, val_ids = encode_splits(tokenizer, text, t)
     val_x, val_y = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
                                      t.eval_tokens)
     unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))

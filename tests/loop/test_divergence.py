@@ -4,7 +4,6 @@ step with its last good checkpoint; skipped steps are counted."""
 import json
 import re
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ from lm_jax.loop import actions, trainer
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.training import steps
 
-from conftest import REPO
+from conftest import REPO, train_args
 
 
 def _config(smoke_config, text_file, **train):
@@ -52,15 +51,6 @@ def poisoned_loss(monkeypatch):
 
 
 TIMEOUT = 300  # seconds; the CI machine is small and shared
-
-
-def _train_args(text_file, workdir, **train) -> list[str]:
-  """A smoke training command line; `train` overrides config.train fields."""
-  train = {"num_steps": 100_000, "sample_tokens": 0, **train}
-  return [sys.executable, "-m", "lm_jax.train",
-          "--config=configs/char_tf.py:smoke",
-          f"--config.data.path={text_file}", f"--workdir={workdir}",
-          *(f"--config.train.{k}={v}" for k, v in train.items())]
 
 
 @pytest.mark.slow
@@ -108,7 +98,7 @@ def test_huge_learning_rate_stops_the_command_cleanly(tmp_path, text_file,
   config = _config(smoke_config, text_file, num_steps=20, eval_every=4)
   trainer.train_and_evaluate(config, workdir, stop_at=4)
   out = subprocess.run(
-      _train_args(text_file, workdir, num_steps=20, eval_every=4,
+      train_args(text_file, workdir, num_steps=20, eval_every=4,
                   learning_rate=1e8),
       cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
   assert out.returncode == 2

@@ -7,7 +7,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -18,7 +17,7 @@ from lm_jax.loop import preemption, trainer
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.training import steps
 
-from conftest import REPO
+from conftest import REPO, train_args
 
 
 TIMEOUT = 300  # seconds; the CI machine is small and shared
@@ -28,15 +27,6 @@ def _config(smoke_config, text_file, **train):
   smoke_config.data.path = str(text_file)
   smoke_config.train.update(dict(sample_tokens=0, **train))
   return smoke_config
-
-
-def _train_args(text_file, workdir, **train) -> list[str]:
-  """A smoke training command line; `train` overrides config.train fields."""
-  train = {"num_steps": 100_000, "sample_tokens": 0, **train}
-  return [sys.executable, "-m", "lm_jax.train",
-          "--config=configs/char_tf.py:smoke",
-          f"--config.data.path={text_file}", f"--workdir={workdir}",
-          *(f"--config.train.{k}={v}" for k, v in train.items())]
 
 
 class Run:
@@ -87,7 +77,7 @@ def test_sigint_saves_and_the_resumed_run_is_bitwise_exact(
   workdir = tmp_path / "run"
   # One CPU device, as the in-process run below: a device per core gives the
   # same parameters to float rounding, not bit for bit (test_parallel.py).
-  first = Run(_train_args(text_file, workdir, eval_every=100_000,
+  first = Run(train_args(text_file, workdir, eval_every=100_000,
                           cpu_devices=1), tmp_path / "1")
   first.wait_for(r"^step \d+/")
   first.proc.send_signal(signal.SIGINT)
@@ -136,7 +126,7 @@ def test_first_signal_asks_to_stop_and_the_second_acts_at_once():
 def test_second_sigint_leaves_the_last_checkpoint_intact(
     tmp_path, text_file, smoke_config):
   workdir = tmp_path / "run"
-  run = Run(_train_args(text_file, workdir, eval_every=4), tmp_path / "logs")
+  run = Run(train_args(text_file, workdir, eval_every=4), tmp_path / "logs")
   run.wait_for(r"^eval step \d+ ")
   run.proc.send_signal(signal.SIGINT)
   run.wait_for(r"^SIGINT: saving", stream="err")
@@ -157,7 +147,7 @@ def test_second_sigint_leaves_the_last_checkpoint_intact(
 def test_kill_9_in_the_middle_of_a_save(tmp_path, text_file, smoke_config,
                                         capsys):
   workdir = tmp_path / "run"
-  run = Run(_train_args(text_file, workdir, eval_every=4), tmp_path / "logs")
+  run = Run(train_args(text_file, workdir, eval_every=4), tmp_path / "logs")
   run.wait_for(r"^eval step \d+ ")  # one committed checkpoint
   deadline = time.monotonic() + TIMEOUT
   while not list((workdir / "checkpoints").glob(TMP_GLOB)):

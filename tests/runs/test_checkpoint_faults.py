@@ -4,7 +4,6 @@ temporary folder."""
 import json
 import os
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from lm_jax.loop import trainer
 from lm_jax.runs import checkpoints, rundir
 
-from conftest import REPO
+from conftest import REPO, train_args
 
 
 def _config(smoke_config, text_file, **train):
@@ -22,15 +21,6 @@ def _config(smoke_config, text_file, **train):
 
 
 TIMEOUT = 300  # seconds; the CI machine is small and shared
-
-
-def _train_args(text_file, workdir, **train) -> list[str]:
-  """A smoke training command line; `train` overrides config.train fields."""
-  train = {"num_steps": 100_000, "sample_tokens": 0, **train}
-  return [sys.executable, "-m", "lm_jax.train",
-          "--config=configs/char_tf.py:smoke",
-          f"--config.data.path={text_file}", f"--workdir={workdir}",
-          *(f"--config.train.{k}={v}" for k, v in train.items())]
 
 
 def _params(workdir, step=None):
@@ -71,7 +61,7 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_earlier_ones(
   config = _config(smoke_config, text_file, num_steps=8, eval_every=4)
   trainer.train_and_evaluate(config, workdir, stop_at=4)
   expected = _params(workdir, 4)
-  args = _train_args(text_file, workdir, num_steps=8, eval_every=4)
+  args = train_args(text_file, workdir, num_steps=8, eval_every=4)
   args[1:3] = ["-c", LIMITED_WRITES, "lm_jax.train"]  # instead of -m lm_jax.train
   # Without a compilation cache, whose writes would fail too (empty: none).
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR="")
