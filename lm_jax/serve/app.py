@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -204,6 +204,27 @@ async def _http_error(request, e: HTTPException) -> JSONResponse:
                 f"{request.url.path}", code=code)
 
 
+# An oversized body up to this many bytes is read and dropped before the
+# 413 goes out: a server that answers and closes while the client is still
+# uploading leaves that client with a broken pipe instead of the answer.
+# Past it the answer goes out at once (the client may see the pipe break).
+DRAIN_BYTES = 64 << 20
+
+
+async def _drain(request: Request, size: int) -> None:
+  """Read and drop the rest of a body of `size` bytes, when small enough."""
+  if size > DRAIN_BYTES:
+    return
+  seen = 0
+  try:
+    async for chunk in request.stream():
+      seen += len(chunk)
+      if seen > DRAIN_BYTES:
+        return
+  except ClientDisconnect:
+    pass
+
+
 async def read_json(request: Request, limit: int) -> dict:
   """The JSON object a request carries; 413 past `limit` bytes."""
   length = request.headers.get("content-length", "")
@@ -211,11 +232,13 @@ async def read_json(request: Request, limit: int) -> dict:
                          f"server's limit of {limit} bytes",
                          code="request_too_large")
   if length.isdigit() and int(length) > limit:
+    await _drain(request, int(length))
     raise too_big
   body = bytearray()
   async for chunk in request.stream():
     body += chunk
     if len(body) > limit:
+      await _drain(request, len(body))
       raise too_big
   try:
     data = json.loads(body)

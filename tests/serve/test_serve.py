@@ -213,7 +213,7 @@ def test_errors_are_openai_error_objects(server):
   status, body = post(server, "/v1/completions", b"{not json")
   assert status == 400 and body["error"]["type"] == "invalid_request_error"
   status, body = post(server, "/v1/completions",
-                      json.dumps({"prompt": "a" * (2 << 20)}).encode())
+                      json.dumps({"prompt": "a" * (8 << 20)}).encode())
   assert status == 413 and "limit" in body["error"]["message"]
   status, body = post(server, "/v1/nothing", b"{}")
   assert status == 404 and body["error"]["message"]
