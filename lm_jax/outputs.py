@@ -19,6 +19,14 @@ from typing import Callable
 from lm_jax.errors import UserError
 
 
+def cache_dir(kind: str) -> pathlib.Path:
+  """The user's cache folder for `kind` ("xla", "corpus"):
+  $XDG_CACHE_HOME/lm_jax/KIND, else ~/.cache/lm_jax/KIND (not made here)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "lm_jax" / kind
+
+
 def check_target(path: str | os.PathLike, flag: str = "--out",
                  replace: bool = True, suffixes: tuple[str, ...] = (),
                  make_folder: bool = False) -> pathlib.Path:

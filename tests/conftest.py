@@ -20,9 +20,12 @@ import pytest
 OWNS_XLA_CACHE = "LM_JAX_TEST_XLA_CACHE" not in os.environ
 if OWNS_XLA_CACHE:
   os.environ["LM_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lm_jax_xla_")
+# lm_jax's store of whole train steps (lm_jax/training/programs.py) compiles
+# each new program afresh: off, but in the tests of it.
 os.environ.update(JAX_COMPILATION_CACHE_DIR=os.environ["LM_JAX_TEST_XLA_CACHE"],
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                  LM_JAX_PROGRAM_CACHE="0")
 
 
 def pytest_sessionfinish(session):

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 
+from lm_jax import outputs
 from lm_jax.errors import UserError
 
 
@@ -60,7 +61,8 @@ def use_cpu_cores(requested: int, batch_size: int) -> int | None:
 def use_compilation_cache() -> str | None:
   """Keeps XLA's compiled programs on disk, so that running a config again
   skips compiling (seconds on a small CPU for the train step, evaluation
-  and the sampler): $XDG_CACHE_HOME/lm_jax/xla, else ~/.cache/lm_jax/xla.
+  and the sampler): $XDG_CACHE_HOME/lm_jax/xla, else ~/.cache/lm_jax/xla;
+  and the train step whole in its programs/ (lm_jax/training/programs.py).
 
   JAX_COMPILATION_CACHE_DIR, when set, chooses instead (an empty value: no
   cache). A folder that cannot be written turns the cache off with one
@@ -70,9 +72,7 @@ def use_compilation_cache() -> str | None:
   import jax
   chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
   if chosen is None:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "lm_jax", "xla")
+    path = str(outputs.cache_dir("xla"))
   elif not chosen:
     return None
   else:
@@ -84,6 +84,11 @@ def use_compilation_cache() -> str | None:
           "writable folder, or to nothing to silence this", file=sys.stderr)
     jax.config.update("jax_enable_compilation_cache", False)
     return None
+  # Beside XLA's programs, lm_jax keeps the train step's whole, so that a
+  # start skips tracing it too (lm_jax/training/programs.py).
+  from lm_jax.training import programs
+  if os.environ.get("LM_JAX_PROGRAM_CACHE", "1") != "0":
+    programs.use_folder(os.path.join(path, "programs"))
   if chosen is None:
     jax.config.update("jax_compilation_cache_dir", path)
     return path

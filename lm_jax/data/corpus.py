@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import pathlib
 import re
 
+from lm_jax import outputs
 from lm_jax.errors import UserError
 
 BUILTIN = "builtin:shakespeare"
@@ -88,9 +90,31 @@ def render_play(markdown: str) -> str:
 
 
 def builtin_plays() -> dict[str, str]:
-  """Every built-in play rendered as plain text, keyed by play name."""
-  return {name: render_play(path.read_text(encoding="utf-8"))
-          for name, path in play_files().items()}
+  """Every built-in play rendered as plain text, keyed by play name.
+
+  Rendering them all takes about 0.4 s of a small CPU at every start, so
+  the result is kept in the user's cache (outputs.cache_dir("corpus")),
+  named by the SHA-256 of the plays' Markdown and of this module's source:
+  a changed play or renderer renders afresh. A cache that cannot be read
+  or written is passed over.
+  """
+  raw = {name: path.read_bytes() for name, path in play_files().items()}
+  digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+  for name, data in raw.items():
+    digest.update(name.encode() + b"\0" + data + b"\0")
+  cached = outputs.cache_dir("corpus") / f"plays-{digest.hexdigest()[:32]}.json"
+  try:
+    return json.loads(cached.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    pass
+  plays = {name: render_play(data.decode("utf-8"))
+           for name, data in raw.items()}
+  try:
+    outputs.write_replacing(cached, lambda tmp: tmp.write_text(
+        json.dumps(plays), encoding="utf-8"))
+  except UserError:
+    pass
+  return plays
 
 
 def load_builtin(val_plays: tuple[str, ...]) -> Corpus:

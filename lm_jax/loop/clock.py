@@ -18,6 +18,14 @@ class Clock:
   def __init__(self, started: float):
     self.started, self.offset, self.eval_s = started, 0.0, 0.0
     self.eval_started: float | None = None  # while evaluating
+    # Start-up: seconds since the command started at the end of each phase
+    # before the first train step, in order ({"imports": 1.1, ...}).
+    self.marks: dict[str, float] = {}
+    self.mark("imports")
+
+  def mark(self, phase: str) -> None:
+    """Notes that start-up phase `phase` has just ended."""
+    self.marks[phase] = time.perf_counter() - self.started
 
   def resume(self, saved: dict) -> None:
     """Continues from a checkpoint's `saved()` ({} from older code: 0)."""

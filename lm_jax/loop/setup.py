@@ -34,8 +34,11 @@ class Setup(NamedTuple):
   mesh: jax.sharding.Mesh
   train_data: Any  # the task's training data, on device
   seed_key: jax.Array  # the data order and dropout (steps.step_keys)
-  mngr: Any  # the Orbax CheckpointManager
+  mngr: Any  # the Orbax CheckpointManager (checkpoints.LazyManager)
   log: MetricsLog
+  # The compiled train steps by form (a whole call or not), made at the
+  # first call of each (lm_jax/loop/trainer.py: train_chunk).
+  programs: dict
 
 
 def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -48,9 +51,11 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   config_lib.validate(config)
   parallel.maybe_initialize_distributed(config)
   mesh = parallel.make_mesh(config.train.batch_size)
+  clock.mark("devices")
   progress.phase("loading the corpus")
   task = tasks.task_for(config)
   loaded = task.load(config, workdir)
+  clock.mark("data")
   model = make_model(config.model, loaded.tokenizer.vocab_size)
   summary.check_fits(model, config.train)  # before anything is written
   if jax.process_index() == 0:  # several processes: process 0 writes
@@ -59,16 +64,20 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     rundir.write_run(workdir, config, loaded.tokenizer)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(
-      steps.create_train_state(model, config.train, init_key), mesh,
-      config.train.fsdp)
-  mngr = checkpoints.manager(workdir)
-  start = mngr.latest_step()
+      steps.create_train_state(model, config.train, init_key, stored=True),
+      mesh, config.train.fsdp)
+  clock.mark("state")
+  # A fresh run opens its checkpoint manager (and imports Orbax) at its
+  # first save; one with checkpoints opens it now, to resume.
+  mngr = checkpoints.LazyManager(workdir)
+  start = mngr.latest_step() if checkpoints.has_steps(workdir) else None
   if start is not None:
     start, state = checkpoints.resume(mngr, state)
     clock.resume(checkpoints.saved_metadata(mngr, start))
   run = Setup(config, workdir, task, loaded, model, state, start, mesh,
               jax.device_put(loaded.train, parallel.replicated(mesh)),
-              seed_key, mngr, MetricsLog(workdir, resume_step=start))
+              seed_key, mngr, MetricsLog(workdir, resume_step=start), {})
+  clock.mark("checkpoints")
   announce(run)
   return run
 

@@ -22,7 +22,7 @@ from lm_jax.loop import actions as actions_lib
 from lm_jax.loop import preemption
 from lm_jax.loop.clock import Clock, Meter
 from lm_jax.loop.setup import Setup, set_up
-from lm_jax.training import parallel, steps
+from lm_jax.training import parallel, programs, steps
 from lm_jax.views import progress
 
 
@@ -48,14 +48,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     train_loop(run, [actions_lib.CheckFinite(),
                      actions_lib.LogStep(run, clock, meter), evaluate,
                      actions_lib.StopIfAsked(stop, clock)],
-               meter, stop_at)
+               meter, stop_at, clock)
     return evaluate.result
 
 
 def train_loop(run: Setup, actions: list[actions_lib.Action], meter: Meter,
-               stop_at: int | None = None) -> None:
+               stop_at: int | None = None, clock: Clock | None = None
+               ) -> None:
   """Trains from run.state to num_steps (or `stop_at`), running `actions`
-  where they are due, and prints the run's summary."""
+  where they are due, and prints the run's summary; with `clock`, also the
+  start-up's phases, once the first train step is under way."""
   t = run.config.train
   state, step = run.state, int(run.state.step)
   end = min(t.num_steps, stop_at or t.num_steps)
@@ -65,11 +67,16 @@ def train_loop(run: Setup, actions: list[actions_lib.Action], meter: Meter,
       progress.phase("compiling the train step")
     count = min(t.steps_per_call, end - step,
                 min(a.next_due(step) for a in actions) - step)
-    state, metrics = train_chunk(run, state, count)
+    dispatched = None
+    if clock is not None and not compiled:
+      dispatched = lambda: clock.mark("first step")  # noqa: E731
+    state, metrics = train_chunk(run, state, count, dispatched)
     step = int(state.step)
     if not compiled:  # time from here: the first call was mostly compiling
       meter.restart(step)
       compiled = True
+      if clock is not None:
+        print(progress.startup_line(clock.marks))
     for action in actions:
       if action.due(step, end):
         action(run, state, step, metrics)
@@ -78,15 +85,30 @@ def train_loop(run: Setup, actions: list[actions_lib.Action], meter: Meter,
                              t.batch_size * t.seq_len, seconds))
 
 
-def train_chunk(run: Setup, state: steps.TrainState, count: int
-                ) -> tuple[steps.TrainState, dict]:
-  """`count` train steps in one jitted call; their metrics on the host."""
+def train_chunk(run: Setup, state: steps.TrainState, count: int,
+                dispatched=None) -> tuple[steps.TrainState, dict]:
+  """`count` train steps in one jitted call; their metrics on the host.
+
+  `dispatched()`, if given, is called once the call is compiled (or read
+  from the compilation cache) and running, before its results are awaited.
+  """
   t = run.config.train
   # A whole call is the plain program; every shorter one shares another.
-  state, metrics = steps.train_steps(
-      state, run.train_data, run.seed_key,
-      None if count == t.steps_per_call else count, batch_size=t.batch_size,
-      seq_len=t.seq_len, num_steps=t.steps_per_call,
-      grad_accum_steps=t.grad_accum_steps,
-      batch_sharding=parallel.batch_sharding(run.mesh))
+  whole = count == t.steps_per_call
+  args = (state, run.train_data, run.seed_key, None if whole else count)
+  if whole not in run.programs:  # the first call of each: read or compile
+    run.programs[whole] = programs.compiled(
+        "train_steps", steps.train_steps, args, dict(
+            batch_size=t.batch_size, seq_len=t.seq_len,
+            num_steps=t.steps_per_call, grad_accum_steps=t.grad_accum_steps,
+            batch_sharding=parallel.batch_sharding(run.mesh)),
+        settings=dict(model=run.config.model.to_dict(), train=t.to_dict()),
+        # The output: the state as it came in, and the metrics by name.
+        describe_out=lambda tree: sorted(tree.unflatten(
+            range(tree.num_leaves))[1]),
+        rebuild_out=lambda names: jax.tree.structure(
+            (state, dict.fromkeys(names, 0))))
+  state, metrics = run.programs[whole](*args)
+  if dispatched is not None:
+    dispatched()
   return state, {k: v[:count] for k, v in jax.device_get(metrics).items()}

@@ -25,7 +25,7 @@ import optax
 from flax import struct
 
 from lm_jax.data import masking, pairs, windows
-from lm_jax.training import losses
+from lm_jax.training import losses, programs
 from lm_jax.training.optimizers import make_optimizer
 
 
@@ -53,18 +53,35 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
-                       key: jax.Array) -> TrainState:
+                       key: jax.Array, stored: bool = False) -> TrainState:
   """Fresh parameters (from `key`) and optimiser state; with
-  train.carry_state, the initial state of every lane."""
-  params = jax.jit(model.init)(key, *model.dummy_inputs(train.seq_len))[
-      "params"]
+  train.carry_state, the initial state of every lane.
+
+  `stored`: the program that makes them may come from, and goes to, the
+  store of whole programs (lm_jax/training/programs.py), so that a start
+  skips tracing the model; not inside a trace (`jax.eval_shape`).
+  """
   tx = make_optimizer(train)
+
+  def init(key):
+    params = model.init(key, *model.dummy_inputs(train.seq_len))["params"]
+    return params, tx.init(params)
+
+  # One program for both (read from the compilation cache on a start that
+  # has it), where the optimiser's init run eagerly took an op at a time.
+  if stored:
+    program = programs.compiled(
+        "init", jax.jit(init), (key,), {},
+        settings=dict(model=repr(model), train=train.to_dict()))
+    params, opt_state = program(key)
+  else:
+    params, opt_state = jax.jit(init)(key)
   carry = None
   if train.get("carry_state", False):
     # One buffer per array (initial_state may share one): it is donated.
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), model=model, tx=tx, carry=carry,
+                    opt_state=opt_state, model=model, tx=tx, carry=carry,
                     z_loss=train.get("z_loss", 0.0))
 
 

@@ -27,6 +27,27 @@ def phase(text: str) -> None:
   print(f"{text} ...", flush=True)
 
 
+# What each start-up phase (lm_jax/loop/clock.py: Clock.mark) covers.
+STARTUP_PHASES = {
+    "imports": "imports",
+    "devices": "devices",
+    "data": "data",
+    "state": "model and state",
+    "checkpoints": "checkpoints and logs",
+    "first step": "first step's program",
+}
+
+
+def startup_line(marks: dict[str, float]) -> str:
+  """`start-up 2.3 s to the first step: imports 1.1, devices 0.2, ...`:
+  each phase's seconds, from the end times `marks` holds in order."""
+  parts, before = [], 0.0
+  for phase, end in marks.items():
+    parts.append(f"{STARTUP_PHASES.get(phase, phase)} {end - before:.2f}")
+    before = end
+  return (f"start-up {before:.2f} s to the first step: " + ", ".join(parts))
+
+
 def step_line(step: int, num_steps: int, record: dict, elapsed: float,
               steps_per_s: float | None) -> str:
   """`step 40/100 | loss ... | elapsed 0m12s | ETA 0m18s`; no rate nor ETA

@@ -33,7 +33,7 @@ def chunks(monkeypatch):
   """Replaces the jitted steps: each chunk only advances the step."""
   calls = []
 
-  def fake(run, state, count):
+  def fake(run, state, count, dispatched=None):
     calls.append(count)
     return types.SimpleNamespace(step=state.step + count), {
         "loss": np.zeros(count), "grad_norm": np.zeros(count)}
