@@ -37,6 +37,22 @@ Variants (`--config=configs/char_tf.py:NAME`):
          and 1.6551 nats at 2000 steps (medians of 2 seeds, val over the
          whole last 10%). On a 2-core AMD EPYC, evaluating every 250 steps:
          0.53x (experiments/results/race_cpu_fast_adamw.md).
+  speedrun  the quickest route found to nanoGPT's GPU val loss (1.4697)
+         on a 2-core CPU: a model small enough for the CPU (4 layers,
+         width 192, context 128; 1.8M parameters), 32 x 128 characters a
+         step, Muon on the hidden matrices (AdamW at 2e-3 for the rest)
+         and a warmup-stable-decay schedule whose linear decay takes the
+         last half of 1650 steps, with the recipe options; set
+         --config.data.path as for baby. Raced with `python
+         experiments/race.py --speedrun` (experiments/results/
+         race_speedrun_cpu.md; 2-core Intel Xeon, quiet, 2026-12-03; two
+         seeds, val over the whole last 10% every 200 steps): train
+         seconds (start-up and compiling included, evaluations apart) to
+         val 1.60: 314, 1.55: 506, 1.50: 758 (800; 716); final val 1.4852
+         (1.4949; 1.4755) at 834 s, 8,246 tokens/s; 1.47 not reached
+         within the 15 minutes. An earlier run of the same model with the
+         decay over the last 30% of 1800 steps ended at 1.4896 (seed 0)
+         in 970 s with other work on the machine.
   shakespeare  nanoGPT's GPU setting for tinyshakespeare (6 layers, 6
          heads, width 384, context 256, batch 64, dropout 0.2, 5000 steps;
          nanoGPT reaches 1.4697 on an A100 in about 3 minutes) with the
@@ -71,6 +87,12 @@ def get_config(arg: str = ""):
     c.train.warmup_steps = 100
     c.train.eval_every = 500
     c.train.log_every = 100
+  elif arg == "speedrun":
+    c.model.update(num_layers=4, num_heads=4, d_model=192, max_len=128)
+    c.train.update(batch_size=32, seq_len=128, num_steps=1650,
+                   optimizer="muon", learning_rate=2e-3, schedule="wsd",
+                   decay_fraction=0.5, warmup_steps=50, eval_every=200,
+                   log_every=50)
   elif arg == "shakespeare":
     c.model.update(num_layers=6, num_heads=6, d_model=384, max_len=256,
                    dropout=0.2)
@@ -79,7 +101,7 @@ def get_config(arg: str = ""):
                    eval_every=500, log_every=100)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby', "
-                     "'fast' or 'shakespeare'")
-  if arg in ("", "fast", "shakespeare"):  # options that measured (RECIPE.md)
+                     "'fast', 'speedrun' or 'shakespeare'")
+  if arg in ("", "fast", "speedrun", "shakespeare"):  # options that measured (RECIPE.md)
     c.model.update(RECIPE)
   return c

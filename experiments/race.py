@@ -2,6 +2,8 @@
 
     python experiments/race.py --quick   # a few minutes
     python experiments/race.py           # long: 2000 steps, 2 seeds each
+    python experiments/race.py --speedrun  # configs/char_tf.py:speedrun to
+                                           # 1.60, 1.55, 1.50 and 1.47
 
 On tinyshakespeare (../shared/data/tinyshakespeare.txt) split as nanoGPT
 does (first 90% train, last 10% val), it runs the reference recipe
@@ -19,7 +21,11 @@ every --eval_every steps. From each run's metrics.jsonl it reports:
                 token budget (its steps x batch x context)
   tokens/s      the median of the run's logged training rates
 
-and draws every val curve against training wall time and against tokens.
+With --targets (the --speedrun preset: 1.60, 1.55, 1.50, 1.47) it also
+reports the time to each of those val losses, and the final and best val;
+--no_reference races the contestants alone.
+
+It draws every val curve against training wall time and against tokens.
 Writes experiments/results/race_cpu.{json,md,png} (--name to change).
 """
 
@@ -45,6 +51,11 @@ DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 REFERENCE = "reference (PyTorch, nanoGPT baby)"
 CONTESTANTS = ["configs/char_tf.py:baby", "configs/char_tf.py:fast"]
 QUICK = dict(steps=300, eval_every=50, contestants=CONTESTANTS)
+# The speedrun (configs/char_tf.py:speedrun) to nanoGPT's GPU val loss and
+# the marks on the way; its own steps, no reference run.
+SPEEDRUN = dict(contestants=["configs/char_tf.py:speedrun"], no_reference=True,
+                targets="1.60,1.55,1.50,1.47", eval_every=200,
+                name="race_speedrun_cpu")
 
 
 def read_run(workdir: pathlib.Path) -> dict:
@@ -88,43 +99,79 @@ def median(values: list) -> float | None:
   return statistics.median(values)
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict:
-  """Per contestant: target, times to target, val at budget, rates."""
-  reference = runs[REFERENCE]
-  target = statistics.median(r["final_val"] for r in reference)
-  budget = int(statistics.median(r["curve"][-1][1] for r in reference))
+def summarise(runs: dict[str, list[dict]], targets: list[float] = ()
+              ) -> dict:
+  """Per contestant: target, times to target, val at budget, rates; and
+  the train seconds to each of the fixed `targets` (a val loss each).
+
+  Without the reference among the runs there is no reference target nor
+  token budget (None), only the fixed targets.
+  """
+  reference = runs.get(REFERENCE)
+  target = budget = None
+  if reference:
+    target = statistics.median(r["final_val"] for r in reference)
+    budget = int(statistics.median(r["curve"][-1][1] for r in reference))
   rows = []
   for name, seeds in runs.items():
     # The reference's time is its whole run: the target is where it ends
     # (a seed ending above the median still ends there).
-    times = [r["curve"][-1][2] if name == REFERENCE else
-             time_to_target(r["curve"], target) for r in seeds]
-    at_budget = [val_at_budget(r["curve"], budget) for r in seeds]
+    times = [None if target is None else r["curve"][-1][2]
+             if name == REFERENCE else time_to_target(r["curve"], target)
+             for r in seeds]
+    at_budget = [None if budget is None else val_at_budget(r["curve"], budget)
+                 for r in seeds]
     finals = [r["final_val"] for r in seeds]
+    to_targets = {f"{t:.2f}": [time_to_target(r["curve"], t) for r in seeds]
+                  for t in targets}
     rows.append(dict(
         name=name, seeds=len(seeds), time_to_target_s=times,
         median_time_s=median(times), val_at_budget=at_budget,
         median_val_at_budget=median(at_budget), final_val=finals,
-        spread=max(finals) - min(finals),
+        median_final_val=statistics.median(finals),
+        best_val=[min(c[3] for c in r["curve"]) for r in seeds],
+        spread=max(finals) - min(finals), to_targets=to_targets,
         tokens_per_s=median([r["tokens_per_s"] for r in seeds]),
-        eval_s=median([r["eval_s"] for r in seeds])))
-  return dict(target=target, budget_tokens=budget, rows=rows)
+        eval_s=median([r["eval_s"] for r in seeds]),
+        train_s=median([r["curve"][-1][2] for r in seeds])))
+  return dict(target=target, budget_tokens=budget, targets=list(targets),
+              rows=rows)
 
 
 def fmt(value, spec: str = ".4f", missing: str = "not reached") -> str:
   return missing if value is None else format(value, spec)
 
 
+def seeds_text(values: list, spec: str) -> str:
+  return "; ".join(fmt(x, spec, "-") for x in values)
+
+
 def render_markdown(result: dict) -> str:
-  """The race table and how it was measured."""
+  """The race table(s) and how they were measured."""
   s = result["summary"]
+  lines = [
+      f"# Race to the {'reference' if s['target'] else 'targets'}' val loss "
+      f"({result['mode']})", "",
+      f"Machine: {result['machine']}; load average {result['load']}"
+      + (f"; {result['note']}" if result.get("note") else ""), "",
+      f"Command: `{result['command']}`", ""]
+  if s["target"] is not None:
+    lines += reference_table(s, result)
+  if s.get("targets"):
+    lines += targets_table(s, result)
+  lines += ["Time to target is wall time from the process start (start-"
+            "up and compile included) to the first evaluation at or below "
+            "the target, less the evaluation time before it; evaluations "
+            "come every --eval_every steps, so it is rounded up to one.",
+            "", f"![curves]({result['name']}.png)", ""]
+  return "\n".join(lines)
+
+
+def reference_table(s: dict, result: dict) -> list[str]:
+  """Each contestant against the reference's final val and token budget."""
   ref_time = next(r["median_time_s"] for r in s["rows"]
                   if r["name"] == REFERENCE)
   lines = [
-      f"# Race to the reference's val loss ({result['mode']})", "",
-      f"Machine: {result['machine']}; load average {result['load']}"
-      + (f"; {result['note']}" if result.get("note") else ""), "",
-      f"Command: `{result['command']}`", "",
       f"Target (reference's final val, median of {result['seeds']} seeds): "
       f"**{s['target']:.4f}** nats; token budget {s['budget_tokens']:,}; "
       f"val over the whole val split every {result['eval_every']} steps.",
@@ -134,20 +181,37 @@ def render_markdown(result: dict) -> str:
   for r in s["rows"]:
     ratio = (None if r["median_time_s"] is None or ref_time is None
              else r["median_time_s"] / ref_time)
-    seeds = lambda xs, spec: "; ".join(fmt(x, spec, "-") for x in xs)
     lines.append(
         f"| {r['name']} | {fmt(r['median_time_s'], '.1f')} "
-        f"({seeds(r['time_to_target_s'], '.1f')}) | {fmt(ratio, '.2f', '-')}x"
-        f" | {fmt(r['median_val_at_budget'])} "
-        f"({seeds(r['val_at_budget'], '.4f')}) | {r['spread']:.4f} | "
+        f"({seeds_text(r['time_to_target_s'], '.1f')}) | "
+        f"{fmt(ratio, '.2f', '-')}x | {fmt(r['median_val_at_budget'])} "
+        f"({seeds_text(r['val_at_budget'], '.4f')}) | {r['spread']:.4f} | "
         f"{fmt(r['tokens_per_s'], ',.0f', '-')} | "
         f"{fmt(r['eval_s'], '.1f', '-')} |")
-  lines += ["", "Time to target is wall time from the process start (start-"
-            "up and compile included) to the first evaluation at or below "
-            "the target, less the evaluation time before it; evaluations "
-            "come every --eval_every steps, so it is rounded up to one.",
-            "", f"![curves]({result['name']}.png)", ""]
-  return "\n".join(lines)
+  return lines + [""]
+
+
+def targets_table(s: dict, result: dict) -> list[str]:
+  """Train seconds to each fixed target, the final and best val."""
+  names = [f"{t:.2f}" for t in s["targets"]]
+  lines = [
+      f"Train seconds to each val loss (median of {result['seeds']} seeds; "
+      f"each seed), val over the whole val split every "
+      f"{result['eval_every']} steps; evaluation seconds apart.", "",
+      "| contestant | " + " | ".join(f"to {n}" for n in names)
+      + " | final val (seeds) | best val (seeds) | train s | eval s | "
+      "tokens/s |", "|---|" + "---|" * (len(names) + 5)]
+  for r in s["rows"]:
+    cells = [f"{fmt(median(r['to_targets'][n]), '.0f')} "
+             f"({seeds_text(r['to_targets'][n], '.0f')})" for n in names]
+    lines.append(
+        f"| {r['name']} | " + " | ".join(cells)
+        + f" | {r['median_final_val']:.4f} ({seeds_text(r['final_val'], '.4f')})"
+        f" | {seeds_text(r['best_val'], '.4f')} | "
+        f"{fmt(r.get('train_s'), '.0f', '-')} | "
+        f"{fmt(r['eval_s'], '.0f', '-')} | "
+        f"{fmt(r['tokens_per_s'], ',.0f', '-')} |")
+  return lines + [""]
 
 
 def plot(result: dict, runs: dict, path: pathlib.Path) -> None:
@@ -161,9 +225,12 @@ def plot(result: dict, runs: dict, path: pathlib.Path) -> None:
       for ax, x in zip(axes, (seconds, tokens)):
         ax.plot(x, losses, color=f"C{i % 10}", ls=("-", "--", ":")[j % 3],
                 marker="o", ms=2, label=f"{name} seed {j}")
+  summary = result["summary"]
   for ax, label in zip(axes, ("train wall seconds (eval excluded)",
                               "tokens seen")):
-    ax.axhline(result["summary"]["target"], color="k", lw=0.8, ls=":")
+    for target in ([summary["target"]] if summary["target"] else []) + list(
+        summary.get("targets", [])):
+      ax.axhline(target, color="k", lw=0.8, ls=":")
     ax.set_xlabel(label)
     ax.set_ylabel("val loss (nats per char)")
     ax.set_ylim(top=min(3.0, ax.get_ylim()[1]))
@@ -194,7 +261,8 @@ def command(contestant: str, workdir: pathlib.Path, seed: int, args
 
 def run_all(args, scratch: pathlib.Path) -> tuple[dict, list[float]]:
   """Every contestant for every seed, one process at a time."""
-  runs = {name: [] for name in [REFERENCE, *args.contestants]}
+  names = ([] if args.no_reference else [REFERENCE]) + args.contestants
+  runs = {name: [] for name in names}
   load = []
   for seed in range(args.seeds):
     for i, name in enumerate(runs):
@@ -225,6 +293,13 @@ def main() -> None:
                       help="the reference's PyTorch threads (0: default); "
                       "1 on a loaded machine, where two threads wait on each "
                       "other")
+  parser.add_argument("--targets", default="",
+                      help="val losses to time each run to, e.g. "
+                      "1.60,1.55,1.50,1.47 (besides the reference's final val)")
+  parser.add_argument("--no_reference", action="store_true",
+                      help="race the contestants only (to --targets)")
+  parser.add_argument("--speedrun", action="store_true",
+                      help=f"the speedrun preset: {SPEEDRUN}")
   parser.add_argument("--data", default=str(DATA))
   parser.add_argument("--name", default="race_cpu")
   parser.add_argument("--out_dir", default=str(REPO / "experiments/results"))
@@ -233,9 +308,14 @@ def main() -> None:
                       "the table and plot from OUT_DIR/NAME.json's runs")
   args = parser.parse_args()
   out = pathlib.Path(args.out_dir)
+  if args.speedrun:
+    for key, value in SPEEDRUN.items():
+      if getattr(args, key) in (None, "", False, parser.get_default(key)):
+        setattr(args, key, value)
+  targets = [float(t) for t in args.targets.split(",") if t.strip()]
   if args.rewrite:
     result = json.loads((out / f"{args.name}.json").read_text())
-    result["summary"] = summarise(result["runs"])
+    result["summary"] = summarise(result["runs"], result.get("targets", []))
     result["note"] = args.note or result.get("note", "")
     write(result, out)
     return
@@ -255,7 +335,8 @@ def main() -> None:
       machine=machine(), seeds=args.seeds, eval_every=args.eval_every,
       command="python experiments/race.py " + shlex.join(sys.argv[1:]),
       load=f"{min(load):.1f}-{max(load):.1f} (1-minute, between runs)",
-      note=args.note, summary=summarise(runs), runs=runs)
+      note=args.note, targets=targets, summary=summarise(runs, targets),
+      runs=runs)
   write(result, out)
 
 

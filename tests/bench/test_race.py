@@ -66,3 +66,27 @@ def test_summary_and_table():
   assert "**2.1000**" in table and "2-core test CPU" in table
   assert "| fast | 10.0 (8.0; 12.0) | 0.45x | 1.8500 (1.8000; 1.9000) |" in table
   assert "| slow | not reached (-; 40.0) |" in table
+
+
+def test_fixed_targets_without_the_reference():
+  runs = {"speedrun": [
+      dict(curve=[(10, 100, 5.0, 1.7), (20, 200, 9.0, 1.58),
+                  (30, 300, 14.0, 1.52), (40, 400, 18.0, 1.53)],
+           tokens_per_s=1000.0, eval_s=2.0, final_val=1.53, steps=40),
+      dict(curve=[(10, 100, 6.0, 1.65), (20, 200, 10.0, 1.54),
+                  (30, 300, 15.0, 1.49), (40, 400, 19.0, 1.48)],
+           tokens_per_s=1000.0, eval_s=2.0, final_val=1.48, steps=40)]}
+  summary = race.summarise(runs, [1.60, 1.55, 1.47])
+  assert summary["target"] is None and summary["budget_tokens"] is None
+  row = summary["rows"][0]
+  assert row["to_targets"] == {"1.60": [9.0, 10.0], "1.55": [14.0, 10.0],
+                               "1.47": [None, None]}
+  assert row["best_val"] == [1.52, 1.48] and row["train_s"] == 18.5
+  result = dict(name="race_speedrun_cpu", mode="full", machine="2-core CPU",
+                load="1.0-1.1", command="python experiments/race.py "
+                "--speedrun", seeds=2, eval_every=10, summary=summary)
+  table = race.render_markdown(result)
+  assert "vs reference" not in table
+  assert ("| speedrun | 10 (9; 10) | 12 (14; 10) | not reached (-; -) | "
+          "1.5050 (1.5300; 1.4800) | 1.5200; 1.4800 | 18 | 2 | 1,000 |"
+          in table)
