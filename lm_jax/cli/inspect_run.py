@@ -3,7 +3,9 @@
 Flags only; the work is `lm_jax.views.internals`. Writes a PNG grid of what the
 model computes over the prompt, one row per layer: attention weights per
 head for a Transformer; gates and cell state for an LSTM; for an
-encoder-decoder, how each token of its reply attends to the prompt.
+encoder-decoder, how each token of its reply attends to the prompt. For a
+masked run, a prompt with blanks (the --blank marker of lm-jax-sample, "_")
+also gets OUT_blanks.png: the model's distribution at each blank.
 """
 
 from absl import app, flags
@@ -21,9 +23,17 @@ def inspect_main() -> None:
   from lm_jax.runs import rundir
   from lm_jax.views import internals, plotting
 
+  from lm_jax import tasks
+
   plotting.figure_path(_OUT.value)  # refused before the model loads
   run = rundir.load_run(_WORKDIR.value, _STEP.value)
-  tokens = run.tokenizer.encode(_PROMPT.value, strict=True)
+  task = tasks.task_of(run.model)
+  # A masked run and a prompt with blanks: their distributions too.
+  blanks = getattr(task, "blank_distributions", None)
+  if blanks is not None and task.options.blank in _PROMPT.value:
+    tokens, dists = blanks(run, _PROMPT.value)
+  else:
+    tokens, dists = run.tokenizer.encode(_PROMPT.value, strict=True), None
   labels = run.tokenizer.pieces(tokens)  # subwords: each its own piece
   inside = internals.model_internals(run.model, run.params, tokens)
   rows = None if inside.rows is None else run.tokenizer.pieces(inside.rows)
@@ -31,6 +41,13 @@ def inspect_main() -> None:
   L, P = inside.values.shape[:2]
   print(f"wrote {out} (step {run.step}, {L} layers x {P} panels: "
         f"{', '.join(inside.panels)}; {len(tokens)} tokens)")
+  if dists:
+    path = out.with_name(f"{out.stem}_blanks{out.suffix}")
+    internals.plot_distributions(dists, labels, path)
+    for n, (pos, candidates) in enumerate(dists):
+      print(f"blank {n + 1} (token {pos}): " + " | ".join(
+          f"{text!r} {p:.3f}" for text, p in candidates[:5]))
+    print(f"wrote {path} (the distribution at each blank, all hidden)")
 
 
 def main(argv):

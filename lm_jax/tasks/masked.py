@@ -236,6 +236,24 @@ class MaskedTask:
                          for i, p in zip(top_ids[pos], top_probs[pos]))
       print(f"blank {n + 1} (token {pos}, step {at[pos] + 1}): {cands}")
 
+  def blank_distributions(self, run: rundir.Run, text: str, top: int = 10
+                          ) -> tuple[np.ndarray, list[tuple[int, list]]]:
+    """The model's distribution at each blank of `text`, every blank hidden
+    at once (what it believes before filling any): the ids with MASK_ID at
+    the blanks, and per blank (position, [(token text, probability), ...]),
+    the `top` likeliest first."""
+    tokenizer = run.tokenizer
+    ids, notice = self.encode_blanks(tokenizer, text, run.model.context_length)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    out = unmask.unmask(run.params, run.model, jnp.asarray(ids),
+                        jax.random.key(0), 1,
+                        top=min(top, tokenizer.vocab_size))
+    top_ids, top_probs = np.asarray(out.top_ids), np.asarray(out.top_probs)
+    return ids, [(int(pos), [(tokenizer.decode([i]), float(p)) for i, p in
+                             zip(top_ids[pos], top_probs[pos])])
+                 for pos in np.flatnonzero(ids == MASK_ID)]
+
   def generate(self, run: rundir.Run, ids: np.ndarray, key: jax.Array,
                options: sampling.SamplingOptions) -> str:
     """`ids` and N = options.max_new_tokens tokens after them, revealed

@@ -88,6 +88,9 @@ def tick_labels(tokens: list[str], symbols: bool = True
   return labels, families
 
 
+MAX_BLANKS = 8  # bar charts drawn by plot_distributions
+
+
 def plot_internals(internals: Internals, tokens: list[str],
                    out: str | pathlib.Path,
                    row_tokens: list[str] | None = None) -> pathlib.Path:
@@ -135,5 +138,31 @@ def plot_internals(internals: Internals, tokens: list[str],
     xlabel, ylabel = "prompt (source)", "reply token being written"
   fig.supxlabel(xlabel, fontsize=8)
   fig.supylabel(ylabel, fontsize=8)
+  fig.tight_layout()
+  return plotting.save_figure(fig, plotting.figure_path(out))
+
+
+def plot_distributions(blanks: list[tuple[int, list]], tokens: list[str],
+                       out: str | pathlib.Path) -> pathlib.Path:
+  """One bar chart per blank (up to MAX_BLANKS): its likeliest tokens and
+  their probabilities, titled with the blank's position and the tokens
+  around it."""
+  from matplotlib.figure import Figure
+
+  shown = blanks[:MAX_BLANKS]
+  fig = Figure(figsize=(4.0 * len(shown), 3.2), dpi=DPI)
+  axes = fig.subplots(1, len(shown), squeeze=False)[0]
+  for ax, (pos, candidates) in zip(axes, shown):
+    labels = [repr(text)[1:-1] or " " for text, _ in candidates]
+    probs = [p for _, p in candidates]
+    ax.barh(range(len(probs)), probs, color="C0")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8,
+                  family=tick_labels(labels)[1])
+    ax.invert_yaxis()  # the likeliest on top
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability", fontsize=8)
+    context = "".join(tokens[max(0, pos - 6):pos]) + "_" + "".join(
+        tokens[pos + 1:pos + 7])
+    ax.set_title(f"blank at token {pos}: {context!r}", fontsize=8)
   fig.tight_layout()
   return plotting.save_figure(fig, plotting.figure_path(out))

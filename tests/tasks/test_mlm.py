@@ -225,6 +225,25 @@ def test_commands_on_a_masked_run(memorised, tmp_path):
 
 
 @pytest.mark.slow
+def test_inspect_draws_the_distribution_at_each_blank(memorised, tmp_path):
+  from lm_jax import tasks
+  from lm_jax.runs import rundir
+  run = rundir.load_run(memorised)
+  ids, dists = tasks.task_of(run.model).blank_distributions(
+      run, "or not to _e, that", top=4)
+  assert [pos for pos, _ in dists] == [10] and ids[10] == MASK_ID
+  (_, candidates), = dists
+  assert len(candidates) == 4 and candidates[0][0] == "b"
+  probs = [p for _, p in candidates]
+  assert probs == sorted(probs, reverse=True) and 0.5 < probs[0] <= 1.0
+  out = run_module("lm_jax.cli.inspect_run", f"--workdir={memorised}",
+                   "--prompt=or not to _e", f"--out={tmp_path / 'a.png'}")
+  assert out.returncode == 0, out.stderr
+  assert "blank 1 (token 10): 'b'" in out.stdout
+  assert (tmp_path / "a_blanks.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_bidirectional_attention_has_weight_right_of_the_diagonal(memorised):
   from lm_jax.runs import rundir
   from lm_jax.views import internals
