@@ -11,13 +11,15 @@ the program is a function of:
 
 - the run's model and train settings (config.model, config.train),
 - each argument's path, shape, dtype and sharding, and the static ones,
-- the source of every lm_jax module, and the versions of jax, jaxlib, flax
-  and optax; the backend, its devices, XLA_FLAGS and the JAX options that
-  change programs.
+- the source of the lm_jax modules traced into it (`TRACED`), and the
+  versions of jax, jaxlib, flax and optax; the backend, its devices,
+  XLA_FLAGS and the JAX options that change programs.
 
 Anything else that changes is a new key, so a stale program is never run;
 the worst case is a miss, which traces and compiles as usual and stores the
-result. An entry that cannot be read or written is passed over. Off unless
+result. A program that calls outside XLA (a custom call, such as LAPACK's
+QR in an orthogonal init) is never stored: the function it calls is
+registered while lowering, which a start from the store skips. An entry that cannot be read or written is passed over. Off unless
 a command turns it on (`use_folder`), as it does with JAX's own cache;
 LM_JAX_PROGRAM_CACHE=0 keeps it off.
 
@@ -52,12 +54,20 @@ def use_folder(folder: str | os.PathLike | None) -> None:
   _FOLDER = None if folder is None else pathlib.Path(folder)
 
 
+# The rooms whose code is traced into a stored program: the models, the
+# steps and optimisers, the batches and masks drawn on device, the special
+# ids. An edit elsewhere (a command, a view) keeps the stored programs.
+TRACED = ("models", "training", "data", "special_tokens.py")
+
+
 @functools.cache
 def source_digest() -> str:
-  """SHA-256 over the source of every module of the lm_jax package."""
+  """SHA-256 over the source of the lm_jax modules a program traces."""
   root = pathlib.Path(__file__).resolve().parents[1]
   digest = hashlib.sha256()
-  for path in sorted(root.rglob("*.py")):
+  paths = [p for name in TRACED for p in ([root / name] if name.endswith(
+      ".py") else (root / name).rglob("*.py"))]
+  for path in sorted(paths):
     digest.update(str(path.relative_to(root)).encode() + b"\0")
     digest.update(path.read_bytes() + b"\0")
   return digest.hexdigest()
@@ -133,7 +143,9 @@ def compiled(name: str, jitted, args: tuple, static: dict, settings: dict,
   containers); `rebuild_out(description)` makes the structure again.
   """
   from jax.experimental import serialize_executable
-  key = None if _FOLDER is None else program_key(name, settings, args, static)
+  # One process of a job of several: not stored (not tested across hosts).
+  key = None if _FOLDER is None or jax.process_count() > 1 else program_key(
+      name, settings, args, static)
   path = None if key is None else _FOLDER / key
   if path is not None and path.is_file():
     try:
@@ -144,7 +156,7 @@ def compiled(name: str, jitted, args: tuple, static: dict, settings: dict,
     except Exception:  # noqa: BLE001 -- any unreadable entry is a miss
       pass
   lowered = jitted.trace(*args, **static).lower()
-  if path is None:
+  if path is None or _calls_out(lowered):
     return lowered.compile()
   try:
     with _fresh_compile():
@@ -153,6 +165,20 @@ def compiled(name: str, jitted, args: tuple, static: dict, settings: dict,
     return lowered.compile()
   _store(path, program, describe_out, rebuild_out)
   return program
+
+
+# Custom calls the partitioner consumes before code is generated; any other
+# (LAPACK's QR in an orthogonal init, say) is a function JAX registers with
+# XLA while lowering, which a process that skips lowering lacks: loading such
+# a program crashes, so it is not stored.
+_PARTITIONER_CALLS = {"Sharding", "SPMDFullToShardShape",
+                      "SPMDShardToFullShape"}
+
+
+def _calls_out(lowered) -> bool:
+  """Whether the program calls a function outside XLA (a custom call)."""
+  targets = set(re.findall(r"custom_call @(\w+)", lowered.as_text()))
+  return bool(targets - _PARTITIONER_CALLS)
 
 
 class _NoFreshCompile(Exception):

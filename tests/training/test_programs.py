@@ -123,3 +123,17 @@ def test_a_key_holding_an_address_is_not_stored(folder):
   out, _ = _compiled(args, settings=dict(act=repr(lambda x: x)))(*args)
   np.testing.assert_allclose(out["y"], [0.0, 2.0, 8.0])
   assert not folder.exists() or not list(folder.iterdir())
+
+
+@jax.jit
+def _qr(x):
+  return jnp.linalg.qr(x)[0]
+
+
+def test_a_program_calling_outside_xla_is_not_stored(folder):
+  """LAPACK's QR (an orthogonal init) is registered while lowering: a start
+  that skips lowering would crash on it."""
+  x = jnp.eye(3) * 2.0
+  q = programs.compiled("qr", _qr, (x,), {}, dict(a=1))(x)
+  np.testing.assert_allclose(np.abs(q), np.eye(3), atol=1e-6)
+  assert not folder.exists() or not list(folder.iterdir())
