@@ -16,9 +16,16 @@ Xeon shared with other sessions (1-minute load average 15-20, several
 times a quiet machine's step time), 2026-12-03: 400 steps in 16.6 min
 wall, 58.1% top-1 and 86.9% top-5 accuracy on the chosen characters of
 the 4 held-out plays, 1.3955 nats (2.0133 bits) per chosen character;
-52.1% at step 250. The goal, 60% in 5 minutes, is not shown by that run:
-a quiet machine trains char_tf's 1500 steps of this size in 4m32s, but
-this config was not measured there.
+52.1% at step 250.
+
+On the quiet machine (2-core Intel Xeon, 2026-12-03; `python -m
+lm_jax.train --config=char_mlm`, stopped after step 1000's evaluation):
+top-1 accuracy on the chosen characters of the held-out plays 51.8% at
+step 250 (66 s of wall time, start-up included), 58.5% at 500 (120 s),
+62.1% at 750 (173 s) and 65.1% at 1000 (227 s), top-5 90.4%, masked loss
+1.1503 nats (1.66 bits) per chosen character: past the 60% goal in under
+3 minutes. A fill at step 750: "N_y, answer__e: stan_, a_d unfol_
+yourself." -> "Nay, answer he: stand, and unfold yourself."
 
 Variants (`--config=configs/char_mlm.py:NAME`):
   smoke      a tiny model and a few steps, for tests (seconds).
