@@ -45,8 +45,8 @@ def inspect_main() -> None:
     path = out.with_name(f"{out.stem}_blanks{out.suffix}")
     internals.plot_distributions(dists, labels, path)
     for n, (pos, candidates) in enumerate(dists):
-      print(f"blank {n + 1} (token {pos}): " + " | ".join(
-          f"{text!r} {p:.3f}" for text, p in candidates[:5]))
+      print(f"blank {n + 1} (token {pos}): "
+            f"{tasks.masked.candidates_text(candidates[:5])}")
     print(f"wrote {path} (the distribution at each blank, all hidden)")
 
 

@@ -97,6 +97,18 @@ def blank_line(lines: list[str], tokenizer, seq_len: int
   return None
 
 
+def candidates(tokenizer, out, pos: int) -> list[tuple[str, float]]:
+  """The likeliest tokens at position `pos` of an unmasking's `out`, as
+  (text, probability), the likeliest first."""
+  ids, probs = np.asarray(out.top_ids[pos]), np.asarray(out.top_probs[pos])
+  return [(tokenizer.decode([i]), float(p)) for i, p in zip(ids, probs)]
+
+
+def candidates_text(cands: list[tuple[str, float]]) -> str:
+  """`'b' 0.912 | 'd' 0.031 | ...`"""
+  return " | ".join(f"{text!r} {p:.3f}" for text, p in cands)
+
+
 def show(tokenizer, ids, blank: str = "_") -> str:
   """Text of ids with each `<mask>` shown as `blank`."""
   return tokenizer.decode(ids).replace(MASK, blank)
@@ -213,14 +225,19 @@ class MaskedTask:
               f"{', '.join(repr(w) for w in missing)}") if missing else None
     return ids, notice
 
+  def _blanked(self, run: rundir.Run, text: str) -> np.ndarray:
+    """`encode_blanks` for the run's model, its notice printed."""
+    ids, notice = self.encode_blanks(run.tokenizer, text,
+                                     run.model.context_length)
+    if notice:
+      print(f"note: {notice}", file=sys.stderr)
+    return ids
+
   def fill(self, run: rundir.Run, text: str, key: jax.Array) -> None:
     """Prints `text` with its blanks filled (greedy; most confident first,
     or all at once) and each blank's likeliest tokens."""
     tokenizer, o = run.tokenizer, self.options
-    ids, notice = self.encode_blanks(tokenizer, text,
-                                     run.model.context_length)
-    if notice:
-      print(f"note: {notice}", file=sys.stderr)
+    ids = self._blanked(run, text)
     blanks = np.flatnonzero(ids == MASK_ID)
     steps = 1 if o.all_at_once else len(blanks)
     out = unmask.unmask(run.params, run.model, jnp.asarray(ids), key, steps,
@@ -229,12 +246,10 @@ class MaskedTask:
       for s, canvas in enumerate(np.asarray(out.canvases)):
         print(f"step {s + 1}: {show(tokenizer, canvas, o.blank)}")
     print(tokenizer.decode(np.asarray(out.tokens)))
-    top_ids, top_probs = np.asarray(out.top_ids), np.asarray(out.top_probs)
     at = np.asarray(out.revealed_at)
     for n, pos in enumerate(blanks):
-      cands = " | ".join(f"{tokenizer.decode([i])!r} {p:.3f}"
-                         for i, p in zip(top_ids[pos], top_probs[pos]))
-      print(f"blank {n + 1} (token {pos}, step {at[pos] + 1}): {cands}")
+      print(f"blank {n + 1} (token {pos}, step {at[pos] + 1}): "
+            f"{candidates_text(candidates(tokenizer, out, pos))}")
 
   def blank_distributions(self, run: rundir.Run, text: str, top: int = 10
                           ) -> tuple[np.ndarray, list[tuple[int, list]]]:
@@ -242,16 +257,11 @@ class MaskedTask:
     at once (what it believes before filling any): the ids with MASK_ID at
     the blanks, and per blank (position, [(token text, probability), ...]),
     the `top` likeliest first."""
-    tokenizer = run.tokenizer
-    ids, notice = self.encode_blanks(tokenizer, text, run.model.context_length)
-    if notice:
-      print(f"note: {notice}", file=sys.stderr)
+    ids = self._blanked(run, text)
     out = unmask.unmask(run.params, run.model, jnp.asarray(ids),
                         jax.random.key(0), 1,
-                        top=min(top, tokenizer.vocab_size))
-    top_ids, top_probs = np.asarray(out.top_ids), np.asarray(out.top_probs)
-    return ids, [(int(pos), [(tokenizer.decode([i]), float(p)) for i, p in
-                             zip(top_ids[pos], top_probs[pos])])
+                        top=min(top, run.tokenizer.vocab_size))
+    return ids, [(int(pos), candidates(run.tokenizer, out, pos))
                  for pos in np.flatnonzero(ids == MASK_ID)]
 
   def generate(self, run: rundir.Run, ids: np.ndarray, key: jax.Array,
