@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 # One XLA compilation cache (`jax_compilation_cache_dir`) for the test
@@ -141,3 +142,53 @@ def train_args(text_file, workdir, **train) -> list[str]:
           f"--config.data.path={text_file}", f"--workdir={workdir}",
           *(f"--config.train.{k}={v}" for k, v in train.items())]
 
+
+
+# Float32 results reached by different summation orders -------------------
+#
+# Gradient accumulation against one batch, several devices against one, a
+# sweep member against a lone run: the same sums added in another order.
+# Each order rounds differently, and so does each host (AMD EPYC and Intel
+# Xeon split and vectorise XLA's reductions differently), so such results
+# agree to their rounding, never bit for bit, and a fixed `atol=1e-6` holds
+# on one host and fails on another. Results that must be bit-exact (exact
+# resume, the same program run twice, a stored program) are compared with
+# `==`, not with these.
+
+F32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
+
+
+def rounding_tolerance(desired, terms: int) -> float:
+  """The rounding bound of float32 sums of `terms` terms, at `desired`'s
+  scale: a recursive sum of n terms is off by at most about n·eps·Σ|x_i|
+  (Higham, Accuracy and Stability of Numerical Algorithms, §4.2), and the
+  largest magnitude in `desired` stands for the terms' magnitudes."""
+  scale = float(np.max(np.abs(np.asarray(desired, np.float64)), initial=0.0))
+  return terms * F32_EPS * max(scale, np.finfo(np.float32).tiny)
+
+
+def assert_reordered_close(actual, desired, terms: int) -> None:
+  """Each leaf of two pytrees equal up to the rounding of sums of `terms`
+  terms added in different orders (`rounding_tolerance`, per leaf)."""
+  import jax
+  def check(path, a, b):
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), rtol=0,
+        atol=rounding_tolerance(b, terms), err_msg=jax.tree_util.keystr(path))
+  jax.tree.map_with_path(check, actual, desired)
+
+
+def assert_scaled_close(actual, desired, rel: float) -> None:
+  """Two pytrees of parameters equal to `rel` of their scale (the largest
+  magnitude of any leaf of `desired`): for parameters several optimiser
+  steps past the reordered sums, where no rounding bound holds. Adam
+  divides each update by the gradient's size, so rounding in a gradient
+  near zero moves that parameter by up to the learning rate, whatever the
+  leaf's own size; the whole tree's scale is the yardstick, not the leaf's."""
+  import jax
+  leaves = [np.asarray(b, np.float64) for b in jax.tree.leaves(desired)]
+  atol = rel * max(float(np.max(np.abs(b), initial=0.0)) for b in leaves)
+  def check(path, a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
+                               atol=atol, err_msg=jax.tree_util.keystr(path))
+  jax.tree.map_with_path(check, actual, desired)

@@ -6,6 +6,8 @@ import pytest
 from lm_jax.models import make_model
 from lm_jax.models.transformer import stack_layers, unstack_layers
 
+from conftest import assert_reordered_close
+
 V = 11
 
 
@@ -104,9 +106,10 @@ def test_remat_recomputes_the_same_gradients(smoke_config, scan):
 
   (a, ga), (b, gb) = (jax.value_and_grad(loss)(params, m)
                       for m in (plain, remat))
-  np.testing.assert_allclose(b, a, rtol=1e-6)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
-                                                       atol=1e-6), gb, ga)
+  # Recomputed activations are fused and summed in another order: equal to
+  # the rounding of the sums over the 2 x 16 tokens.
+  assert_reordered_close(b, a, terms=tokens.size)
+  assert_reordered_close(gb, ga, terms=tokens.size)
   saved = lambda m: sum(
       r.size for r in jax.tree.leaves(jax.vjp(lambda p: loss(p, m),
                                               params)[1]))
