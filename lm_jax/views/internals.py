@@ -8,7 +8,6 @@ drawn, one row per layer and one column per panel.
 
 from __future__ import annotations
 
-import functools
 import pathlib
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from lm_jax.errors import UserError
 from lm_jax.models.base import Internals
 from lm_jax.views import plotting
+from lm_jax.views.labels import tick_labels
 
 CELL_INCHES, DPI = 2.5, 100  # each panel is a 250 x 250 pixel square
 LABELLED = 32  # tokens up to which each position is labelled
@@ -33,59 +33,6 @@ def model_internals(model, params, tokens: np.ndarray) -> Internals:
   except NotImplementedError as e:  # its message, if any, says why
     raise UserError(str(e) or f"the {model.kind} model has nothing to show "
                     "inside; inspect a Transformer or LSTM run") from None
-
-
-DEFAULT_FONT = "DejaVu Sans"  # matplotlib's own, always installed
-
-
-@functools.cache
-def _font_chars() -> dict[str, frozenset[int]]:
-  """The code points each installed font family draws.
-
-  Read once (about 1 s for the ~70 fonts matplotlib ships); "Last Resort"
-  draws a box for every character, which is no better than a missing glyph.
-  """
-  from matplotlib import font_manager
-  from matplotlib.ft2font import FT2Font
-  chars: dict[str, frozenset[int]] = {}
-  for font in font_manager.fontManager.ttflist:
-    if font.name.startswith("Last Resort"):
-      continue
-    try:
-      drawn = frozenset(FT2Font(font.fname).get_charmap())
-    except (OSError, RuntimeError):  # a font file FreeType cannot read
-      continue
-    chars[font.name] = chars.get(font.name, frozenset()) | drawn
-  return chars
-
-
-def tick_labels(tokens: list[str], symbols: bool = True
-                ) -> tuple[list[str], list[str]]:
-  """Visible tick labels and the font families that draw them.
-
-  Newline and space are shown as symbols (unless `symbols` is False). A
-  character no installed font draws (CJK on a machine without a CJK font)
-  is shown as its code point, `U+4E2D`, instead of an empty box and a
-  "Glyph missing" warning.
-  """
-  fonts = _font_chars()
-  families = [DEFAULT_FONT]
-  labels = []
-  for token in tokens:
-    shown = (token.replace("\n", "\u23ce").replace(" ", "\u2423")
-             if symbols else token)
-    parts = []
-    for ch in shown:
-      if not any(ord(ch) in fonts.get(f, ()) for f in families):
-        family = next((f for f, drawn in sorted(fonts.items())
-                       if ord(ch) in drawn), None)
-        if family is None:
-          parts.append(f"U+{ord(ch):04X}")
-          continue
-        families.append(family)
-      parts.append(ch)
-    labels.append("".join(parts))
-  return labels, families
 
 
 MAX_BLANKS = 8  # bar charts drawn by plot_distributions

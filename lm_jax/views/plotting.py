@@ -19,6 +19,7 @@ import sys
 from lm_jax import outputs
 from lm_jax.errors import UserError
 from lm_jax.runs.metrics import METRICS_FILE, read_records
+from lm_jax.views.labels import tick_labels
 
 LOSS_PLOT = "loss.png"
 FIGSIZE, DPI = (12, 4.5), 100  # a 1200 x 450 pixel PNG
@@ -123,7 +124,6 @@ def plot_runs(workdirs: list, out: str | pathlib.Path, x: str = "step"
   runs = [read_curves(w) for w in workdirs]
   # A name no installed font draws (an emoji) shows its code points, not
   # a box and a "Glyph missing" warning.
-  from lm_jax.views.internals import tick_labels
   names, families = tick_labels([run.name for run in runs],
                                 symbols=False)
   for run, name in zip(runs, names):
