@@ -81,7 +81,8 @@ def existing_folder(folder: pathlib.Path) -> pathlib.Path:
   return folder
 
 
-def write_replacing(path: pathlib.Path, write: Callable[[pathlib.Path], None],
+def write_replacing(path: pathlib.Path,
+                    write: Callable[[pathlib.Path], object],
                     flag: str = "--out",
                     errors: tuple[type[Exception], ...] = ()) -> pathlib.Path:
   """write(tmp) beside `path`, then a rename over it; an OSError (a full
@@ -96,11 +97,12 @@ def write_replacing(path: pathlib.Path, write: Callable[[pathlib.Path], None],
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   umask = os.umask(0)
   os.umask(umask)
+  caught: tuple[type[Exception], ...] = (OSError, *errors)
   try:
     write(tmp)
     os.chmod(tmp, 0o666 & ~umask)  # as a plain open() makes it
     os.replace(tmp, path)
-  except (OSError, *errors) as e:
+  except caught as e:
     with contextlib.suppress(OSError):
       tmp.unlink()
     raise UserError(f"cannot write {path} ({_reason(e)}); pass {flag}= a "

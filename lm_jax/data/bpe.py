@@ -20,6 +20,7 @@ import functools
 import importlib.metadata
 import json
 import re
+import typing
 from typing import Iterator
 
 import numpy as np
@@ -79,7 +80,7 @@ def _library() -> str:
 class BPETokenizer:
   """A byte-level BPE vocabulary of `vocab_size` ids, specials included."""
   kind = "bpe"
-  options = ("vocab_size",)
+  options: tuple[str, ...] = ("vocab_size",)
   strict_prompts = False  # nothing is unknown
   byte_level = True
 
@@ -87,8 +88,9 @@ class BPETokenizer:
     self._tok = tokenizer
     # Text that spells a special token ("<eos>") is text, not that token.
     self._tok.encode_special_tokens = True
-    self.vocab = [tokenizer.id_to_token(i)
-                  for i in range(tokenizer.get_vocab_size())]
+    # Every id below the vocabulary's size has a token (None is for others).
+    self.vocab: list[str] = [typing.cast(str, tokenizer.id_to_token(i))
+                             for i in range(tokenizer.get_vocab_size())]
     if tuple(self.vocab[:len(RESERVED)]) != RESERVED:
       raise ValueError(f"the vocabulary must start with {RESERVED}")
     self._bytes = [_spelling(t) for t in self.vocab]

@@ -66,7 +66,7 @@ class Tokenizer(Protocol):
 class CharTokenizer:
   """One token per Unicode character; `<unk>` first, then sorted characters."""
   kind = "char"
-  options = ()
+  options: tuple[str, ...] = ()
   strict_prompts = True  # a character has no `<unk>`-worthy meaning
   byte_level = False
 
@@ -75,7 +75,7 @@ class CharTokenizer:
       raise ValueError(f"vocab must start with {UNK!r}")
     self.vocab = list(vocab)
     self._ids = {ch: i for i, ch in enumerate(self.vocab)}
-    self._table = None  # _code_table(), made on first use
+    self._table: np.ndarray | None = None  # _code_table(), on first use
 
   @classmethod
   def build(cls, text: str, specials: bool = False, mask: bool = False
@@ -112,8 +112,9 @@ class CharTokenizer:
     """Token id by code point, up to the vocabulary's largest character."""
     if self._table is None:
       chars = {ord(ch): i for ch, i in self._ids.items() if len(ch) == 1}
-      self._table = np.full(max(chars, default=-1) + 1, UNK_ID, np.int32)
-      self._table[list(chars)] = list(chars.values())
+      table = np.full(max(chars, default=-1) + 1, UNK_ID, np.int32)
+      table[list(chars)] = list(chars.values())
+      self._table = table
     return self._table
 
   def decode(self, ids) -> str:
@@ -215,7 +216,7 @@ class WordTokenizer:
   token is in the vocabulary; any text does up to its spacing.
   """
   kind = "word"
-  options = ("vocab_size", "min_count")
+  options: tuple[str, ...] = ("vocab_size", "min_count")
   strict_prompts = False  # an unknown word becomes `<unk>`, with a notice
   byte_level = False
 
@@ -300,8 +301,9 @@ class WordTokenizer:
     return cls(data["vocab"])
 
 
-TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer,
-              "bpe": BPETokenizer}
+TOKENIZERS: dict[str, type[CharTokenizer] | type[WordTokenizer]
+                 | type[BPETokenizer]] = {
+    "char": CharTokenizer, "word": WordTokenizer, "bpe": BPETokenizer}
 
 
 def build_tokenizer(kind: str, text: str, specials: bool = False,

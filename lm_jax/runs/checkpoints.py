@@ -18,7 +18,7 @@ import os
 import pathlib
 import re
 import sys
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import jax
 
@@ -36,6 +36,8 @@ class _Orbax:
 
 
 ocp = _Orbax()
+if TYPE_CHECKING:  # the annotations name Orbax's types; nothing imported
+  import orbax.checkpoint
 
 T = TypeVar("T")
 DIRECTORY = "checkpoints"  # inside the run directory
@@ -72,7 +74,7 @@ class LazyManager:
 
 
 def manager(workdir: str | pathlib.Path, read_only: bool = False
-            ) -> ocp.CheckpointManager:
+            ) -> orbax.checkpoint.CheckpointManager:
   """The checkpoint manager of a run directory."""
   best = lambda metrics: metrics[VAL_LOSS]
   policies = ocp.checkpoint_managers
@@ -92,7 +94,7 @@ def manager(workdir: str | pathlib.Path, read_only: bool = False
       pathlib.Path(workdir).absolute() / DIRECTORY, options=options)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state,
+def save(mngr: orbax.checkpoint.CheckpointManager, step: int, state,
          val_loss: float | None = None, metadata: dict | None = None) -> None:
   """Saves the train state (a steps.TrainState) at `step`; `val_loss` ranks
   it for 'best'; `metadata` (JSON numbers, e.g. the run's wall time so far)
@@ -125,7 +127,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
         "command to resume") from None
 
 
-def saved_metadata(mngr: ocp.CheckpointManager, step: int) -> dict:
+def saved_metadata(mngr: orbax.checkpoint.CheckpointManager, step: int) -> dict:
   """The `metadata` saved with `step`; {} for a checkpoint without any."""
   return dict(mngr.metadata(step).custom_metadata or {})
 
@@ -197,7 +199,7 @@ def _shapes(tree, prefix: str = "") -> dict[str, tuple]:
   return out
 
 
-def check_params_fit(mngr: ocp.CheckpointManager, step: int, params) -> None:
+def check_params_fit(mngr: orbax.checkpoint.CheckpointManager, step: int, params) -> None:
   """Refuses a checkpoint whose stored parameter shapes differ from
   `params` (arrays or ShapeDtypeStructs), from its metadata alone: no read
   starts, so none is abandoned in flight (each would print "Event loop is
@@ -222,7 +224,7 @@ def check_params_fit(mngr: ocp.CheckpointManager, step: int, params) -> None:
           "--workdir")
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, target):
+def restore(mngr: orbax.checkpoint.CheckpointManager, step: int, target):
   """Restores the train state saved at `step` into the structure of `target`.
 
   `target` (a steps.TrainState) may hold arrays or `jax.ShapeDtypeStruct`s
@@ -240,7 +242,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   return target.replace(**restored)
 
 
-def restore_params(mngr: ocp.CheckpointManager, step: int, target):
+def restore_params(mngr: orbax.checkpoint.CheckpointManager, step: int, target):
   """Only the parameters of the train state saved at `step`.
 
   A partial restore: the optimiser state is not read, so it may have any
@@ -299,7 +301,7 @@ def _quiet_abandoned_reads() -> None:
   sys.unraisablehook, sys.excepthook = unraisable, excepthook
 
 
-def _read(mngr: ocp.CheckpointManager, step: int, read: Callable[[], T]) -> T:
+def _read(mngr: orbax.checkpoint.CheckpointManager, step: int, read: Callable[[], T]) -> T:
   """read(), a damaged checkpoint folder raising `Damaged`."""
   folder = pathlib.Path(mngr.directory) / str(step)
   for name in _REQUIRED:
@@ -321,7 +323,7 @@ class Unreadable(UserError):
   skip_teardown = True
 
 
-def restore_first(mngr: ocp.CheckpointManager, steps: list[int],
+def restore_first(mngr: orbax.checkpoint.CheckpointManager, steps: list[int],
                   read: Callable[[int], T], fix: str) -> tuple[int, T]:
   """The first of `steps` whose checkpoint can be read, and `read(step)`.
 
@@ -337,15 +339,15 @@ def restore_first(mngr: ocp.CheckpointManager, steps: list[int],
     except Damaged as e:
       damaged.append(e)
       continue
-    for e in damaged:
-      print(f"note: {e}; using the checkpoint of step {step}",
+    for d in damaged:
+      print(f"note: {d}; using the checkpoint of step {step}",
             file=sys.stderr)
     return step, result
   others = ", and no other checkpoint can be read" if len(steps) > 1 else ""
   raise Unreadable(f"{damaged[0]}{others}; {fix}")
 
 
-def resume(mngr: ocp.CheckpointManager, target) -> tuple[int, Any]:
+def resume(mngr: orbax.checkpoint.CheckpointManager, target) -> tuple[int, Any]:
   """The latest readable checkpoint's (step, state) restored into `target`.
 
   Damaged checkpoints after it are renamed `<step>.damaged`, out of Orbax's
@@ -363,7 +365,7 @@ def resume(mngr: ocp.CheckpointManager, target) -> tuple[int, Any]:
   return step, state
 
 
-def pick_step(mngr: ocp.CheckpointManager, step: int | None = None) -> int:
+def pick_step(mngr: orbax.checkpoint.CheckpointManager, step: int | None = None) -> int:
   """`step` if it was saved, else the best checkpoint's step.
 
   Without any evaluated checkpoint (a run interrupted before its first

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
@@ -22,6 +24,9 @@ from safetensors.numpy import save_file
 
 from lm_jax import outputs
 from lm_jax.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: JAX loads where it is used
+  import jax
 
 FORMAT = "lm_jax"  # metadata["format"]: a file this module wrote
 
@@ -37,7 +42,7 @@ def flatten(params: dict, prefix: str = "") -> dict[str, np.ndarray]:
   return out
 
 
-def unflatten(tensors: dict[str, np.ndarray]) -> dict:
+def unflatten(tensors: Mapping[str, np.ndarray | jax.Array]) -> dict:
   params: dict = {}
   for name, value in tensors.items():
     *path, leaf = name.split("/")

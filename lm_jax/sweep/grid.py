@@ -79,6 +79,9 @@ def load_named_config(name: str) -> ml_collections.ConfigDict:
                     f"{', '.join(config_lib.shipped_configs())}")
   spec = importlib.util.spec_from_file_location(
       f"_sweep_config_{pathlib.Path(path).stem}", path)
+  if spec is None or spec.loader is None:
+    raise UserError(f"--set=config={name}: {path} cannot be loaded as "
+                    "Python; name a config file (.py)")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   try:

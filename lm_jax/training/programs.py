@@ -83,8 +83,9 @@ def _environment() -> dict:
       flax=flax.__version__, optax=optax.__version__,
       backend=jax.default_backend(), devices=[d.device_kind for d in devices],
       processes=jax.process_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-      x64=jax.config.jax_enable_x64,
-      precision=str(jax.config.jax_default_matmul_precision))
+      # Options with a context manager are attributes the stubs do not list.
+      x64=getattr(jax.config, "jax_enable_x64"),
+      precision=str(getattr(jax.config, "jax_default_matmul_precision")))
 
 
 def _describe_args(args) -> list:
@@ -102,7 +103,7 @@ def _describe_args(args) -> list:
 def _devices(args) -> list:
   """The devices a program of `args` runs on, in its order: those of the
   argument spread over the most (a mesh's, or one device)."""
-  found = []
+  found: list = []
   for leaf in jax.tree.leaves(args):
     sharding = getattr(leaf, "sharding", None)
     if isinstance(sharding, jax.sharding.NamedSharding):
@@ -146,7 +147,7 @@ def compiled(name: str, jitted, args: tuple, static: dict, settings: dict,
   # One process of a job of several: not stored (not tested across hosts).
   key = None if _FOLDER is None or jax.process_count() > 1 else program_key(
       name, settings, args, static)
-  path = None if key is None else _FOLDER / key
+  path = None if key is None or _FOLDER is None else _FOLDER / key
   if path is not None and path.is_file():
     try:
       blob, description = pickle.loads(path.read_bytes())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import TypedDict
 
 import ml_collections
 
@@ -39,8 +40,16 @@ def params_by_module(params: Mapping) -> dict[str, int]:
   return rows
 
 
+class Memory(TypedDict):
+  """Bytes of each part of training's memory (`memory_bytes`)."""
+  params: int
+  grads: int
+  adam: int
+  activations: int | None  # None: the model has no estimate
+
+
 def memory_bytes(model, params: Mapping, batch_size: int, seq_len: int
-                 ) -> dict[str, int | None]:
+                 ) -> Memory:
   """Rough training memory in bytes: params, grads, Adam, activations.
 
   Parameters, gradients and Adam's two moments are 4 float32 copies of N;
@@ -48,8 +57,8 @@ def memory_bytes(model, params: Mapping, batch_size: int, seq_len: int
   (`LanguageModel.activation_bytes`), None where it has none.
   """
   n = count(params)
-  return dict(params=n * BYTES, grads=n * BYTES, adam=2 * n * BYTES,
-              activations=model.activation_bytes(batch_size, seq_len))
+  return Memory(params=n * BYTES, grads=n * BYTES, adam=2 * n * BYTES,
+                activations=model.activation_bytes(batch_size, seq_len))
 
 
 def _mib(n: int) -> str:
