@@ -27,12 +27,12 @@ FILL_KEY = 0  # filling is greedy: the key only breaks exact ties
 def tokens(out, start: int) -> list[engine.Token]:
   """The tokens an unmasking wrote from `start` on, each with the
   probability it was written with and the likeliest at its place."""
-  ids, probs = np.asarray(out.tokens), np.log(np.asarray(out.probs))
-  top_ids, top = np.asarray(out.top_ids), np.log(np.asarray(out.top_probs))
-  return [engine.Token(int(ids[t]), float(probs[t]),
-                       tuple(int(i) for i in top_ids[t]),
-                       tuple(float(p) for p in top[t]))
-          for t in range(start, len(ids))]
+  ids, probs = np.asarray(out.tokens)[start:], np.asarray(out.probs)[start:]
+  top_ids, top = np.asarray(out.top_ids)[start:], np.asarray(
+      out.top_probs)[start:]
+  return [engine.Token(int(i), float(np.log(p)), tuple(map(int, ti)),
+                       tuple(map(float, np.log(tp))))
+          for i, p, ti, tp in zip(ids, probs, top_ids, top)]
 
 
 class Unmasking:
