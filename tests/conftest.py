@@ -90,19 +90,32 @@ def text_file(tmp_path):
   return path
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-  """A char_tf smoke run trained for 4 steps on `corpus_text()`, shared by
-  the tests that only read it."""
+def trained_on_corpus(tmp_path_factory, config, name: str):
+  """`config` trained for 4 steps on `corpus_text()`: its run directory."""
   from lm_jax.loop import trainer
-  config = char_tf.get_config("smoke")
   text = tmp_path_factory.mktemp("text") / "corpus.txt"
   text.write_text(corpus_text(), encoding="utf-8")
   config.data.path = str(text)
   config.train.update(num_steps=4, eval_every=4, sample_tokens=0)
-  workdir = tmp_path_factory.mktemp("run")
+  workdir = tmp_path_factory.mktemp(name)
   trainer.train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """A char_tf smoke run, shared by the tests that only read it."""
+  return trained_on_corpus(tmp_path_factory, char_tf.get_config("smoke"),
+                           "run")
+
+
+@pytest.fixture(scope="session")
+def masked_run(tmp_path_factory):
+  """A char_mlm smoke run (a masked LM), shared by the tests that only
+  read it."""
+  from configs import char_mlm
+  return trained_on_corpus(tmp_path_factory, char_mlm.get_config("smoke"),
+                           "masked_run")
 
 
 def init_with_random_biases(model, seed: int = 5):

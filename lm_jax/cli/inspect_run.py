@@ -28,12 +28,11 @@ def inspect_main() -> None:
   plotting.figure_path(_OUT.value)  # refused before the model loads
   run = rundir.load_run(_WORKDIR.value, _STEP.value)
   task = tasks.task_of(run.model)
-  # A masked run and a prompt with blanks: their distributions too.
-  blanks = getattr(task, "blank_distributions", None)
-  if blanks is not None and task.options.blank in _PROMPT.value:
-    tokens, dists = blanks(run, _PROMPT.value)
+  # A run that fills blanks: a prompt's blanks get their distributions.
+  if tasks.Can.FILL in task.can:
+    tokens, dists = task.blank_distributions(run, _PROMPT.value)
   else:
-    tokens, dists = run.tokenizer.encode(_PROMPT.value, strict=True), None
+    tokens, dists = run.tokenizer.encode(_PROMPT.value, strict=True), []
   labels = run.tokenizer.pieces(tokens)  # subwords: each its own piece
   inside = internals.model_internals(run.model, run.params, tokens)
   rows = None if inside.rows is None else run.tokenizer.pieces(inside.rows)

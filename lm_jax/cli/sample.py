@@ -3,8 +3,10 @@
 Or from the one file lm-jax-export wrote: `--model=model.safetensors`.
 Flags only; the work is `lm_jax.runs.rundir.load_run` (or
 `lm_jax.runs.modelfile.load_model`), the model's task (`lm_jax.tasks`: a
-language model continues the prompt, an encoder-decoder answers it) and
-`lm_jax.generation.interactive.prompt_loop`.
+language model continues the prompt, an encoder-decoder answers it, a
+masked LM fills blanks or unmasks) and
+`lm_jax.generation.interactive.prompt_loop`. A flag asking for what the
+run cannot do (`Task.can`) is one line saying what it can.
 """
 
 from absl import app, flags
@@ -76,18 +78,16 @@ def sample_main() -> None:
   if _NUM_SAMPLES.value < 1:
     raise UserError(f"--num_samples must be at least 1, got "
                     f"{_NUM_SAMPLES.value}")
-  run = (modelfile.load_model(_MODEL.value) if _MODEL.value
-         else rundir.load_run(_WORKDIR.value, _STEP.value))
+  if _MODEL.value is not None:
+    run = modelfile.load_model(_MODEL.value)
+  elif _WORKDIR.value is not None:
+    run = rundir.load_run(_WORKDIR.value, _STEP.value)
   task = tasks.task_of(run.model)
-  if hasattr(task, "with_options"):  # a masked run: fill, unmask
-    task = task.with_options(tasks.masked.UnmaskOptions(
+  if tasks.Can.FILL in task.can:  # the flags of filling and unmasking
+    task = task.with_options(tasks.UnmaskOptions(
         steps=_UNMASK_STEPS.value, order=_UNMASK_ORDER.value,
         all_at_once=_ALL_AT_ONCE.value, show_steps=_SHOW_STEPS.value,
         blank=_BLANK.value))
-  elif _FILL.value is not None:
-    raise UserError("--fill fills the blanks of a masked run (configs/"
-                    "char_mlm.py); this run's model continues text: use "
-                    "--prompt")
   stop = unescape(_STOP.value)
   if _INTERACTIVE.value:
     interactive.prompt_loop(task.responder(run, stop, _BEAM.value), options,

@@ -29,6 +29,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from lm_jax.special_tokens import MASK_ID, MASKED_SPECIALS
@@ -54,8 +55,9 @@ class MaskScheme:
 
 
 class MaskedData(struct.PyTreeNode):
-  """The training text's ids and how to mask them (part of the treedef)."""
-  tokens: jax.Array  # (N,)
+  """The training text's ids (on the host until the trainer places them)
+  and how to mask them (part of the treedef)."""
+  tokens: jax.Array | np.ndarray  # (N,)
   scheme: MaskScheme = struct.field(pytree_node=False)
 
 
@@ -106,7 +108,7 @@ def get_batch(data: MaskedData, key: jax.Array, batch_size: int,
               seq_len: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Random windows of the text, masked: inputs (B, T) and the labels
   (targets (B, T), weights (B, T)) the masked objective scores
-  (lm_jax/training/steps.py: OBJECTIVES)."""
+  (`lm_jax/tasks/masked.py: MaskedTask.objective`)."""
   k_start, k_mask = jax.random.split(key)
   starts = jax.random.randint(k_start, (batch_size,), 0,
                               data.tokens.shape[0] - seq_len)  # (B,)

@@ -40,6 +40,7 @@ class Unmasked(NamedTuple):
   canvases: jax.Array  # (S, T) the canvas after each step
   top_ids: jax.Array  # (T, k) each hidden position's likeliest tokens...
   top_probs: jax.Array  # (T, k) ...and their probabilities, when revealed
+  probs: jax.Array  # (T,) the probability of the token written; 0: given
   revealed_at: jax.Array  # (T,) the step that wrote it; -1: never hidden
 
 
@@ -66,7 +67,7 @@ def unmask_loop(logits_fn: Callable, tokens: jax.Array, key: jax.Array,
   T = tokens.shape[0]
 
   def step(carry, inputs):
-    canvas, top_ids, top_probs, revealed_at = carry
+    canvas, top_ids, top_probs, written, revealed_at = carry
     s, count = inputs
     k_draw, k_order = jax.random.split(jax.random.fold_in(key, s))
     logits = logits_fn(canvas[None])[0].astype(jnp.float32)  # (T, V)
@@ -84,14 +85,16 @@ def unmask_loop(logits_fn: Callable, tokens: jax.Array, key: jax.Array,
     canvas = jnp.where(reveal, drawn, canvas)
     top_ids = jnp.where(reveal[:, None], ids, top_ids)
     top_probs = jnp.where(reveal[:, None], p, top_probs)
+    written = jnp.where(reveal, confidence, written)
     revealed_at = jnp.where(reveal, s, revealed_at)
-    return (canvas, top_ids, top_probs, revealed_at), canvas
+    return (canvas, top_ids, top_probs, written, revealed_at), canvas
 
   init = (tokens, jnp.zeros((T, top), jnp.int32),
-          jnp.zeros((T, top), jnp.float32), jnp.full((T,), -1, jnp.int32))
-  (canvas, top_ids, top_probs, revealed_at), canvases = jax.lax.scan(
-      step, init, (jnp.arange(num_steps), counts))
-  return Unmasked(canvas, canvases, top_ids, top_probs, revealed_at)
+          jnp.zeros((T, top), jnp.float32), jnp.zeros((T,), jnp.float32),
+          jnp.full((T,), -1, jnp.int32))
+  (canvas, top_ids, top_probs, written, revealed_at), canvases = (
+      jax.lax.scan(step, init, (jnp.arange(num_steps), counts)))
+  return Unmasked(canvas, canvases, top_ids, top_probs, written, revealed_at)
 
 
 @functools.partial(jax.jit, static_argnames=(

@@ -64,7 +64,8 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     rundir.write_run(workdir, config, loaded.tokenizer)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(
-      steps.create_train_state(model, config.train, init_key, stored=True),
+      steps.create_train_state(model, config.train, init_key, stored=True,
+                               objective=task.objective),
       mesh, config.train.fsdp)
   clock.mark("state")
   # A fresh run opens its checkpoint manager (and imports Orbax) at its

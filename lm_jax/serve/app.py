@@ -5,9 +5,11 @@
     POST /v1/internals  (what the model computed at one position: the page)
     GET  /  and /static/...  (the playground, files shipped in the package)
 
-A language model's requests go to the batching engine (engine.py); an
-encoder-decoder's (the "pairs" task: an echo bot) are answered one at a
-time by `lm_jax.generation.replies`, in a worker thread.
+What the run can do (its task's `can`) picks how it is served: a language
+model's requests go to the batching engine (engine.py); an
+encoder-decoder's replies (an echo bot) are written one at a time by
+`lm_jax.generation.replies`, and a masked LM's completions are unmasked
+and its blanks filled (unmasking.py), in a worker thread.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from lm_jax import tasks
 from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import replies
-from lm_jax.serve import api, engine
+from lm_jax.serve import api, engine, unmasking
 from lm_jax.views import internals as internals_view
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -58,14 +61,17 @@ class Served:
   def __init__(self, run, name: str, settings: Settings):
     self.run, self.name, self.settings = run, name, settings
     self.model, self.tokenizer = run.model, run.tokenizer
-    self.pairs = run.model.task == "pairs"
+    self.task = tasks.task_of(run.model)
+    self.replies = tasks.Can.REPLY in self.task.can  # written whole
+    self.unmasks = tasks.Can.FILL in self.task.can  # no left-to-right decoding
     self.engine: engine.Engine | None = None
-    self.replying = asyncio.Semaphore(1) if self.pairs else None
-    self.waiting = 0  # pairs requests waiting for the semaphore
+    self.replying = (asyncio.Semaphore(1) if self.replies or self.unmasks
+                     else None)
+    self.waiting = 0  # requests waiting for the semaphore
     self.inside_lock = threading.Lock()
 
   def start(self) -> None:
-    if not self.pairs:
+    if self.replying is None:
       self.engine = engine.Engine(self.run.params, self.model,
                                   self.settings.max_batch,
                                   self.settings.max_queue)
@@ -75,6 +81,26 @@ class Served:
   def stop(self) -> None:
     if self.engine:
       self.engine.stop()
+
+  def check_queue(self) -> None:
+    """429 when `max_queue` requests already wait their turn."""
+    if self.waiting >= self.settings.max_queue:
+      raise api.ApiError(429, "the server is busy; retry later",
+                         code="rate_limit_exceeded")
+
+  async def in_turn(self, work):
+    """`work()` in a worker thread, one request at a time (replies and
+    unmasking are not batched)."""
+    self.waiting += 1
+    entered = False
+    try:
+      async with self.replying:
+        self.waiting -= 1
+        entered = True
+        return await anyio.to_thread.run_sync(work)
+    finally:
+      if not entered:
+        self.waiting -= 1
 
   def token_text(self, i: int) -> str:
     return self.tokenizer.decode([i])
@@ -155,22 +181,11 @@ class Reply:
                                         served.model.max_source_len)
     except UserError as e:
       raise api.ApiError(400, str(e), "messages", "invalid_value") from None
-    if served.waiting >= served.settings.max_queue:
-      raise api.ApiError(429, "the server is busy; retry later",
-                         code="rate_limit_exceeded")
+    served.check_queue()
 
   async def events(self):
     served = self.served
-    served.waiting += 1
-    entered = False
-    try:
-      async with served.replying:
-        served.waiting -= 1
-        entered = True
-        rows = await anyio.to_thread.run_sync(self._answer)
-    finally:
-      if not entered:
-        served.waiting -= 1
+    rows = await served.in_turn(self._answer)
     for i, row in enumerate(rows):
       reply = pairs.reply_ids(row)
       choice = api.Choice(served.tokenizer, [], ())
@@ -289,14 +304,15 @@ async def health(request, served: Served):
 
 
 async def playground(request, served: Served):
-  """What the page needs to know of the model."""
-  from lm_jax import tasks
+  """What the page needs to know of the model: what it can do (`can`)
+  picks the page's view."""
   return JSONResponse({
       "model": served.name, "kind": served.model.kind,
       "task": served.model.task, "context_length": served.model.context_length,
       "max_tokens": served.settings.max_tokens,
-      "example_prompt": tasks.task_of(served.model).example_prompt,
-      "step": served.run.step})
+      "example_prompt": served.task.example_prompt,
+      "can": [c.name.lower() for c in tasks.Can if c in served.task.can],
+      "blank": tasks.UnmaskOptions().blank, "step": served.run.step})
 
 
 def _check_model(body: dict, served: Served) -> None:
@@ -319,7 +335,7 @@ async def chat_completions(request, served: Served):
   _check_model(body, served)
   messages = api.read_messages(body)
   params = api.read_params(body, served.settings.max_tokens, chat=True)
-  if served.pairs:
+  if served.replies:
     prompt = api.last_user_message(messages)
   else:
     prompt = api.transcript(messages)
@@ -330,12 +346,16 @@ async def chat_completions(request, served: Served):
 
 async def _respond(request, served: Served, prompt: str, params: api.Params,
                    chat: bool):
-  if served.pairs:
+  source: Reply | unmasking.Unmasking | Generation
+  if served.replies:
     if params.logprobs >= 0:
       raise api.ApiError(400, "an encoder-decoder's replies come without "
                          "log-probabilities; drop 'logprobs'", "logprobs")
     source = Reply(served, prompt, params)
     ids = [t for t in source.src[0] if t != tokenizers.PAD_ID]
+  elif served.unmasks:
+    ids = served.encode(prompt, "messages" if chat else "prompt")
+    source = unmasking.Unmasking(served, ids, params)
   else:
     ids = served.encode(prompt, "messages" if chat else "prompt")
     if served.engine is None or not served.engine.running:
@@ -397,7 +417,7 @@ async def inside(request, served: Served):
       or not 0 <= position < len(tokens)):
     raise api.ApiError(422, f"send 'tokens' (ids in 0..{V - 1}) and a "
                        "'position' among them", "tokens", "invalid_type")
-  if served.pairs:
+  if served.replies:
     raise api.ApiError(400, "the chat view has no internals to show",
                        "tokens")
   W = served.model.context_length or MAX_INSIDE
@@ -419,6 +439,19 @@ async def inside(request, served: Served):
       "signed": list(got.signed), "start": start,
       "labels": [served.token_text(int(t)) for t in window],
       "values": np.round(row, 4).tolist()})  # (L, P, X)
+
+
+async def fill(request, served: Served):
+  """The page's blanks filled (a run that can fill: `unmasking.fill`)."""
+  if not served.unmasks:
+    raise api.ApiError(400, str(served.task.refusal(tasks.Can.FILL,
+                                                    "/v1/fill")), "prompt")
+  body = await read_json(request, served.settings.max_body)
+  _check_model(body, served)
+  prompt = api.read_prompt(body)
+  served.check_queue()
+  return JSONResponse(await served.in_turn(
+      lambda: unmasking.fill(served, prompt)))
 
 
 async def index(request):
@@ -450,6 +483,7 @@ def create_app(run, name: str, settings: Settings = Settings(),
       Route("/v1/chat/completions", _guard(chat_completions),
             methods=["POST"]),
       Route("/v1/internals", _guard(inside), methods=["POST"]),
+      Route("/v1/fill", _guard(fill), methods=["POST"]),
       Route("/v1/playground", _guard(playground)),
       Mount("/static", StaticFiles(directory=STATIC), name="static"),
   ]

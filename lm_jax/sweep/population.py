@@ -156,7 +156,7 @@ def _initial_states(group: Group, members: list[Member]):
   for m in members:
     init_key, _ = jax.random.split(jax.random.key(m.spec.config.seed))
     state = steps.create_train_state(group.model, m.spec.config.train,
-                                     init_key)
+                                     init_key, objective=group.task.objective)
     start = m.mngr.latest_step()
     if start is not None:
       start, state = checkpoints.resume(m.mngr, state)

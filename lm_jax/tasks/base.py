@@ -1,19 +1,24 @@
-"""What every task gives the trainer: its loaded data (`Loaded`) and the
-`Task` interface (load, evaluate, sample, answer in the prompt loop)."""
+"""What every task gives the trainer and the commands: its loaded data
+(`Loaded`), what its runs can do (`Can`) and the `Task` interface (load,
+evaluate; continue, fill, reply, the prompt loop)."""
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import enum
 import math
 import pathlib
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from lm_jax.data import tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling
+from lm_jax.generation import interactive, sampling, unmask
 from lm_jax.runs import rundir
+from lm_jax.training import steps
 
 
 class Loaded(NamedTuple):
@@ -26,20 +31,112 @@ class Loaded(NamedTuple):
   lines: tuple[str, ...]
 
 
-class Task(Protocol):
-  does: str  # what the model does to a phrase, for the prompt loop's help
-  example_prompt: str
-  sample_flags: str  # the sampling the "sample with" hint suggests
+class Can(enum.Enum):
+  """What a run can do. The commands and the server ask a task's `can`,
+  never which task it is; the value says it in a refusal."""
+  CONTINUE = "continue a prompt"
+  FILL = "fill blanks"
+  REPLY = "reply to a prompt"
+  INTERACTIVE = "answer in a prompt loop (--interactive)"
 
-  def example(self, config, tokenizer) -> str: ...
-  def load(self, config, workdir: pathlib.Path) -> Loaded: ...
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskOptions:
+  """How a run that fills blanks fills and unmasks (lm-jax-sample's flags)."""
+  steps: int = 0  # generating: steps to reveal N tokens in; 0: N
+  order: str = "confidence"  # or "random" (masked diffusion's order)
+  all_at_once: bool = False  # --fill: every blank in one step
+  show_steps: bool = False  # print the canvas after each step
+  blank: str = "_"  # in --fill text: one hidden token per marker
+  top: int = 5  # candidates printed per blank
+
+  def __post_init__(self):
+    if not self.blank:
+      raise UserError("--blank is empty: give the marker of a hidden token, "
+                      "e.g. --blank=_")
+
+
+class Task(abc.ABC):
+  """One registration per kind of data (`lm_jax/tasks/__init__.py:
+  TASKS`): what to load, the train steps' objective, how to evaluate, and
+  what its runs can do (`can`). A task defines the methods of the
+  capabilities it declares; the others refuse in one line naming what
+  the run can do (tests/tasks/test_tasks.py checks that the two agree).
+  """
+  can: frozenset[Can] = frozenset()
+  objective: steps.Objective = steps.NEXT_TOKEN
+  does = ""  # what the model does to a phrase, for the prompt loop's help
+  example_prompt = ""
+  sample_flags = ""  # the sampling the "sample with" hint suggests
+
+  @abc.abstractmethod
+  def example(self, config, tokenizer) -> str:
+    """The prompt of the "sample with" hint, spelt by the run's vocabulary."""
+
+  @abc.abstractmethod
+  def load(self, config, workdir: pathlib.Path) -> Loaded:
+    """The tokenizer and the data; refuses a mismatched resume."""
+
+  @abc.abstractmethod
   def evaluate(self, params, model, loaded: Loaded, step: int, config
-               ) -> tuple[dict, list[str], dict[str, str]]: ...
+               ) -> tuple[dict, list[str], dict[str, str]]:
+    """The record, the lines to print and the texts to log."""
+
+  def refusal(self, need: Can, asked: str) -> UserError:
+    """`asked` needs `need`, which this task's runs lack: what they can do."""
+    able = ", ".join(c.value for c in Can if c in self.can) or "nothing"
+    return UserError(f"{asked} needs a run that can {need.value}; this run "
+                     f"can {able}")
+
+  # The capabilities' methods. CONTINUE or REPLY: `sample`. INTERACTIVE:
+  # `responder`. FILL: the rest (and `sample` continues by unmasking).
+
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
-             stop: str, beam: int = 0) -> None: ...
+             stop: str, beam: int = 0) -> None:
+    """Prints the prompt's continuation or the reply to it."""
+    raise self.refusal(Can.CONTINUE, "a prompt")
+
   def responder(self, run: rundir.Run, stop: str, beam: int = 0
-                ) -> interactive.Respond: ...
+                ) -> interactive.Respond:
+    """What answers each line of the prompt loop."""
+    raise self.refusal(Can.INTERACTIVE, "--interactive")
+
+  def with_options(self, options: UnmaskOptions) -> Task:
+    """The task filling and unmasking as `options` say."""
+    raise self.refusal(Can.FILL, "filling")
+
+  def fill(self, run: rundir.Run, text: str, key: jax.Array) -> None:
+    """Prints `text` with its blanks filled."""
+    raise self.refusal(Can.FILL, "--fill")
+
+  def blank_distributions(self, run: rundir.Run, text: str, top: int = 10
+                          ) -> tuple[np.ndarray, list[tuple[int, list]]]:
+    """The ids of `text` and the model's distribution at each blank."""
+    raise self.refusal(Can.FILL, "blanks")
+
+  def encode_blanks(self, tokenizer, text: str, context: int
+                    ) -> tuple[np.ndarray, str | None]:
+    """Ids of `text` with MASK_ID at each blank, and a notice (or None)."""
+    raise self.refusal(Can.FILL, "blanks")
+
+  def filled(self, run: rundir.Run, ids: np.ndarray, key: jax.Array
+             ) -> unmask.Unmasked:
+    """`ids` with every MASK_ID filled."""
+    raise self.refusal(Can.FILL, "blanks")
+
+  def continuation(self, run: rundir.Run, ids: np.ndarray, n: int,
+                   key: jax.Array, options: sampling.SamplingOptions
+                   ) -> tuple[unmask.Unmasked, int]:
+    """`n` tokens unmasked after `ids`; how many of `ids` were kept."""
+    raise self.refusal(Can.FILL, "unmasking")
+
+
+def refuse_beam(beam: int, instead: str) -> None:
+  """--beam searches an encoder-decoder's reply; other runs do `instead`."""
+  if beam:
+    raise UserError(f"--beam searches an encoder-decoder's best reply; "
+                    f"{instead}: drop --beam")
 
 
 def bits_per_char(nats_per_token: float, num_tokens: int,

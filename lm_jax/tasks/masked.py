@@ -12,7 +12,6 @@ causal model's); then fills a held-out line's blanks.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import pathlib
@@ -27,27 +26,13 @@ from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling, unmask
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK, MASK_ID
-from lm_jax.tasks.base import encode_splits, Loaded
+from lm_jax.tasks.base import (Can, encode_splits, Loaded, refuse_beam, Task,
+                               UnmaskOptions)
 from lm_jax.tasks.text import TextTask
-from lm_jax.training import losses
+from lm_jax.training import losses, steps
 
 EVAL_KEY = 1234  # the held-out masking: the same at every evaluation
-
-
-@dataclasses.dataclass(frozen=True)
-class UnmaskOptions:
-  """How `lm-jax-sample` fills and unmasks (its flags)."""
-  steps: int = 0  # generating: steps to reveal N tokens in; 0: N
-  order: str = "confidence"  # or "random" (masked diffusion's order)
-  all_at_once: bool = False  # --fill: every blank in one step
-  show_steps: bool = False  # print the canvas after each step
-  blank: str = "_"  # in --fill text: one hidden token per marker
-  top: int = 5  # candidates printed per blank
-
-  def __post_init__(self):
-    if not self.blank:
-      raise UserError("--blank is empty: give the marker of a hidden token, "
-                      "e.g. --blank=_")
+UNMASKS = "a masked model unmasks (see --unmask_steps)"  # instead of --beam
 
 
 def check_settings(train) -> None:
@@ -114,8 +99,13 @@ def show(tokenizer, ids, blank: str = "_") -> str:
   return tokenizer.decode(ids).replace(MASK, blank)
 
 
-class MaskedTask:
+class MaskedTask(Task):
   """Masked-token loss, accuracy and the diffusion bound; blanks filled."""
+  can = frozenset({Can.CONTINUE, Can.FILL, Can.INTERACTIVE})
+  # Windows with some tokens hidden; the labels are (targets, weights), the
+  # masking scheme's weights (lm_jax/data/masking.py).
+  objective = steps.Objective(masking.get_batch, weights=lambda y: y[1],
+                              targets=lambda y: y[0])
   does = "fills its blanks (_), or continues it by unmasking"
   example_prompt = "ROMEO:"  # continued by unmasking (--fill: blanks)
   example_fill = "To be, or not to __, that is the question"
@@ -128,7 +118,7 @@ class MaskedTask:
   def __init__(self, options: UnmaskOptions = UnmaskOptions()):
     self.options = options
 
-  def with_options(self, options: UnmaskOptions) -> "MaskedTask":
+  def with_options(self, options: UnmaskOptions) -> MaskedTask:
     return MaskedTask(options)
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
@@ -164,7 +154,7 @@ class MaskedTask:
     top-5 accuracy; "diffusion": the bound (val_loss, nats per token). A
     held-out line with blanks, filled most confident first."""
     val, tokenizer = loaded.val, loaded.tokenizer
-    sums = {}
+    sums: dict[str, float] = {}
     for inputs, targets, weights in val["batches"]:
       for k, v in masked_scores(params, model, inputs, targets, weights,
                                 val["lengths"]).items():
@@ -233,41 +223,61 @@ class MaskedTask:
       print(f"note: {notice}", file=sys.stderr)
     return ids
 
+  def filled(self, run: rundir.Run, ids: np.ndarray, key: jax.Array
+             ) -> unmask.Unmasked:
+    """`ids` with every MASK_ID filled (greedy; most confident first, or
+    all at once), each blank's likeliest tokens kept."""
+    o = self.options
+    num_steps = 1 if o.all_at_once else int((ids == MASK_ID).sum())
+    return unmask.unmask(run.params, run.model, jnp.asarray(ids), key,
+                         num_steps, top=min(o.top, run.tokenizer.vocab_size))
+
   def fill(self, run: rundir.Run, text: str, key: jax.Array) -> None:
-    """Prints `text` with its blanks filled (greedy; most confident first,
-    or all at once) and each blank's likeliest tokens."""
+    """Prints `text` with its blanks filled and each blank's likeliest
+    tokens."""
     tokenizer, o = run.tokenizer, self.options
     ids = self._blanked(run, text)
-    blanks = np.flatnonzero(ids == MASK_ID)
-    steps = 1 if o.all_at_once else len(blanks)
-    out = unmask.unmask(run.params, run.model, jnp.asarray(ids), key, steps,
-                        top=min(o.top, tokenizer.vocab_size))
+    out = self.filled(run, ids, key)
     if o.show_steps:
       for s, canvas in enumerate(np.asarray(out.canvases)):
         print(f"step {s + 1}: {show(tokenizer, canvas, o.blank)}")
     print(tokenizer.decode(np.asarray(out.tokens)))
     at = np.asarray(out.revealed_at)
-    for n, pos in enumerate(blanks):
+    for n, pos in enumerate(np.flatnonzero(ids == MASK_ID)):
       print(f"blank {n + 1} (token {pos}, step {at[pos] + 1}): "
-            f"{candidates_text(candidates(tokenizer, out, pos))}")
+            f"{candidates_text(candidates(tokenizer, out, int(pos)))}")
 
   def blank_distributions(self, run: rundir.Run, text: str, top: int = 10
                           ) -> tuple[np.ndarray, list[tuple[int, list]]]:
     """The model's distribution at each blank of `text`, every blank hidden
     at once (what it believes before filling any): the ids with MASK_ID at
     the blanks, and per blank (position, [(token text, probability), ...]),
-    the `top` likeliest first."""
+    the `top` likeliest first. Text without a blank: its ids, none."""
+    if self.options.blank not in text:
+      return run.tokenizer.encode(text, strict=True), []
     ids = self._blanked(run, text)
     out = unmask.unmask(run.params, run.model, jnp.asarray(ids),
                         jax.random.key(0), 1,
                         top=min(top, run.tokenizer.vocab_size))
-    return ids, [(int(pos), candidates(run.tokenizer, out, pos))
+    return ids, [(int(pos), candidates(run.tokenizer, out, int(pos)))
                  for pos in np.flatnonzero(ids == MASK_ID)]
+
+  def continuation(self, run: rundir.Run, ids: np.ndarray, n: int,
+                   key: jax.Array, options: sampling.SamplingOptions
+                   ) -> tuple[unmask.Unmasked, int]:
+    """`ids` (their last context - n) and `n` masks after them, revealed
+    in `steps` steps (0: n); and how many of `ids` the canvas kept."""
+    ids = ids[-(run.model.context_length - n):]
+    canvas = np.concatenate([ids, np.full(n, MASK_ID, np.int32)])
+    out = unmask.unmask(run.params, run.model, jnp.asarray(canvas), key,
+                        self.options.steps or n, self.options.order, options,
+                        top=min(self.options.top, run.tokenizer.vocab_size))
+    return out, len(ids)
 
   def generate(self, run: rundir.Run, ids: np.ndarray, key: jax.Array,
                options: sampling.SamplingOptions) -> str:
-    """`ids` and N = options.max_new_tokens tokens after them, revealed
-    in `steps` steps (0: N); returns the text of the new tokens."""
+    """The text of N = options.max_new_tokens tokens unmasked after `ids`
+    (`continuation`)."""
     o, tokenizer = self.options, run.tokenizer
     context = run.model.context_length
     n = options.max_new_tokens
@@ -276,26 +286,19 @@ class MaskedTask:
             f"generates within its context ({context} tokens)",
             file=sys.stderr)
       n = context // 2
-    ids = ids[-(context - n):]
-    canvas = np.concatenate([ids, np.full(n, MASK_ID, np.int32)])
-    steps = o.steps or n
-    out = unmask.unmask(run.params, run.model, jnp.asarray(canvas), key,
-                        steps, o.order, options, top=1)
+    out, kept = self.continuation(run, ids, n, key, options)
     if o.show_steps:
       for s, c in enumerate(np.asarray(out.canvases)):
-        print(f"---------- step {s + 1}/{steps} ----------")
+        print(f"---------- step {s + 1}/{o.steps or n} ----------")
         print(show(tokenizer, c, o.blank))
       print("---------- text ----------")
-    return tokenizer.decode(np.asarray(out.tokens)[len(ids):])
+    return tokenizer.decode(np.asarray(out.tokens)[kept:])
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None:
     """Prints the prompt and N tokens generated after it by unmasking."""
-    if beam:
-      raise UserError("--beam searches an encoder-decoder's best reply; a "
-                      "masked model unmasks: drop --beam (see "
-                      "--unmask_steps)")
+    refuse_beam(beam, UNMASKS)
     tokenizer = run.tokenizer
     ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
     if notice:
@@ -308,8 +311,10 @@ class MaskedTask:
         text = text[:text.index(stop)]
       print(tokenizer.decode(ids) + text)
 
-  def responder(self, run: rundir.Run, stop: str) -> interactive.Respond:
+  def responder(self, run: rundir.Run, stop: str, beam: int = 0
+                ) -> interactive.Respond:
     """A line with blanks is filled; any other is continued by unmasking."""
+    refuse_beam(beam, UNMASKS)
 
     def respond(line: str, options: sampling.SamplingOptions, key) -> None:
       if self.options.blank in line:

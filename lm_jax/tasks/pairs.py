@@ -16,8 +16,8 @@ from lm_jax.errors import UserError
 from lm_jax.generation import beam as beam_lib
 from lm_jax.generation import interactive, replies, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import Loaded, opening, spells
-from lm_jax.training import losses
+from lm_jax.tasks.base import Can, Loaded, opening, spells, Task
+from lm_jax.training import losses, steps
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -32,10 +32,13 @@ def pair_scores(params, model, src, tgt) -> dict:  # (B, S), (B, T + 1)
   return dict(nats=sums.nats, right=right.sum(), targets=sums.weight)
 
 
-class PairsTask:
+class PairsTask(Task):
   """Replies to prompts (`lm_jax.data.pairs`): val loss and bits per character
   of the replies, token accuracy (teacher-forced) and exact match of the
   greedy reply; a few held-out prompts and their replies."""
+  can = frozenset({Can.REPLY, Can.INTERACTIVE})
+  # Random (prompt, reply) rows; PAD targets weigh nothing.
+  objective = steps.Objective(pairs.get_batch, pairs.target_weights)
   does = "answers it"
   example_prompt = "I am tired of my work"
   # Greedy: a sampled reply drifts from the one answer wanted (an echo).
@@ -95,7 +98,7 @@ class PairsTask:
     exact, chars = 0, 0
     greedy = sampling.SamplingOptions(max_new_tokens=model.max_target_len,
                                       temperature=0.0)
-    shown = []
+    shown: list[str] = []
     for i in range(0, len(val["src"]), B):
       src, tgt = val["src"][i:i + B], val["tgt"][i:i + B]
       for k, v in pair_scores(params, model, src, tgt).items():

@@ -14,18 +14,17 @@ from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
 from lm_jax.generation import interactive, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import bits_per_char, encode_splits, Loaded, opening, spells
+from lm_jax.tasks.base import (bits_per_char, Can, encode_splits, Loaded,
+                               opening, refuse_beam, spells, Task)
 from lm_jax.training import steps
 
-
-def refuse_beam(beam: int) -> None:
-  if beam:
-    raise UserError("--beam searches an encoder-decoder's best reply; a "
-                    "language model samples: drop --beam")
+SAMPLES = "a language model samples"  # what it does instead of --beam
 
 
-class TextTask:
+class TextTask(Task):
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
+  can = frozenset({Can.CONTINUE, Can.INTERACTIVE})
+  objective = steps.NEXT_TOKEN
   does = "continues it"
   example_prompt = "ROMEO:"  # in the command printed after training
   sample_flags = ""
@@ -109,7 +108,7 @@ class TextTask:
              options: sampling.SamplingOptions, num_samples: int,
              stop: str, beam: int = 0) -> None:
     """Prints the prompt and its continuation (streamed if one sample)."""
-    refuse_beam(beam)
+    refuse_beam(beam, SAMPLES)
     tokenizer = run.tokenizer
     ids, notice = tokenizers.encode_prompt(tokenizer, prompt)
     if notice:
@@ -131,5 +130,5 @@ class TextTask:
 
   def responder(self, run: rundir.Run, stop: str, beam: int = 0
                 ) -> interactive.Respond:
-    refuse_beam(beam)
+    refuse_beam(beam, SAMPLES)
     return interactive.continuation(run.params, run.model, run.tokenizer, stop)

@@ -24,9 +24,27 @@ import ml_collections
 import optax
 from flax import struct
 
-from lm_jax.data import masking, pairs, windows
+from lm_jax.data import windows
 from lm_jax.training import losses, programs
 from lm_jax.training.optimizers import make_optimizer
+
+
+class Objective(NamedTuple):
+  """What a train step reads for a task: how it draws a batch and which
+  targets, weighted how, it scores; the loss is `losses.cross_entropy`.
+  Each task declares its own (`lm_jax/tasks/__init__.py: TASKS`) and
+  the train state carries it (`TrainState.objective`).
+
+  The labels a batch draws are the target ids (text, pairs) or a pytree
+  holding them and their weights (masked: the masking drew both).
+  """
+  get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, labels)
+  weights: Callable  # labels -> the targets' weights, or None: all count 1
+  targets: Callable = lambda labels: labels  # labels -> the target ids
+
+
+# Running text: random windows of the token array, every target counts.
+NEXT_TOKEN = Objective(windows.get_batch, lambda targets: None)
 
 
 class TrainState(struct.PyTreeNode):
@@ -40,8 +58,9 @@ class TrainState(struct.PyTreeNode):
   if it had never stopped. A None carry saves nothing, so a stateless
   run's checkpoints hold step, params and opt_state alone.
 
-  `z_loss` (config.train.z_loss), like `model` and `tx`, says how to train
-  and is no part of a checkpoint.
+  `z_loss` (config.train.z_loss) and `objective` (the task's: how batches
+  are drawn and scored), like `model` and `tx`, say how to train and are
+  no part of a checkpoint.
   """
   step: jax.Array
   params: Any
@@ -50,12 +69,16 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   carry: Any = None
   z_loss: float = struct.field(pytree_node=False, default=0.0)
+  objective: Objective = struct.field(pytree_node=False,
+                                     default=NEXT_TOKEN)
 
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
-                       key: jax.Array, stored: bool = False) -> TrainState:
+                       key: jax.Array, stored: bool = False,
+                       objective: Objective = NEXT_TOKEN) -> TrainState:
   """Fresh parameters (from `key`) and optimiser state; with
-  train.carry_state, the initial state of every lane.
+  train.carry_state, the initial state of every lane. `objective`: the
+  task's (`lm_jax.tasks`), next-token prediction unless it says otherwise.
 
   `stored`: the program that makes them may come from, and goes to, the
   store of whole programs (lm_jax/training/programs.py), so that a start
@@ -82,7 +105,7 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=opt_state, model=model, tx=tx, carry=carry,
-                    z_loss=train.get("z_loss", 0.0))
+                    z_loss=train.get("z_loss", 0.0), objective=objective)
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -97,29 +120,9 @@ def all_finite(tree) -> jax.Array:
                             for x in jax.tree.leaves(tree)]))
 
 
-class Objective(NamedTuple):
-  """What a train step reads for a task (`Model.task`); the loss is
-  `losses.cross_entropy` with the objective's target weights.
-
-  The labels a batch draws are the target ids (text, pairs) or a pytree
-  holding them and their weights (masked: the masking drew both).
-  """
-  get_batch: Callable  # (data, key, batch_size, seq_len) -> (inputs, labels)
-  weights: Callable  # labels -> the targets' weights, or None: all count 1
-  targets: Callable = lambda labels: labels  # labels -> the target ids
-
-
-# Text: windows of the token array, every target counts. Pairs: random
-# (prompt, reply) rows, PAD targets weigh nothing. Masked: windows with
-# some tokens hidden, the masking scheme's weights (lm_jax/data/masking.py).
-OBJECTIVES = {"text": Objective(windows.get_batch, lambda targets: None),
-              "pairs": Objective(pairs.get_batch, pairs.target_weights),
-              "masked": Objective(masking.get_batch, lambda y: y[1],
-                                  lambda y: y[0])}
-
-
 def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
-            z_loss: float = 0.0) -> tuple[jax.Array, Any]:
+            z_loss: float = 0.0, objective: Objective = NEXT_TOKEN
+            ) -> tuple[jax.Array, Any]:
   """Mean loss of a window, and the carry for the next (None: no carry).
 
   With a carry (truncated BPTT) the window continues from it, and the
@@ -127,18 +130,19 @@ def loss_fn(params, model: nn.Module, x, y, dropout_key, carry=None,
   window's loss stops at its first token and never reaches earlier windows.
   `z_loss` > 0 adds the z-loss term (`losses.cross_entropy`; then the
   logged train loss includes it; evaluation reports cross-entropy alone).
+  `objective` says which targets the labels `y` hold and their weights.
   """
   logits, carry = model.apply(
       {"params": params}, x, jax.lax.stop_gradient(carry), train=True,
       rngs={"dropout": dropout_key}, method="window")  # (B, T, V)
-  objective = OBJECTIVES[model.task]
   loss = losses.cross_entropy(logits, objective.targets(y),
                               objective.weights(y), z_loss)
   return loss, jax.lax.stop_gradient(carry)
 
 
 def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
-                      grad_accum_steps: int, carry=None, z_loss: float = 0.0):
+                      grad_accum_steps: int, carry=None, z_loss: float = 0.0,
+                      objective: Objective = NEXT_TOKEN):
   """((mean loss, new carry), gradients) over `grad_accum_steps` equal
   micro-batches.
 
@@ -147,8 +151,8 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
   losses is the loss of the whole batch. Each micro-batch continues from
   its own rows' carry.
   """
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, z_loss=z_loss),
-                               has_aux=True)
+  grad_fn = jax.value_and_grad(functools.partial(
+      loss_fn, z_loss=z_loss, objective=objective), has_aux=True)
   if grad_accum_steps == 1:
     return grad_fn(params, model, x, y, dropout_key, carry)
   B, A = jax.tree.leaves(y)[0].shape[0], grad_accum_steps
@@ -185,7 +189,7 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array,
   """
   (loss, carry), grads = accumulated_grads(
       state.params, state.model, x, y, dropout_key, grad_accum_steps,
-      state.carry, state.z_loss)
+      state.carry, state.z_loss, state.objective)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
@@ -202,14 +206,14 @@ def next_batch(state: TrainState, tokens, data_key: jax.Array,
                batch_size: int, seq_len: int, constrain=lambda tree: tree):
   """A step's batch, and the state it continues from.
 
-  Without a carry (fixed at trace time: one compiled program), the task's
-  batch drawn with `data_key`; with one, the step's window of every lane
-  (`windows.lane_batch`), the carry reset to the initial state where the
-  lanes wrap around. `constrain` places the carry (a sharding constraint).
+  Without a carry (fixed at trace time: one compiled program), the batch
+  of the state's objective drawn with `data_key`; with one, the step's
+  window of every lane (`windows.lane_batch`), the carry reset to the
+  initial state where the lanes wrap around. `constrain` places the carry
+  (a sharding constraint).
   """
   if state.carry is None:
-    x, y = OBJECTIVES[state.model.task].get_batch(tokens, data_key,
-                                                  batch_size, seq_len)
+    x, y = state.objective.get_batch(tokens, data_key, batch_size, seq_len)
     return state, x, y
   x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
   fresh = state.model.initial_state(batch_size)
@@ -261,7 +265,8 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
   `count`, only the first `count` of them.
 
   `tokens` is the training data batches are drawn from: the text's ids,
-  or for pairs (`OBJECTIVES`) the padded (src, tgt) arrays.
+  or what the state's objective draws from (pairs: the padded (src, tgt)
+  arrays).
 
   Running several steps per call (a loop on device) saves the per-call
   dispatch and host round trip, the largest speed lever on a small CPU.

@@ -33,9 +33,11 @@ def poisoned_loss(monkeypatch):
   key, so a function of (seed, step); returns step -> poisoned?"""
   clean = steps.loss_fn
 
-  def loss_fn(params, model, x, y, dropout_key, carry=None, z_loss=0.0):
+  def loss_fn(params, model, x, y, dropout_key, carry=None, z_loss=0.0,
+              objective=steps.NEXT_TOKEN):
     poison = jax.random.bernoulli(jax.random.fold_in(dropout_key, 7), 0.3)
-    loss, carry = clean(params, model, x, y, dropout_key, carry, z_loss)
+    loss, carry = clean(params, model, x, y, dropout_key, carry, z_loss,
+                        objective)
     return loss * jnp.where(poison, jnp.inf, 1.0), carry
 
   def poisoned(seed: int, step: int) -> bool:

@@ -15,6 +15,7 @@ from lm_jax.errors import UserError
 from lm_jax.generation import sampling, unmask
 from lm_jax.models import check_config, make_model
 from lm_jax.special_tokens import MASK, MASK_ID
+from lm_jax.tasks.masked import MaskedTask
 from lm_jax.training import losses, steps
 
 # Commands, trained runs or a live server in every test: the full suite
@@ -106,7 +107,7 @@ def test_diffusion_masking_rate_uniform_and_weights():
 
 def test_loss_counts_only_the_chosen_positions():
   data = masking.MaskedData(jnp.arange(500) % 40 + 5, scheme())
-  objective = steps.OBJECTIVES["masked"]
+  objective = MaskedTask.objective
   inputs, labels = objective.get_batch(data, jax.random.key(2), 8, 32)
   targets, weights = objective.targets(labels), objective.weights(labels)
   logits = jax.random.normal(jax.random.key(3), (8, 32, 50))
@@ -124,7 +125,7 @@ def test_diffusion_loss_is_the_weighted_mean_per_token():
   """A model that gives every hidden token c nats has a bound of c nats per
   token, whatever the rates drawn."""
   data = masking.MaskedData(jnp.arange(500) % 40 + 5, scheme("diffusion"))
-  objective = steps.OBJECTIVES["masked"]
+  objective = MaskedTask.objective
   _, labels = objective.get_batch(data, jax.random.key(5), 16, 32)
   targets, weights = objective.targets(labels), objective.weights(labels)
   logits = jnp.zeros((16, 32, 50))  # uniform: log(50) nats everywhere

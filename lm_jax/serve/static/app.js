@@ -1,6 +1,8 @@
 // The playground: streams a completion from /v1/completions and shows each
 // token's probability, its alternatives (hover) and what the model attended
-// to at a position (click: /v1/internals). An echo bot gets a chat view.
+// to at a position (click: /v1/internals). What the run can do (info.can)
+// picks the view: a run that replies (an echo bot) gets a chat view; one
+// that fills blanks fills a prompt's blanks (/v1/fill).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -72,6 +74,16 @@ function number(id) {
   return value === "" ? undefined : Number(value);
 }
 
+// A prompt's blanks filled: each filled token shaded like a generated one.
+async function fillBlanks() {
+  const response = await call("/v1/fill", {
+      model: info.model, prompt: $("prompt").value});
+  const filled = await response.json();
+  filled.tokens.forEach((t) => addToken({id: t.id, text: t.text,
+      prompt: !t.blank, p: t.p, top: t.top}));
+  return filled.tokens.filter((t) => t.blank).length;
+}
+
 async function generate() {
   $("output").textContent = "";
   $("inside").textContent = "";
@@ -83,6 +95,11 @@ async function generate() {
   const started = performance.now();
   let first = null, made = 0;
   try {
+    if (info.can.includes("fill") && $("prompt").value.includes(info.blank)) {
+      const blanks = await fillBlanks();
+      $("status").textContent = `${blanks} blanks filled`;
+      return;
+    }
     const response = await call("/v1/completions?token_ids=1", {
       model: info.model, prompt: $("prompt").value, stream: true,
       logprobs: 5, temperature: number("temperature"), top_k: number("top_k"),
@@ -207,7 +224,7 @@ async function start() {
   }
   $("model").textContent = `${info.model}: ${info.kind}, step ${info.step}` +
       (info.context_length ? `, context ${info.context_length} tokens` : "");
-  if (info.task === "pairs") {
+  if (info.can.includes("reply")) {
     $("chat-view").hidden = false;
     $("chat-form").addEventListener("submit", chat);
     return;
