@@ -77,12 +77,12 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
   else:
     params, opt_state = jax.jit(init)(key)
   carry = None
-  if train.get("carry_state", False):
+  if train.carry_state:
     # One buffer per array (initial_state may share one): it is donated.
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=opt_state, model=model, tx=tx, carry=carry,
-                    z_loss=train.get("z_loss", 0.0))
+                    z_loss=train.z_loss)
 
 
 def skipped_updates(state: TrainState) -> int:
