@@ -17,11 +17,14 @@ SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.py")
 
 
 def variants(name: str) -> list[str]:
-  """A shipped config's variants, from its docstring's `Variants` list."""
+  """A shipped config's variants, from its docstring's `Variants` list
+  (one line each; `(none)` is the default)."""
   doc = importlib.import_module(f"configs.{name}").__doc__
   listed = doc.partition("\nVariants")[2].splitlines()[1:]
-  return [line.split()[0] for line in listed
-          if line.startswith("  ") and not line.startswith("   ")]
+  names = [line.split()[0] for line in listed if line.startswith("  ")]
+  assert names[0] == "(none)" and all(
+      line.startswith("  ") for line in listed if line.strip()), name
+  return names[1:]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

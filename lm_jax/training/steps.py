@@ -225,9 +225,8 @@ def repeat_steps(one_step: Callable, state, count, num_steps: int):
   Without `count`, a `lax.scan`; with it, the same steps in a
   `lax.while_loop` whose length is only known at run time (metrics NaN
   past `count`), so that one compiled program serves every count. Whole
-  calls keep the scan: the while_loop measured 1.4% (default config) and
-  4.5% (:baby) slower per step, interleaved in one process on a quiet
-  2-core Xeon (experiments/results/loop_forms_cpu.md).
+  calls keep the scan, which the while_loop is slower than per step
+  (experiments/results/loop_forms_cpu.md).
   """
   if count is None:
     return jax.lax.scan(lambda state, _: one_step(state), state,
