@@ -138,8 +138,9 @@ class LanguageModel(Model):
   """A next-token model over a vocabulary of `vocab_size` ids.
 
   Subclasses are Linen modules holding `config.model` (less `kind`) as
-  their `Settings`. They implement `initial_state`, `extend`
-  and `internals`, and refine the rest where the default does not fit.
+  their field `settings`, one of their `Settings`. They implement
+  `initial_state`, `extend` and `internals`, and refine the rest where the
+  default does not fit.
   """
 
   def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
