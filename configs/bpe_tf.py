@@ -10,16 +10,10 @@ about 0.36 tokens per character, so 128 tokens of context hold about 350
 characters. Bits per character are comparable with char_tf's and
 word_tf's (docs/TOKENIZERS.md).
 
-Measured with `python experiments/tokenizers_compare.py --seconds=300`
-(experiments/results/tokenizers_cpu.md) on a 2-core Intel Xeon shared
-with other jobs (load average 11 rising to 21), 2026-12-03: 300 s of
-training (163 steps at 0.55 steps/s, 421 s wall with loading, compiling
-and evaluation), val loss 4.933 nats/token, 2.652 bits per character on
-the first 98,304 characters of the held-out plays, against the character
-model's 3.030 in the same time (docs/TOKENIZERS.md). Not yet run for its
-1500 steps. Training the BPE itself took 3.9 s (2.2 s at load 10).
+Measured (command, machine, figures): experiments/results/configs/bpe_tf.md.
 
 Variants (`--config=configs/bpe_tf.py:NAME`):
+  (none) subwords against characters at equal time (bpe_tf.md).
   smoke  a tiny model and a few steps, for tests (seconds).
 """
 

@@ -9,18 +9,12 @@ configs/char_lstm.py with a GRU in place of the LSTM: the same embedding
 has three gates to the LSTM's four, so about 3/4 of its parameters and
 products per step.
 
-Measured on a 2-core AMD EPYC CPU (jax 0.10.2), 2026-12-02, with exactly
-the first command (`--workdir=/tmp/quality/char_gru`) and, in the same
-session, configs/char_lstm.py's: val loss 1.6946 nats (2.445 bpc) at step
-250 and 1.6024 nats (2.312 bpc) at step 500, against the LSTM's 1.7684
-and 1.6715 (2.411 bpc), the same as its docstring's. The machine was
-shared with other jobs, so the wall times (22m05s GRU, 8m47s LSTM, under
-different loads) say nothing; on a quiet machine the LSTM takes 2m32s.
+Measured (command, machine, figures): experiments/results/configs/char_gru.md.
 
 Variants (`--config=configs/char_gru.py:NAME`):
+  (none) the GRU against char_lstm at the same budget (char_gru.md).
   smoke  a tiny model and a few steps, for tests (seconds).
-  tbptt  truncated backpropagation through time
-         (config.train.carry_state=True), as configs/char_lstm.py:tbptt.
+  tbptt  truncated BPTT (carry_state=True), as configs/char_lstm.py:tbptt.
 """
 
 import ml_collections

@@ -8,32 +8,17 @@ hidden units, windows of 100 characters, batch 64, Adam (lr 2e-3, warmup,
 cosine decay) with gradient clipping. 500 steps see 3.2M characters, about
 three quarters of the training text.
 
-Measured on a 2-core AMD EPYC CPU with no other jobs running (2026-11-26,
-`--workdir=/tmp/lstmrun`): 2m32s wall clock for the first command, start-up
-and evaluations included, about 20-26k tokens/s; val loss 1.7684 nats
-(2.551 bpc) at step 250, 1.6715 nats (2.411 bpc) at step 500.
+`:tbptt` trains as char-rnn does: truncated backpropagation through time
+(config.train.carry_state=True). Each of the 64 batch rows reads its own
+contiguous lane of the text, window after window, and the LSTM state at
+the end of a window starts the next one (no gradient across windows).
 
-Training throughput on the same CPU, same conditions
-(`python -m experiments.bench_lstm --hidden=256,512 --repeats=7
---num_steps=32 --out=experiments/results/lstm_cpu.md`, batch 64, sequence
-100, 7 rounds in which the two take turns): JAX 26,635 tokens/s against
-PyTorch nn.LSTM 23,640 at hidden 256 (1.13x, rounds 1.08-1.22x); 7,922
-against 7,456 at hidden 512 (1.06x). Runs of the same command vary: five
-runs at hidden 256 gave 0.99x, 1.13x, 1.01x, 1.09x and 1.07x (all listed
-in the results file).
+Measured (command, machine, figures): experiments/results/configs/char_lstm.md.
 
 Variants (`--config=configs/char_lstm.py:NAME`):
+  (none) char-rnn's model and steps; time, losses, JAX vs nn.LSTM speed.
   smoke  a tiny model and a few steps, for tests (seconds).
-  tbptt  the same model and steps, trained as char-rnn does: truncated
-         backpropagation through time (config.train.carry_state=True).
-         Each of the 64 batch rows reads its own contiguous lane of the
-         text, window after window, and the LSTM state at the end of a
-         window starts the next one (no gradient across windows). Same
-         machine and conditions: 2m19s; val loss 1.7989 nats (2.595 bpc)
-         at step 250, 1.7097 nats (2.467 bpc) at step 500. Evaluation
-         starts every window from the zero state, which this mode did not
-         train for, and 500 steps read the first 500 of each lane's 671
-         windows.
+  tbptt  the same model and steps by truncated BPTT (see above).
 """
 
 import ml_collections

@@ -10,31 +10,16 @@ without the causal mask (lm_jax/models/mlm.py), trained on BERT's masking:
 a random character, 10% left; the loss counts the chosen ones
 (lm_jax/data/masking.py). docs/MASKED.md explains the task.
 
-Measured (experiments/results/masked_vs_causal.md, `python
-experiments/masked_vs_causal.py --steps=400 --parallel`) on a 2-core Intel
-Xeon shared with other sessions (1-minute load average 15-20, several
-times a quiet machine's step time), 2026-12-03: 400 steps in 16.6 min
-wall, 58.1% top-1 and 86.9% top-5 accuracy on the chosen characters of
-the 4 held-out plays, 1.3955 nats (2.0133 bits) per chosen character;
-52.1% at step 250.
+`:diffusion` is masked diffusion: a rate per window ~ U(0, 1], every
+chosen character hidden, loss weighted 1/rate; its val_loss is a bound on
+nats per character, comparable with char_tf's.
 
-On the quiet machine (2-core Intel Xeon, 2026-12-03; `python -m
-lm_jax.train --config=char_mlm`, stopped after step 1000's evaluation):
-top-1 accuracy on the chosen characters of the held-out plays 51.8% at
-step 250 (66 s of wall time, start-up included), 58.5% at 500 (120 s),
-62.1% at 750 (173 s) and 65.1% at 1000 (227 s), top-5 90.4%, masked loss
-1.1503 nats (1.66 bits) per chosen character: past the 60% goal in under
-3 minutes. A fill at step 750: "N_y, answer__e: stan_, a_d unfol_
-yourself." -> "Nay, answer he: stand, and unfold yourself."
+Measured (command, machine, figures): experiments/results/configs/char_mlm.md.
 
 Variants (`--config=configs/char_mlm.py:NAME`):
+  (none)     BERT masking; masked-token accuracy against the 60% goal.
   smoke      a tiny model and a few steps, for tests (seconds).
-  diffusion  masked diffusion: a rate per window ~ U(0, 1], every chosen
-             character hidden, loss weighted 1/rate; its val_loss is a
-             bound on nats per character, comparable with char_tf's.
-             Measured in the same run: 400 steps in 19.3 min (with the
-             causal model of this size training at once, load 15-20),
-             bound 2.5244 nats/char against the causal 1.6963.
+  diffusion  masked diffusion (see above), its bound against char_tf's loss.
 """
 
 from lm_jax.config import masked_config, smoke_train

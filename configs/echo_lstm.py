@@ -7,28 +7,16 @@
 A bidirectional LSTM encoder and an LSTM decoder with Luong attention
 (lm_jax/models/lstm_s2s.py); pairs as in configs/echo_s2s.py
 (`--config.data.pairs=reverse:1`, `--config.data.pairs_file=FILE`).
+`:noattn` is the same as `--config.model.attention=False` (add that to
+`:smoke` for a tiny one).
 
-The full 3000 steps are not measured yet. 250 of them (experiments/
-echo_length.py, 2-core AMD EPYC shared with other jobs, 8-9 minutes):
-greedy exact match on held-out lines 91.8% for `copy`, 88.5% for
-`reverse`; without attention (`:noattn`) 0.4% and 0.0%
-(docs/SEQ2SEQ_LSTM.md).
+Measured (command, machine, figures): experiments/results/configs/echo_lstm.md.
 
 Variants (`--config=configs/echo_lstm.py:NAME`):
+  (none)  3000 steps with attention, toward 99% exact match on copy/reverse.
   smoke   a tiny model and a few steps, for tests (seconds).
-  fast    the default model in under 5 minutes of wall time: 450 steps at
-          3e-3 with a warmup-stable-decay schedule (decay over the last
-          30%), evaluated every 150 steps on 512 held-out pairs. Measured
-          with `python experiments/echo_fast.py`
-          (experiments/results/echo_fast_cpu.md; 2-core Intel Xeon, quiet,
-          2026-12-03), greedy exact match at the end, start-up, compiling
-          and evaluations included: copy 95.3% in 254 s, reverse 94.5% in
-          242 s, swap_persons 93.6% in 247 s; short of the 99% / 95% goal,
-          and still rising by 15-20 points in the last 150 steps.
-  noattn  no attention: the classic Sutskever et al. (2014) encoder-decoder,
-          the prompt reaching the decoder only through its first state.
-          The same as `--config.model.attention=False` (add that to
-          `:smoke` for a tiny one).
+  fast    the default model in under 5 minutes: 450 steps, wsd schedule.
+  noattn  no attention: Sutskever et al.'s (2014) encoder-decoder.
 """
 
 import ml_collections

@@ -6,10 +6,10 @@
 The word tokenizer of configs/word_tf.py (8192 ids) feeding 2 layers of 512
 LSTM units, with windows of 64 words.
 
-Measured: the full run has not been timed yet; its `:smoke` variant trains
-and samples in tests/loop/test_word_level_runs.py.
+Measured: experiments/results/configs/word_lstm.md (not yet).
 
 Variants (`--config=configs/word_lstm.py:NAME`):
+  (none) 600 steps of 32 x 64 words.
   smoke  a tiny model and a few steps, for tests (seconds).
 """
 

@@ -6,9 +6,12 @@
 
 configs/word_tf.py's data and sizes with the masked model of
 configs/char_mlm.py (BERT masking; `:diffusion` for masked diffusion):
-each blank `_` hides one word. Not yet measured on the full settings.
+each blank `_` hides one word.
+
+Measured: experiments/results/configs/word_mlm.md (not yet).
 
 Variants (`--config=configs/word_mlm.py:NAME`):
+  (none)     BERT masking, 600 steps of 16 x 64 words.
   smoke      a tiny model and a few steps, for tests (seconds).
   diffusion  masked diffusion (see configs/char_mlm.py).
 """

@@ -3,13 +3,10 @@
     python -m lm_jax.train --config=configs/word_tf.py
     python -m lm_jax.sample --workdir=runs/word_tf --prompt="ROMEO:"
 
-Measured on a 2-core AMD EPYC CPU shared with other jobs (load average
-12-18): 10m22s wall clock for 600 steps (about 1,400 tokens/s); at step 600
-val loss 4.558 nats/token, perplexity 95.4, 2.026 bits per character; 6.67%
-of the validation tokens are <unk> (vocabulary 8192). Val loss was still
-falling (4.860, 4.661, 4.558 at steps 200, 400, 600; an epoch is ~1,100).
+Measured (command, machine, figures): experiments/results/configs/word_tf.md.
 
 Variants (`--config=configs/word_tf.py:NAME`):
+  (none) 600 steps of 16 x 64 words (8192 ids).
   smoke  a tiny model and a few steps, for tests (seconds).
 """
 

@@ -99,7 +99,7 @@ def bench_model(fields: dict, cached_tokens: int, full_tokens: tuple,
                 repeats: int) -> dict:
   """{(method, batch): [tokens per second of each round]}."""
   # The plain GPT (dense attention, learned positions, LayerNorm, GELU).
-  plain = {**base_config().model.to_dict(), **TransformerSettings.ADDED}
+  plain = {**base_config().model.to_dict(), "attention": "dense"}
   plain.pop("kind")
   model = TransformerLM(vocab_size=VOCAB,
                         settings=TransformerSettings(**{**plain, **fields}))

@@ -21,7 +21,6 @@ The functions are importable: `jax_runner`, `torch_runner`, `measure`,
 
 from __future__ import annotations
 
-import functools
 import pathlib
 import shlex
 import statistics
@@ -47,10 +46,10 @@ TORCH = "torch nn.LSTM"
 class FlaxRNNLM(LanguageModel):
   """The stock Flax recipe: `nn.RNN(nn.OptimizedLSTMCell)` per layer (only
   `__call__` of the interface: it trains, it does not decode)."""
-  num_layers: int = 2
-  embed_dim: int = 128
-  hidden_size: int = 256
-  dropout: float = 0.0
+  num_layers: int
+  embed_dim: int
+  hidden_size: int
+  dropout: float
 
   @nn.compact
   def __call__(self, tokens, train: bool = False):
@@ -60,10 +59,17 @@ class FlaxRNNLM(LanguageModel):
     return nn.Dense(self.vocab_size)(x)
 
 
-VARIANTS = {"lm_jax": lstm.LSTMLM,
-            "autodiff": functools.partial(lstm.LSTMLM,
-                                          hand_written_backward=False),
-            "flax_rnn": FlaxRNNLM}
+def lstm_model(variant: str, hidden: int) -> LanguageModel:
+  """The model of a JAX variant, as char_lstm's sizes (embedding 128, 2
+  layers) at hidden size `hidden`."""
+  sizes = dict(num_layers=2, embed_dim=128, hidden_size=hidden, dropout=0.0)
+  if variant == "flax_rnn":
+    return FlaxRNNLM(vocab_size=VOCAB, **sizes)
+  return lstm.LSTMLM(vocab_size=VOCAB, settings=lstm.LSTMSettings(
+      **sizes, hand_written_backward=variant == "lm_jax"))
+
+
+VARIANTS = ("lm_jax", "autodiff", "flax_rnn")
 
 
 def train_config(batch_size: int, seq_len: int, steps_per_call: int):
@@ -78,7 +84,7 @@ def jax_runner(hidden: int, batch_size: int = 64, seq_len: int = 100,
                steps_per_call: int = 16, variant: str = "lm_jax"
                ) -> Callable[[int], None]:
   """A function that trains `n` steps (a multiple of steps_per_call)."""
-  model = VARIANTS[variant](vocab_size=VOCAB, hidden_size=hidden)
+  model = lstm_model(variant, hidden)
   t = train_config(batch_size, seq_len, steps_per_call)
   key = jax.random.key(0)
   box = [steps.create_train_state(model, t, key)]

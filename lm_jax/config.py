@@ -247,17 +247,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError("config.train.warmup_steps must be >= 0")
   for name, choices in (("schedule", optimizers.SCHEDULES),
                         ("optimizer", optimizers.OPTIMIZERS)):
-    if optimizers.setting(t, name) not in choices:
+    if t[name] not in choices:
       raise UserError(f"unknown config.train.{name} {t[name]!r}: set it to "
                       f"one of {', '.join(choices)}")
-  if not 0 < optimizers.setting(t, "decay_fraction") <= 1:
+  if not 0 < t.decay_fraction <= 1:
     raise UserError(f"config.train.decay_fraction must be in (0, 1], got "
                     f"{t.decay_fraction!r}")
-  _positive("config.train.muon_learning_rate",
-            optimizers.setting(t, "muon_learning_rate"), (int, float))
+  _positive("config.train.muon_learning_rate", t.muon_learning_rate,
+            (int, float))
   if not 0 < t.grad_clip:
     raise UserError("config.train.grad_clip must be > 0")
-  if not 0 <= t.get("z_loss", 0.0):  # (a config.json from before it: 0)
+  if not 0 <= t.z_loss:
     raise UserError(f"config.train.z_loss must be >= 0 (0: off), got "
                     f"{t.z_loss}")
   if not isinstance(t.carry_state, bool):

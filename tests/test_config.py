@@ -1,5 +1,6 @@
 """lm_jax/config.py: the shared defaults, their checks and their listing."""
 
+import dataclasses
 import importlib
 import math
 
@@ -9,16 +10,28 @@ import pytest
 from conftest import REPO
 from lm_jax import config as config_lib
 from lm_jax.errors import UserError
-from lm_jax.models import MODELS
+from lm_jax.models import MODELS, make_model
 
 SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.py")
                  if not p.stem.startswith("_"))
 
 
+def variants(name: str) -> list[str]:
+  """A shipped config's variants, from its docstring's `Variants` list
+  (one line each; `(none)` is the default)."""
+  doc = importlib.import_module(f"configs.{name}").__doc__
+  listed = doc.partition("\nVariants")[2].splitlines()[1:]
+  names = [line.split()[0] for line in listed if line.startswith("  ")]
+  assert names[0] == "(none)" and all(
+      line.startswith("  ") for line in listed if line.strip()), name
+  return names[1:]
+
+
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_config_and_its_smoke_variant_validate(name):
+def test_every_shipped_config_and_its_variants_validate(name):
   module = importlib.import_module(f"configs.{name}")
-  for arg in ("", "smoke"):
+  assert "smoke" in variants(name)
+  for arg in ("", *variants(name)):
     config = module.get_config(arg)
     config_lib.validate(config)
     # Every setting of its model is given: nothing falls back to a default.
@@ -26,9 +39,37 @@ def test_every_shipped_config_and_its_smoke_variant_validate(name):
     assert set(config.model) - {"kind"} == set(cls.setting_names())
 
 
+def test_every_model_family_declares_its_settings_without_defaults():
+  """One frozen dataclass per family, every field given by the config."""
+  for kind, cls in MODELS.items():
+    settings = dataclasses.fields(cls.Settings)
+    assert cls.Settings.__dataclass_params__.frozen, kind
+    assert not [f.name for f in settings
+                if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING], kind
+    model_fields = {f.name for f in dataclasses.fields(cls)} - {
+        "vocab_size", "parent", "name"}
+    assert model_fields == {"settings"}, kind
+
+
 def test_base_config_gives_every_transformer_setting():
   model = config_lib.base_config().model
   assert set(model) - {"kind"} == set(MODELS["transformer"].setting_names())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.unlock().__delitem__("hidden_size"),
+     "config.model lacks hidden_size for the lstm model"),
+    (lambda m: m.unlock().__setitem__("num_heads", 4),
+     r"settings the lstm model does not take \(num_heads\)")])
+def test_a_missing_or_unknown_model_setting_is_named(change, message):
+  from configs import char_lstm
+  config = char_lstm.get_config("smoke")
+  change(config.model)
+  with pytest.raises(UserError, match=message):
+    config_lib.validate(config)
+  with pytest.raises(UserError, match=message):
+    make_model(config.model, 10)
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -32,15 +32,15 @@ def model_class(kind: str) -> type[Model]:
   return MODELS[kind]
 
 
-def complete(model_config: ml_collections.ConfigDict) -> dict:
-  """config.model as the fields of its model class (less `kind`).
+def settings_fields(model_config: ml_collections.ConfigDict) -> dict:
+  """config.model as the fields of its model's settings (less `kind`).
 
-  A config.json written before a setting existed gets the value that run
-  was trained with (the class's `added_settings`); any other missing or
-  unknown key is a UserError.
+  Every field must be given: a missing or unknown key is a UserError naming
+  it, never a default (an old config.json is upgraded where it is read:
+  lm_jax/runs/rundir.py: upgrade).
   """
   fields = dict(model_config)
-  cls = model_class(fields.pop("kind"))
+  cls = model_class(fields.pop("kind", None))
   names = cls.setting_names()
   extra = sorted(set(fields) - set(names))
   if extra:
@@ -48,7 +48,6 @@ def complete(model_config: ml_collections.ConfigDict) -> dict:
         f"config.model has settings the {cls.kind} model does not take "
         f"({', '.join(extra)}); start from a config file written for it, "
         "e.g. configs/char_lstm.py for an LSTM")
-  fields = {**cls.added_settings(), **fields}
   missing = [n for n in names if n not in fields]
   if missing:
     raise UserError(
@@ -60,8 +59,8 @@ def complete(model_config: ml_collections.ConfigDict) -> dict:
 def check_config(model_config: ml_collections.ConfigDict,
                  train_config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first model setting that cannot work."""
-  cls = model_class(model_config["kind"])
-  full = ml_collections.ConfigDict(complete(model_config))
+  cls = model_class(model_config.get("kind"))
+  full = ml_collections.ConfigDict(settings_fields(model_config))
   try:
     cls.check_config(full, train_config)
   except ConfigError as e:
@@ -71,6 +70,6 @@ def check_config(model_config: ml_collections.ConfigDict,
 def make_model(model_config: ml_collections.ConfigDict,
                vocab_size: int) -> Model:
   """The model named by `model_config.kind`, its settings taken from the
-  config (`complete`)."""
-  cls = model_class(model_config["kind"])
-  return cls.from_config(complete(model_config), vocab_size)
+  config (`settings_fields`)."""
+  cls = model_class(model_config.get("kind"))
+  return cls.from_config(settings_fields(model_config), vocab_size)

@@ -25,37 +25,10 @@ in unrolled steps (one batched product per diagonal); XLA then copied every
 step's tile slices up front and its temp memory equalled dense attention's.
 Inside a loop only one pair of tiles is live.
 
-Measured (2-core AMD EPYC KVM, jax 0.10.2, machine shared and loaded, so
-only ratios within one run mean anything), fwd + bwd of one attention,
-B 32, H 6, T 256, K 64 (`python experiments/probe_attention.py --part=call
---tiles=64,128,256`): XLA temp memory 144 MB dense, 87 / 115 / 144 MB
-blocked with tile 64 / 128 / 256; time level with dense (0.93-1.14x). At
-B 8, T 1024 (`--part=call --batch=8 --seq-len=1024 --tiles=64,128`, 3
-rounds): 576 MB dense against 76 / 83 MB (tile 64 / 128), and 3.1x / 3.3x
-dense's speed (an earlier run of the same code: 2.0x / 2.6x). The
-6-layer/384 model at T 1024, B 16, one device per core (`--part=long
---rounds=0`): temp memory per device 4268 MB dense, 2252 MB blocked (tile
-64 or 128); one step in each (`--part=long --rounds=1 --tiles=128`), 308
-tokens/s dense against 476 blocked (1.55x); alone (`--blocked-only`, a
-quieter moment) blocked trains 1359 tokens/s with a 5.34 GiB peak resident
-set: within 8 GB, where dense's temp buffers alone are 8.3 GiB.
-A whole train step of the 6-layer/384 model, T 256, B 64, fp32
-(`--part=step --rounds=3 --tiles=64,128`; load average 8 on the 2 cores,
-73 s a dense step, several times a quiet machine's): blocked 1.09x (tile
-64) and 1.06x (tile 128) dense's tokens/s, temp memory 2252 MB against
-2540 MB per device; at a quieter moment (load 1.5, `--tiles=64`), 1623
-against 1532 tokens/s (1.06x), 10.1 s a step. At T 256 the (T, T) scores
-are a small part of a layer's saved activations (the MLP's 4 D and
-q/k/v's 3 D per token are as large), so the gain is small; it grows with
-T. The default tile, 64: the least memory at T 256 and the faster of the
-two there.
-
-The whole step measured again on a quiet machine, blocked against dense at
-T 64, 128 and 256 and PyTorch's fused attention at T 256 and 1024, is
-experiments/results/cpu_gpt6_levers.md (`python
-experiments/bench_throughput.py --gpt6-levers`): level at T 64 and 128,
-well ahead at T 256, so blocked is the default (lm_jax/config.py:
-base_config).
+What it saves and costs against dense attention, in memory and time, with
+the commands that measured it: experiments/results/attention_cpu.md; the
+whole train step, and why blocked is the default:
+experiments/results/cpu_gpt6_levers.md.
 
 Shapes: B batch, H heads, T time, K head size, n tiles, t = tile.
 """

@@ -75,34 +75,20 @@ class Model(nn.Module):
 
   kind: ClassVar[str]  # its name in config.model.kind
   task: ClassVar[str] = "text"
-  # A frozen dataclass of the settings (config.model less `kind`) that the
-  # model holds as its one field `settings` and hands to its blocks; None:
-  # the model's own fields are the settings.
-  Settings: ClassVar[type | None] = None
+  # A frozen dataclass of the settings (config.model less `kind`), every
+  # field without a default: the model holds one as its field `settings`
+  # and hands it to its blocks.
+  Settings: ClassVar[type]
 
   @classmethod
   def setting_names(cls) -> tuple[str, ...]:
     """The keys of config.model (less `kind`) this model takes."""
-    fields = dataclasses.fields(cls.Settings or cls)
-    return tuple(f.name for f in fields
-                 if f.name not in ("vocab_size", "parent", "name"))
-
-  @classmethod
-  def added_settings(cls) -> dict:
-    """Settings added after runs were written, and the value a config.json
-    without one was trained with."""
-    if cls.Settings is not None:
-      return dict(getattr(cls.Settings, "ADDED", {}))
-    return {f.name: f.default for f in dataclasses.fields(cls)
-            if f.default is not dataclasses.MISSING
-            and f.name not in ("parent", "name")}
+    return tuple(f.name for f in dataclasses.fields(cls.Settings))
 
   @classmethod
   def from_config(cls, fields: dict, vocab_size: int) -> "Model":
-    """The model of `fields` (config.model less `kind`, complete)."""
-    if cls.Settings is not None:
-      return cls(vocab_size=vocab_size, settings=cls.Settings(**fields))
-    return cls(vocab_size=vocab_size, **fields)
+    """The model of `fields` (config.model less `kind`, every setting)."""
+    return cls(vocab_size=vocab_size, settings=cls.Settings(**fields))
 
   @classmethod
   def check_config(cls, model: ml_collections.ConfigDict,
@@ -151,9 +137,10 @@ class Model(nn.Module):
 class LanguageModel(Model):
   """A next-token model over a vocabulary of `vocab_size` ids.
 
-  Subclasses are Linen modules whose fields map one to one onto
-  `config.model` (less `kind`). They implement `initial_state`, `extend`
-  and `internals`, and refine the rest where the default does not fit.
+  Subclasses are Linen modules holding `config.model` (less `kind`) as
+  their field `settings`, one of their `Settings`. They implement
+  `initial_state`, `extend` and `internals`, and refine the rest where the
+  default does not fit.
   """
 
   def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:

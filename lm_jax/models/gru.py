@@ -85,12 +85,13 @@ class GRULM(StackedRNN):
   """Embedding, `num_layers` stacked GRU layers, output head
   (`StackedRNN`); a layer's state is its h.
 
-  Fields map one to one onto `config.model` (see configs/char_gru.py).
+  `settings` is `config.model` less `kind` (`RecurrentSettings`; see
+  configs/char_gru.py).
   """
   kind: ClassVar[str] = "gru"
 
   def layer(self, i: int) -> GRULayer:
-    return GRULayer(self.hidden_size, name=f"gru_{i}")
+    return GRULayer(self.settings.hidden_size, name=f"gru_{i}")
 
   def layer_state(self, batch_size: int) -> jax.Array:
     """Zero h (B, H)."""
@@ -101,9 +102,9 @@ class GRULM(StackedRNN):
     layer over the prompt, replayed step by step with `gru_step`."""
     x = np.asarray(params["embed"]["embedding"])[np.asarray(tokens)]  # (T, D)
     layers = []
-    for layer in range(self.num_layers):
+    for layer in range(self.settings.num_layers):
       p = params[f"gru_{layer}"]
-      h = jnp.zeros((self.hidden_size,))
+      h = jnp.zeros((self.settings.hidden_size,))
       panels = []
       for x_t in x:
         r, z, _, h = gru_step(p["recurrent_kernel"], p["recurrent_bias"],

@@ -13,12 +13,13 @@ returns the gate gradients of all steps, so the recurrent kernel's gradient
 is one large matrix product after the loop instead of T small ones inside it.
 Where the input is an activation (every layer but the first),
 `lstm_layer_scan` takes the input projection inside too, and the backward
-pass computes both kernels' gradients as one product, [x, h_prev]^T @ dz:
-about 4% faster per training step at hidden 256 than two products.
+pass computes both kernels' gradients as one product, [x, h_prev]^T @ dz,
+faster than two (experiments/results/lstm_cpu.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.models.base import Internals
-from lm_jax.models.recurrent import StackedRNN
+from lm_jax.models.recurrent import RecurrentSettings, StackedRNN
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 
@@ -191,19 +192,24 @@ def forget_bias_one(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[H:2 * H].set(1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class LSTMSettings(RecurrentSettings):
+  """The LSTM's settings: the recurrent ones and how to differentiate."""
+  hand_written_backward: bool  # False: JAX autodiff (LSTMLayer)
+
+
 class LSTMLM(StackedRNN):
   """Embedding, `num_layers` stacked LSTM layers, output head
   (`StackedRNN`); a layer's state is its (c, h).
 
-  Fields map one to one onto `config.model` (see configs/char_lstm.py).
+  `settings` is `config.model` less `kind` (see configs/char_lstm.py).
   """
   kind: ClassVar[str] = "lstm"
-
-  hand_written_backward: bool = True  # False: JAX autodiff (LSTMLayer)
+  Settings: ClassVar[type] = LSTMSettings
 
   def layer(self, i: int) -> LSTMLayer:
-    return LSTMLayer(self.hidden_size, self.hand_written_backward,
-                     name=f"lstm_{i}")
+    s = self.settings
+    return LSTMLayer(s.hidden_size, s.hand_written_backward, name=f"lstm_{i}")
 
   def layer_state(self, batch_size: int) -> Carry:
     """Zero (c, h), each (B, H)."""
@@ -215,9 +221,9 @@ class LSTMLM(StackedRNN):
     parameters, keeping every gate."""
     x = np.asarray(params["embed"]["embedding"])[np.asarray(tokens)]  # (T, D)
     layers = []
-    for layer in range(self.num_layers):
+    for layer in range(self.settings.num_layers):
       p = params[f"lstm_{layer}"]
-      c = h = jnp.zeros((self.hidden_size,))
+      c = h = jnp.zeros((self.settings.hidden_size,))
       panels = []
       for x_t in x:
         i, f, g, o = _gates(x_t @ p["input_kernel"]

@@ -29,6 +29,7 @@ output and to what the head reads; not inside the recurrent steps.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 
 from lm_jax.models.base import ConfigError, count, positive
 from lm_jax.models.lstm import forget_bias_one, lstm_cell
-from lm_jax.models.seq2seq import Seq2SeqModel
+from lm_jax.models.seq2seq import Seq2SeqModel, Seq2SeqSettings
 from lm_jax.special_tokens import PAD_ID
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
@@ -90,27 +91,36 @@ def attend(h: jax.Array, keys: jax.Array, memory: jax.Array,
   return weights, jnp.einsum("bs,bsk->bk", weights, memory)
 
 
+@dataclasses.dataclass(frozen=True)
+class LSTMSeq2SeqSettings(Seq2SeqSettings):
+  """The LSTM encoder-decoder's settings: `config.model` less `kind`."""
+  num_layers: int
+  embed_dim: int  # D
+  hidden_size: int  # H
+  dropout: float
+  attention: bool  # False: Sutskever's encoder-decoder
+  input_feeding: bool  # with attention: h~_{t-1} joins the input
+
+
 class LSTMSeq2Seq(Seq2SeqModel):
   """Bidirectional LSTM encoder, LSTM decoder with Luong attention.
 
-  Fields map one to one onto `config.model` (see configs/echo_lstm.py).
+  `settings` is `config.model` less `kind` (see configs/echo_lstm.py).
   """
   kind: ClassVar[str] = "lstm_s2s"
+  Settings: ClassVar[type] = LSTMSeq2SeqSettings
 
-  num_layers: int = 1
-  embed_dim: int = 64
-  hidden_size: int = 128
-  dropout: float = 0.0
-  attention: bool = True  # False: Sutskever's encoder-decoder
-  input_feeding: bool = True  # with attention: h~_{t-1} joins the input
+  settings: LSTMSeq2SeqSettings
 
   @property
   def feed_size(self) -> int:
     """Width of the fed-back h~: H, or 0 (an empty input) without it."""
-    return self.hidden_size if self.attention and self.input_feeding else 0
+    s = self.settings
+    return s.hidden_size if s.attention and s.input_feeding else 0
 
   def setup(self):
-    H, D, L = self.hidden_size, self.embed_dim, self.num_layers
+    s = self.settings
+    H, D, L = s.hidden_size, s.embed_dim, s.num_layers
     self.embed = nn.Embed(self.vocab_size, D,
                           embedding_init=nn.initializers.normal(1.0))
     self.forward_layers = [LSTMWeights(D if i == 0 else 2 * H, H)
@@ -121,11 +131,11 @@ class LSTMSeq2Seq(Seq2SeqModel):
     self.bridge_h = [nn.Dense(H) for _ in range(L)]
     self.decoder_layers = [
         LSTMWeights(D + self.feed_size if i == 0 else H, H) for i in range(L)]
-    if self.attention:
+    if s.attention:
       self.score = nn.Dense(H, use_bias=False)  # W_a: m_s (2H) -> key (H)
       self.combine = self.param("combine", nn.initializers.lecun_normal(),
                                 (3 * H, H))  # W_c: [c_t; h_t] -> h~_t
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = nn.Dropout(s.dropout)
     self.head = nn.Dense(self.vocab_size)
 
   def encode(self, src: jax.Array, train: bool = False) -> dict:
@@ -134,7 +144,7 @@ class LSTMSeq2Seq(Seq2SeqModel):
     mask = (src != PAD_ID).T  # (S, B)
     x = self.drop(self.embed(src.T), deterministic=not train)  # (S, B, D)
     init = []
-    for i in range(self.num_layers):
+    for i in range(self.settings.num_layers):
       fwd, (cf, hf) = masked_lstm(self.forward_layers[i](), x, mask)
       bwd, (cb, hb) = masked_lstm(self.backward_layers[i](), x, mask,
                                   reverse=True)
@@ -143,7 +153,7 @@ class LSTMSeq2Seq(Seq2SeqModel):
       init.append((self.bridge_c[i](jnp.concatenate([cf, cb], axis=-1)),
                    jnp.tanh(self.bridge_h[i](jnp.concatenate([hf, hb], -1)))))
     memory = {"init": tuple(init)}
-    if self.attention:
+    if self.settings.attention:
       annotations = x.transpose(1, 0, 2)  # (B, S, 2H)
       memory.update(annotations=annotations, keys=self.score(annotations),
                     mask=mask.T)
@@ -165,7 +175,8 @@ class LSTMSeq2Seq(Seq2SeqModel):
     without attention)."""
     x = self.drop(self.embed(tokens.T), deterministic=not train)  # (T, B, D)
     weights = [layer() for layer in self.decoder_layers]
-    combine = self.combine if self.attention else None
+    attends = self.settings.attention
+    combine = self.combine if attends else None
 
     def step(carry, x_t):
       layers, feed = carry
@@ -175,7 +186,7 @@ class LSTMSeq2Seq(Seq2SeqModel):
         new_layers.append(layer_state)
         inputs = layer_state[1]
       h = inputs  # (B, H), the top layer's output
-      if not self.attention:
+      if not attends:
         return (tuple(new_layers), feed), (h, jnp.zeros((h.shape[0], 0)))
       a, context = attend(h, state["keys"], state["annotations"],
                           state["mask"])
@@ -194,7 +205,7 @@ class LSTMSeq2Seq(Seq2SeqModel):
 
   def cross_attention(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
     """Weights (B, 1, 1, T, S): one layer, one head."""
-    if not self.attention:
+    if not self.settings.attention:
       raise NotImplementedError(
           "this lstm_s2s model has no attention to draw "
           "(config.model.attention=False: the prompt reaches its decoder "

@@ -7,13 +7,25 @@ activations are time-major (T, B, ...), the layout `lax.scan` walks.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from lm_jax.models.base import count, LanguageModel, positive
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentSettings:
+  """A recurrent language model's settings (the GRU's; the LSTM's add
+  one): `config.model` less `kind`, declared once, every field given by
+  the config file (configs/char_lstm.py, configs/char_gru.py)."""
+  num_layers: int
+  embed_dim: int  # D
+  hidden_size: int  # H
+  dropout: float  # on every layer's output, in training
 
 
 class StackedRNN(LanguageModel):
@@ -25,10 +37,9 @@ class StackedRNN(LanguageModel):
   before the first token. Dropout (training only) applies to the output of
   every layer, as char-rnn does: between layers and before the head.
   """
-  num_layers: int = 2
-  embed_dim: int = 128
-  hidden_size: int = 256
-  dropout: float = 0.0
+  Settings: ClassVar[type] = RecurrentSettings
+
+  settings: RecurrentSettings
 
   def layer(self, i: int) -> nn.Module:
     raise NotImplementedError
@@ -37,20 +48,21 @@ class StackedRNN(LanguageModel):
     raise NotImplementedError
 
   def setup(self):
-    self.embed = nn.Embed(self.vocab_size, self.embed_dim,
+    s = self.settings
+    self.embed = nn.Embed(self.vocab_size, s.embed_dim,
                           embedding_init=nn.initializers.normal(1.0))
-    self.layers = [self.layer(i) for i in range(self.num_layers)]
-    self.drop = nn.Dropout(self.dropout)
+    self.layers = [self.layer(i) for i in range(s.num_layers)]
+    self.drop = nn.Dropout(s.dropout)
     self.head = nn.Dense(self.vocab_size)
 
   def zeros(self, batch_size: int) -> jax.Array:
     """A zero (B, H) array: what a layer's state starts from."""
-    return jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+    return jnp.zeros((batch_size, self.settings.hidden_size), jnp.float32)
 
   def initial_state(self, batch_size: int) -> tuple:
     """The state of every layer before the first token."""
     return tuple(self.layer_state(batch_size)
-                 for _ in range(self.num_layers))
+                 for _ in range(self.settings.num_layers))
 
   def extend(self, tokens: jax.Array, state: tuple, train: bool = False
              ) -> tuple[jax.Array, tuple]:
@@ -61,7 +73,7 @@ class StackedRNN(LanguageModel):
       x, layer_state = layer(x, layer_state,
                              self.embed.embedding if i == 0 else None)
       new_state.append(layer_state)
-      if self.dropout > 0:
+      if self.settings.dropout > 0:
         x = self.drop(x, deterministic=not train)
     logits = self.head(x)  # (T, B, V)
     return logits.transpose(1, 0, 2).astype(jnp.float32), tuple(new_state)

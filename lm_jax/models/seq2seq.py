@@ -20,6 +20,7 @@ by all rows.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import jax
@@ -30,18 +31,35 @@ from lm_jax.models.base import Internals, Model, positive
 from lm_jax.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqSettings:
+  """What every encoder-decoder's settings hold (each family's add its
+  own): part of `config.model`, declared once, no defaults."""
+  max_source_len: int  # prompt tokens at most
+  max_target_len: int  # reply tokens at most (BOS and EOS aside)
+
+
 class Seq2SeqModel(Model):
   """An encoder-decoder over one vocabulary shared by source and target.
 
   Subclasses are Linen modules (their layers made in `setup`, so that
   `encode`, `initial_state`, `extend` and `cross_attention` can each be
-  applied alone with `method=`) whose fields map one to one onto
-  `config.model` (less `kind`).
+  applied alone with `method=`) holding `config.model` (less `kind`) as
+  their `settings`, a `Seq2SeqSettings`.
   """
-  max_source_len: int = 64  # prompt tokens at most
-  max_target_len: int = 64  # reply tokens at most (BOS and EOS aside)
-
   task: ClassVar[str] = "pairs"
+
+  settings: Seq2SeqSettings
+
+  @property
+  def max_source_len(self) -> int:
+    """The longest prompt, in tokens."""
+    return self.settings.max_source_len
+
+  @property
+  def max_target_len(self) -> int:
+    """The longest reply, in tokens (BOS and EOS aside)."""
+    return self.settings.max_target_len
 
   def __call__(self, src: jax.Array, tgt_in: jax.Array, train: bool = False
                ) -> jax.Array:

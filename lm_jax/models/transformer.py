@@ -37,8 +37,9 @@ class TransformerSettings:
   The model holds one of these and hands it to every block, so a new
   option is a field here and its use in a block. The config file gives
   every field (base_config in lm_jax/config.py); a config.json written
-  before a field existed gets the value it was trained with (`ADDED`).
-  The recipe options (position to logit_softcap) are in recipe.py.
+  before a field existed is upgraded where it is read (lm_jax/runs/
+  rundir.py: upgrade). The recipe options (position to logit_softcap) are
+  in recipe.py.
   """
   num_layers: int
   num_heads: int  # H; the head size K is d_model / num_heads
@@ -60,13 +61,6 @@ class TransformerSettings:
   mlp: str  # "gelu", "relu2" or "swiglu"
   zero_init_proj: bool
   logit_softcap: float  # 0: off
-
-  # Fields added after runs were written: the value a config.json without
-  # one was trained with (dense attention computes what blocked does).
-  ADDED: ClassVar[dict] = {
-      "attention": "dense", "attention_tile": 64, "remat": False,
-      "position": "learned", "norm": "layernorm", "qk_norm": False,
-      "mlp": "gelu", "zero_init_proj": False, "logit_softcap": 0.0}
 
   @property
   def residual_std(self) -> float:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.models.base import ConfigError, positive
-from lm_jax.models.seq2seq import Seq2SeqModel
+from lm_jax.models.seq2seq import Seq2SeqModel, Seq2SeqSettings
 from lm_jax.models.transformer import (MLP, CausalSelfAttention,
                                        TransformerSettings)
 from lm_jax.special_tokens import PAD_ID
@@ -119,22 +119,30 @@ class DecoderBlock(nn.Module):
     return x + drop(self.mlp(self.ln3(x))), kv, weights
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerSeq2SeqSettings(Seq2SeqSettings):
+  """The Transformer encoder-decoder's settings: `config.model` less
+  `kind`; its blocks get a `TransformerSettings` made from them."""
+  num_layers: int  # L encoder blocks, and L decoder blocks
+  num_heads: int  # H
+  d_model: int  # D
+  dropout: float
+  gelu_approximate: bool  # tanh GELU, as in GPT-2
+
+
 class TransformerSeq2Seq(Seq2SeqModel):
   """Token and learned position embeddings (one table for source and
   target), N encoder and N decoder blocks, final LayerNorms, tied head.
 
-  Fields map one to one onto `config.model` (see configs/echo_s2s.py).
+  `settings` is `config.model` less `kind` (see configs/echo_s2s.py).
   """
   kind: ClassVar[str] = "transformer_s2s"
+  Settings: ClassVar[type] = TransformerSeq2SeqSettings
 
-  num_layers: int = 2
-  num_heads: int = 4
-  d_model: int = 128
-  dropout: float = 0.0
-  gelu_approximate: bool = True
+  settings: TransformerSeq2SeqSettings
 
   def setup(self):
-    D = self.d_model
+    L, D = self.settings.num_layers, self.settings.d_model
     self.embed = nn.Embed(self.vocab_size, D, embedding_init=init(0.02))
     self.src_pos = self.param("src_pos", init(0.02), (self.max_source_len, D))
     self.tgt_pos = self.param("tgt_pos", init(0.02),
@@ -142,21 +150,25 @@ class TransformerSeq2Seq(Seq2SeqModel):
     s = self.block_settings()
     # GPT-2: scale the init of projections into the residual stream (3 of
     # them per decoder layer, 2 per encoder layer).
-    std = 0.02 / math.sqrt(3 * self.num_layers)
-    self.encoder = [EncoderBlock(s, std) for _ in range(self.num_layers)]
-    self.decoder = [DecoderBlock(s, std) for _ in range(self.num_layers)]
+    std = 0.02 / math.sqrt(3 * L)
+    self.encoder = [EncoderBlock(s, std) for _ in range(L)]
+    self.decoder = [DecoderBlock(s, std) for _ in range(L)]
     self.ln_enc, self.ln_dec = nn.LayerNorm(), nn.LayerNorm()
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = nn.Dropout(self.settings.dropout)
 
   def block_settings(self) -> TransformerSettings:
     """The blocks' settings: this model's sizes, dropout and GELU, with the
-    plain GPT's choices (learned positions, LayerNorm, dense attention)."""
+    plain GPT's choices (learned positions, LayerNorm, GELU MLP, dense
+    attention)."""
+    s = self.settings
     return TransformerSettings(
-        num_layers=self.num_layers, num_heads=self.num_heads,
-        d_model=self.d_model, max_len=self.max_target_len + 1,
-        dropout=self.dropout, tie_embeddings=True, scan_layers=False,
-        dtype="float32", gelu_approximate=self.gelu_approximate,
-        **TransformerSettings.ADDED)
+        num_layers=s.num_layers, num_heads=s.num_heads, d_model=s.d_model,
+        max_len=s.max_target_len + 1, dropout=s.dropout, tie_embeddings=True,
+        scan_layers=False, dtype="float32",
+        gelu_approximate=s.gelu_approximate, attention="dense",
+        attention_tile=64, remat=False, position="learned",
+        norm="layernorm", qk_norm=False, mlp="gelu", zero_init_proj=False,
+        logit_softcap=0.0)
 
   def encode(self, src, train: bool = False) -> dict:  # (B, S) int
     """The encoder's output, the source mask, and every decoder layer's
@@ -173,10 +185,11 @@ class TransformerSeq2Seq(Seq2SeqModel):
   def initial_state(self, memory: dict) -> dict:
     """The memory, and an empty cache of the decoder's own keys (B, H, K,
     P) and values (B, H, P, K) per layer, P = max_target_len + 1."""
-    B, H = memory["mask"].shape[0], self.num_heads
-    K, P = self.d_model // H, self.max_target_len + 1
+    s = self.settings
+    B, H = memory["mask"].shape[0], s.num_heads
+    K, P = s.d_model // H, s.max_target_len + 1
     zeros = lambda shape: tuple(jnp.zeros(shape, F32)
-                                for _ in range(self.num_layers))
+                                for _ in range(s.num_layers))
     return {**memory, "k": zeros((B, H, K, P)), "v": zeros((B, H, P, K)),
             "length": jnp.zeros((), jnp.int32)}
 

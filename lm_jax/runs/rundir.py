@@ -15,6 +15,7 @@ checkpoints depend on.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -26,7 +27,7 @@ import ml_collections
 
 from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
-from lm_jax.models import MODELS, make_model
+from lm_jax.models import make_model
 from lm_jax.runs import checkpoints
 from lm_jax.runs.metrics import METRICS_FILE
 from lm_jax.training import optimizers, steps
@@ -41,18 +42,34 @@ FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
 # train.optimizer: the layout of its optimiser state).
 FIXED_SETTINGS = ("model", "data.tokenizer", "train.seq_len",
                   "train.carry_state", "train.optimizer")
-# Fixed settings added after runs were written: a stored config.json
-# without one had this value (the model's own: `Model.added_settings`).
-ADDED_SETTINGS = {"train.carry_state": False, "train.optimizer": "adamw"}
+# Settings added after runs were written, and the value a config.json
+# without one was trained with: `upgrade` fills them in where a stored
+# config is read, the one place that knows of older runs.
+ADDED_SETTINGS = {
+    "train.carry_state": False, "train.optimizer": "adamw",
+    "train.schedule": "cosine", "train.decay_fraction": 0.2,
+    "train.muon_learning_rate": 0.02, "train.muon_momentum": 0.95,
+    "train.z_loss": 0.0}
+# The same for each model kind's settings (config.model less `kind`); a
+# Transformer's dense attention computes what blocked attention does.
+ADDED_MODEL_SETTINGS = {
+    "transformer": {
+        "attention": "dense", "attention_tile": 64, "remat": False,
+        "position": "learned", "norm": "layernorm", "qk_norm": False,
+        "mlp": "gelu", "zero_init_proj": False, "logit_softcap": 0.0},
+    "lstm": {"hand_written_backward": True}}
 
 
-def with_added_settings(flat: dict) -> dict:
-  """A flattened config with the settings it predates filled in."""
-  added = dict(ADDED_SETTINGS)
-  if flat.get("model.kind") in MODELS:
-    added.update({f"model.{k}": v for k, v in
-                  MODELS[flat["model.kind"]].added_settings().items()})
-  return {**added, **flat}
+def upgrade(config: dict) -> dict:
+  """A stored config with the settings it predates at the values its run
+  was trained with; today's code then reads it as it reads a new one."""
+  config = copy.deepcopy(config)
+  for key, value in ADDED_SETTINGS.items():
+    section, _, name = key.partition(".")
+    config.setdefault(section, {}).setdefault(name, value)
+  added = ADDED_MODEL_SETTINGS.get(config["model"].get("kind"), {})
+  config["model"] = {**added, **config["model"]}
+  return config
 
 
 class Run(NamedTuple):
@@ -84,9 +101,9 @@ HOW_SETTINGS = ("model.attention", "model.attention_tile", "model.remat")
 
 def config_differences(stored: dict, requested: dict,
                        keys=FIXED_SETTINGS) -> list[str]:
-  """'name: stored X, requested Y' for each fixed setting that differs."""
-  stored = with_added_settings(flatten(stored))
-  requested = with_added_settings(flatten(requested))
+  """'name: stored X, requested Y' for each fixed setting that differs
+  (`stored` as `read_config` gives it: upgraded)."""
+  stored, requested = flatten(stored), flatten(requested)
   names = sorted(n for n in stored.keys() | requested.keys()
                  if any(n == k or n.startswith(k + ".") for k in keys)
                  and n not in HOW_SETTINGS)
@@ -109,7 +126,8 @@ def vocabulary_differences(stored, requested) -> list[str]:
 
 
 def read_config(workdir: pathlib.Path) -> dict:
-  """The stored config.json; a damaged one is a UserError naming it."""
+  """The stored config.json, upgraded (`upgrade`); a damaged one is a
+  UserError naming it."""
   path = workdir / CONFIG_FILE
   try:
     config = json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +136,7 @@ def read_config(workdir: pathlib.Path) -> dict:
   if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
     raise UserError(f"{path} is damaged (not the JSON config a run writes); "
                     "restore it from a copy, or pass a new --workdir")
-  return config
+  return upgrade(config)
 
 
 def read_tokenizer(workdir: pathlib.Path):

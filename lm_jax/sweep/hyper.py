@@ -23,23 +23,18 @@ import optax
 
 from lm_jax.training import optimizers
 
-# (key, what a config.json written before it existed held)
-MEMBER_SETTINGS = {
-    "seed": None, "train.learning_rate": None, "train.weight_decay": None,
-    "train.b1": None, "train.b2": None, "train.grad_clip": None,
-    "train.warmup_steps": None, "train.min_lr_ratio": None,
-    "train.decay_fraction": 0.2, "train.muon_learning_rate": 0.02,
-    "train.muon_momentum": 0.95}
+# The keys a population's members may differ in.
+MEMBER_SETTINGS = (
+    "seed", "train.learning_rate", "train.weight_decay", "train.b1",
+    "train.b2", "train.grad_clip", "train.warmup_steps", "train.min_lr_ratio",
+    "train.decay_fraction", "train.muon_learning_rate", "train.muon_momentum")
 # The ones the optimiser reads (the seed gives the keys instead).
 NUMBERS = tuple(k.partition(".")[2] for k in MEMBER_SETTINGS if k != "seed")
 
 
 def numbers(train: ml_collections.ConfigDict) -> dict[str, float]:
   """A member's optimiser numbers, as floats."""
-  return {name: float(optimizers.setting(train, name)
-                      if name in ("decay_fraction", "muon_learning_rate",
-                                  "muon_momentum") else train[name])
-          for name in NUMBERS}
+  return {name: float(train[name]) for name in NUMBERS}
 
 
 class Settings:
@@ -53,10 +48,6 @@ class Settings:
     if name in self._hp:
       return self._hp[name]
     return getattr(self._train, name)
-
-  def get(self, name: str, default=None):
-    return self._hp[name] if name in self._hp else self._train.get(
-        name, default)
 
 
 def _linear(start, end, steps):
@@ -82,7 +73,7 @@ def lr_schedule(train: ml_collections.ConfigDict, hp: dict) -> optax.Schedule:
   low = peak * hp["min_lr_ratio"]
   n = train.num_steps
   ramp = _linear(0.0, peak, jnp.maximum(warmup, 1))
-  kind = optimizers.setting(train, "schedule")
+  kind = train.schedule
   if kind == "cosine":
     decay_steps = jnp.maximum(n, warmup + 1) - warmup
     alpha = low / peak

@@ -16,7 +16,6 @@ from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.runs import rundir
 from lm_jax.sweep import grid
-from lm_jax.training import optimizers
 from lm_jax.views import progress
 
 
@@ -137,7 +136,7 @@ def describe(groups: list[Group]) -> str:
         f"group {g.index + 1}: {m} member(s) on {g.devices} device(s) "
         f"({m // g.devices} per device), {t.num_steps} steps of "
         f"{t.batch_size} x {t.seq_len} tokens, optimiser "
-        f"{optimizers.setting(t, 'optimizer')}, about "
+        f"{t.optimizer}, about "
         f"{gib(g.member_bytes)} per member, {gib(g.total_bytes)} in all")
     lines.append(f"  members differ in: {', '.join(varies)}"
                  + (f"; share {', '.join(shared)}" if shared else ""))

@@ -39,19 +39,11 @@ OPTIMIZERS = ("adamw", "muon", "schedule_free")
 MAX_CONSECUTIVE_SKIPS = 10
 
 
-def setting(train: ml_collections.ConfigDict, name: str):
-  """train.<name>, or its default for a config.json written before it
-  existed (resuming such a run builds today's optimiser from it)."""
-  defaults = dict(schedule="cosine", decay_fraction=0.2, optimizer="adamw",
-                  muon_learning_rate=0.02, muon_momentum=0.95)
-  return train.get(name, defaults[name])
-
-
 def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   """The learning rate at each step (see the module docstring)."""
   peak, warmup = train.learning_rate, train.warmup_steps
   low = peak * train.min_lr_ratio
-  schedule = setting(train, "schedule")
+  schedule = train.schedule
   if schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup,
@@ -60,7 +52,7 @@ def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   if schedule == "constant":
     return optax.join_schedules([ramp, optax.constant_schedule(peak)],
                                 [warmup])
-  decay = max(1, round(setting(train, "decay_fraction") * train.num_steps))
+  decay = max(1, round(train.decay_fraction * train.num_steps))
   start = max(warmup, train.num_steps - decay)
   return optax.join_schedules(
       [ramp, optax.constant_schedule(peak),
@@ -90,7 +82,7 @@ def _adamw(train: ml_collections.ConfigDict, learning_rate, b1: float
 
 def _muon(train: ml_collections.ConfigDict, schedule: optax.Schedule
           ) -> optax.GradientTransformation:
-  ratio = setting(train, "muon_learning_rate") / train.learning_rate
+  ratio = train.muon_learning_rate / train.learning_rate
   dims = contrib.MuonDimensionNumbers(reduction_axis=-2, output_axis=-1)
   labels = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, p: "muon" if is_hidden_matrix(path, p) else "adamw",
@@ -99,7 +91,7 @@ def _muon(train: ml_collections.ConfigDict, schedule: optax.Schedule
   # ratio shrinks the matrices per step as much as AdamW's decay would.
   matrices = contrib.muon(
       lambda step: schedule(step) * ratio,
-      beta=setting(train, "muon_momentum"),
+      beta=train.muon_momentum,
       weight_decay=train.weight_decay / ratio,
       muon_weight_dimension_numbers=lambda params: jax.tree.map(
           lambda _: dims, params))
@@ -148,13 +140,13 @@ def build_optimizer(train, schedule: optax.Schedule
            "muon": _muon, "schedule_free": _schedule_free}
   return optax.apply_if_finite(optax.chain(
       optax.clip_by_global_norm(train.grad_clip),
-      build[setting(train, "optimizer")](train, schedule)),
+      build[train.optimizer](train, schedule)),
       max_consecutive_errors=MAX_CONSECUTIVE_SKIPS)
 
 
 def evaluates_elsewhere(train: ml_collections.ConfigDict) -> bool:
   """Whether the optimiser's evaluation point is not its parameters."""
-  return setting(train, "optimizer") == "schedule_free"
+  return train.optimizer == "schedule_free"
 
 
 def eval_params(params: Any, opt_state: Any) -> Any:

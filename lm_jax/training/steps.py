@@ -100,12 +100,12 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
   else:
     params, opt_state = jax.jit(init)(key)
   carry = None
-  if train.get("carry_state", False):
+  if train.carry_state:
     # One buffer per array (initial_state may share one): it is donated.
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=opt_state, model=model, tx=tx, carry=carry,
-                    z_loss=train.get("z_loss", 0.0), objective=objective)
+                    z_loss=train.z_loss, objective=objective)
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -229,9 +229,8 @@ def repeat_steps(one_step: Callable, state, count, num_steps: int):
   Without `count`, a `lax.scan`; with it, the same steps in a
   `lax.while_loop` whose length is only known at run time (metrics NaN
   past `count`), so that one compiled program serves every count. Whole
-  calls keep the scan: the while_loop measured 1.4% (default config) and
-  4.5% (:baby) slower per step, interleaved in one process on a quiet
-  2-core Xeon (experiments/results/loop_forms_cpu.md).
+  calls keep the scan, which the while_loop is slower than per step
+  (experiments/results/loop_forms_cpu.md).
   """
   if count is None:
     return jax.lax.scan(lambda state, _: one_step(state), state,

@@ -21,11 +21,12 @@ V, L = 6, 4  # ids: <unk>, <pad>, <bos>, <eos>, two letters; replies <= 4
 WORDS = (0, 4, 5)  # what a reply is made of (PAD and BOS never generated)
 SRC = jnp.array([[4, 5, 5, PAD_ID], [5, 4, 0, 4], [4, PAD_ID, PAD_ID, PAD_ID]])
 MODELS = {
-    "lstm_s2s": LSTMSeq2Seq(vocab_size=V, max_source_len=4, max_target_len=3,
-                            embed_dim=8, hidden_size=8),
-    "transformer_s2s": TransformerSeq2Seq(
-        vocab_size=V, max_source_len=4, max_target_len=3, num_layers=1,
-        num_heads=2, d_model=8)}
+    "lstm_s2s": LSTMSeq2Seq.from_config(dict(
+        max_source_len=4, max_target_len=3, num_layers=1, embed_dim=8,
+        hidden_size=8, dropout=0.0, attention=True, input_feeding=True), V),
+    "transformer_s2s": TransformerSeq2Seq.from_config(dict(
+        max_source_len=4, max_target_len=3, num_layers=1, num_heads=2,
+        d_model=8, dropout=0.0, gelu_approximate=True), V)}
 
 
 @functools.cache

@@ -40,13 +40,13 @@ def test_equals_torch_gru(model, params, shape):
   torch = pytest.importorskip("torch")
   tokens = np.asarray(_tokens(2, shape))
   as_torch = lambda a: torch.from_numpy(np.array(a))
-  embed = torch.nn.Embedding(V, model.embed_dim)
-  rnn = torch.nn.GRU(model.embed_dim, model.hidden_size,
-                     num_layers=model.num_layers, batch_first=True)
-  head = torch.nn.Linear(model.hidden_size, V)
+  embed = torch.nn.Embedding(V, model.settings.embed_dim)
+  rnn = torch.nn.GRU(model.settings.embed_dim, model.settings.hidden_size,
+                     num_layers=model.settings.num_layers, batch_first=True)
+  head = torch.nn.Linear(model.settings.hidden_size, V)
   with torch.no_grad():
     embed.weight.copy_(as_torch(params["embed"]["embedding"]))
-    for i in range(model.num_layers):
+    for i in range(model.settings.num_layers):
       p = params[f"gru_{i}"]  # gates r, z, n side by side, as torch's rows
       getattr(rnn, f"weight_ih_l{i}").copy_(as_torch(p["input_kernel"]).T)
       getattr(rnn, f"weight_hh_l{i}").copy_(as_torch(p["recurrent_kernel"]).T)
@@ -89,7 +89,7 @@ def test_stateful_greedy_equals_rerunning_the_sequence(model, params):
 def test_internals_replay_the_model(model, params):
   tokens = np.array([1, 5, 2, 10, 7, 7, 3])
   inside = internals.model_internals(model, params, tokens)
-  L, H = model.num_layers, model.hidden_size
+  L, H = model.settings.num_layers, model.settings.hidden_size
   assert inside.panels == ("reset gate", "update gate", "hidden state")
   assert inside.values.shape == (L, 3, len(tokens), H)
   gates = inside.values[:, :2]

@@ -35,9 +35,9 @@ def _tokens(seed=1, shape=(B, T)):
 def _loop_logits(model, params, tokens):
   """The model written as Python loops over `lstm_cell`, batch-major."""
   x = params["embed"]["embedding"][tokens]  # (B, T, D)
-  for i in range(model.num_layers):
+  for i in range(model.settings.num_layers):
     layer = params[f"lstm_{i}"]
-    carry = (jnp.zeros((B, model.hidden_size)),) * 2
+    carry = (jnp.zeros((B, model.settings.hidden_size)),) * 2
     outputs = []
     for t in range(tokens.shape[1]):
       carry = lstm.lstm_cell(layer, x[:, t], carry)
@@ -138,14 +138,15 @@ def test_embedding_table_equals_embedding_lookup():
 
 def test_equals_torch_lstm(model, params):
   torch = pytest.importorskip("torch")
-  D, H = model.embed_dim, model.hidden_size
+  D, H = model.settings.embed_dim, model.settings.hidden_size
   as_torch = lambda a: torch.from_numpy(np.array(a))
   embed = torch.nn.Embedding(V, D)
-  rnn = torch.nn.LSTM(D, H, num_layers=model.num_layers, batch_first=True)
+  rnn = torch.nn.LSTM(D, H, num_layers=model.settings.num_layers,
+                      batch_first=True)
   head = torch.nn.Linear(H, V)
   with torch.no_grad():
     embed.weight.copy_(as_torch(params["embed"]["embedding"]))
-    for i in range(model.num_layers):
+    for i in range(model.settings.num_layers):
       p = params[f"lstm_{i}"]
       # Our kernels are (in, 4H) with gates i, f, g, o side by side: torch's
       # order, stored (4H, in). Torch has two biases; they add up.

@@ -1,7 +1,6 @@
 """The LSTM encoder-decoder: the equations by hand, cached decoding,
 padding, gradients, attention weights, config checks."""
 
-import dataclasses
 import functools
 
 import jax
@@ -29,9 +28,10 @@ VARIANTS = [dict(num_layers=2), dict(input_feeding=False),
 
 
 def _model(**fields) -> LSTMSeq2Seq:
-  return LSTMSeq2Seq(vocab_size=V, max_source_len=6, max_target_len=6,
-                     **{"num_layers": 1, "embed_dim": 8, "hidden_size": 12,
-                        **fields})
+  return LSTMSeq2Seq.from_config({
+      **dict(max_source_len=6, max_target_len=6, num_layers=1, embed_dim=8,
+             hidden_size=12, dropout=0.0, attention=True, input_feeding=True),
+      **fields}, V)
 
 
 def _params(model: LSTMSeq2Seq, seed: int = 0):
@@ -54,11 +54,11 @@ def _apply(model, params, *args, method="__call__", train=False):
 def _reference_logits(model, params, src, tgt):
   """One row, written as loops over `lstm_cell` from the module docstring's
   equations: src (S,) with no padding, tgt (T,) -> logits (T, V)."""
-  p, H = params, model.hidden_size
+  p, H = params, model.settings.hidden_size
   zero = (jnp.zeros((1, H)), jnp.zeros((1, H)))
   x = p["embed"]["embedding"][src][:, None]  # (S, 1, D)
   init = []
-  for i in range(model.num_layers):
+  for i in range(model.settings.num_layers):
     runs = []
     for name, order in (("forward", range(len(src))),
                         ("backward", reversed(range(len(src))))):
@@ -78,11 +78,11 @@ def _reference_logits(model, params, src, tgt):
   layers, feed, logits = init, jnp.zeros((1, model.feed_size)), []
   for token in tgt:
     inputs = jnp.concatenate([p["embed"]["embedding"][token][None], feed], -1)
-    for i in range(model.num_layers):
+    for i in range(model.settings.num_layers):
       layers[i] = lstm.lstm_cell(p[f"decoder_layers_{i}"], inputs, layers[i])
       inputs = layers[i][1]
     out = inputs  # (1, H)
-    if model.attention:
+    if model.settings.attention:
       a = jax.nn.softmax(memory @ p["score"]["kernel"] @ out[0])  # (S,)
       out = jnp.tanh(jnp.concatenate([a @ memory, out[0]]) @ p["combine"])
       out = out[None]
@@ -171,9 +171,9 @@ def test_gradients_are_finite_and_reach_every_parameter(fields):
 
 
 def _check(**changes):
-  fields = {f.name: f.default for f in dataclasses.fields(LSTMSeq2Seq)
-            if f.name not in ("parent", "name", "vocab_size")}
-  model = ml_collections.ConfigDict({"kind": "lstm_s2s", **fields, **changes})
+  from configs import echo_lstm
+  model = ml_collections.ConfigDict(
+      {**echo_lstm.get_config("smoke").model.to_dict(), **changes})
   models.check_config(model, ml_collections.ConfigDict())
 
 

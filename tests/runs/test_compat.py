@@ -35,8 +35,7 @@ def test_old_checkpoint_resumes_bitwise(layout, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(FIXTURES / f"ckpt_{layout}", workdir)
   expected = json.loads((workdir / "expected.json").read_text())
-  config = ml_collections.ConfigDict(
-      json.loads((workdir / "config.json").read_text()))
+  config = ml_collections.ConfigDict(rundir.read_config(workdir))
   config.data.path = str(FIXTURES / "corpus.txt")
   trainer.train_and_evaluate(config, workdir)
   losses = make_checkpoints.train_losses(workdir, make_checkpoints.STOP)
@@ -82,11 +81,12 @@ def test_settings_added_since_are_no_difference():
   """A config.json written before a fixed setting existed resumes under
   today's config, which has it at its default."""
   from configs import char_tf
-  stored = json.loads((FIXTURES / "ckpt_plain" / "config.json").read_text())
+  written = json.loads((FIXTURES / "ckpt_plain" / "config.json").read_text())
+  stored = rundir.read_config(FIXTURES / "ckpt_plain")
   today = char_tf.get_config("smoke")
-  today.model.update(stored["model"])
-  today.train.seq_len = stored["train"]["seq_len"]
-  assert "attention" not in stored["model"]
+  today.model.update(written["model"])
+  today.train.seq_len = written["train"]["seq_len"]
+  assert "attention" not in written["model"]
   assert rundir.config_differences(stored, rundir.config_to_dict(today)) == []
   today.model.position = "rope"
   assert rundir.config_differences(stored, rundir.config_to_dict(today)) == [

@@ -40,13 +40,35 @@ def test_fixed_settings_are_differences_and_others_are_not():
                       "train.seq_len: stored 128, requested 64"]
 
 
-def test_a_config_written_before_a_setting_had_its_old_value():
+def test_a_config_written_before_a_setting_is_read_with_its_old_value(
+    tmp_path):
   stored = rundir.config_to_dict(_config())
-  stored["model"]["position"] = "learned"
+  stored["model"]["position"] = "rope"
   del stored["model"]["position"], stored["train"]["carry_state"]
-  flat = rundir.with_added_settings(rundir.flatten(stored))
-  assert flat["model.position"] == "learned"
-  assert flat["train.carry_state"] is False
+  del stored["train"]["z_loss"]
+  (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps(stored))
+  read = rundir.read_config(tmp_path)
+  assert read["model"]["position"] == "learned"
+  assert read["train"]["carry_state"] is False
+  assert read["train"]["z_loss"] == 0.0
+  assert read == rundir.upgrade(read)  # a new config is left as it is
+  assert rundir.upgrade(rundir.config_to_dict(_config())) == \
+      rundir.config_to_dict(_config())
+
+
+@pytest.mark.parametrize("name", ["char_tf", "char_lstm", "char_gru",
+                                  "echo_lstm", "echo_s2s", "char_mlm"])
+def test_the_upgrade_table_names_only_settings_the_models_take(name):
+  """An entry for a setting a model dropped would make every old run of
+  that kind unloadable: each kind's added settings are its settings."""
+  import importlib
+  from lm_jax.models import MODELS
+  config = importlib.import_module(f"configs.{name}").get_config("smoke")
+  kind = config.model.kind
+  added = rundir.ADDED_MODEL_SETTINGS.get(kind, {})
+  assert set(added) <= set(MODELS[kind].setting_names())
+  assert all(key.partition(".")[2] in config[key.partition(".")[0]]
+             for key in rundir.ADDED_SETTINGS)
 
 
 def test_check_resumable_refuses_other_settings_before_writing(tmp_path):
