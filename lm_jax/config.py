@@ -283,7 +283,7 @@ def key_comments(source: str) -> dict[str, str]:
       continue
     match = _ASSIGNMENT.match(line)
     text = match and (match.group(2) or " ".join(block))
-    if text:
+    if match and text:
       comments[match.group(1)] = text
     block = []
   return comments

@@ -19,7 +19,7 @@ starts afresh): one code path, the stateless case being an empty carry.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -88,7 +88,10 @@ class Model(nn.Module):
   @classmethod
   def from_config(cls, fields: dict, vocab_size: int) -> "Model":
     """The model of `fields` (config.model less `kind`, every setting)."""
-    return cls(vocab_size=vocab_size, settings=cls.Settings(**fields))
+    # Each family declares its field `settings` with its own type; the base
+    # class cannot, so the type checker is told what the call makes.
+    make = cast(Callable[..., "Model"], cls)
+    return make(vocab_size=vocab_size, settings=cls.Settings(**fields))
 
   @classmethod
   def check_config(cls, model: ml_collections.ConfigDict,

@@ -209,6 +209,7 @@ class LSTMLM(StackedRNN):
 
   def layer(self, i: int) -> LSTMLayer:
     s = self.settings
+    assert isinstance(s, LSTMSettings)  # StackedRNN's field, the LSTM's type
     return LSTMLayer(s.hidden_size, s.hand_written_backward, name=f"lstm_{i}")
 
   def layer_state(self, batch_size: int) -> Carry:

@@ -152,7 +152,7 @@ class LSTMSeq2Seq(Seq2SeqModel):
                     deterministic=not train)  # (S, B, 2H)
       init.append((self.bridge_c[i](jnp.concatenate([cf, cb], axis=-1)),
                    jnp.tanh(self.bridge_h[i](jnp.concatenate([hf, hb], -1)))))
-    memory = {"init": tuple(init)}
+    memory: dict[str, Any] = {"init": tuple(init)}
     if self.settings.attention:
       annotations = x.transpose(1, 0, 2)  # (B, S, 2H)
       memory.update(annotations=annotations, keys=self.score(annotations),

@@ -85,7 +85,8 @@ class EncoderBlock(nn.Module):
     drop = nn.Dropout(self.s.dropout, deterministic=not train)
     attn = Attention(self.s, self.residual_std, name="attn")
     h = nn.LayerNorm(name="ln1")(x)
-    x = x + drop(attn(h, *attn.keys_values(h), mask)[0])
+    k, v = attn.keys_values(h)
+    x = x + drop(attn(h, k, v, mask)[0])
     return x + drop(MLP(self.s, self.residual_std, name="mlp")(
         nn.LayerNorm(name="ln2")(x)))
 

@@ -52,7 +52,7 @@ ADDED_SETTINGS = {
     "train.z_loss": 0.0}
 # The same for each model kind's settings (config.model less `kind`); a
 # Transformer's dense attention computes what blocked attention does.
-ADDED_MODEL_SETTINGS = {
+ADDED_MODEL_SETTINGS: dict[str, dict[str, object]] = {
     "transformer": {
         "attention": "dense", "attention_tile": 64, "remat": False,
         "position": "learned", "norm": "layernorm", "qk_norm": False,
@@ -87,7 +87,7 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def flatten(d: dict, prefix: str = "") -> dict:
   """{"train": {"seq_len": 64}} -> {"train.seq_len": 64}."""
-  out = {}
+  out: dict = {}
   for k, v in d.items():
     out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict)
                else {f"{prefix}{k}": v})

@@ -15,7 +15,7 @@ None and every window starts afresh: the same code, with an empty carry.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -304,7 +304,8 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
 def eval_step(params, model: nn.Module, x: jax.Array, y: jax.Array
               ) -> jax.Array:
   """Summed cross-entropy (nats) over a batch, no dropout."""
-  logits = model.apply({"params": params}, x)
+  # Without `mutable`, apply returns the output alone, not (output, state).
+  logits = cast(jax.Array, model.apply({"params": params}, x))
   return losses.loss_sums(logits, y).nats
 
 
