@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test test-fast sample clean
+.PHONY: train test test-fast typecheck sample clean
 
 $(VENV)/.installed-%: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.installed-test
 # The quick subset for the edit-test loop: every test not marked slow.
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+# The static type check over lm_jax/ (CI runs it too).
+typecheck: $(VENV)/.installed-test
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) runs
