@@ -3,10 +3,10 @@
 A *stepper* advances every model it holds by a chunk of steps; its
 *members* (lm_jax/loop/setup.py: Member) are what the periodic actions
 (lm_jax/loop/actions.py) read and write of each model: its settings, run
-directory, checkpoints, logs and clock. A lone run is a stepper of one member (`Lone`); a sweep's
-population stacks its members' states on an axis and steps them in one
-program (lm_jax/sweep/population.py: Population). Both go through the same
-loop and the same actions.
+directory, checkpoints, logs and clock. A lone run is a stepper of one
+member (`Lone`); a sweep's population stacks its members' states on an
+axis and steps them in one program (lm_jax/sweep/population.py:
+Population). Both go through the same loop and the same actions.
 """
 
 from __future__ import annotations

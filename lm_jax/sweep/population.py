@@ -143,13 +143,13 @@ class Population:
     sharding = member_sharding(group.devices)
     self.state = jax.device_put(stack([s.replace(tx=tx) for s in states]),
                                 sharding)
-    specs = group.members
-    self.hp = jax.device_put({k: jnp.asarray(
-        [hyper.numbers(m.config.train)[k] for m in specs], jnp.float32)
-                              for k in hyper.NUMBERS}, sharding)
+    numbers = [hyper.numbers(m.config.train) for m in members]
+    self.hp = jax.device_put({k: jnp.asarray([n[k] for n in numbers],
+                                             jnp.float32)
+                              for k in hyper.NUMBERS}, sharding)  # (M,) each
     self.seed_keys = jax.device_put(jnp.stack([
-        jax.random.split(jax.random.key(m.config.seed))[1] for m in specs]),
-                                    sharding)
+        jax.random.split(jax.random.key(m.config.seed))[1]
+        for m in members]), sharding)  # (M,): each its lone run's seed key
     self.tokens = jax.device_put(group.loaded.train, NamedSharding(
         sharding.mesh, P()))
     self.program = functools.partial(
