@@ -179,7 +179,8 @@ def test_a_population_runs_the_actions_for_each_member(tmp_path, capsys):
     assert [r["step"] for r in m.log.records] == [4, 8, 8]
     assert m.mngr.saved == [8] and m.evaluated["step"] == 8
   out = capsys.readouterr().out
-  assert "evaluating the fakes ...\n  m0: eval step 8\n  m1: eval step 8\n" in out
+  assert ("evaluating the fakes ...\n  m0: eval step 8\n"
+          "  m1: eval step 8\n") in out
   assert "step 4/8" not in out and "text" not in out  # the report's lines
 
 
