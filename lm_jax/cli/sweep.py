@@ -93,10 +93,11 @@ class Reporter:
   def __init__(self, groups, started: float):
     self.groups, self.started = groups, started
 
-  def __call__(self, group, step: int, losses, elapsed: float,
-               steps_per_s) -> None:
+  def __call__(self, group, step: int, records: list[dict],
+               steps_per_s: float | None) -> None:
     t = group.config.train
     m = len(group.members)
+    losses = [r["loss"] for r in records]
     parts = [f"group {group.index + 1}/{len(self.groups)}", f"{m} members",
              f"step {step}/{t.num_steps}",
              f"loss {min(losses):.4f}..{max(losses):.4f}"]

@@ -5,7 +5,9 @@ latest checkpoint), then the loop: chunks of jitted train steps on device
 (`steps.train_steps`), each up to the next step a periodic action is due
 at, then those actions (lm_jax/loop/actions.py: log, evaluate + sample +
 checkpoint, stop on a signal). Running it again on the same workdir
-resumes, exactly as if the run had never stopped.
+resumes, exactly as if the run had never stopped. A sweep's population
+goes through the same loop and actions, its members stacked
+(lm_jax/loop/stepper.py).
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import contextlib
 import os
 import pathlib
 import time
+from typing import Callable
 
-import jax
 import ml_collections
 
 from lm_jax.loop import actions as actions_lib
 from lm_jax.loop import preemption
 from lm_jax.loop.clock import Clock, Meter
-from lm_jax.loop.setup import Setup, set_up
-from lm_jax.training import parallel, programs, steps
+from lm_jax.loop.setup import set_up
+from lm_jax.loop.stepper import Lone, Stepper
 from lm_jax.views import progress
 
 
@@ -43,35 +45,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   clock = Clock(time.perf_counter() if started is None else started)
   meter = Meter()
   with preemption.StopOnSignal() as stop, contextlib.ExitStack() as hold:
-    run = set_up(config, pathlib.Path(workdir), hold, clock)
-    evaluate = actions_lib.Evaluate(run, clock, meter)
-    train_loop(run, [actions_lib.CheckFinite(),
-                     actions_lib.LogStep(run, clock, meter), evaluate,
-                     actions_lib.StopIfAsked(stop, clock)],
-               meter, stop_at, clock)
-    return evaluate.result
+    run = Lone(set_up(config, pathlib.Path(workdir), hold, clock), clock)
+    train_loop(run, actions_for(config.train, meter, stop), meter, stop_at,
+               clock)
+    return run.members[0].evaluated
 
 
-def train_loop(run: Setup, actions: list[actions_lib.Action], meter: Meter,
-               stop_at: int | None = None, clock: Clock | None = None
-               ) -> None:
-  """Trains from run.state to num_steps (or `stop_at`), running `actions`
-  where they are due, and prints the run's summary; with `clock`, also the
-  start-up's phases, once the first train step is under way."""
-  t = run.config.train
-  state, step = run.state, int(run.state.step)
-  end = min(t.num_steps, stop_at or t.num_steps)
+def actions_for(train: ml_collections.ConfigDict, meter: Meter,
+                stop: preemption.StopOnSignal,
+                report: Callable | None = None) -> list[actions_lib.Action]:
+  """The periodic actions of a run, in order: the divergence check, the
+  log, the evaluation, the stop on a signal.
+
+  `report(step, records, steps_per_s)`, for a population: prints its
+  progress line in place of a line per member; then a member that
+  diverges stops alone, and each evaluation prints one line.
+  """
+  population = report is not None
+  return [actions_lib.CheckFinite(train_on=population),
+          actions_lib.LogStep(train, meter, report),
+          actions_lib.Evaluate(train, meter, brief=population),
+          actions_lib.StopIfAsked(stop)]
+
+
+def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
+               meter: Meter, stop_at: int | None = None,
+               clock: Clock | None = None) -> None:
+  """Trains the stepper's members from their step to num_steps (or
+  `stop_at`), running `actions` where they are due.
+
+  `clock`, a command's lone run's: prints the start-up's phases, once the
+  first train step is under way, and the run's summary at the end.
+  """
+  t = stepper.config.train
+  step, end = stepper.step, min(t.num_steps, stop_at or t.num_steps)
   compiled = False
   while step < end:
     if not compiled:
-      progress.phase("compiling the train step")
+      progress.phase(stepper.compiling)
     count = min(t.steps_per_call, end - step,
                 min(a.next_due(step) for a in actions) - step)
     dispatched = None
     if clock is not None and not compiled:
       dispatched = lambda: clock.mark("first step")  # noqa: E731
-    state, metrics = train_chunk(run, state, count, dispatched)
-    step = int(state.step)
+    metrics = stepper.advance(count, dispatched)
+    step = stepper.step
     if not compiled:  # time from here: the first call was mostly compiling
       meter.restart(step)
       compiled = True
@@ -79,36 +97,8 @@ def train_loop(run: Setup, actions: list[actions_lib.Action], meter: Meter,
         print(progress.startup_line(clock.marks))
     for action in actions:
       if action.due(step, end):
-        action(run, state, step, metrics)
-  seconds = meter.elapsed() if compiled else None
-  print(progress.run_summary(run.workdir, step, t.num_steps,
-                             t.batch_size * t.seq_len, seconds))
-
-
-def train_chunk(run: Setup, state: steps.TrainState, count: int,
-                dispatched=None) -> tuple[steps.TrainState, dict]:
-  """`count` train steps in one jitted call; their metrics on the host.
-
-  `dispatched()`, if given, is called once the call is compiled (or read
-  from the compilation cache) and running, before its results are awaited.
-  """
-  t = run.config.train
-  # A whole call is the plain program; every shorter one shares another.
-  whole = count == t.steps_per_call
-  args = (state, run.train_data, run.seed_key, None if whole else count)
-  if whole not in run.programs:  # the first call of each: read or compile
-    run.programs[whole] = programs.compiled(
-        "train_steps", steps.train_steps, args, dict(
-            batch_size=t.batch_size, seq_len=t.seq_len,
-            num_steps=t.steps_per_call, grad_accum_steps=t.grad_accum_steps,
-            batch_sharding=parallel.batch_sharding(run.mesh)),
-        settings=dict(model=run.config.model.to_dict(), train=t.to_dict()),
-        # The output: the state as it came in, and the metrics by name.
-        describe_out=lambda tree: sorted(tree.unflatten(
-            range(tree.num_leaves))[1]),
-        rebuild_out=lambda names: jax.tree.structure(
-            (state, dict.fromkeys(names, 0))))
-  state, metrics = run.programs[whole](*args)
-  if dispatched is not None:
-    dispatched()
-  return state, {k: v[:count] for k, v in jax.device_get(metrics).items()}
+        action(stepper, step, metrics)
+  if clock is not None:
+    seconds = meter.elapsed() if compiled else None
+    print(progress.run_summary(stepper.workdir, step, t.num_steps,
+                               t.batch_size * t.seq_len, seconds))

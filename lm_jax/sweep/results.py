@@ -9,6 +9,7 @@ import math
 import pathlib
 import textwrap
 
+from lm_jax.loop.setup import diverged_step
 from lm_jax.runs.metrics import METRICS_FILE, read_records
 from lm_jax.sweep import grid
 
@@ -24,7 +25,6 @@ def member_result(member: grid.Member) -> dict:
   evals = [r for r in records if "val_loss" in r]
   best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
   rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
-  diverged = member.workdir / "diverged.json"
   return dict(
       name=member.name, settings=member.values,
       best_val_loss=best.get("val_loss"), best_val_bpc=best.get("val_bpc"),
@@ -33,8 +33,7 @@ def member_result(member: grid.Member) -> dict:
       final_step=records[-1]["step"] if records else None,
       wall_s=max((r.get("elapsed_s") or 0 for r in records), default=None),
       tokens_per_s=sum(rates) / len(rates) if rates else None,
-      diverged_at=(json.loads(diverged.read_text())["step"]
-                   if diverged.exists() else None),
+      diverged_at=diverged_step(member.workdir),
       curve=[(r["step"], r["val_loss"]) for r in evals])
 
 

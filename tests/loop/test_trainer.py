@@ -1,74 +1,144 @@
-"""lm_jax/loop: the loop's schedule of chunks and periodic actions, and the
-divergence check, without training (the train steps are faked)."""
+"""lm_jax/loop: the loop's schedule of chunks and periodic actions, the
+actions run for every member of a stepper, and the divergence check,
+without training (the steppers are fakes)."""
 
+import dataclasses
+import json
+import time
 import types
 
 import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax.loop import actions, trainer
-from lm_jax.loop.clock import Meter
+from lm_jax.loop import actions, preemption, trainer
+from lm_jax.loop.clock import Clock, Meter
+from lm_jax.loop.setup import DIVERGED_FILE, Member, common_start
+from lm_jax.errors import UserError
 
 
 class Recorder(actions.Action):
   def __init__(self, every, seen):
     self.every, self.seen = every, seen
 
-  def __call__(self, run, state, step, metrics):
+  def __call__(self, stepper, step, metrics):
     self.seen.append((self.every, step))
 
 
-def _run(tmp_path, num_steps=20, steps_per_call=4, start=0):
-  train = ml_collections.ConfigDict(dict(
+@dataclasses.dataclass
+class State:
+  """A train state as the checkpoints see it."""
+  step: int
+  params: dict
+  opt_state: types.SimpleNamespace
+
+
+class Mngr:
+  """A checkpoint manager that keeps the steps saved."""
+
+  def __init__(self, latest=None):
+    self.saved = [] if latest is None else [latest]
+
+  def latest_step(self):
+    return self.saved[-1] if self.saved else None
+
+  def best_step(self):
+    return self.latest_step()
+
+  def save(self, step, **kwargs):
+    self.saved.append(step)
+
+  def wait_until_finished(self):
+    pass
+
+
+class Log:
+  def __init__(self):
+    self.records, self.texts = [], []
+
+  def write(self, **record):
+    self.records.append(record)
+
+  def text(self, step, name, text):
+    self.texts.append((step, name))
+
+
+def _train(num_steps=20, steps_per_call=4, **train):
+  return ml_collections.ConfigDict(dict(dict(
       num_steps=num_steps, steps_per_call=steps_per_call, batch_size=2,
-      seq_len=3))
-  return types.SimpleNamespace(config=ml_collections.ConfigDict(
-      dict(train=train)), state=types.SimpleNamespace(step=start),
-      workdir=tmp_path)
+      seq_len=3, log_every=4, eval_every=8, skip_nonfinite=False,
+      learning_rate=1e-3, warmup_steps=0, min_lr_ratio=0.1,
+      schedule="cosine"), **train))
 
 
-@pytest.fixture
-def chunks(monkeypatch):
-  """Replaces the jitted steps: each chunk only advances the step."""
-  calls = []
+class Stepper:
+  """Members that only count steps; member i's loss becomes NaN from
+  step `nan_from[i]` on (None: never)."""
+  compiling, evaluating = "compiling the fake step", "evaluating the fakes"
 
-  def fake(run, state, count, dispatched=None):
-    calls.append(count)
-    return types.SimpleNamespace(step=state.step + count), {
-        "loss": np.zeros(count), "grad_norm": np.zeros(count)}
+  def __init__(self, tmp_path, members=1, start=0, nan_from=(), **train):
+    self.config = ml_collections.ConfigDict(dict(train=_train(**train)))
+    self.workdir, self.step, self.calls = tmp_path, start, []
+    self.nan_from = {i: s for i, s in enumerate(nan_from) if s is not None}
+    self.members = [Member(f"m{i}", self.config, tmp_path / f"m{i}", Mngr(),
+                           Log(), Clock(time.perf_counter()))
+                    for i in range(members)]
+    for m in self.members:
+      m.workdir.mkdir()
+    self.task = types.SimpleNamespace(evaluate=self._evaluate)
+    self.loaded = self.model = None
 
-  monkeypatch.setattr(trainer, "train_chunk", fake)
-  return calls
+  def advance(self, count, dispatched=None):
+    self.calls.append(count)
+    steps = np.arange(self.step + 1, self.step + count + 1)
+    self.step += count
+    loss = np.stack([np.where(steps >= self.nan_from.get(i, np.inf),
+                              np.nan, 1.0 + i) for i in
+                     range(len(self.members))])
+    return {"loss": loss, "grad_norm": np.ones_like(loss)}
+
+  def member_state(self, i):
+    return State(self.step, {"w": np.ones(2)},
+                 types.SimpleNamespace(total_notfinite=np.int32(0)))
+
+  def per_member(self, fn):
+    return np.asarray([fn(self.member_state(i))
+                       for i in range(len(self.members))])
+
+  def _evaluate(self, params, model, loaded, step, config):
+    return {"step": step, "val_loss": 2.0}, [f"eval step {step}"], {
+        "sample": "text"}
 
 
-def test_chunks_stop_where_an_action_is_due(chunks, tmp_path, capsys):
+def test_chunks_stop_where_an_action_is_due(tmp_path, capsys):
   seen = []
-  trainer.train_loop(_run(tmp_path), [Recorder(6, seen), Recorder(10, seen)],
-                     Meter())
+  stepper = Stepper(tmp_path)
+  trainer.train_loop(stepper, [Recorder(6, seen), Recorder(10, seen)],
+                     Meter(), clock=Clock(time.perf_counter()))
   # Whole calls of 4, cut short at 6, 10, 12, 18 and 20.
-  assert chunks == [4, 2, 4, 2, 4, 2, 2]
+  assert stepper.calls == [4, 2, 4, 2, 4, 2, 2]
   assert seen == [(6, 6), (10, 10), (6, 12), (6, 18), (6, 20), (10, 20)]
   assert "done: step 20/20" in capsys.readouterr().out
 
 
-def test_an_every_chunk_action_runs_after_each_call(chunks, tmp_path):
+def test_an_every_chunk_action_runs_after_each_call(tmp_path):
   seen = []
-  trainer.train_loop(_run(tmp_path, num_steps=9), [Recorder(0, seen)],
-                     Meter())
-  assert chunks == [4, 4, 1] and [s for _, s in seen] == [4, 8, 9]
+  stepper = Stepper(tmp_path, num_steps=9)
+  trainer.train_loop(stepper, [Recorder(0, seen)], Meter())
+  assert stepper.calls == [4, 4, 1] and [s for _, s in seen] == [4, 8, 9]
 
 
-def test_stop_at_and_a_resumed_start(chunks, tmp_path):
+def test_stop_at_and_a_resumed_start(tmp_path):
   seen = []
-  trainer.train_loop(_run(tmp_path, start=8), [Recorder(5, seen)], Meter(),
-                     stop_at=13)
-  assert chunks == [2, 3] and seen == [(5, 10), (5, 13)]
+  stepper = Stepper(tmp_path, start=8)
+  trainer.train_loop(stepper, [Recorder(5, seen)], Meter(), stop_at=13)
+  assert stepper.calls == [2, 3] and seen == [(5, 10), (5, 13)]
 
 
-def test_a_complete_run_trains_nothing(chunks, tmp_path):
-  trainer.train_loop(_run(tmp_path, start=20), [], Meter())
-  assert chunks == []
+def test_a_complete_run_trains_nothing(tmp_path):
+  stepper = Stepper(tmp_path, start=20)
+  trainer.train_loop(stepper, [], Meter())
+  assert stepper.calls == []
 
 
 def test_action_schedule():
@@ -79,15 +149,89 @@ def test_action_schedule():
   assert always.next_due(7) == float("inf") and always.due(7, 20)
 
 
-class _Mngr:
-  def latest_step(self):
-    return 8
+def _loop(stepper, report=None, stop=None):
+  meter = Meter()
+  stop = stop or types.SimpleNamespace(requested=False)
+  trainer.train_loop(stepper, trainer.actions_for(
+      stepper.config.train, meter, stop, report), meter)
+
+
+def test_a_lone_run_logs_evaluates_and_saves_its_member(tmp_path, capsys):
+  stepper = Stepper(tmp_path, num_steps=8)
+  _loop(stepper)
+  (m,) = stepper.members
+  assert [r["step"] for r in m.log.records] == [4, 8, 8]
+  assert m.log.records[0]["loss"] == 1.0 and m.evaluated["val_loss"] == 2.0
+  assert m.mngr.saved == [8] and m.log.texts == [(8, "sample")]
+  out = capsys.readouterr().out
+  assert "step 4/8 | loss 1.0000" in out
+  assert "eval step 8 | best step 8\n" in out and "text" in out
+
+
+def test_a_population_runs_the_actions_for_each_member(tmp_path, capsys):
+  reported = []
+  stepper = Stepper(tmp_path, members=2, num_steps=8)
+  _loop(stepper, report=lambda *a: reported.append(a))
+  # One progress line per log, with every member's record.
+  assert [(s, [r["loss"] for r in rs]) for s, rs, _ in reported] == [
+      (4, [1.0, 2.0]), (8, [1.0, 2.0])]
+  for m in stepper.members:
+    assert [r["step"] for r in m.log.records] == [4, 8, 8]
+    assert m.mngr.saved == [8] and m.evaluated["step"] == 8
+  out = capsys.readouterr().out
+  assert ("evaluating the fakes ...\n  m0: eval step 8\n"
+          "  m1: eval step 8\n") in out
+  assert "step 4/8" not in out and "text" not in out  # the report's lines
+
+
+def test_a_diverged_member_stops_alone(tmp_path, capsys):
+  stepper = Stepper(tmp_path, members=2, num_steps=16, nan_from=(None, 6))
+  _loop(stepper, report=lambda *a: None)
+  ok, bad = stepper.members
+  assert bad.diverged_at == 6 and ok.diverged_at is None
+  assert json.loads((bad.workdir / DIVERGED_FILE).read_text()) == {"step": 6}
+  assert "member m1 diverged at step 6 (the loss is not finite)" in (
+      capsys.readouterr().out)
+  assert ok.mngr.saved == [8, 16] and bad.mngr.saved == []
+  # Its train records go on (NaN), as the other members' do.
+  assert [r["step"] for r in bad.log.records] == [4, 8, 12, 16]
+  assert np.isnan(bad.log.records[-1]["loss"])
+
+
+def test_a_signal_saves_every_live_member_and_stops(tmp_path):
+  stepper = Stepper(tmp_path, members=3, num_steps=16, nan_from=(None, 2))
+  stepper.members[2].mngr = Mngr(latest=4)  # saved at the step already
+  stop = types.SimpleNamespace(requested=True, signum=15)
+  with pytest.raises(preemption.Interrupted) as e:
+    _loop(stepper, report=lambda *a: None, stop=stop)
+  assert e.value.step == 4 and e.value.workdir == tmp_path
+  assert [m.mngr.saved for m in stepper.members] == [[4], [], [4]]
+
+
+def test_members_saved_at_different_steps_are_refused():
+  assert common_start("group 1", ["a", "b"], [8, 8], [None, None]) == 8
+  assert common_start("group 1", ["a", "b"], [8, 4], [None, 3]) == 8
+  assert common_start("group 1", ["a"], [None], [None]) is None
+  with pytest.raises(UserError, match=r"group 1 were saved at different "
+                     r"steps \(a: 8, b: 4\)"):
+    common_start("group 1", ["a", "b"], [8, 4], [None, None])
 
 
 def _state(step, params_ok=True):
   params = {"w": np.ones(2) if params_ok else np.array([1.0, np.nan])}
   opt = types.SimpleNamespace(total_notfinite=np.int32(0))
-  return types.SimpleNamespace(step=step, params=params, opt_state=opt)
+  return State(step, params, opt)
+
+
+def _check(state, metrics, skip_nonfinite):
+  """CheckFinite on a lone run of `state` after the chunk of `metrics`."""
+  stepper = types.SimpleNamespace(
+      members=[Member("run", ml_collections.ConfigDict(dict(train=dict(
+          skip_nonfinite=skip_nonfinite))), None, Mngr(latest=8), None,
+                      None)],
+      per_member=lambda fn: np.asarray([fn(state)]))
+  actions.CheckFinite()(stepper, state.step,
+                        {k: v[None] for k, v in metrics.items()})
 
 
 def test_divergence_names_the_step_and_keeps_the_checkpoint():
@@ -96,10 +240,10 @@ def test_divergence_names_the_step_and_keeps_the_checkpoint():
   with pytest.raises(actions.NonFiniteLoss, match=(
       "training diverged at step 10: the loss is not finite .* the last "
       r"good checkpoint \(step 8\) is kept")):
-    actions.check_finite(_state(12), metrics, _Mngr(), skip_nonfinite=False)
+    _check(_state(12), metrics, skip_nonfinite=False)
   # Skipped steps are allowed; parameters that went bad are not.
-  actions.check_finite(_state(12), metrics, _Mngr(), skip_nonfinite=True)
+  _check(_state(12), metrics, skip_nonfinite=True)
   with pytest.raises(actions.NonFiniteLoss, match="the parameters are"):
-    actions.check_finite(_state(12, params_ok=False),
-                         {"loss": np.ones(4), "grad_norm": np.ones(4)},
-                         _Mngr(), skip_nonfinite=True)
+    _check(_state(12, params_ok=False),
+           {"loss": np.ones(4), "grad_norm": np.ones(4)},
+           skip_nonfinite=True)

@@ -14,7 +14,8 @@ import pytest
 from configs import char_tf
 from lm_jax.errors import UserError
 from lm_jax.loop import preemption, trainer
-from lm_jax.runs import rundir
+from lm_jax.loop.setup import DIVERGED_FILE
+from lm_jax.runs import checkpoints, rundir
 from lm_jax.sweep import grid, hyper, plan, population, results
 from lm_jax.training import optimizers
 
@@ -182,6 +183,30 @@ def test_interrupted_sweep_resumes_exactly(trained, tmp_path):
     np.testing.assert_allclose(
         [got[s] for s, _ in losses(m.workdir)],
         [l for _, l in losses(m.workdir)], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_diverged_member_stops_alone_and_the_sweep_resumes(
+    trained, tmp_path, capsys):
+  _, ms = trained
+  sets = ["train.learning_rate=1e-3,1e8"]
+  ok, bad = sweep(tmp_path, sets)
+  at = json.loads((bad.workdir / DIVERGED_FILE).read_text())["step"]
+  assert f"member {bad.name} diverged at step {at} (" in (
+      capsys.readouterr().out)
+  # Neither evaluated nor saved after it; the other member trains on, as
+  # it did beside a member that did not diverge.
+  saved = checkpoints.manager(bad.workdir, read_only=True).all_steps()
+  assert all(s < at for s in saved)
+  assert all(r[0][0] < at for r in losses(bad.workdir)
+             if r[0][1] == "val_loss")
+  np.testing.assert_allclose([l for _, l in losses(ok.workdir)],
+                             [l for _, l in losses(ms[0].workdir)],
+                             rtol=2e-5)
+  # Its checkpoint lags behind: a resumed sweep knows why and is complete.
+  sweep(tmp_path, sets)
+  assert "group 1: already complete at step 8" in capsys.readouterr().out
+  assert results.member_result(bad)["diverged_at"] == at
 
 
 @pytest.mark.slow
