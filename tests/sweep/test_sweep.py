@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import char_tf
+from configs import char_mlm, char_tf
 from lm_jax.errors import UserError
 from lm_jax.loop import preemption, trainer
 from lm_jax.loop.setup import DIVERGED_FILE
@@ -242,3 +242,19 @@ def test_cli_show_and_bad_input_write_nothing(tmp_path):
   assert huge.stderr.strip().count("\n") == 0
   assert "needs about" in huge.stderr
   assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_masked_member_trains_on_its_task(tmp_path):
+  """Each member trains on its task's objective (a masked model's hidden
+  characters, not the next token): a one-member sweep of char_mlm equals
+  a lone run of it."""
+  def masked():
+    c = char_mlm.get_config("smoke")
+    c.train.update(num_steps=4, log_every=2, eval_every=4, sample_tokens=0)
+    return c
+  ms = sweep(tmp_path / "sweep", ["seed=0"], base=masked)
+  trainer.train_and_evaluate(masked(), tmp_path / "lone")
+  np.testing.assert_allclose([l for _, l in losses(ms[0].workdir)],
+                             [l for _, l in losses(tmp_path / "lone")],
+                             rtol=2e-5)
