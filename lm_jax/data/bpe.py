@@ -146,6 +146,11 @@ class BPETokenizer:
     return self._tok.decode(np.asarray(ids).tolist(),
                             skip_special_tokens=True)
 
+  def token_bytes(self, i: int) -> bytes | None:
+    """The bytes token `i` stands for; None for a special token (no text).
+    `lm_jax/generation/detokenize.py: Detokenizer` joins them into text."""
+    return self._bytes[i]
+
   def pieces(self, ids) -> list[str]:
     """Each token's own text, bytes of a split character as `\\xNN`."""
     return [self.vocab[i] if self._bytes[i] is None else

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
-from lm_jax.generation import replies
+from lm_jax.generation import detokenize, replies
 from lm_jax.serve import api, engine
 from lm_jax.views import internals as internals_view
 
@@ -75,9 +75,6 @@ class Served:
   def stop(self) -> None:
     if self.engine:
       self.engine.stop()
-
-  def token_text(self, i: int) -> str:
-    return self.tokenizer.decode([i])
 
   def encode(self, text: str, param: str) -> list[int]:
     """Prompt ids; unknown symbols or a prompt past the context: 400."""
@@ -342,7 +339,7 @@ async def _respond(request, served: Served, prompt: str, params: api.Params,
       raise api.ApiError(503, "the server is shutting down",
                          code="unavailable")
     source = Generation(served, ids, params)
-  write = api.Writer(served.name, served.token_text, params, chat, ids,
+  write = api.Writer(served.name, served.tokenizer, params, chat, ids,
                      request.query_params.get("token_ids") == "1")
   if params.stream:
     return StreamingResponse(_stream(source, write),
@@ -417,7 +414,8 @@ async def inside(request, served: Served):
   return JSONResponse({
       "panels": list(got.panels), "columns": got.columns,
       "signed": list(got.signed), "start": start,
-      "labels": [served.token_text(int(t)) for t in window],
+      "labels": [detokenize.token_text(served.tokenizer, int(t))
+                 for t in window],
       "values": np.round(row, 4).tolist()})  # (L, P, X)
 
 

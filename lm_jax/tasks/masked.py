@@ -24,7 +24,7 @@ import numpy as np
 
 from lm_jax.data import corpus, masking, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling, unmask
+from lm_jax.generation import detokenize, interactive, sampling, unmask
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK, MASK_ID
 from lm_jax.tasks.base import encode_splits, Loaded
@@ -286,7 +286,8 @@ class MaskedTask:
         print(f"---------- step {s + 1}/{steps} ----------")
         print(show(tokenizer, c, o.blank))
       print("---------- text ----------")
-    return tokenizer.decode(np.asarray(out.tokens)[len(ids):])
+    return detokenize.detokenize(tokenizer, np.asarray(out.tokens)[len(ids):],
+                                 ids)
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
