@@ -5,6 +5,9 @@ Works with any model through its decoding interface
 `extend(tokens, state) -> (logits, state)` and `context_length`.
 The prompt is prefilled in one call, then a jitted loop (`lax.scan`) feeds
 one token per step: sample from the last logits, extend by that token.
+Each step is a function of its own (`next_token`, then `feed`: `append`,
+or `slide` a full window), so that the server's engine
+(lm_jax/serve/engine.py) runs the same ones on its slots, one row each.
 
 Past the context. A model with a `context_length` W (the Transformer: W
 learned positions and a cache of W keys and values) sees at most W tokens:
@@ -81,7 +84,8 @@ def sample_logits(key: jax.Array, logits: jax.Array, temperature,
   when no row asks for a filter.
   """
   B, V = logits.shape
-  per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind), (B,))[:, None]
+  per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind),
+                                            (B,))[:, None]
   temperature = per_row(temperature, jnp.float32)  # (B, 1)
   top_k, top_p = per_row(top_k, jnp.int32), per_row(top_p, jnp.float32)
   x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)

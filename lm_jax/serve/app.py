@@ -103,7 +103,7 @@ def _post(loop, queue: asyncio.Queue, item) -> None:
 
 class Generation:
   """The n choices of one request, decoded by the engine; `events` yields
-  (choice, released [(Token, text)], finish reason or None)."""
+  (choice, released [(Token, Piece)], finish reason or None)."""
 
   def __init__(self, served: Served, prompt: list[int], params: api.Params):
     loop = asyncio.get_running_loop()
@@ -112,7 +112,8 @@ class Generation:
                     for _ in range(params.n)]
     self.requests = [engine.Request(
         np.asarray(prompt, np.int32), params.options,
-        api.choice_seed(params.seed, i), lambda event, i=i: _post(loop, self.queue, (i, event)))
+        api.choice_seed(params.seed, i),
+        lambda event, i=i: _post(loop, self.queue, (i, event)))
         for i in range(params.n)]
     try:
       for r in self.requests:
