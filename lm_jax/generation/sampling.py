@@ -80,19 +80,27 @@ def sample_logits(key: jax.Array, logits: jax.Array, temperature,
 
   temperature (0: greedy), top_k (0: off) and top_p (1: off) are numbers or
   arrays of one per row (B,), traced or not: the server's rows, each with
-  its own options, share one compiled step. The filters' sorts are skipped
-  when no row asks for a filter.
+  its own options, share one compiled step. The filters' sorts are left
+  out of the program when the options are numbers that ask for none.
   """
   B, V = logits.shape
   per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind),
                                             (B,))[:, None]
   temperature = per_row(temperature, jnp.float32)  # (B, 1)
-  top_k, top_p = per_row(top_k, jnp.int32), per_row(top_p, jnp.float32)
   x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
-  filtering = jnp.any((top_k > 0) & (top_k < V)) | jnp.any(top_p < 1)
-  x = jax.lax.cond(filtering, _filter, lambda x, k, p: x, x, top_k, top_p)
+  if _filtering(top_k, top_p, V):
+    x = _filter(x, per_row(top_k, jnp.int32), per_row(top_p, jnp.float32))
   sampled = jax.random.categorical(key, x, axis=-1)
   return jnp.where(temperature[:, 0] > 0, sampled, jnp.argmax(logits, -1))
+
+
+def _filtering(top_k, top_p, V: int) -> bool:
+  """Whether a filter may apply: jax arrays (one option per row, perhaps
+  traced) may; numbers when they ask for one."""
+  if any(isinstance(o, jax.Array) for o in (top_k, top_p)):
+    return True
+  k = np.asarray(top_k)
+  return bool(np.any((0 < k) & (k < V)) or np.any(np.asarray(top_p) < 1))
 
 
 def _filter(x: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
