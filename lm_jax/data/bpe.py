@@ -144,9 +144,14 @@ class BPETokenizer:
 
   def decode(self, ids) -> str:
     """The text of `ids`; bytes that end a character short give U+FFFD
-    (`generate_text` waits for the rest). Special tokens are left out."""
+    (text made as tokens come waits for the rest: `lm_jax/generation/
+    detokenize.py`). Special tokens are left out."""
     return self._tok.decode(np.asarray(ids).tolist(),
                             skip_special_tokens=True)
+
+  def token_bytes(self, i: int) -> bytes | None:
+    """The bytes token `i` stands for; None for a special token (no text)."""
+    return self._bytes[i]
 
   def pieces(self, ids) -> list[str]:
     """Each token's own text, bytes of a split character as `\\xNN`."""

@@ -40,8 +40,9 @@ def generate(params, model: nn.Module, src: jax.Array, key: jax.Array,
     logits, state = apply(model.extend, token, state)
     # PAD and BOS are never targets: a reply does not contain them.
     logits = logits[:, -1].at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
-    new = sampling.sample_logits(key, logits, options).astype(jnp.int32)
-    new = jnp.where(done, PAD_ID, new)  # (B,)
+    new = sampling.sample_logits(key, logits, options.temperature,
+                                 options.top_k, options.top_p)
+    new = jnp.where(done, PAD_ID, new.astype(jnp.int32))  # (B,)
     return (new[:, None], state, done | (new == EOS_ID)), new
 
   n = min(options.max_new_tokens, model.max_target_len) + 1

@@ -5,6 +5,9 @@ Works with any model through its decoding interface
 `extend(tokens, state) -> (logits, state)` and `context_length`.
 The prompt is prefilled in one call, then a jitted loop (`lax.scan`) feeds
 one token per step: sample from the last logits, extend by that token.
+Each step is a function of its own (`next_token`, then `feed`: `append`,
+or `slide` a full window), so that the server's engine
+(lm_jax/serve/engine.py) runs the same ones on its slots, one row each.
 
 Past the context. A model with a `context_length` W (the Transformer: W
 learned positions and a cache of W keys and values) sees at most W tokens:
@@ -34,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.generation import detokenize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,29 +74,54 @@ def option_problem(field: str, value) -> str | None:
   return None
 
 
-def sample_logits(key: jax.Array, logits: jax.Array,
-                  options: SamplingOptions) -> jax.Array:
-  """Next tokens (B,) from logits (B, V) under `options`."""
-  if options.temperature == 0:
-    return jnp.argmax(logits, axis=-1)
-  logits = logits.astype(jnp.float32) / options.temperature
-  if 0 < options.top_k < logits.shape[-1]:
-    kth = jax.lax.top_k(logits, options.top_k)[0][:, -1:]  # (B, 1)
-    logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if options.top_p < 1:
-    # Keep the fewest most likely tokens whose probabilities sum to >= top_p:
-    # a token stays if the mass of the likelier ones is still below top_p.
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # (B, V) descending
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    keep = jnp.cumsum(probs, axis=-1) - probs < options.top_p
-    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1,
-                     keepdims=True)  # (B, 1)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-  return jax.random.categorical(key, logits, axis=-1)
+def sample_logits(key: jax.Array, logits: jax.Array, temperature,
+                  top_k=0, top_p=1.0) -> jax.Array:
+  """Next tokens (B,) from logits (B, V), drawn with one key.
+
+  temperature (0: greedy), top_k (0: off) and top_p (1: off) are numbers or
+  arrays of one per row (B,), traced or not: the server's rows, each with
+  its own options, share one compiled step. The filters' sorts are left
+  out of the program when the options are numbers that ask for none.
+  """
+  B, V = logits.shape
+  per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind),
+                                            (B,))[:, None]
+  temperature = per_row(temperature, jnp.float32)  # (B, 1)
+  x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
+  if _filtering(top_k, top_p, V):
+    x = _filter(x, per_row(top_k, jnp.int32), per_row(top_p, jnp.float32))
+  sampled = jax.random.categorical(key, x, axis=-1)
+  return jnp.where(temperature[:, 0] > 0, sampled, jnp.argmax(logits, -1))
+
+
+def _filtering(top_k, top_p, V: int) -> bool:
+  """Whether a filter may apply: jax arrays (one option per row, perhaps
+  traced) may; numbers when they ask for one."""
+  if any(isinstance(o, jax.Array) for o in (top_k, top_p)):
+    return True
+  k = np.asarray(top_k)
+  return bool(np.any((0 < k) & (k < V)) or np.any(np.asarray(top_p) < 1))
+
+
+def _filter(x: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+  """x (B, V) with each row's tokens outside its top_k and its nucleus (the
+  fewest likeliest whose probabilities sum to >= top_p) set to -inf."""
+  V = x.shape[-1]
+  ordered = jnp.sort(x, axis=-1)[:, ::-1]  # (B, V) descending
+  kth = jnp.take_along_axis(ordered, jnp.clip(top_k - 1, 0, V - 1), axis=-1)
+  x = jnp.where((top_k > 0) & (top_k < V) & (x < kth), -jnp.inf, x)
+  # A token stays if the mass of the likelier ones is still below top_p.
+  ordered = jnp.sort(x, axis=-1)[:, ::-1]
+  probs = jax.nn.softmax(ordered, axis=-1)
+  keep = jnp.cumsum(probs, axis=-1) - probs < top_p
+  cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1,
+                   keepdims=True)  # (B, 1)
+  return jnp.where((top_p < 1) & (x < cutoff), -jnp.inf, x)
 
 
 class Decoding(NamedTuple):
-  """The loop's carry: everything needed to produce the next token."""
+  """The loop's carry: everything needed to produce the next token of B
+  rows that share a cache length (the server's slots: one row each)."""
   state: Any  # the model's decoding state (cache or recurrent carries)
   logits: jax.Array  # (B, V) for the next token
   key: jax.Array
@@ -105,52 +134,83 @@ def keep_on_slide(window: int) -> int:
   return max(1, window // 2)
 
 
-def _extend(params, model: nn.Module, tokens, state):
+def extend(params, model: nn.Module, tokens: jax.Array, state):
+  """The model's logits (B, T, V) for tokens (B, T) after the text `state`
+  holds, and the state after them: the one cached step of every decoder."""
   return model.apply({"params": params}, tokens, state, method=model.extend)
 
 
-def _start(params, model: nn.Module, prompt: jax.Array,
-           key: jax.Array) -> Decoding:
+def begin(model: nn.Module, prompt: jax.Array, logits: jax.Array, state,
+          key: jax.Array) -> Decoding:
+  """The carry once `prompt` (B, P), P <= W, is in `state`, with the
+  logits (B, V) after its last token."""
+  B, P = prompt.shape
+  context = None
+  if model.context_length is not None:
+    context = jnp.zeros((B, model.context_length), jnp.int32).at[:, :P].set(
+        prompt)
+  return Decoding(state, logits, key, context, jnp.int32(P))
+
+
+def start(params, model: nn.Module, prompt: jax.Array,
+          key: jax.Array) -> Decoding:
   """Prefills the prompt (B, P) (its last W tokens) in one call."""
   B, P = prompt.shape
   if P == 0:
     raise UserError("the prompt is empty: give at least one token")
+  if model.context_length is not None:
+    prompt = prompt[:, -model.context_length:]
+  logits, state = extend(params, model, prompt, model.initial_state(B))
+  return begin(model, prompt, logits[:, -1], state, key)
+
+
+def next_token(d: Decoding, temperature, top_k, top_p
+               ) -> tuple[Decoding, jax.Array]:
+  """Splits the key and samples the next tokens (B,) from `d.logits`."""
+  key, sub = jax.random.split(d.key)
+  token = sample_logits(sub, d.logits, temperature, top_k, top_p)
+  return d._replace(key=key), token.astype(jnp.int32)
+
+
+def append(params, model: nn.Module, d: Decoding,
+           token: jax.Array) -> Decoding:
+  """Extends by tokens (B,) into a window with room. Past a full one the
+  context is left as it was, for `slide`, and the state is spoilt."""
+  logits, state = extend(params, model, token[:, None], d.state)
+  context = d.context
+  if context is not None:
+    context = context.at[:, d.length].set(token, mode="drop")
+  return d._replace(state=state, logits=logits[:, 0], context=context,
+                    length=d.length + 1)
+
+
+def slide(params, model: nn.Module, d: Decoding,
+          token: jax.Array) -> Decoding:
+  """Feeds tokens (B,) to a full window: the last W // 2 tokens, `token`
+  included, prefilled again from an empty cache."""
   W = model.context_length
-  if W is not None:
-    prompt = prompt[:, -W:]
-  logits, state = _extend(params, model, prompt, model.initial_state(B))
-  context = None
-  if W is not None:
-    context = jnp.zeros((B, W), jnp.int32).at[:, :prompt.shape[1]].set(prompt)
-  return Decoding(state, logits[:, -1], key, context,
-                  jnp.int32(prompt.shape[1]))
+  keep = keep_on_slide(W)
+  recent = jnp.concatenate([d.context[:, W - keep + 1:], token[:, None]],
+                           axis=1)  # (B, keep)
+  logits, state = extend(params, model, recent,
+                         model.initial_state(token.shape[0]))
+  return begin(model, recent, logits[:, -1], state, d.key)
 
 
-def _feed(params, model: nn.Module, d: Decoding, token: jax.Array) -> Decoding:
+def full(model: nn.Module, d: Decoding) -> jax.Array:
+  """Whether the next token must `slide` rather than `append`."""
+  if model.context_length is None:
+    return jnp.zeros_like(d.length, bool)
+  return d.length >= model.context_length
+
+
+def feed(params, model: nn.Module, d: Decoding, token: jax.Array) -> Decoding:
   """Extends by the sampled tokens (B,), sliding the window when it is full."""
-  W = model.context_length
-  if W is None:
-    logits, state = _extend(params, model, token[:, None], d.state)
-    return d._replace(state=state, logits=logits[:, 0], length=d.length + 1)
-
-  def append(d):
-    logits, state = _extend(params, model, token[:, None], d.state)
-    context = jax.lax.dynamic_update_slice_in_dim(d.context, token[:, None],
-                                                  d.length, axis=1)
-    return d._replace(state=state, logits=logits[:, 0], context=context,
-                      length=d.length + 1)
-
-  def slide(d):
-    keep = keep_on_slide(W)
-    recent = jnp.concatenate([d.context[:, W - keep + 1:], token[:, None]],
-                             axis=1)  # (B, keep)
-    fresh = model.initial_state(token.shape[0])
-    logits, state = _extend(params, model, recent, fresh)
-    context = jnp.zeros_like(d.context).at[:, :keep].set(recent)
-    return d._replace(state=state, logits=logits[:, -1], context=context,
-                      length=jnp.int32(keep))
-
-  return jax.lax.cond(d.length < W, append, slide, d)
+  if model.context_length is None:
+    return append(params, model, d, token)
+  return jax.lax.cond(full(model, d),
+                      lambda d: slide(params, model, d, token),
+                      lambda d: append(params, model, d, token), d)
 
 
 def _decode(params, model: nn.Module, d: Decoding,
@@ -158,15 +218,15 @@ def _decode(params, model: nn.Module, d: Decoding,
   """`options.max_new_tokens` steps; returns the carry and tokens (B, N)."""
 
   def step(d, _):
-    key, sub = jax.random.split(d.key)
-    token = sample_logits(sub, d.logits, options).astype(jnp.int32)
-    return _feed(params, model, d._replace(key=key), token), token
+    d, token = next_token(d, options.temperature, options.top_k,
+                          options.top_p)
+    return feed(params, model, d, token), token
 
   d, tokens = jax.lax.scan(step, d, None, length=options.max_new_tokens)
   return d, tokens.T
 
 
-_start_jit = jax.jit(_start, static_argnames=("model",))
+_start_jit = jax.jit(start, static_argnames=("model",))
 _decode_jit = jax.jit(_decode, static_argnames=("model", "options"),
                       donate_argnames=("d",))
 
@@ -179,7 +239,7 @@ def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
   Returns the new tokens (B, N). Rows are independent samples; the same key
   gives the same tokens.
   """
-  return _decode(params, model, _start(params, model, prompt, key), options)[1]
+  return _decode(params, model, start(params, model, prompt, key), options)[1]
 
 
 def stream(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
@@ -221,7 +281,8 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
     logits = jax.lax.dynamic_index_in_dim(score(context), length - 1, axis=1,
                                           keepdims=False)  # (B, V)
     key, sub = jax.random.split(key)
-    token = sample_logits(sub, logits, options).astype(jnp.int32)
+    token = sample_logits(sub, logits, options.temperature, options.top_k,
+                          options.top_p).astype(jnp.int32)
     keep = keep_on_slide(W)
     slid = jnp.zeros_like(context).at[:, :keep].set(jnp.concatenate(
         [context[:, W - keep + 1:], token[:, None]], axis=1))
@@ -237,66 +298,6 @@ def generate_uncached(params, model: nn.Module, prompt: jax.Array,
   return tokens.T
 
 
-# Tokens decoded again before each new piece: a token's spelling may depend
-# on those before it (the word tokenizer's spacing, a byte-level tokenizer's
-# multi-byte characters).
-_CONTEXT = 8
-
-
-class _Text:
-  """One sample's text, grown piece by piece: each token is decoded a
-  bounded number of times, so a long sample costs linear time.
-
-  A piece is decoded after the last `_CONTEXT` tokens and their own text is
-  cut off. A piece ending in U+FFFD may be a character whose bytes are not
-  all out yet: it waits for the next one (`final` flushes it).
-  """
-
-  def __init__(self, tokenizer, prompt: np.ndarray, stop: str,
-               streamed: bool = False):
-    self.decode, self.stop, self.streamed = tokenizer.decode, stop, streamed
-    self.context = [int(t) for t in prompt[-_CONTEXT:]]
-    self.pending: list[int] = []
-    self.parts: list[str] = []
-    self.length = 0  # characters in `parts`
-    self.cut: int | None = None  # where `stop` begins, once found
-    self.tail = ""  # the last len(stop) - 1 characters
-    self.unsent = ""  # if streamed: the end of the text not yet streamed
-
-  def add(self, tokens: np.ndarray, final: bool = False) -> None:
-    if self.cut is not None:
-      return
-    self.pending += np.asarray(tokens).tolist()
-    context = self.context
-    text = self.decode(context + self.pending)[len(self.decode(context)):]
-    if text.endswith("\ufffd") and not final:
-      return
-    self.context = (context + self.pending)[-_CONTEXT:]
-    self.pending = []
-    if self.stop:  # `stop` may begin in the end of the last piece
-      joined = self.tail + text
-      at = joined.find(self.stop)
-      if at >= 0:
-        self.cut = self.length - len(self.tail) + at
-      self.tail = joined[max(0, len(joined) - len(self.stop) + 1):]
-    self.parts.append(text)
-    self.length += len(text)
-    if self.streamed:
-      self.unsent += text
-    if self.cut is not None:
-      self.unsent = self.unsent[:len(self.unsent) - (self.length - self.cut)]
-
-  def ready(self) -> str:
-    """Text to stream now: all but what could still begin `stop`."""
-    hold = 0 if self.cut is not None or not self.stop else len(self.stop) - 1
-    out = self.unsent[:max(0, len(self.unsent) - hold)]
-    self.unsent = self.unsent[len(out):]
-    return out
-
-  def text(self) -> str:
-    return "".join(self.parts)[:self.cut]
-
-
 def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
                   key: jax.Array, options: SamplingOptions, *,
                   num_samples: int = 1, stop: str = "",
@@ -306,26 +307,31 @@ def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
 
   Generation ends after `options.max_new_tokens` tokens or once every sample
   contains `stop`, which is left out. `on_text` receives the first sample's
-  new text as it is produced (for streaming to a terminal); text that could
-  be the start of `stop` is held back until it is known not to be. Get the
-  ids with `tokenizers.encode_prompt`.
+  new text as it is produced (for streaming to a terminal): whole
+  characters, and none that could be the start of `stop` until it is known
+  not to be (`detokenize.Detokenizer`). Get the ids with
+  `tokenizers.encode_prompt`.
   """
   if num_samples <= 0:
     raise UserError(f"--num_samples must be positive, got {num_samples}")
   prompt = np.asarray(prompt)
   batch = np.tile(prompt, (num_samples, 1))
-  streamed = on_text is not None
-  texts = [_Text(tokenizer, prompt, stop, streamed=streamed and i == 0)
-           for i in range(num_samples)]
+  texts = [detokenize.Detokenizer(tokenizer, prompt, (stop,))
+           for _ in range(num_samples)]
+  parts: list[list[str]] = [[] for _ in range(num_samples)]
+
+  def take(i: int, pieces: list[detokenize.Piece]) -> None:
+    parts[i] += [p.text for p in pieces]
+    if on_text is not None and i == 0:
+      on_text("".join(p.text for p in pieces))
+
   for chunk in stream(params, model, batch, key, options, chunk_tokens):
-    for text, row in zip(texts, chunk):
-      text.add(row)
-    if streamed:
-      on_text(texts[0].ready())
-    if all(t.cut is not None for t in texts):
+    for i, (text, row) in enumerate(zip(texts, chunk)):
+      take(i, text.add(row))
+    if all(t.stopped for t in texts):
       break
-  for text in texts:
-    text.add(np.zeros(0, np.int32), final=True)
-  if streamed and texts[0].unsent:
-    on_text(texts[0].unsent)
-  return [t.text() for t in texts]
+  for i, text in enumerate(texts):
+    rest = text.finish()
+    if rest:
+      take(i, rest)
+  return ["".join(p) for p in parts]

@@ -72,7 +72,8 @@ def unmask_loop(logits_fn: Callable, tokens: jax.Array, key: jax.Array,
     k_draw, k_order = jax.random.split(jax.random.fold_in(key, s))
     logits = logits_fn(canvas[None])[0].astype(jnp.float32)  # (T, V)
     logits = logits.at[:, :FIRST_TEXT_ID].set(-jnp.inf)
-    drawn = sampling.sample_logits(k_draw, logits, options)  # (T,)
+    drawn = sampling.sample_logits(k_draw, logits, options.temperature,
+                                   options.top_k, options.top_p)  # (T,)
     probs = jax.nn.softmax(logits, axis=-1)  # (T, V)
     confidence = jnp.take_along_axis(probs, drawn[:, None], -1)[:, 0]
     score = (confidence if order == "confidence"

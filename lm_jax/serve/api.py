@@ -7,19 +7,19 @@ field names a file or a setting of the server.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any
 
-from lm_jax.generation import sampling
+from lm_jax.generation import detokenize, sampling
 from lm_jax.serve.engine import Token
 
 SEED_RANGE = (-2**31, 2**31)  # what jax.random.key takes without x64
 MAX_STOPS = 4  # as OpenAI's API
 MAX_N = 8  # choices per request
-_CONTEXT = 8  # tokens decoded again before each new one (as sampling's)
 
 
 class ApiError(Exception):
@@ -177,57 +177,30 @@ def last_user_message(messages: list[dict]) -> str:
 
 
 class Choice:
-  """One choice's text, grown token by token and cut at the first stop.
-
-  A token's text is its decoding after the previous `_CONTEXT` tokens (a
-  word tokenizer's spacing depends on them). Tokens are released once no
-  stop can begin in them; `take` returns the released (token, text) pairs.
-  """
+  """One choice's tokens and text, cut at the first stop: the Detokenizer's
+  released pieces, each with its Token (`add` returns them in pairs)."""
 
   def __init__(self, tokenizer, prompt: list[int], stops: tuple[str, ...]):
-    self.decode, self.stops = tokenizer.decode, stops
-    self.context = list(prompt[-_CONTEXT:])
-    self.hold = max((len(s) for s in stops), default=1) - 1
-    self.pending: list[tuple[Token, str]] = []
-    self.text = ""  # all text decoded so far
-    self.released = 0  # characters of `text` released
-    self.tokens = 0
+    self.text = detokenize.Detokenizer(tokenizer, prompt, stops)
+    self.pending: collections.deque[Token] = collections.deque()
     self.finish: str | None = None
     self.reported = False  # the finish was passed on
 
-  def add(self, token: Token | None) -> list[tuple[Token, str]]:
+  def add(self, token: Token | None) -> list[tuple[Token, detokenize.Piece]]:
     """Takes the next token (None: the end) and returns what is released."""
     if self.finish:
       return []
     if token is None:
-      self.finish = "length"
-      return self._release(len(self.text))
-    before = self.decode(self.context)
-    piece = self.decode(self.context + [token.id])[len(before):]
-    self.context = (self.context + [token.id])[-_CONTEXT:]
-    self.tokens += 1
-    self.pending.append((token, piece))
-    self.text += piece
-    cut = min((at for at in (self.text.find(s, self.released)
-                             for s in self.stops) if at >= 0), default=-1)
-    if cut >= 0:
-      self.finish = "stop"
-      return self._release(cut)
-    return self._release(len(self.text) - self.hold)
-
-  def _release(self, end: int) -> list[tuple[Token, str]]:
-    out = []
-    while self.pending and self.released < end:
-      token, piece = self.pending[0]
-      if self.released + len(piece) > end and not self.finish:
-        break
-      piece = piece[:end - self.released]
-      out.append((token, piece))
-      self.released += len(piece)
-      self.pending.pop(0)
+      pieces = self.text.finish()
+    else:
+      self.pending.append(token)
+      pieces = self.text.add([token.id])
+    if self.text.stopped or token is None:
+      self.finish = "stop" if self.text.stopped else "length"
+    released = [(self.pending.popleft(), piece) for piece in pieces]
     if self.finish:
-      self.pending = []
-    return out
+      self.pending.clear()
+    return released
 
 
 def new_id(prefix: str) -> str:
@@ -236,16 +209,15 @@ def new_id(prefix: str) -> str:
 
 class Writer:
   """Builds OpenAI's response objects, whole or chunk by chunk, from the
-  released (Token, text) pairs of each choice.
+  released (Token, Piece) pairs of each choice.
 
   `token_ids` (the page asks for it) adds each chunk's token ids, and the
   prompt's ids and texts to the first chunk.
   """
 
-  def __init__(self, model: str, token_text: Callable[[int], str],
-               params: Params, chat: bool, prompt: list[int],
-               token_ids: bool):
-    self.model, self.token_text = model, token_text
+  def __init__(self, model: str, tokenizer, params: Params, chat: bool,
+               prompt: list[int], token_ids: bool):
+    self.model, self.tokenizer = model, tokenizer
     self.params, self.chat = params, chat
     self.id = new_id("chatcmpl" if chat else "cmpl")
     self.created = now()
@@ -256,7 +228,7 @@ class Writer:
     self.finish = [None] * params.n
 
   def add(self, i: int, released, finish) -> None:
-    self.texts[i] += "".join(piece for _, piece in released)
+    self.texts[i] += "".join(piece.text for _, piece in released)
     self.released[i] += released
     self.finish[i] = finish or self.finish[i]
 
@@ -265,8 +237,8 @@ class Writer:
     if top < 0:
       return None
     if self.chat:
-      return chat_logprobs(released, top, self.token_text)
-    return completion_logprobs(released, top, self.token_text, offset)
+      return chat_logprobs(released, top, self.tokenizer)
+    return completion_logprobs(released, top, self.tokenizer, offset)
 
   def _head(self, kind: str) -> dict:
     return {"id": self.id, "object": kind, "created": self.created,
@@ -275,7 +247,7 @@ class Writer:
   def chunk(self, i: int, released, finish, role: bool = False) -> dict:
     offset = len(self.texts[i])
     self.add(i, released, finish)
-    text = "".join(piece for _, piece in released)
+    text = "".join(piece.text for _, piece in released)
     choice = {"index": i, "logprobs": self._logprobs(released, offset),
               "finish_reason": finish}
     if self.chat:
@@ -289,7 +261,7 @@ class Writer:
       choice["token_ids"] = [token.id for token, _ in released]
       if self.prompt is not None:  # the first chunk: the prompt's tokens
         choice["prompt_token_ids"] = self.prompt
-        choice["prompt_tokens"] = [self.token_text(t) for t in self.prompt]
+        choice["prompt_tokens"] = prompt_texts(self.tokenizer, self.prompt)
         self.prompt = None
     return {**self._head(kind), "choices": [choice]}
 
@@ -311,30 +283,43 @@ class Writer:
                       "total_tokens": self.prompt_tokens + made}}
 
 
-def completion_logprobs(pairs: list[tuple[Token, str]], top: int,
-                        vocab_text, offset: int) -> dict:
-  """A completion choice's `logprobs` for the released tokens."""
+def prompt_texts(tokenizer, prompt: list[int]) -> list[str]:
+  """The text of each prompt token, as the page shows them side by side (a
+  character split across tokens is the last one's)."""
+  text = detokenize.Detokenizer(tokenizer)
+  return [piece.text for piece in text.add(prompt) + text.finish()]
+
+
+def completion_logprobs(pairs: list[tuple[Token, detokenize.Piece]],
+                        top: int, tokenizer, offset: int) -> dict:
+  """A completion choice's `logprobs` for the released tokens: each one's
+  text (they join into the choice's text), and the alternatives by their
+  own text (`detokenize.token_text`)."""
   out = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
          "text_offset": []}
   for token, piece in pairs:
-    out["tokens"].append(piece)
+    out["tokens"].append(piece.text)
     out["token_logprobs"].append(finite(token.logprob))
-    out["top_logprobs"].append({vocab_text(i): finite(p) for i, p in zip(
-        token.top_ids[:top], token.top_logprobs[:top])})
+    out["top_logprobs"].append({
+        detokenize.token_text(tokenizer, i): finite(p)
+        for i, p in zip(token.top_ids[:top], token.top_logprobs[:top])})
     out["text_offset"].append(offset)
-    offset += len(piece)
+    offset += len(piece.text)
   return out
 
 
-def chat_logprobs(pairs: list[tuple[Token, str]], top: int,
-                  vocab_text) -> dict:
-  """A chat choice's `logprobs.content` for the released tokens."""
-  entry = lambda text, lp: {"token": text, "logprob": finite(lp),
-                            "bytes": list(text.encode("utf-8"))}
+def chat_logprobs(pairs: list[tuple[Token, detokenize.Piece]], top: int,
+                  tokenizer) -> dict:
+  """A chat choice's `logprobs.content` for the released tokens: each
+  token's bytes, and its text as OpenAI shows it (`detokenize.shown`)."""
+  entry = lambda text, data, lp: {"token": text, "logprob": finite(lp),
+                                  "bytes": list(data)}
   return {"content": [
-      {**entry(piece, token.logprob),
-       "top_logprobs": [entry(vocab_text(i), p) for i, p in zip(
-           token.top_ids[:top], token.top_logprobs[:top])]}
+      {**entry(detokenize.shown(piece.data), piece.data, token.logprob),
+       "top_logprobs": [entry(detokenize.token_text(tokenizer, i),
+                              detokenize.token_bytes(tokenizer, i) or b"", p)
+                        for i, p in zip(token.top_ids[:top],
+                                        token.top_logprobs[:top])]}
       for token, piece in pairs]}
 
 

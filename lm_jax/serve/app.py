@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from lm_jax import tasks
 from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
-from lm_jax.generation import replies
+from lm_jax.generation import detokenize, replies
 from lm_jax.serve import api, engine, unmasking
 from lm_jax.views import internals as internals_view
 
@@ -102,9 +102,6 @@ class Served:
       if not entered:
         self.waiting -= 1
 
-  def token_text(self, i: int) -> str:
-    return self.tokenizer.decode([i])
-
   def encode(self, text: str, param: str) -> list[int]:
     """Prompt ids; unknown symbols or a prompt past the context: 400."""
     try:
@@ -132,7 +129,7 @@ def _post(loop, queue: asyncio.Queue, item) -> None:
 
 class Generation:
   """The n choices of one request, decoded by the engine; `events` yields
-  (choice, released [(Token, text)], finish reason or None)."""
+  (choice, released [(Token, Piece)], finish reason or None)."""
 
   def __init__(self, served: Served, prompt: list[int], params: api.Params):
     loop = asyncio.get_running_loop()
@@ -141,7 +138,8 @@ class Generation:
                     for _ in range(params.n)]
     self.requests = [engine.Request(
         np.asarray(prompt, np.int32), params.options,
-        api.choice_seed(params.seed, i), lambda event, i=i: _post(loop, self.queue, (i, event)))
+        api.choice_seed(params.seed, i),
+        lambda event, i=i: _post(loop, self.queue, (i, event)))
         for i in range(params.n)]
     try:
       for r in self.requests:
@@ -362,7 +360,7 @@ async def _respond(request, served: Served, prompt: str, params: api.Params,
       raise api.ApiError(503, "the server is shutting down",
                          code="unavailable")
     source = Generation(served, ids, params)
-  write = api.Writer(served.name, served.token_text, params, chat, ids,
+  write = api.Writer(served.name, served.tokenizer, params, chat, ids,
                      request.query_params.get("token_ids") == "1")
   if params.stream:
     return StreamingResponse(_stream(source, write),
@@ -437,7 +435,8 @@ async def inside(request, served: Served):
   return JSONResponse({
       "panels": list(got.panels), "columns": got.columns,
       "signed": list(got.signed), "start": start,
-      "labels": [served.token_text(int(t)) for t in window],
+      "labels": [detokenize.token_text(served.tokenizer, int(t))
+                 for t in window],
       "values": np.round(row, 4).tolist()})  # (L, P, X)
 
 

@@ -15,12 +15,14 @@ sizes); the free slots among them are computed and ignored.
 A model whose `extend` cannot be vmapped is decoded one slot at a time
 (`batched=False`), in the same loop.
 
-Each slot replays `sampling.generate`'s loop: split the key, pick a token
-with the slot's options, feed it; when the cache holds `context_length`
-tokens and one more must be fed, the last W // 2 are prefilled afresh
-(`sampling.keep_on_slide`). So a request with the same seed and options gets the
-tokens `lm-jax-sample` prints, up to the rounding of a batched matrix
-product (which can flip a near-tie).
+Each slot is a one-row `sampling.Decoding` and goes through
+`sampling.generate`'s steps, with its own options as arrays: split the key
+and sample (`sampling.next_token`), then feed the token
+(`sampling.append`); a slot whose window was full is slid afterwards, on
+its own (`sampling.slide`), since a slide prefills W // 2 tokens and the
+other slots need not wait on it. So a request with the same seed and
+options gets the tokens `lm-jax-sample` prints, up to the rounding of a
+batched matrix product (which can flip a near-tie).
 
 The engine runs in one thread of its own; `submit` is thread-safe and each
 request reports its tokens through its `emit` callback.
@@ -32,7 +34,7 @@ import collections
 import dataclasses
 import functools
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,72 +67,51 @@ class Request:
   cancelled: bool = False
 
 
-class Slots(NamedTuple):
-  """Every slot's decoding state, next-token logits and PRNG key."""
-  state: Any  # the model's initial_state(1), stacked: (S, ...)
-  logits: jax.Array  # (S, V)
-  keys: jax.Array  # (S,) PRNG keys
-
-
-def pick(key: jax.Array, logits: jax.Array, temperature: jax.Array,
-         top_k: jax.Array, top_p: jax.Array) -> jax.Array:
-  """`sampling.sample_logits` for one row (1, V) with options as traced
-  values, so that rows with different options share one compiled step.
-
-  Same steps on the same numbers: the same token for the same key
-  (tests/serve/test_serve.py checks it against sample_logits).
-  """
-  V = logits.shape[-1]
-  x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
-  ordered = jnp.sort(x, axis=-1)[:, ::-1]  # (1, V) descending
-  kth = ordered[:, jnp.clip(top_k - 1, 0, V - 1)][:, None]  # (1, 1)
-  x = jnp.where((top_k > 0) & (top_k < V) & (x < kth), -jnp.inf, x)
-  ordered = jnp.sort(x, axis=-1)[:, ::-1]
-  probs = jax.nn.softmax(ordered, axis=-1)
-  keep = jnp.cumsum(probs, axis=-1) - probs < top_p
-  cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
-  x = jnp.where((top_p < 1) & (x < cutoff), -jnp.inf, x)
-  sampled = jax.random.categorical(key, x, axis=-1)
-  return jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1))[0]
-
-
-def _extend_one(params, model, tokens, state):
-  """One slot's `extend`: tokens (1, T), state for one row."""
-  return model.apply({"params": params}, tokens, state, method=model.extend)
+def _at(slot):
+  """One slot of the stacked rows (S, ...): a one-row Decoding."""
+  return lambda x: x[slot]
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def prefill(params, model, state, tokens):
   """Logits (V,) after `tokens` (1, T) and the state after them."""
-  logits, state = _extend_one(params, model, tokens, state)
+  logits, state = sampling.extend(params, model, tokens, state)
   return logits[0, -1], state
 
 
 @functools.partial(jax.jit, donate_argnames=("slots",))
-def put(slots: Slots, slot, state, logits, key) -> Slots:
-  """Slots with one slot's state, logits and key replaced."""
-  state = jax.tree.map(lambda big, row: big.at[slot].set(row), slots.state,
-                       state)
-  return Slots(state, slots.logits.at[slot].set(logits),
-               slots.keys.at[slot].set(key))
+def put(slots: sampling.Decoding, slot, row: sampling.Decoding
+        ) -> sampling.Decoding:
+  """Slots with slot `slot` replaced by `row`."""
+  return jax.tree.map(lambda big, one: big.at[slot].set(one), slots, row)
 
 
 @functools.partial(jax.jit, donate_argnames=("slots",))
-def move(slots: Slots, src, dst) -> Slots:
+def move(slots: sampling.Decoding, src, dst) -> sampling.Decoding:
   """Slots with slot `src` copied into slot `dst`."""
   return jax.tree.map(lambda x: x.at[dst].set(x[src]), slots)
 
 
-def empty_slots(model, n: int) -> Slots:
+@functools.partial(jax.jit, static_argnames=("model",),
+                   donate_argnames=("slots",))
+def slide(params, model, slots: sampling.Decoding, slot,
+          token) -> sampling.Decoding:
+  """Slots with the full window of slot `slot` slid past `token`."""
+  row = jax.tree.map(_at(slot), slots)
+  row = sampling.slide(params, model, row, jnp.reshape(token, (1,)))
+  return put(slots, slot, row)
+
+
+def empty_slots(model, n: int) -> sampling.Decoding:
   """n slots, each in the model's initial state."""
-  one = model.initial_state(1)
-  return Slots(jax.tree.map(lambda x: jnp.repeat(x[None], n, axis=0), one),
-               jnp.zeros((n, model.vocab_size), jnp.float32),
-               jax.random.split(jax.random.key(0), n))
+  one = sampling.begin(model, jnp.zeros((1, 0), jnp.int32),
+                       jnp.zeros((1, model.vocab_size), jnp.float32),
+                       model.initial_state(1), jax.random.key(0))
+  return jax.tree.map(lambda x: jnp.repeat(x[None], n, axis=0), one)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n"))
-def resize(model, slots: Slots, n: int) -> Slots:
+def resize(model, slots: sampling.Decoding, n: int) -> sampling.Decoding:
   """The first n slots, with empty ones added past the current count."""
   have = slots.logits.shape[0]
   if n <= have:
@@ -141,41 +122,35 @@ def resize(model, slots: Slots, n: int) -> Slots:
 
 @functools.partial(jax.jit, static_argnames=("model", "size", "batched"),
                    donate_argnames=("slots",))
-def step(params, model, slots: Slots, start, temperature, top_k, top_p,
-         size: int, batched: bool = True):
-  """One decode step of the slots start .. start + size - 1: pick, report,
-  feed. Options are (size,) arrays.
+def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
+         top_p, size: int, batched: bool = True):
+  """One decode step of the slots start .. start + size - 1: sample,
+  report, append. Options are (size,) arrays.
 
-  Returns the new slots, the tokens (size,), their log-probabilities and
-  the TOP alternatives' ids and log-probabilities (size, TOP). When the
-  step covers every slot (start 0, size S) XLA updates the donated slots
-  in place; a slice of them costs a copy of all (the one-by-one path).
+  Returns the new slots, the tokens (size,), their log-probabilities, the
+  TOP alternatives' ids and log-probabilities (size, TOP), and which slots
+  were full (the caller slides them). When the step covers every slot
+  (start 0, size S) XLA updates the donated slots in place; a slice of them
+  costs a copy of all (the one-by-one path).
   """
-  take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)
-  logits = take(slots.logits)  # (b, V)
-  keys, subs = jnp.moveaxis(jax.vmap(jax.random.split)(take(slots.keys)), 1,
-                            0)
-  tokens = jax.vmap(pick)(subs, logits[:, None], temperature, top_k,
-                          top_p).astype(jnp.int32)  # (b,)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  chosen = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+  rows = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size),
+                      slots)
+  logp = jax.nn.log_softmax(rows.logits[:, 0].astype(jnp.float32), axis=-1)
+  rows, tokens = jax.vmap(sampling.next_token)(rows, temperature, top_k,
+                                               top_p)  # tokens (b, 1)
+  full = sampling.full(model, rows)
+  chosen = jnp.take_along_axis(logp, tokens, axis=-1)[:, 0]
   top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
-  rows = jax.tree.map(take, slots.state)
-
-  def feed(token, state):  # one slot: (), state of one row
-    logits, state = _extend_one(params, model, token[None, None], state)
-    return logits[0, -1], state
-
+  feed = functools.partial(sampling.append, params, model)
   if batched:
-    new_logits, rows = jax.vmap(feed)(tokens, rows)
+    rows = jax.vmap(feed)(rows, tokens)
   else:  # one slot (size 1), no vmap
-    new_logits, row = feed(tokens[0], jax.tree.map(lambda x: x[0], rows))
-    new_logits, rows = new_logits[None], jax.tree.map(lambda x: x[None], row)
-  back = lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start,
-                                                              0)
-  slots = Slots(jax.tree.map(back, slots.state, rows),
-                back(slots.logits, new_logits), back(slots.keys, keys))
-  return slots, tokens, chosen, top_ids, top_lp
+    row = feed(jax.tree.map(_at(0), rows), tokens[0])
+    rows = jax.tree.map(lambda x: x[None], row)
+  slots = jax.tree.map(
+      lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start, 0),
+      slots, rows)
+  return slots, tokens[:, 0], chosen, top_ids, top_lp, full
 
 
 def chunks(n: int) -> list[int]:
@@ -190,9 +165,8 @@ class Busy(Exception):
 class _Slot:
   """What the engine's thread knows of an active slot."""
 
-  def __init__(self, request: Request, context: list[int]):
+  def __init__(self, request: Request):
     self.request = request
-    self.context = context  # the tokens the cache holds, in order
     self.made = 0  # tokens generated
 
 
@@ -231,7 +205,7 @@ class Engine:
     one = self.model.initial_state(1)
     two = jax.tree.map(lambda x: jnp.stack([x, x]), one)
     try:
-      jax.eval_shape(jax.vmap(lambda t, s: _extend_one(
+      jax.eval_shape(jax.vmap(lambda t, s: sampling.extend(
           self.params, self.model, t[None, None], s)),
           jnp.zeros((2,), jnp.int32), two)
     except Exception:  # noqa: BLE001 (any tracing failure: decode one by one)
@@ -326,10 +300,11 @@ class Engine:
   def _admit(self, request: Request) -> None:
     prompt = [int(t) for t in request.prompt]
     logits, state = self._prefill(prompt)
-    self.slots = put(self.slots, len(self.active), state, logits,
-                     jax.random.key(request.seed))
+    row = sampling.begin(self.model, np.asarray([prompt], np.int32),
+                         logits[None], state, jax.random.key(request.seed))
+    self.slots = put(self.slots, len(self.active), row)
     with self.lock:
-      self.active.append(_Slot(request, prompt))
+      self.active.append(_Slot(request))
 
   def _finish(self, ended: list[int]) -> None:
     """Frees the slots `ended`; the last active slots move into them."""
@@ -370,13 +345,12 @@ class Engine:
     column = lambda name, kind, fill: jnp.asarray(
         [getattr(s.request.options, name) for s in slots] + [fill] * pad,
         kind)
-    self.slots, tokens, chosen, top_ids, top_lp = step(
+    self.slots, *out = step(
         self.params, self.model, self.slots, start,
         column("temperature", jnp.float32, 0.0),
         column("top_k", jnp.int32, 0), column("top_p", jnp.float32, 1.0),
         size=size, batched=self.batched)
-    tokens, chosen, top_ids, top_lp = jax.device_get(
-        (tokens, chosen, top_ids, top_lp))
+    tokens, chosen, top_ids, top_lp, full = jax.device_get(out)
     self.steps += 1
     self.rows += len(slots)
     done = []
@@ -389,15 +363,7 @@ class Engine:
       if slot.made >= slot.request.options.max_new_tokens:
         done.append(start + row)
         continue
-      W = self.window
-      if W is not None and len(slot.context) == W:
-        # The cache was full: this step's feed is void; start afresh from
-        # the last W // 2 tokens, as sampling._feed slides.
-        keep = sampling.keep_on_slide(W)
-        slot.context = slot.context[W - keep + 1:] + [token]
-        logits, state = self._prefill(slot.context)
-        s = start + row
-        self.slots = put(self.slots, s, state, logits, self.slots.keys[s])
-      else:
-        slot.context.append(token)
+      if full[row]:  # the step's append was void: slide instead
+        self.slots = slide(self.params, self.model, self.slots, start + row,
+                           token)
     self._finish(done)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from lm_jax.errors import UserError
+from lm_jax.generation import detokenize
 from lm_jax.serve import api, engine
 from lm_jax.special_tokens import MASK_ID
 from lm_jax.tasks import masked
@@ -88,10 +89,10 @@ def fill(served: Served, text: str) -> dict:
   rows = []
   for pos, hidden in enumerate(ids == MASK_ID):
     row: dict = {"id": int(filled[pos]),
-                 "text": tokenizer.decode(filled[pos:pos + 1]),
+                 "text": detokenize.token_text(tokenizer, int(filled[pos])),
                  "blank": bool(hidden)}
     if hidden:
       row.update(p=float(probs[pos]),
                  top=masked.candidates(tokenizer, out, pos))
     rows.append(row)
-  return {"text": tokenizer.decode(filled), "tokens": rows}
+  return {"text": detokenize.detokenize(tokenizer, filled), "tokens": rows}

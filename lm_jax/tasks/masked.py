@@ -23,7 +23,7 @@ import numpy as np
 
 from lm_jax.data import corpus, masking, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling, unmask
+from lm_jax.generation import detokenize, interactive, sampling, unmask
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK, MASK_ID
 from lm_jax.tasks.base import (Can, encode_splits, Loaded, refuse_beam, Task,
@@ -86,7 +86,8 @@ def candidates(tokenizer, out, pos: int) -> list[tuple[str, float]]:
   """The likeliest tokens at position `pos` of an unmasking's `out`, as
   (text, probability), the likeliest first."""
   ids, probs = np.asarray(out.top_ids[pos]), np.asarray(out.top_probs[pos])
-  return [(tokenizer.decode([i]), float(p)) for i, p in zip(ids, probs)]
+  return [(detokenize.token_text(tokenizer, int(i)), float(p))
+          for i, p in zip(ids, probs)]
 
 
 def candidates_text(cands: list[tuple[str, float]]) -> str:
@@ -292,7 +293,8 @@ class MaskedTask(Task):
         print(f"---------- step {s + 1}/{o.steps or n} ----------")
         print(show(tokenizer, c, o.blank))
       print("---------- text ----------")
-    return tokenizer.decode(np.asarray(out.tokens)[kept:])
+    tokens = np.asarray(out.tokens)  # the kept prompt, then the new ones
+    return detokenize.detokenize(tokenizer, tokens[kept:], tokens[:kept])
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,

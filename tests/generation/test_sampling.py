@@ -12,15 +12,15 @@ LOGITS = jnp.log(jnp.asarray(PROBS))[None, :].repeat(2000, axis=0)
 
 
 def _draw(**options):
-  return np.asarray(sample_logits(jax.random.key(0), LOGITS,
-                                  SamplingOptions(**options)))
+  o = SamplingOptions(**options)
+  return np.asarray(sample_logits(jax.random.key(0), LOGITS, o.temperature,
+                                  o.top_k, o.top_p))
 
 
 def test_greedy_is_argmax():
   logits = jax.random.normal(jax.random.key(1), (5, 9))
   np.testing.assert_array_equal(
-      sample_logits(jax.random.key(0), logits, SamplingOptions(temperature=0)),
-      jnp.argmax(logits, -1))
+      sample_logits(jax.random.key(0), logits, 0.0), jnp.argmax(logits, -1))
 
 
 def test_top_k_only_picks_the_k_likeliest():
@@ -61,6 +61,39 @@ def test_greedy_ignores_the_filters():
 def test_temperature_one_follows_the_distribution():
   counts = np.bincount(_draw(), minlength=6) / 2000
   np.testing.assert_allclose(counts, PROBS, atol=0.04)
+
+
+def test_each_row_keeps_its_own_options():
+  # One batch: even rows top-k 1, odd rows top-k 2; then the first half
+  # top-p .4 (the nucleus {0}), the second none, the even rows greedy.
+  B = LOGITS.shape[0]
+  top_k = jnp.asarray([1, 2] * (B // 2))
+  got = np.asarray(jax.jit(sample_logits)(jax.random.key(0), LOGITS, 1.0,
+                                           top_k, 1.0))
+  assert set(got[::2]) == {0} and set(got[1::2]) == {0, 1}
+  top_p = jnp.where(jnp.arange(B) < B // 2, 0.4, 1.0)
+  temperature = jnp.where(jnp.arange(B) % 2, 1.0, 0.0)
+  got = np.asarray(sample_logits(jax.random.key(1), LOGITS, temperature, 0,
+                                 top_p))
+  assert set(got[:B // 2]) == {0} and set(got[::2]) == {0}
+  assert set(got[B // 2 + 1::2]) == set(range(5))  # 1e-9: never
+
+
+def test_traced_per_row_options_pick_what_one_row_picks():
+  """The server's step: rows with their own keys and options, vmapped in
+  one program, pick the tokens each row picks alone with its options
+  fixed (as lm-jax-sample's program has them)."""
+  logits = jax.random.normal(jax.random.key(0), (1, 50)) * 3
+  cases = [(0.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 7, 1.0), (1.0, 0, 0.8),
+           (0.9, 10, 0.6), (1.0, 50, 1.0)]
+  temperature, top_k, top_p = (jnp.asarray(c) for c in zip(*cases))
+  rows = jax.jit(jax.vmap(sample_logits, in_axes=(0, None, 0, 0, 0)))
+  for seed in range(5):
+    keys = jax.random.split(jax.random.key(seed), len(cases))
+    got = rows(keys, logits, temperature, top_k, top_p)  # (rows, 1)
+    for i, options in enumerate(cases):
+      want = sample_logits(keys[i], logits, *options)[0]
+      assert int(got[i, 0]) == int(want)
 
 
 @pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1),

@@ -25,6 +25,10 @@ def _fake_stream(chunks, times):
 
 class Bytes:
   """A byte-level tokenizer: a character may take several tokens."""
+  byte_level = True
+
+  def token_bytes(self, i: int) -> bytes:
+    return bytes([i])
 
   def decode(self, ids) -> str:
     return bytes(int(i) for i in ids).decode("utf-8", errors="replace")

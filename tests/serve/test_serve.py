@@ -12,7 +12,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,10 +24,12 @@ import uvicorn
 
 from configs import echo_s2s
 from lm_jax import tasks
+from lm_jax.data import tokenizers
 from lm_jax.generation import replies, sampling
+from lm_jax.models.base import LanguageModel
 from lm_jax.runs import rundir
+from lm_jax.serve import api, engine
 from lm_jax.serve import app as serve_app
-from lm_jax.serve import engine
 
 from conftest import REPO
 
@@ -264,24 +268,80 @@ def test_an_echo_bot_answers_the_last_user_message(echo_run):
   assert got.choices[0].message.role == "assistant"
 
 
-def test_pick_is_sample_logits_with_traced_options():
-  logits = jax.random.normal(jax.random.key(0), (1, 50)) * 3
-  for temperature, top_k, top_p in [(0.0, 0, 1.0), (0.7, 0, 1.0),
-                                    (1.3, 7, 1.0), (1.0, 0, 0.8),
-                                    (0.9, 10, 0.6), (1.0, 50, 1.0)]:
-    options = sampling.SamplingOptions(temperature=temperature, top_k=top_k,
-                                       top_p=top_p)
-    for seed in range(5):
-      key = jax.random.key(seed)
-      want = sampling.sample_logits(key, logits, options)[0]
-      got = jax.jit(engine.pick)(key, logits, jnp.float32(temperature),
-                                 jnp.int32(top_k), jnp.float32(top_p))
-      assert int(got) == int(want)
-
-
 def test_prefill_chunks_are_powers_of_two():
   assert engine.chunks(100) == [64, 32, 4]
   assert engine.chunks(1) == [1] and engine.chunks(128) == [128]
+
+
+class Script(LanguageModel):
+  """Writes the token ids `script` over and over, greedily: after P0
+  prompt tokens, `script[0]`. Its logits favour the next one (10), then
+  the tokens `also` (5): the alternatives reported."""
+  script: tuple[int, ...] = ()
+  also: tuple[int, ...] = ()
+  P0: int = 1
+  kind: ClassVar[str] = "script"
+
+  def setup(self):
+    self.unused = self.param("unused", nn.initializers.zeros, ())
+
+  def initial_state(self, batch_size):
+    return jnp.zeros(batch_size, jnp.int32)  # tokens seen
+
+  def extend(self, tokens, state, train=False):
+    seen = state[:, None] + jnp.arange(1, tokens.shape[1] + 1)  # (B, T)
+    script = jnp.asarray(self.script)
+    following = script[(seen - self.P0) % len(self.script)]
+    one_hot = lambda ids: jax.nn.one_hot(ids, self.vocab_size)
+    logits = 10 * one_hot(following) + 5 * one_hot(
+        jnp.asarray(self.also)).sum(0) + self.unused
+    return logits, state + tokens.shape[1]
+
+
+BYTES = (b"\xd0", b"\xd1", b"\xc3", b"\xe2")  # each begins a character
+
+
+def test_bpe_text_streams_whole_characters_and_byte_tokens_by_their_bytes():
+  tok = tokenizers.build_tokenizer("bpe", "the quick brown fox " * 50,
+                                   vocab_size=270)
+  byte_id = {tok.token_bytes(i): i for i in range(5, tok.vocab_size)}
+  words = "Привет, ïve émigré! Ёжик — мир", " café"
+  # The model writes one invalid byte (0xff) itself: the one U+FFFD.
+  script = [*tok.encode(words[0]), byte_id[b"\xff"], *tok.encode(words[1])]
+  want = words[0] + "\ufffd" + words[1]
+  prompt = "Тест: "
+  P = len(tok.encode(prompt))
+  model = Script(tok.vocab_size, tuple(int(i) for i in script),
+                 tuple(byte_id[b] for b in BYTES), P)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+  run = rundir.Run(None, tok, model, params["params"], 0)
+  keys = {f"bytes:\\x{b[0]:02x}" for b in BYTES}
+  with live(run, name="script") as url:
+    c = client(url)
+    chunks = list(c.completions.create(
+        model="script", prompt=prompt, max_tokens=len(script), logprobs=5,
+        temperature=0, stream=True))
+    chat = c.chat.completions.create(
+        model="script", messages=[{"role": "user", "content": prompt}],
+        max_tokens=len(script), logprobs=True, top_logprobs=5,
+        temperature=0, stop=["zzz"])
+  texts = [ch.choices[0].text for ch in chunks]
+  assert "".join(texts) == want and sum(t.count("\ufffd") for t in texts) == 1
+  assert len(texts) > 10  # streamed, not one piece
+  for ch in chunks:
+    for top in ch.choices[0].logprobs.top_logprobs:
+      assert len(top) == 5 and keys <= set(top)  # none fell together
+  content = chat.choices[0].logprobs.content
+  made = bytes(b for t in content for b in t.bytes)
+  assert made.decode("utf-8", "replace") == chat.choices[0].message.content
+  start = len(tok.encode(api.transcript([{"role": "user",
+                                          "content": prompt}]))) - P
+  assert len(content) == len(script)  # the whole script, from `start`
+  assert made == b"".join(tok.token_bytes(script[(start + n) % len(script)])
+                          for n in range(len(script)))
+  assert {t.token for t in content} >= {"bytes:\\xd0", "bytes:\\xff"}
+  assert all(keys <= {a.token for a in t.top_logprobs} for t in content)
+  assert not any("\ufffd" in t.token for t in content)
 
 
 def serve_command(*flags):
