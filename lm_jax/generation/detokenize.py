@@ -19,9 +19,13 @@ from __future__ import annotations
 import codecs
 from typing import NamedTuple, Sequence
 
+import numpy as np
+
 # Tokens decoded again before each new one (not byte-level): a word's
 # spacing depends on the token before it.
 _CONTEXT = 8
+
+Ids = Sequence[int] | np.ndarray  # token ids, a list or an array
 
 
 def token_bytes(tokenizer, token: int) -> bytes | None:
@@ -64,7 +68,7 @@ class Detokenizer:
   and later ids are ignored.
   """
 
-  def __init__(self, tokenizer, prompt: Sequence[int] = (),
+  def __init__(self, tokenizer, prompt: Ids = (),
                stops: Sequence[str] = ()):
     self.tokenizer = tokenizer
     self.context = [int(t) for t in list(prompt)[-_CONTEXT:]]
@@ -83,7 +87,7 @@ class Detokenizer:
     self.context = (before + [token])[-_CONTEXT:]
     return decode(before + [token])[len(decode(before)):].encode()
 
-  def add(self, ids: Sequence[int]) -> list[Piece]:
+  def add(self, ids: Ids) -> list[Piece]:
     """Takes the next token ids; returns the tokens released."""
     out = []
     for token in ids:
@@ -139,7 +143,7 @@ class Detokenizer:
     return out
 
 
-def detokenize(tokenizer, ids: Sequence[int], prompt: Sequence[int] = (),
+def detokenize(tokenizer, ids: Ids, prompt: Ids = (),
                stops: Sequence[str] = ()) -> str:
   """The whole text of `ids` after `prompt`, cut at the first stop string."""
   text = Detokenizer(tokenizer, prompt, stops)

@@ -39,6 +39,8 @@ import numpy as np
 from lm_jax.errors import UserError
 from lm_jax.generation import detokenize
 
+Tokens = jax.Array | np.ndarray  # (B, P) ids, on device or on the host
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingOptions:
@@ -140,7 +142,7 @@ def extend(params, model: nn.Module, tokens: jax.Array, state):
   return model.apply({"params": params}, tokens, state, method=model.extend)
 
 
-def begin(model: nn.Module, prompt: jax.Array, logits: jax.Array, state,
+def begin(model: nn.Module, prompt: Tokens, logits: jax.Array, state,
           key: jax.Array) -> Decoding:
   """The carry once `prompt` (B, P), P <= W, is in `state`, with the
   logits (B, V) after its last token."""
@@ -190,6 +192,7 @@ def slide(params, model: nn.Module, d: Decoding,
   included, prefilled again from an empty cache."""
   W = model.context_length
   keep = keep_on_slide(W)
+  assert d.context is not None  # only a model with a window slides
   recent = jnp.concatenate([d.context[:, W - keep + 1:], token[:, None]],
                            axis=1)  # (B, keep)
   logits, state = extend(params, model, recent,
@@ -242,7 +245,7 @@ def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
   return _decode(params, model, start(params, model, prompt, key), options)[1]
 
 
-def stream(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
+def stream(params, model: nn.Module, prompt: Tokens, key: jax.Array,
            options: SamplingOptions,
            chunk_tokens: int = 16) -> Iterator[np.ndarray]:
   """The tokens of `generate`, yielded as they are made: (B, <= chunk_tokens).

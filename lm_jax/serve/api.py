@@ -221,10 +221,12 @@ class Writer:
     self.params, self.chat = params, chat
     self.id = new_id("chatcmpl" if chat else "cmpl")
     self.created = now()
-    self.prompt, self.prompt_tokens = prompt, len(prompt)
+    # The prompt's ids go with the first chunk, then None.
+    self.prompt: list[int] | None = prompt
+    self.prompt_tokens = len(prompt)
     self.token_ids = token_ids
     self.texts = [""] * params.n
-    self.released = [[] for _ in range(params.n)]
+    self.released: list[list] = [[] for _ in range(params.n)]
     self.finish = [None] * params.n
 
   def add(self, i: int, released, finish) -> None:
@@ -295,8 +297,8 @@ def completion_logprobs(pairs: list[tuple[Token, detokenize.Piece]],
   """A completion choice's `logprobs` for the released tokens: each one's
   text (they join into the choice's text), and the alternatives by their
   own text (`detokenize.token_text`)."""
-  out = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
-         "text_offset": []}
+  out: dict[str, list] = {"tokens": [], "token_logprobs": [],
+                          "top_logprobs": [], "text_offset": []}
   for token, piece in pairs:
     out["tokens"].append(piece.text)
     out["token_logprobs"].append(finite(token.logprob))

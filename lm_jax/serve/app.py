@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import pathlib
 import secrets
@@ -118,11 +119,12 @@ class Served:
     return [int(i) for i in ids]
 
 
-def _post(loop, queue: asyncio.Queue, item) -> None:
-  """Hands an engine event to the request's event loop (from the engine's
-  thread); after shutdown there is nobody to tell."""
+def _post_choice(loop, queue: asyncio.Queue, i: int,
+                 event: engine.Token | None) -> None:
+  """Hands choice i's engine event to the request's event loop (from the
+  engine's thread); after shutdown there is nobody to tell."""
   try:
-    loop.call_soon_threadsafe(queue.put_nowait, item)
+    loop.call_soon_threadsafe(queue.put_nowait, (i, event))
   except RuntimeError:  # the loop is closed
     pass
 
@@ -139,8 +141,9 @@ class Generation:
     self.requests = [engine.Request(
         np.asarray(prompt, np.int32), params.options,
         api.choice_seed(params.seed, i),
-        lambda event, i=i: _post(loop, self.queue, (i, event)))
+        functools.partial(_post_choice, loop, self.queue, i))
         for i in range(params.n)]
+    assert served.engine is not None  # a run that continues text has one
     try:
       for r in self.requests:
         served.engine.submit(r)
@@ -207,11 +210,13 @@ def _error(status: int, message: str, param=None, code=None) -> JSONResponse:
   return JSONResponse(api.error_body(status, message, param, code), status)
 
 
-async def _api_error(request, e: api.ApiError) -> JSONResponse:
+async def _api_error(request: Request, e: Exception) -> JSONResponse:
+  assert isinstance(e, api.ApiError)  # the exception it is registered for
   return _error(e.status, e.message, e.param, e.code)
 
 
-async def _http_error(request, e: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, e: Exception) -> JSONResponse:
+  assert isinstance(e, HTTPException)  # the exception it is registered for
   code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
   return _error(e.status_code, f"{e.detail}: {request.method} "
                 f"{request.url.path}", code=code)

@@ -67,6 +67,12 @@ class Request:
   cancelled: bool = False
 
 
+def _set_at_end(event: threading.Event, token: Token | None) -> None:
+  """A warm-up request's `emit`: `event` is set once the request ends."""
+  if token is None:
+    event.set()
+
+
 def _at(slot):
   """One slot of the stacked rows (S, ...): a one-row Decoding."""
   return lambda x: x[slot]
@@ -257,7 +263,7 @@ class Engine:
       for event in done:
         self.submit(Request(np.zeros(1, np.int32),
                             sampling.SamplingOptions(max_new_tokens=length),
-                            0, lambda t, e=event: t is None and e.set()))
+                            0, functools.partial(_set_at_end, event)))
       for event in done:
         event.wait()
 
@@ -270,7 +276,7 @@ class Engine:
           self.lock.wait()
         if not self.running:
           break
-        admitted = []
+        admitted: list[Request] = []
         while self.queue and len(self.active) + len(admitted) < self.max_batch:
           admitted.append(self.queue.popleft())
       self._fit(len(self.active) + len(admitted))
