@@ -1,5 +1,8 @@
 """Shared test helpers: tiny configs and a tiny text corpus."""
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import pathlib
@@ -7,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -126,6 +130,25 @@ def run_module(*args: str, stdin: str | None = None, cwd=None
   return subprocess.run([sys.executable, "-m", *args], cwd=cwd or REPO,
                         input=stdin, capture_output=True, text=True,
                         timeout=300)
+
+
+def run_command(module: str, *args: str, stdin: str | None = None, cwd=None
+                ) -> subprocess.CompletedProcess:
+  """`python -m MODULE ARGS` run in this process, its `main(argv)`
+  (lm_jax/cli/): the exit status and output as `run_module` gives them,
+  without starting Python and JAX again. From the repository root unless
+  `cwd`, with `stdin` as its input."""
+  import jax
+  jax.devices()  # started: a command keeps this process's one device
+  main = importlib.import_module(
+      "lm_jax.cli." + module.rpartition(".")[2]).main
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.chdir(cwd or REPO), contextlib.redirect_stdout(out), \
+      contextlib.redirect_stderr(err), mock.patch.object(
+          sys, "stdin", io.StringIO(stdin or "")):
+    code = main(list(args))
+  return subprocess.CompletedProcess([module, *args], code, out.getvalue(),
+                                     err.getvalue())
 
 
 def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
