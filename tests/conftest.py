@@ -109,6 +109,13 @@ def smoke_run(tmp_path_factory):
   return workdir
 
 
+def png_size(path) -> tuple[int, int]:
+  """(width, height) of a PNG file."""
+  import matplotlib.image
+  height, width = matplotlib.image.imread(path).shape[:2]
+  return width, height
+
+
 def init_with_random_biases(model, seed: int = 5):
   """`model`'s initial parameters with random biases (they start at zero),
   so that every parameter matters and a mix-up of bias entries shows."""
@@ -157,13 +164,29 @@ def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
   assert out.stderr == f"error: {message}\n", out.stderr
 
 
-def train_args(text_file, workdir, **train) -> list[str]:
-  """A smoke training command line; `train` overrides config.train fields."""
+def refused(out: subprocess.CompletedProcess, *fragments: str) -> str:
+  """Exit 2 with one line `error: ...` holding each fragment; the line."""
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = out.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  return lines[0]
+
+
+def train_flags(text_file, workdir, **train) -> list[str]:
+  """The flags of a smoke training; `train` overrides config.train fields."""
   train = {"num_steps": 100_000, "sample_tokens": 0, **train}
-  return [sys.executable, "-m", "lm_jax.train",
-          "--config=configs/char_tf.py:smoke",
+  return ["--config=configs/char_tf.py:smoke",
           f"--config.data.path={text_file}", f"--workdir={workdir}",
           *(f"--config.train.{k}={v}" for k, v in train.items())]
+
+
+def train_args(text_file, workdir, **train) -> list[str]:
+  """A smoke training command line (`train_flags`), for a process of its
+  own."""
+  return [sys.executable, "-m", "lm_jax.train",
+          *train_flags(text_file, workdir, **train)]
 
 
 

@@ -148,6 +148,7 @@ def run_cli(main: Callable[[list[str]], int]) -> NoReturn:
   from absl import app, flags
 
   def run(argv: list[str]) -> int:
+    _exit_at_once.clear()
     code = main(argv[1:])
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if _exit_at_once.is_set():

@@ -6,8 +6,6 @@ import io
 import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -27,7 +25,7 @@ from lm_jax.runs import rundir
 from lm_jax.serve import app as serve_app
 from lm_jax.serve import engine
 
-from conftest import REPO
+from conftest import run_command
 
 
 # Commands, trained runs or a live server in every test: the full suite
@@ -285,8 +283,7 @@ def test_prefill_chunks_are_powers_of_two():
 
 
 def serve_command(*flags):
-  return subprocess.run([sys.executable, "-m", "lm_jax.cli.serve", *flags],
-                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  return run_command("lm_jax.cli.serve", *flags)
 
 
 @pytest.mark.slow
