@@ -2,9 +2,10 @@
 sizes, output paths, clean exits, encoder-decoder gaps, and commands that
 are safe to explore.
 
-Each case goes through the command line where a user meets it, and checks
-one line of error (exit 2, no traceback) and that nothing was written; the
-cases where the command line is not the point are checked in-process. The
+Each case goes through the command's flags where a user meets them (its
+main(argv), in this process), and checks one line of error (exit 2, no
+traceback) and that nothing was written; the cases where the command line
+is not the point call the functions. The
 trained runs are shared: conftest's `smoke_run` and a module-scoped echo
 bot trained for 2 steps.
 """
@@ -24,10 +25,6 @@ from safetensors.numpy import save_file
 from conftest import REPO, corpus_text, refused, run_command
 from lm_jax.errors import UserError
 from lm_jax.runs import modelfile
-
-# Commands, trained runs or a live server in every test: the full suite
-# only (`pytest -m "not slow"` is the quick subset).
-pytestmark = pytest.mark.slow
 
 TIMEOUT = 300
 ROOT = os.geteuid() == 0  # root writes through a read-only mode bit
@@ -109,6 +106,7 @@ MODEL_FILE_CASES = {
 }
 
 
+@pytest.mark.slow  # loads and checks a model per case
 @pytest.mark.parametrize("case", sorted(MODEL_FILE_CASES))
 def test_a_damaged_model_file_is_one_line(model_file, tmp_path, case):
   path = _damaged(model_file, tmp_path, case)
@@ -138,6 +136,7 @@ def test_an_impossible_size_is_refused_and_writes_nothing(tmp_path):
 # 4. Output paths of plot and inspect --------------------------------------
 
 
+@pytest.mark.slow  # inspect compiles the model
 @pytest.mark.parametrize("command",
                          ["lm_jax.cli.plot", "lm_jax.cli.inspect_run"])
 @pytest.mark.parametrize("out, message", [
@@ -155,6 +154,7 @@ def test_plot_and_inspect_refuse_what_they_cannot_write(smoke_run, tmp_path,
   assert list(tmp_path.iterdir()) == [] and not (REPO / "x.txt").exists()
 
 
+@pytest.mark.slow  # compiles the model
 def test_inspect_in_a_read_only_directory_is_one_line(smoke_run):
   refused(run_command("lm_jax.cli.inspect_run", f"--workdir={smoke_run}",
                 "--prompt=LINE", cwd="/sys"), "attention.png")
@@ -197,6 +197,7 @@ def test_a_hand_edited_config_is_one_line_in_sample_and_train(smoke_run,
 # 6. Encoder-decoder gaps -----------------------------------------------------
 
 
+@pytest.mark.slow  # trains the echo bot
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_num_samples_below_one_is_one_line(echo_run, n):
   refused(run_command("lm_jax.sample", f"--workdir={echo_run}",
@@ -292,6 +293,7 @@ def test_more_steps_on_resume_say_how_the_schedule_changes(smoke_run,
           "schedule is redrawn over 8 steps; at step 4 it is") in out.stdout
 
 
+@pytest.mark.slow  # a process of its own
 def test_an_unwritable_compilation_cache_is_one_line(model_file):
   # A process of its own: the cache is chosen once, as the process starts.
   out = subprocess.run(
@@ -326,6 +328,7 @@ CONSOLE = ("import sys; from lm_jax.cli.{0} import cli; "
            "sys.argv[0] = '{1}'; cli()")
 
 
+@pytest.mark.slow  # a process each
 @pytest.mark.parametrize("module, script, flag", [
     ("train", "lm-jax-train", "--show_config"),
     ("sample", "lm-jax-sample", "--num_samples"),

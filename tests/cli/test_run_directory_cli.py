@@ -115,7 +115,6 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
     assert (workdir / rundir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--config.data.tokenizer=word", "--config.data.min_count=100000000"],
      "the vocabulary holds only <unk>: no token of the training text occurs "
@@ -163,7 +162,6 @@ def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
   assert {"6", "6.damaged"} <= names
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("truncated", "the checkpoint {w}/checkpoints/4 cannot be read "
      "(Encountered error while reading array index"),
@@ -193,7 +191,6 @@ def test_damaged_run_directory_is_one_line_for_sample(damage, message,
   assert out.stderr.startswith("error: " + message.format(w=workdir))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--config.train.learning_rate=nan",
      "config.train.learning_rate is nan; set --config.train.learning_rate "
@@ -215,7 +212,6 @@ def test_nonfinite_setting_is_refused_before_any_write(flag, message,
   assert not workdir.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--temperature=nan", "--temperature must be a finite number, got nan"),
     ("--temperature=inf", "--temperature must be a finite number, got inf"),
