@@ -25,8 +25,8 @@ def test_a_busy_port_is_refused_before_the_model_loads():
 @pytest.mark.parametrize("flags, message", [
     ([], "pass either --workdir=DIR (a training run) or --model=FILE"),
     (["--workdir=a", "--model=b"], "pass either --workdir=DIR"),
-    (["--workdir=a", "--max_batch=0"], "flag --max_batch=0: 0 is not a positive "
-     "integer"),
+    (["--workdir=a", "--max_batch=0"],
+     "flag --max_batch=0: 0 is not a positive integer"),
 ])
 def test_a_refusal_is_one_line_and_exit_2(capsys, flags, message):
   assert serve.main(flags) == 2
