@@ -188,6 +188,7 @@ def test_the_cheap_commands_of_the_docs_run(tmp_path):
   (tmp_path / "my_book.txt").write_text("".join(
       f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
       for i in range(400)))
+  # Each command in a shell, as a reader pastes it: the text is the point.
   env = dict(os.environ, PYTHONPATH=str(REPO))
   for doc, n, command in trains + others:
     command = smoke(command, trained)

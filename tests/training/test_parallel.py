@@ -110,6 +110,7 @@ def test_bfloat16_tracks_float32(smoke_config, text_file, tmp_path):
 
 
 def test_batch_must_divide_by_devices(smoke_config, text_file, tmp_path):
+  # A process of its own: 8 simulated devices are set before JAX starts.
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   out = subprocess.run(
