@@ -7,6 +7,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from lm_jax.loop import trainer
 from lm_jax.runs import checkpoints, rundir
@@ -55,6 +56,7 @@ def test_leftover_temporary_checkpoint_is_ignored_and_removed(
   assert not leftover.exists()
 
 
+@pytest.mark.slow  # trains in a process of its own
 def test_failed_checkpoint_write_is_one_line_and_keeps_earlier_ones(
     tmp_path, text_file, smoke_config):
   workdir = tmp_path / "run"

@@ -109,6 +109,7 @@ def test_bfloat16_tracks_float32(smoke_config, text_file, tmp_path):
   assert bf16["val_loss"] == pytest.approx(f32["val_loss"], rel=0.01)
 
 
+@pytest.mark.slow  # a process of its own
 def test_batch_must_divide_by_devices(smoke_config, text_file, tmp_path):
   # A process of its own: 8 simulated devices are set before JAX starts.
   env = dict(os.environ, JAX_PLATFORMS="cpu",

@@ -289,6 +289,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   assert not (tmp_path / "tf").exists()
 
 
+@pytest.mark.slow  # trains in a process of 8 simulated devices
 def test_eight_devices_match_one(text_file, tmp_path):
   """The lanes and their state split across 8 devices, parameters sharded
   (FSDP): the same run as on one device, to float rounding."""
