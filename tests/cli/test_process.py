@@ -29,11 +29,14 @@ def test_entry_points_keep_compiled_programs(monkeypatch, tmp_path):
 
 
 def test_cpu_device_count_divides_the_batch(monkeypatch):
-  assert process.cpu_device_count(4, 8) == 4
-  assert process.cpu_device_count(3, 8) == 1  # gcd(3, 8)
-  assert process.cpu_device_count(6, 4) == 2
   monkeypatch.setattr(process.os, "cpu_count", lambda: 8)
-  assert process.cpu_device_count(0, 12) == 4  # one per core, then the gcd
+  assert process.cpu_device_count(0, 32) == 8  # one per core
+  assert process.cpu_device_count(0, 12) == 4  # as many as divide the batch
+  assert process.cpu_device_count(0, 7) == 1
+  assert process.cpu_device_count(2, 32) == 2  # asked for
+  assert process.cpu_device_count(3, 32) == 1
+  monkeypatch.setattr(process.os, "cpu_count", lambda: None)
+  assert process.cpu_device_count(0, 32) == 1
 
 
 def test_unwritable_names_the_problem(tmp_path):
