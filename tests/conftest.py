@@ -1,5 +1,8 @@
 """Shared test helpers: tiny configs and a tiny text corpus."""
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import pathlib
@@ -7,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -118,6 +122,13 @@ def masked_run(tmp_path_factory):
                            "masked_run")
 
 
+def png_size(path) -> tuple[int, int]:
+  """(width, height) of a PNG file."""
+  import matplotlib.image
+  height, width = matplotlib.image.imread(path).shape[:2]
+  return width, height
+
+
 def init_with_random_biases(model, seed: int = 5):
   """`model`'s initial parameters with random biases (they start at zero),
   so that every parameter matters and a mix-up of bias entries shows."""
@@ -141,19 +152,54 @@ def run_module(*args: str, stdin: str | None = None, cwd=None
                         timeout=300)
 
 
+def run_command(module: str, *args: str, stdin: str | None = None, cwd=None
+                ) -> subprocess.CompletedProcess:
+  """`python -m MODULE ARGS` run in this process, its `main(argv)`
+  (lm_jax/cli/): the exit status and output as `run_module` gives them,
+  without starting Python and JAX again. From the repository root unless
+  `cwd`, with `stdin` as its input."""
+  import jax
+  jax.devices()  # started: a command keeps this process's one device
+  main = importlib.import_module(
+      "lm_jax.cli." + module.rpartition(".")[2]).main
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.chdir(cwd or REPO), contextlib.redirect_stdout(out), \
+      contextlib.redirect_stderr(err), mock.patch.object(
+          sys, "stdin", io.StringIO(stdin or "")):
+    code = main(list(args))
+  return subprocess.CompletedProcess([module, *args], code, out.getvalue(),
+                                     err.getvalue())
+
+
 def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
   """The command failed on bad input as it should: exit 2, one line."""
   assert out.returncode == 2, out.stderr
   assert out.stderr == f"error: {message}\n", out.stderr
 
 
-def train_args(text_file, workdir, **train) -> list[str]:
-  """A smoke training command line; `train` overrides config.train fields."""
+def refused(out: subprocess.CompletedProcess, *fragments: str) -> str:
+  """Exit 2 with one line `error: ...` holding each fragment; the line."""
+  assert out.returncode == 2, out.stderr[-2000:]
+  lines = out.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  return lines[0]
+
+
+def train_flags(text_file, workdir, **train) -> list[str]:
+  """The flags of a smoke training; `train` overrides config.train fields."""
   train = {"num_steps": 100_000, "sample_tokens": 0, **train}
-  return [sys.executable, "-m", "lm_jax.train",
-          "--config=configs/char_tf.py:smoke",
+  return ["--config=configs/char_tf.py:smoke",
           f"--config.data.path={text_file}", f"--workdir={workdir}",
           *(f"--config.train.{k}={v}" for k, v in train.items())]
+
+
+def train_args(text_file, workdir, **train) -> list[str]:
+  """A smoke training command line (`train_flags`), for a process of its
+  own."""
+  return [sys.executable, "-m", "lm_jax.train",
+          *train_flags(text_file, workdir, **train)]
 
 
 

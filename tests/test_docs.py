@@ -2,6 +2,7 @@
 exists, every path they name exists, and their cheap commands run."""
 
 import ast
+import json
 import os
 import pathlib
 import re
@@ -187,6 +188,7 @@ def test_the_cheap_commands_of_the_docs_run(tmp_path):
   (tmp_path / "my_book.txt").write_text("".join(
       f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
       for i in range(400)))
+  # Each command in a shell, as a reader pastes it: the text is the point.
   env = dict(os.environ, PYTHONPATH=str(REPO))
   for doc, n, command in trains + others:
     command = smoke(command, trained)
@@ -196,3 +198,28 @@ def test_the_cheap_commands_of_the_docs_run(tmp_path):
     assert done.returncode == 0, (
         f"{doc.relative_to(REPO)}:{n}: {command}\n{done.stdout[-2000:]}"
         f"\n{done.stderr[-2000:]}")
+
+
+@pytest.mark.slow
+def test_notebook_executes(tmp_path, monkeypatch):
+  """docs/tour.ipynb runs top to bottom in a kernel of this interpreter
+  (on the smoke config; its stored outputs are those of the full run)."""
+  import nbclient
+  import nbformat
+  kernel = tmp_path / "kernels" / "lm_jax_test"
+  kernel.mkdir(parents=True)
+  (kernel / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+               "{connection_file}"],
+      "display_name": "lm_jax test", "language": "python"}))
+  monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+  monkeypatch.setenv("LM_JAX_TOUR_SMOKE", "1")  # the smoke config: seconds
+  nb = nbformat.read(REPO / "docs" / "tour.ipynb", as_version=4)
+  client = nbclient.NotebookClient(
+      nb, kernel_name="lm_jax_test", timeout=300,  # per cell; CPU is shared
+      resources={"metadata": {"path": str(REPO / "docs")}})
+  client.execute()
+  outputs = [o for cell in nb.cells if cell.cell_type == "code"
+             for o in cell.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  assert any("image/png" in o.get("data", {}) for o in outputs)

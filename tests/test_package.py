@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from conftest import REPO, run_module
+from conftest import REPO
 from lm_jax import config as config_lib
 from lm_jax.cli import flag_parsing
 from lm_jax.errors import UserError
@@ -64,34 +64,3 @@ def test_a_shipped_config_is_found_by_name_and_a_path_is_kept():
     config_lib.resolve_config("nope:smoke")
 
 
-def test_show_config_prints_every_key_with_its_comment_and_exits(
-    smoke_config):
-  done = run_module("lm_jax.train", "--config=char_tf:smoke", "--show_config",
-                    "--config.train.num_steps=7", "--workdir=/nonexistent/x")
-  assert done.returncode == 0, done.stderr
-  lines = done.stdout.splitlines()
-  assert lines[0] == f"# --config={config_lib.configs_dir()}/char_tf.py:smoke"
-  assert "train.num_steps = 7" in lines
-  assert any(re.fullmatch(r"train\.grad_clip = 1\.0 +# global norm", l)
-             for l in lines)
-  leaves = [k for k, v in smoke_config.model.items()] + [
-      k for k, v in smoke_config.data.items()] + [
-      k for k, v in smoke_config.train.items()] + ["seed", "distributed"]
-  assert len([l for l in lines if " = " in l]) == len(leaves)
-
-
-def test_an_unknown_config_name_is_one_line():
-  done = run_module("lm_jax.train", "--config=char_tfx")
-  assert done.returncode == 2
-  assert done.stderr.strip() == (
-      "error: unknown config 'char_tfx': pass a config file or one of "
-      "bpe_tf, char_gru, char_lstm, char_mlm, char_tf, echo_lstm, echo_s2s, "
-      "word_lstm, word_mlm, word_tf")
-
-
-def test_a_bad_field_of_the_default_config_is_one_line():
-  done = run_module("lm_jax.train", "--config.train.nope=3")
-  assert done.returncode == 2
-  assert done.stderr.strip() == ("error: unknown config key 'nope' in "
-                                 "--config.train.nope; --show_config lists "
-                                 "the keys")

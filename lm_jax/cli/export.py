@@ -4,15 +4,20 @@ Flags only; the work is `lm_jax.runs.modelfile.export_run`. Sample from the
 file with `lm-jax-sample --model=FILE`.
 """
 
-from absl import app, flags
+from absl import flags
 
 from lm_jax.cli import flag_parsing, process
 
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to export.",
-                               required=True)
-_OUT = flags.DEFINE_string("out", "model.safetensors", "File to write.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
-_FORCE = flags.DEFINE_boolean("force", False, "Replace --out if it exists.")
+                               required=True, flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", "model.safetensors", "File to write.",
+                           flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).",
+                             flag_values=FLAGS)
+_FORCE = flags.DEFINE_boolean("force", False, "Replace --out if it exists.",
+                              flag_values=FLAGS)
 
 
 def export_main() -> None:
@@ -23,15 +28,14 @@ def export_main() -> None:
         f"  lm-jax-sample --model={_OUT.value} --prompt=...")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  process.run_main(export_main)
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
+  return flag_parsing.run(FLAGS, argv, export_main)
 
 
 def cli() -> None:
   """The `lm-jax-export` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@ override or config file as one line (exit 2) instead of a traceback."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
+from typing import Callable
+
+from absl import flags
+from ml_collections import config_flags
 
 from lm_jax import config as config_lib
+from lm_jax.cli import process
 from lm_jax.errors import UserError
 
 
@@ -68,45 +72,89 @@ def resolve_config_args(argv: list[str]) -> list[str]:
       out[i + 1] = config_lib.resolve_config(out[i + 1])
   return out
 
-HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort",
+              "--helpfull", "-helpfull")
 
 
-def command_help() -> str:
-  """The command's docstring and its own flags (lm_jax/cli/*), for --help.
-
-  absl's --help lists the flags of the `__main__` module only, which for
-  a console script (`lm-jax-train`) is a wrapper that defines none.
-  """
-  from absl import flags
-  mine = [name for name in flags.FLAGS.flags_by_module_dict()
-          if "lm_jax.cli." in name or f"lm_jax{os.sep}cli{os.sep}" in name]
+def command_help(fv: flags.FlagValues) -> str:
+  """The command's docstring and its flags, for --help."""
   parts = []
-  for name in mine:
+  for name, defined in fv.flags_by_module_dict().items():
+    if not defined:  # an earlier call's config overrides, since deleted
+      continue
     module = sys.modules.get(name) or sys.modules["__main__"]
     if module.__doc__:
       parts.append(module.__doc__.strip() + "\n")
-    parts.append("flags:\n" + flags.FLAGS.module_help(name))
-  parts.append("--helpfull lists every flag, JAX's and absl's too.")
+    parts.append("flags:\n" + fv.module_help(name))
   return "\n".join(parts)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a bad flag, override or config file as one line;
-  --help prints the command's own flags (`command_help`)."""
-  from absl import flags
+# Defines a command's config flag in a FlagValues, given the arguments.
+DefineConfig = Callable[[flags.FlagValues, list[str]], object]
+PROGRAM = "lm_jax"  # argv[0] for absl, which ignores it
+# The flags defined here belong to the command that called (its --help).
+flags.disclaim_key_flags()
 
-  if any(a in HELP_FLAGS for a in argv[1:]):
-    print(command_help())
-    sys.exit(0)
+
+def config_flag(help_text: str) -> DefineConfig:
+  """A command's --config: a shipped config by name or a file (default:
+  char_tf), locked, so that an override of an unknown key is an error."""
+  def define(fv: flags.FlagValues, argv: list[str]) -> None:
+    config_flags.DEFINE_config_file(
+        "config", str(config_lib.configs_dir() / "char_tf.py"), help_text,
+        flag_values=fv, lock_config=True, sys_argv=argv)
+  return define
+
+
+def _reset(fv: flags.FlagValues, argv: list[str],
+           define_config: DefineConfig | None) -> None:
+  """Every flag of `fv` back to its default, and the config flag defined
+  anew: ml_collections loads the default config when the flag is defined
+  and reads the names of its overrides from the arguments."""
+  for name in fv:  # (fv.unparse_flags() would log each call)
+    fv[name].unparse()
+  if define_config:
+    for name in [n for n in fv if n == "config" or n.startswith("config.")]:
+      delattr(fv, name)
+    define_config(fv, [PROGRAM, *argv])
+
+
+def parse(fv: flags.FlagValues, argv: list[str],
+          define_config: DefineConfig | None = None) -> list[str]:
+  """`argv` (the arguments after the program's name) parsed into `fv`
+  afresh, so that nothing of an earlier call remains; returns the
+  arguments that are not flags. A bad flag, override or config file raises
+  UserError with one line."""
   try:
-    return flags.FLAGS(resolve_config_args(argv))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    argv = resolve_config_args(argv)
+    _reset(fv, argv, define_config)
+    return fv([PROGRAM, *argv])[1:]
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError,
           OSError, SyntaxError) as e:
-    print(f"error: {flag_error_message(e, argv)}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(flag_error_message(e, tuple(argv))) from None
+
+
+def run(fv: flags.FlagValues, argv: list[str], main: Callable[..., int | None],
+        define_config: DefineConfig | None = None,
+        positional: bool = False) -> int:
+  """A command's `main(argv)`: `argv` parsed into `fv`, then `main()`
+  (`main(args)` with the arguments that are not flags, if `positional`)
+  under process.run_main. Returns the exit status without exiting: 0; 2
+  for a user error, one line on stderr; 130 for Ctrl-C. --help prints the
+  command's docstring and flags."""
+  if any(a in HELP_FLAGS for a in argv):
+    _reset(fv, [], define_config)
+    print(command_help(fv))
+    return 0
+  try:
+    rest = parse(fv, argv, define_config)
+    if rest and not positional:
+      raise UserError(f"unexpected arguments {rest}: flags are written "
+                      "--name=value")
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return process.run_main(main, *([rest] if positional else []))
 
 
 def config_value(holder):

@@ -8,15 +8,20 @@ masked run, a prompt with blanks (the --blank marker of lm-jax-sample, "_")
 also gets OUT_blanks.png: the model's distribution at each blank.
 """
 
-from absl import app, flags
+from absl import flags
 
 from lm_jax.cli import flag_parsing, process
 
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.",
-                               required=True)
-_PROMPT = flags.DEFINE_string("prompt", "ROMEO:", "Text to look at.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
-_OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.")
+                               required=True, flag_values=FLAGS)
+_PROMPT = flags.DEFINE_string("prompt", "ROMEO:", "Text to look at.",
+                              flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).",
+                             flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", "attention.png", "PNG to write.",
+                           flag_values=FLAGS)
 
 
 def inspect_main() -> None:
@@ -49,15 +54,14 @@ def inspect_main() -> None:
     print(f"wrote {path} (the distribution at each blank, all hidden)")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  process.run_main(inspect_main)
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
+  return flag_parsing.run(FLAGS, argv, inspect_main)
 
 
 def cli() -> None:
   """The `lm-jax-inspect` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+from typing import Callable, NoReturn
 
 from lm_jax import outputs
 from lm_jax.errors import UserError
@@ -106,34 +107,60 @@ def unwritable(folder: str) -> str | None:
   return None
 
 
-def run_main(main, *args) -> None:
-  """Calls main(*args); a UserError becomes one line on stderr and exit 2.
-
-  Ctrl-C outside the training loop (which handles it itself) exits 130
-  without a traceback, and so does a closed pipe (status 1); once main has
-  ended, a Ctrl-C (during the interpreter's teardown) ends the process at
-  once, silently. An error whose `skip_teardown` is set (a failed
-  checkpoint write) exits at once: Orbax's writer threads would print
-  tracebacks while the interpreter shuts down.
+def run_main(main, *args) -> int:
+  """Calls main(*args) and returns the exit status: main's own (None: 0),
+  2 for a UserError (one line on stderr), 130 for Ctrl-C outside the
+  training loop (which handles it itself) and 1 for a closed pipe, each
+  without a traceback. An error whose `skip_teardown` is set (a failed
+  checkpoint write) asks `run_cli` to end the process at once.
   """
   from absl import logging
   logging.set_verbosity(logging.ERROR)  # Orbax logs every file it writes
   use_compilation_cache()
   try:
-    main(*args)
+    return main(*args) or 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     if e.skip_teardown:
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(2)
-    sys.exit(2)
+      _exit_at_once.set()
+    return 2
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
-    sys.exit(130)
+    return 130
   except BrokenPipeError:  # the reader left early (`--show_config | head`)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(1)
-  finally:
-    if threading.current_thread() is threading.main_thread():
-      signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return 1
+
+
+# Set by run_main when the interpreter's teardown must be skipped.
+_exit_at_once = threading.Event()
+
+
+def run_cli(main: Callable[[list[str]], int]) -> NoReturn:
+  """A console script: absl's process set-up (its log handler), then
+  `main(sys.argv[1:])`, whose status the process exits with.
+
+  Once main has ended, a Ctrl-C (during the interpreter's teardown) ends
+  the process at once, silently; after an error that asked for it, the
+  process ends without the teardown: Orbax's writer threads would print
+  tracebacks while the interpreter shuts down.
+  """
+  from absl import app, flags
+
+  def run(argv: list[str]) -> int:
+    _exit_at_once.clear()
+    code = main(argv[1:])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _exit_at_once.is_set():
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(code)
+    return code
+
+  def no_global_flags(argv: list[str]) -> list[str]:
+    # absl's own flags at their defaults (the log level); each command
+    # parses its own flags (lm_jax/cli/flag_parsing.py).
+    flags.FLAGS(argv[:1])
+    return argv
+
+  app.run(run, flags_parser=no_global_flags)

@@ -9,47 +9,63 @@ masked LM fills blanks or unmasks) and
 run cannot do (`Task.can`) is one line saying what it can.
 """
 
-from absl import app, flags
+from absl import flags
 
 from lm_jax.cli import flag_parsing, process
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.")
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to load.",
+                               flag_values=FLAGS)
 _MODEL = flags.DEFINE_string(
-    "model", None, "Or a .safetensors file lm-jax-export wrote.")
+    "model", None, "Or a .safetensors file lm-jax-export wrote.",
+    flag_values=FLAGS)
 _PROMPT = flags.DEFINE_string(
-    "prompt", "\n", "Text to continue (an encoder-decoder: to answer).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, in one batch.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "Tokens to generate.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 is greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k likeliest (0: all).")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
-_SEED = flags.DEFINE_integer("seed", 0, "Same seed, same text.")
+    "prompt", "\n", "Text to continue (an encoder-decoder: to answer).",
+    flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).",
+                             flag_values=FLAGS)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples, in one batch.",
+                                    flag_values=FLAGS)
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 500, "Tokens to generate.",
+                                flag_values=FLAGS)
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 is greedy.",
+                                  flag_values=FLAGS)
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k likeliest (0: all).",
+                              flag_values=FLAGS)
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).",
+                            flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Same seed, same text.",
+                             flag_values=FLAGS)
 _STOP = flags.DEFINE_string(
     "stop", "", "End a sample at this text (not printed); \\n and \\t are "
-    "understood, e.g. --stop='\\n\\n'.")
+    "understood, e.g. --stop='\\n\\n'.", flag_values=FLAGS)
 _BEAM = flags.DEFINE_integer(
     "beam", 0, "An encoder-decoder: print the best reply of a beam search "
-    "this wide (0: greedy or sampled, as --temperature says).", lower_bound=0)
+    "this wide (0: greedy or sampled, as --temperature says).", lower_bound=0,
+    flag_values=FLAGS)
 # A masked run (configs/char_mlm.py, lm_jax/tasks/masked.py).
 _FILL = flags.DEFINE_string(
     "fill", None, "A masked run: text whose blanks (--blank) to fill, most "
-    "confident first; prints each blank's likeliest tokens.")
+    "confident first; prints each blank's likeliest tokens.", flag_values=FLAGS)
 _BLANK = flags.DEFINE_string("blank", "_", "A masked run: the marker of one "
-                             "hidden token in --fill text.")
+                             "hidden token in --fill text.", flag_values=FLAGS)
 _ALL_AT_ONCE = flags.DEFINE_boolean(
-    "all_at_once", False, "A masked run: fill every blank in one step.")
+    "all_at_once", False, "A masked run: fill every blank in one step.",
+    flag_values=FLAGS)
 _UNMASK_STEPS = flags.DEFINE_integer(
     "unmask_steps", 0, "A masked run: steps to reveal --max_new_tokens in "
-    "(0: one token per step).", lower_bound=0)
+    "(0: one token per step).", lower_bound=0, flag_values=FLAGS)
 _UNMASK_ORDER = flags.DEFINE_enum(
     "unmask_order", "confidence", ["confidence", "random"], "A masked run: "
-    "reveal the likeliest tokens first, or random ones (masked diffusion).")
+    "reveal the likeliest tokens first, or random ones (masked diffusion).",
+    flag_values=FLAGS)
 _SHOW_STEPS = flags.DEFINE_boolean(
-    "show_steps", False, "A masked run: print the canvas after each step.")
+    "show_steps", False, "A masked run: print the canvas after each step.",
+    flag_values=FLAGS)
 _INTERACTIVE = flags.DEFINE_boolean(
     "interactive", False, "A prompt loop: type a phrase, the model continues "
-    "it; /help lists the commands.")
+    "it; /help lists the commands.", flag_values=FLAGS)
 
 
 def unescape(text: str) -> str:
@@ -102,18 +118,18 @@ def sample_main() -> None:
               _NUM_SAMPLES.value, stop, _BEAM.value)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
   try:
-    process.run_main(sample_main)
+    return flag_parsing.run(FLAGS, argv, sample_main)
   except KeyboardInterrupt:  # Ctrl-C while a sample streams
     print()
+    return 130
 
 
 def cli() -> None:
   """The `lm-jax-sample` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

@@ -8,34 +8,43 @@ playground page at http://127.0.0.1:8000/. Flags only; the work is
 import pathlib
 import socket
 
-from absl import app, flags
+from absl import flags
 
 from lm_jax.cli import flag_parsing, process
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to serve.")
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to serve.",
+                               flag_values=FLAGS)
 _MODEL = flags.DEFINE_string(
-    "model", None, "Or a .safetensors file lm-jax-export wrote.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).")
+    "model", None, "Or a .safetensors file lm-jax-export wrote.",
+    flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: best).",
+                             flag_values=FLAGS)
 _HOST = flags.DEFINE_string(
     "host", "127.0.0.1", "Address to listen on; 0.0.0.0 opens the server to "
-    "the network (there is no authentication unless --api_key).")
-_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on.")
+    "the network (there is no authentication unless --api_key).",
+    flag_values=FLAGS)
+_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on.",
+                             flag_values=FLAGS)
 _API_KEY = flags.DEFINE_string(
     "api_key", None, "Require 'Authorization: Bearer KEY' on every API "
-    "request.")
+    "request.", flag_values=FLAGS)
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024,
                                    "Cap on a request's max_tokens.",
-                                   lower_bound=1)
+                                   lower_bound=1, flag_values=FLAGS)
 _MAX_BATCH = flags.DEFINE_integer(
-    "max_batch", 32, "Requests decoded together in one batch.", lower_bound=1)
+    "max_batch", 32, "Requests decoded together in one batch.", lower_bound=1,
+    flag_values=FLAGS)
 _MAX_QUEUE = flags.DEFINE_integer(
     "max_queue", 64, "Requests waiting for a place in the batch; more are "
-    "answered 429.", lower_bound=0)
+    "answered 429.", lower_bound=0, flag_values=FLAGS)
 _MAX_BODY = flags.DEFINE_integer("max_body", 1 << 20,
                                  "Request body limit in bytes (413).",
-                                 lower_bound=1)
+                                 lower_bound=1, flag_values=FLAGS)
 _WARM_UP = flags.DEFINE_boolean(
-    "warm_up", True, "Compile the decoding programs before serving.")
+    "warm_up", True, "Compile the decoding programs before serving.",
+    flag_values=FLAGS)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -93,15 +102,14 @@ def serve_main() -> None:
   uvicorn.Server(config).run(sockets=[sock])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  process.run_main(serve_main)
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
+  return flag_parsing.run(FLAGS, argv, serve_main)
 
 
 def cli() -> None:
   """The `lm-jax-serve` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ import shlex
 import sys
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from lm_jax import config as config_lib
 from lm_jax.cli import flag_parsing, process
@@ -25,36 +24,33 @@ from lm_jax.errors import UserError
 from lm_jax.loop import preemption
 from lm_jax.views import progress
 
-try:
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(config_lib.configs_dir() / "char_tf.py"),
-      "The base config every member starts from: a shipped config by name "
-      f"({', '.join(config_lib.shipped_configs())}; e.g. char_tf:baby) or "
-      "a file; --config.KEY=V overrides it for all members",
-      lock_config=True)
-except (KeyError, AttributeError, TypeError, ValueError) as e:
-  print(f"error: {flag_parsing.flag_error_message(e, tuple(sys.argv))}",
-        file=sys.stderr)
-  sys.exit(2)
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
 _SET = flags.DEFINE_multi_string(
     "set", [], "KEY=V1,V2,...: the values of one config key to sweep "
     "(repeatable; e.g. --set=train.learning_rate=3e-4,1e-3 --set=seed=0,1); "
-    "KEY `config` sweeps base configs (--set=config=char_lstm,char_gru)")
+    "KEY `config` sweeps base configs (--set=config=char_lstm,char_gru)",
+    flag_values=FLAGS)
 _ZIP = flags.DEFINE_boolean(
     "zip", False, "Pair the --set lists value by value (equal lengths) "
-    "instead of taking every combination.")
+    "instead of taking every combination.", flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The sweep's directory: one run directory per member, "
-    "results.md, results.json and sweep.png. An existing one is resumed.")
+    "results.md, results.json and sweep.png. An existing one is resumed.",
+    flag_values=FLAGS)
 _SHOW = flags.DEFINE_boolean(
     "show", False, "Print the members and the plan (groups, devices, "
-    "estimated memory) and exit without training.")
+    "estimated memory) and exit without training.", flag_values=FLAGS)
 
 
-def sweep(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
-                    "--name=value")
+_DEFINE_CONFIG = flag_parsing.config_flag(
+    "The base config every member starts from: a shipped config by name "
+    f"({', '.join(config_lib.shipped_configs())}; e.g. char_tf:baby) or "
+    "a file; --config.KEY=V overrides it for all members")
+
+
+def sweep(argv: list[str]) -> int | None:
+  """Trains the grid; `argv` (the command's arguments) goes into the
+  results; the exit status after a signal."""
   # One JAX device per core before JAX starts: members split over them.
   process.use_cpu_cores(0, os.cpu_count() or 1)
   from lm_jax.sweep import grid, plan, population, results
@@ -65,14 +61,14 @@ def sweep(argv: list[str]) -> None:
                     "and the results go to, e.g. --workdir=sweeps/lr")
   workdir = pathlib.Path(_WORKDIR.value)
   sets = grid.parse_sets(_SET.value)
-  config = flag_parsing.config_value(_CONFIG)
+  config = flag_parsing.config_value(FLAGS["config"])
   members = grid.make_members(config.copy_and_resolve_references, sets,
                               _ZIP.value, workdir)
   groups = plan.make_plan(members)
   print(plan.describe(groups))
   if _SHOW.value:
-    return
-  command = shlex.join(["lm-jax-sweep", *sys.argv[1:]])
+    return None
+  command = shlex.join(["lm-jax-sweep", *argv])
   report = Reporter(groups, time.perf_counter())
   try:
     with preemption.StopOnSignal() as stop:
@@ -80,9 +76,10 @@ def sweep(argv: list[str]) -> None:
   except preemption.Interrupted as e:
     print(f"stopped by signal at step {e.step}; every member is saved; "
           f"resume with:\n  {preemption.resume_command()}", file=sys.stderr)
-    sys.exit(128 + e.signum)
+    return 128 + e.signum
   for path in results.write(members, workdir, command):
     print(f"{path.suffix[1:]}: {path}")
+  return None
 
 
 class Reporter:
@@ -116,13 +113,15 @@ class Reporter:
     print(" | ".join(parts), flush=True)
 
 
-def main(argv):
-  process.run_main(sweep, argv)
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
+  return flag_parsing.run(FLAGS, argv, lambda: sweep(argv),
+                           _DEFINE_CONFIG)
 
 
 def cli() -> None:
   """The `lm-jax-sweep` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

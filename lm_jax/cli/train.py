@@ -10,7 +10,7 @@ import sys
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from lm_jax import config as config_lib, tasks
@@ -20,28 +20,25 @@ from lm_jax.loop import preemption, trainer
 from lm_jax.runs import rundir
 from lm_jax.views import plotting
 
-try:  # without --config, the default is loaded here, with sys.argv's fields
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", str(config_lib.configs_dir() / "char_tf.py"), "A shipped config "
-      f"by name ({', '.join(config_lib.shipped_configs())}; e.g. char_tf:smoke) "
-      "or a config file (configs/char_tf.py:smoke); override fields with "
-      "--config.train.num_steps=N (--show_config lists them)",
-      lock_config=True)
-except (KeyError, AttributeError, TypeError, ValueError) as e:
-  print(f"error: {flag_parsing.flag_error_message(e, tuple(sys.argv))}",
-        file=sys.stderr)
-  sys.exit(2)
+FLAGS = flags.FlagValues()  # this command's own, parsed afresh by main
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<config name>). An existing "
-    "one is resumed from its latest checkpoint.")
+    "one is resumed from its latest checkpoint.", flag_values=FLAGS)
 _SHOW_CONFIG = flags.DEFINE_boolean(
     "show_config", False, "Print the resolved config, every key with its "
-    "value and comment, and exit.")
+    "value and comment, and exit.", flag_values=FLAGS)
+
+
+_DEFINE_CONFIG = flag_parsing.config_flag(
+    "A shipped config by name "
+    f"({', '.join(config_lib.shipped_configs())}; e.g. char_tf:smoke) "
+    "or a config file (configs/char_tf.py:smoke); override fields with "
+    "--config.train.num_steps=N (--show_config lists them)")
 
 
 def default_workdir() -> str:
   """runs/<config file stem>[_<variant>], e.g. runs/char_tf_smoke."""
-  path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]
+  path, _, arg = config_flags.get_config_filename(FLAGS["config"]
                                                   ).partition(":")
   name = pathlib.Path(path).stem + (f"_{arg}" if arg else "")
   return str(pathlib.Path("runs") / name)
@@ -71,17 +68,15 @@ def usage() -> str:
       "settings; --help lists the flags")
 
 
-def train(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: flags are written "
-                    "--name=value")
-  if not flags.FLAGS["config"].present:
+def train() -> int | None:
+  """Trains the --config into --workdir; the exit status after a signal."""
+  if not FLAGS["config"].present:
     raise UserError(usage())  # several lines, exit 2
-  config = flag_parsing.config_value(_CONFIG)
+  config = flag_parsing.config_value(FLAGS["config"])
   if _SHOW_CONFIG.value:
     print(config_lib.describe(
-        config, config_flags.get_config_filename(flags.FLAGS["config"])))
-    return
+        config, config_flags.get_config_filename(FLAGS["config"])))
+    return None
   workdir = _WORKDIR.value or default_workdir()
   process.use_cpu_cores(config.train.cpu_devices, config.train.batch_size)
   try:
@@ -91,7 +86,7 @@ def train(argv: list[str]) -> None:
   except preemption.Interrupted as e:
     print(f"{e}; resume with:\n  {preemption.resume_command()}",
           file=sys.stderr)
-    sys.exit(128 + e.signum)
+    return 128 + e.signum
   if jax.process_index() == 0:  # one writer in a job of several processes
     plot = plotting.plot_runs([workdir],
                               pathlib.Path(workdir) / plotting.LOSS_PLOT)
@@ -101,15 +96,17 @@ def train(argv: list[str]) -> None:
         pathlib.Path(workdir)))
     print(f"sample with: "
           f"{sample_command(workdir, example, task.sample_flags)}")
+  return None
 
 
-def main(argv):
-  process.run_main(train, argv)
+def main(argv: list[str]) -> int:
+  """The command on `argv` (the arguments after its name); the exit status."""
+  return flag_parsing.run(FLAGS, argv, train, _DEFINE_CONFIG)
 
 
 def cli() -> None:
   """The `lm-jax-train` console script."""
-  app.run(main, flags_parser=flag_parsing.parse_flags)
+  process.run_cli(main)
 
 
 if __name__ == "__main__":

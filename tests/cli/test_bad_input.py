@@ -3,41 +3,23 @@ written."""
 
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from lm_jax.loop import trainer
-
-from conftest import REPO
-
-
-TIMEOUT = 300  # seconds; the CI machine is small and shared
-
-
-def _config(smoke_config, text_file, **train):
-  smoke_config.data.path = str(text_file)
-  smoke_config.train.update(dict(sample_tokens=0, **train))
-  return smoke_config
+from conftest import corpus_text, run_command
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-  """Good and bad corpus files and a trained 4-step run."""
+def inputs(tmp_path_factory, smoke_run):
+  """Good and bad corpus files and a trained 4-step run (conftest's)."""
   d = tmp_path_factory.mktemp("inputs")
-  (d / "good.txt").write_text("".join(
-      f"LINE {i}: the quick brown fox jumps over the lazy dog.\n"
-      for i in range(400)), encoding="utf-8")
+  (d / "good.txt").write_text(corpus_text(), encoding="utf-8")
   (d / "empty.txt").write_text("")
   (d / "binary.bin").write_bytes(bytes(range(256)) * 4)
   (d / "latin1.txt").write_bytes("café olé\n".encode("latin-1") * 100)
   (d / "short.txt").write_text("too short\n" * 10)
   (d / "folder").mkdir()
-  from configs import char_tf
-  config = _config(char_tf.get_config("smoke"), d / "good.txt", num_steps=4,
-                   eval_every=4)
-  trainer.train_and_evaluate(config, d / "run")
+  shutil.copytree(smoke_run, d / "run")
   (d / "untrained").mkdir()
   for name in ("config.json", "tokenizer.json"):
     shutil.copy(d / "run" / name, d / "untrained" / name)
@@ -131,7 +113,6 @@ SAMPLE_CASES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", TRAIN_CASES)
 def test_bad_training_input(case, inputs, tmp_path):
   flags, message = TRAIN_CASES[case]
@@ -140,11 +121,10 @@ def test_bad_training_input(case, inputs, tmp_path):
   flags = [f.format(d=d) for f in flags]
   if not any(f.startswith("--config=") for f in flags):
     flags.insert(0, "--config=configs/char_tf.py:smoke")
-  args = [sys.executable, "-m", "lm_jax.train", *flags, f"--workdir={workdir}"]
+  args = [*flags, f"--workdir={workdir}"]
   if "--config.data.path" not in " ".join(flags):
     args.append(f"--config.data.path={d}/good.txt")
-  out = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
-                       timeout=TIMEOUT)
+  out = run_command("lm_jax.train", *args)
   assert out.returncode == 2, out.stderr
   assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, (
       out.stderr)
@@ -156,24 +136,20 @@ def test_bad_training_input(case, inputs, tmp_path):
 def test_unwritable_workdir(inputs):
   # Root may write anywhere, so use a path below a file, not chmod.
   workdir = inputs / "good.txt" / "run"
-  out = subprocess.run(
-      [sys.executable, "-m", "lm_jax.train", "--config=configs/char_tf.py:smoke",
-       f"--config.data.path={inputs}/good.txt", f"--workdir={workdir}"],
-      cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+  out = run_command("lm_jax.train", "--config=configs/char_tf.py:smoke",
+                    f"--config.data.path={inputs}/good.txt",
+                    f"--workdir={workdir}")
   assert out.returncode == 2
   assert out.stderr == (f"error: cannot write to workdir {workdir}: Not a "
                         "directory; pass a writable --workdir\n")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", SAMPLE_CASES)
 def test_bad_sampling_input(case, inputs):
   flags, message = SAMPLE_CASES[case]
   d = str(inputs)
   before = _snapshot(inputs)
-  out = subprocess.run(
-      [sys.executable, "-m", "lm_jax.sample", *(f.format(d=d) for f in flags)],
-      cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+  out = run_command("lm_jax.sample", *(f.format(d=d) for f in flags))
   assert out.returncode == 2, out.stderr
   assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, (
       out.stderr)

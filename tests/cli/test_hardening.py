@@ -2,9 +2,10 @@
 sizes, output paths, clean exits, encoder-decoder gaps, and commands that
 are safe to explore.
 
-Each case goes through the command line where a user meets it, and checks
-one line of error (exit 2, no traceback) and that nothing was written; the
-cases where the command line is not the point are checked in-process. The
+Each case goes through the command's flags where a user meets them (its
+main(argv), in this process), and checks one line of error (exit 2, no
+traceback) and that nothing was written; the cases where the command line
+is not the point call the functions. The
 trained runs are shared: conftest's `smoke_run` and a module-scoped echo
 bot trained for 2 steps.
 """
@@ -13,47 +14,20 @@ import json
 import os
 import pathlib
 import shutil
-import signal
-import stat
 import subprocess
 import sys
-import warnings
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import REPO, corpus_text
-from lm_jax import outputs
+from conftest import REPO, corpus_text, refused, run_command
 from lm_jax.errors import UserError
 from lm_jax.runs import modelfile
 
-# Commands, trained runs or a live server in every test: the full suite
-# only (`pytest -m "not slow"` is the quick subset).
-pytestmark = pytest.mark.slow
-
 TIMEOUT = 300
 ROOT = os.geteuid() == 0  # root writes through a read-only mode bit
-
-
-def _cli(*args: str, cwd=REPO, stdin: str | None = None, env=None
-         ) -> subprocess.CompletedProcess:
-  """`python -m ARGS` with this repository importable from any `cwd`."""
-  env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, input=stdin,
-                        env=env, capture_output=True, text=True,
-                        timeout=TIMEOUT)
-
-
-def _refused(out: subprocess.CompletedProcess, *fragments: str) -> str:
-  """Exit 2 with one line `error: ...` holding each fragment; the line."""
-  assert out.returncode == 2, out.stderr[-2000:]
-  lines = out.stderr.splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
-  return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -77,72 +51,6 @@ def echo_run(tmp_path_factory):
   config.train.update(num_steps=2, eval_every=2, log_every=2, eval_pairs=8)
   trainer.train_and_evaluate(config, d / "run")
   return d / "run"
-
-
-# 1. Export writes only a regular file it may replace ----------------------
-
-
-def _export(smoke_run, out, *flags, cwd=REPO):
-  return _cli("lm_jax.cli.export", f"--workdir={smoke_run}", f"--out={out}",
-              *flags, cwd=cwd)
-
-
-def test_export_refuses_a_file_inside_a_run_directory(smoke_run, tmp_path):
-  run = tmp_path / "run"
-  shutil.copytree(smoke_run, run)
-  before = (run / "config.json").read_bytes()
-  _refused(_export(run, run / "config.json", "--force"),
-           "is inside the run directory")
-  _refused(_export(run, run / "checkpoints" / "m.safetensors"),
-           "is inside the run directory")
-  assert (run / "config.json").read_bytes() == before
-
-
-def test_export_replaces_an_existing_file_only_with_force(smoke_run,
-                                                          tmp_path):
-  out = tmp_path / "m.safetensors"
-  out.write_text("keep me")
-  _refused(_export(smoke_run, out), "exists; pass --force")
-  assert out.read_text() == "keep me"
-  done = _export(smoke_run, out, "--force")
-  assert done.returncode == 0, done.stderr
-  assert modelfile.load_model(out).step == 4
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
-
-
-@pytest.mark.parametrize("out, message", [
-    ("/dev/null", "is not a regular file"),
-    ("DIR", "is a directory"),
-    ("DIR/missing/m.safetensors", "does not exist"),
-    ("", "--out is empty"),
-])
-def test_export_refuses_targets_it_cannot_write(smoke_run, tmp_path, out,
-                                                message):
-  out = out.replace("DIR", str(tmp_path))
-  _refused(_export(smoke_run, out, "--force"), message)
-  assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
-  assert list(tmp_path.iterdir()) == []
-
-
-def test_export_write_failures_are_one_line(smoke_run, tmp_path):
-  # /sys refuses new files even to root; a read-only current directory
-  # with the default --out is the same failure.
-  _refused(_export(smoke_run, "/sys/m.safetensors"), "/sys")
-  _refused(_cli("lm_jax.cli.export", f"--workdir={smoke_run}", cwd="/sys"),
-           "model.safetensors")
-
-
-def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
-  out = tmp_path / "m.bin"
-  out.write_text("old")
-
-  def fail(tmp):
-    tmp.write_text("half")
-    raise OSError(28, "No space left on device")
-
-  with pytest.raises(UserError, match="No space left on device"):
-    outputs.write_replacing(out, fail)
-  assert out.read_text() == "old" and list(tmp_path.iterdir()) == [out]
 
 
 # 2. A model file is validated before anything is allocated ----------------
@@ -198,12 +106,13 @@ MODEL_FILE_CASES = {
 }
 
 
+@pytest.mark.slow  # loads and checks a model per case
 @pytest.mark.parametrize("case", sorted(MODEL_FILE_CASES))
 def test_a_damaged_model_file_is_one_line(model_file, tmp_path, case):
   path = _damaged(model_file, tmp_path, case)
-  out = _cli("lm_jax.sample", f"--model={path}", "--prompt=LINE",
+  out = run_command("lm_jax.sample", f"--model={path}", "--prompt=LINE",
              "--max_new_tokens=5")
-  line = _refused(out, MODEL_FILE_CASES[case], "export the run again")
+  line = refused(out, MODEL_FILE_CASES[case], "export the run again")
   assert out.stdout == ""  # refused before the prompt is printed
   with pytest.raises(UserError) as caught:  # the notebook API: same line
     modelfile.load_model(path)
@@ -217,27 +126,17 @@ def test_an_impossible_size_is_refused_and_writes_nothing(tmp_path):
   text = tmp_path / "corpus.txt"
   text.write_text(corpus_text(), encoding="utf-8")
   workdir = tmp_path / "run"
-  out = _cli("lm_jax.train", "--config=char_tf:smoke",
+  out = run_command("lm_jax.train", "--config=char_tf:smoke",
              f"--config.data.path={text}", f"--workdir={workdir}",
              "--config.model.d_model=1000000")
-  _refused(out, "GiB per device", "lower config.model.d_model")
+  refused(out, "GiB per device", "lower config.model.d_model")
   assert not workdir.exists()
-
-
-def test_check_fits_counts_activations(smoke_config):
-  from lm_jax.models import make_model
-  from lm_jax.views import summary
-  model = make_model(smoke_config.model, 64)
-  summary.check_fits(model, smoke_config.train)  # the smoke run fits
-  smoke_config.train.batch_size = 10**8
-  with pytest.raises(UserError, match=r"activations [\d,.]+ GiB at batch "
-                     "100000000"):
-    summary.check_fits(model, smoke_config.train)
 
 
 # 4. Output paths of plot and inspect --------------------------------------
 
 
+@pytest.mark.slow  # inspect compiles the model
 @pytest.mark.parametrize("command",
                          ["lm_jax.cli.plot", "lm_jax.cli.inspect_run"])
 @pytest.mark.parametrize("out, message", [
@@ -249,13 +148,15 @@ def test_plot_and_inspect_refuse_what_they_cannot_write(smoke_run, tmp_path,
                                                         command, out, message):
   out = out.replace("DIR", str(tmp_path))
   prompt = ("--prompt=LINE",) if "inspect" in command else ()
-  _refused(_cli(command, f"--workdir={smoke_run}", f"--out={out}", *prompt),
+  refused(run_command(command, f"--workdir={smoke_run}", f"--out={out}",
+                       *prompt),
            message)
   assert list(tmp_path.iterdir()) == [] and not (REPO / "x.txt").exists()
 
 
+@pytest.mark.slow  # compiles the model
 def test_inspect_in_a_read_only_directory_is_one_line(smoke_run):
-  _refused(_cli("lm_jax.cli.inspect_run", f"--workdir={smoke_run}",
+  refused(run_command("lm_jax.cli.inspect_run", f"--workdir={smoke_run}",
                 "--prompt=LINE", cwd="/sys"), "attention.png")
 
 
@@ -265,18 +166,9 @@ def test_plot_of_a_read_only_run_is_one_line(smoke_run, tmp_path):
   shutil.copytree(smoke_run, run)
   run.chmod(0o555)
   try:
-    _refused(_cli("lm_jax.cli.plot", f"--workdir={run}"), "loss.png")
+    refused(run_command("lm_jax.cli.plot", f"--workdir={run}"), "loss.png")
   finally:
     run.chmod(0o755)
-
-
-def test_an_emoji_run_name_draws_without_glyph_warnings(smoke_run, tmp_path):
-  from lm_jax.views import plotting
-  run = tmp_path / "run\U0001F680"
-  shutil.copytree(smoke_run, run)
-  with warnings.catch_warnings():
-    warnings.simplefilter("error")
-    plotting.plot_runs([run], tmp_path / "loss.png")
 
 
 # 5. Clean exits --------------------------------------------------------------
@@ -293,36 +185,23 @@ def test_a_hand_edited_config_is_one_line_in_sample_and_train(smoke_run,
   message = ("does not fit the model its config builds (parameter "
              "block_0/attn/proj/bias: stored shape (32,), the config makes "
              "shape (48,)); a hand-edited config.json: restore it")
-  _refused(_cli("lm_jax.sample", f"--workdir={run}", "--prompt=LINE"),
+  refused(run_command("lm_jax.sample", f"--workdir={run}", "--prompt=LINE"),
            message)
-  out = _cli("lm_jax.train", "--config=char_tf:smoke",
+  out = run_command("lm_jax.train", "--config=char_tf:smoke",
              f"--config.data.path={config['data']['path']}",
              "--config.model.d_model=48", f"--workdir={run}")
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert out.stderr.count("error:") == 1 and message in out.stderr
 
 
-def test_once_a_command_ends_a_second_ctrl_c_ends_it_at_once():
-  # The training loop's handler is restored when it stops (a notebook
-  # keeps its KeyboardInterrupt); the command then exits, and a Ctrl-C
-  # during the interpreter's teardown takes the default action: no
-  # traceback.
-  from lm_jax.cli import process
-  before = signal.getsignal(signal.SIGINT)
-  try:
-    with pytest.raises(SystemExit):
-      process.run_main(lambda: sys.exit(130))
-    assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
-  finally:
-    signal.signal(signal.SIGINT, before)
-
-
 # 6. Encoder-decoder gaps -----------------------------------------------------
 
 
+@pytest.mark.slow  # trains the echo bot
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_num_samples_below_one_is_one_line(echo_run, n):
-  _refused(_cli("lm_jax.sample", f"--workdir={echo_run}", "--prompt=word 1",
+  refused(run_command("lm_jax.sample", f"--workdir={echo_run}",
+                       "--prompt=word 1",
                 f"--num_samples={n}"), f"--num_samples must be at least 1")
 
 
@@ -347,7 +226,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path):
 
 
 def _train_pairs(tmp_path, pairs_file) -> subprocess.CompletedProcess:
-  return _cli("lm_jax.train", "--config=echo_s2s:smoke",
+  return run_command("lm_jax.train", "--config=echo_s2s:smoke",
               f"--config.data.pairs_file={pairs_file}",
               f"--workdir={tmp_path / 'run'}")
 
@@ -360,27 +239,28 @@ def _train_pairs(tmp_path, pairs_file) -> subprocess.CompletedProcess:
 def test_a_pairs_file_without_pairs_says_why(tmp_path, content, message):
   path = tmp_path / "p.tsv"
   path.write_text(content, encoding="utf-8")
-  _refused(_train_pairs(tmp_path, path), message)
+  refused(_train_pairs(tmp_path, path), message)
   assert not (tmp_path / "run").exists()
 
 
 def test_a_directory_as_pairs_file_names_its_flag(tmp_path):
-  _refused(_train_pairs(tmp_path, tmp_path),
+  refused(_train_pairs(tmp_path, tmp_path),
            "pairs path is a directory", "--config.data.pairs_file")
 
 
 @pytest.mark.slow
 def test_beam_works_in_the_prompt_loop(echo_run, smoke_run):
-  out = _cli("lm_jax.sample", f"--workdir={echo_run}", "--interactive",
+  out = run_command("lm_jax.sample", f"--workdir={echo_run}", "--interactive",
              "--beam=2", "--max_new_tokens=5", stdin="word 1\n")
   assert out.returncode == 0, out.stderr
   assert "(beam 2: log-probability" in out.stderr
-  _refused(_cli("lm_jax.sample", f"--workdir={smoke_run}", "--interactive",
+  refused(run_command("lm_jax.sample", f"--workdir={smoke_run}",
+                       "--interactive",
                 "--beam=2", stdin="LINE\n"), "drop --beam")
 
 
 def test_step_with_a_model_file_is_one_line(model_file):
-  _refused(_cli("lm_jax.sample", f"--model={model_file}", "--step=2",
+  refused(run_command("lm_jax.sample", f"--model={model_file}", "--step=2",
                 "--prompt=LINE"), "drop --step")
 
 
@@ -398,7 +278,7 @@ def _resume_args(smoke_run, workdir, *flags):
 def test_another_seed_is_refused_on_resume(smoke_run, tmp_path):
   run = tmp_path / "run"
   shutil.copytree(smoke_run, run)
-  _refused(_cli(*_resume_args(smoke_run, run, "--config.seed=1")),
+  refused(run_command(*_resume_args(smoke_run, run, "--config.seed=1")),
            "was trained with config.seed=0, not 1", "--config.seed=0")
 
 
@@ -407,15 +287,20 @@ def test_more_steps_on_resume_say_how_the_schedule_changes(smoke_run,
                                                            tmp_path):
   run = tmp_path / "run"
   shutil.copytree(smoke_run, run)
-  out = _cli(*_resume_args(smoke_run, run, "--config.train.num_steps=8"))
+  out = run_command(*_resume_args(smoke_run, run, "--config.train.num_steps=8"))
   assert out.returncode == 0, out.stderr
   assert ("resuming with config.train num_steps 4 -> 8: the learning-rate "
           "schedule is redrawn over 8 steps; at step 4 it is") in out.stdout
 
 
+@pytest.mark.slow  # a process of its own
 def test_an_unwritable_compilation_cache_is_one_line(model_file):
-  out = _cli("lm_jax.sample", f"--model={model_file}", "--prompt=LINE",
-             "--max_new_tokens=3", env={"JAX_COMPILATION_CACHE_DIR": "/sys/x"})
+  # A process of its own: the cache is chosen once, as the process starts.
+  out = subprocess.run(
+      [sys.executable, "-m", "lm_jax.sample", f"--model={model_file}",
+       "--prompt=LINE", "--max_new_tokens=3"], cwd=REPO,
+      env=dict(os.environ, JAX_COMPILATION_CACHE_DIR="/sys/x"),
+      capture_output=True, text=True, timeout=TIMEOUT)
   assert out.returncode == 0
   assert out.stderr.splitlines() == [
       "note: no compilation cache (cannot write /sys/x: Operation not "
@@ -424,7 +309,7 @@ def test_an_unwritable_compilation_cache_is_one_line(model_file):
 
 
 def test_a_bool_given_another_word_is_plain():
-  _refused(_cli("lm_jax.train", "--config=char_tf:smoke",
+  refused(run_command("lm_jax.train", "--config=char_tf:smoke",
                 "--config.model.tie_embeddings=maybe"),
            "expected True or False, got 'maybe'")
 
@@ -433,7 +318,7 @@ def test_a_bool_given_another_word_is_plain():
 
 
 def test_a_bare_train_prints_usage_and_trains_nothing(tmp_path):
-  out = _cli("lm_jax.train", cwd=tmp_path)
+  out = run_command("lm_jax.train", cwd=tmp_path)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "no --config" in out.stderr and "char_tf, echo_lstm" in out.stderr
   assert list(tmp_path.iterdir()) == []
@@ -443,6 +328,7 @@ CONSOLE = ("import sys; from lm_jax.cli.{0} import cli; "
            "sys.argv[0] = '{1}'; cli()")
 
 
+@pytest.mark.slow  # a process each
 @pytest.mark.parametrize("module, script, flag", [
     ("train", "lm-jax-train", "--show_config"),
     ("sample", "lm-jax-sample", "--num_samples"),
@@ -451,7 +337,8 @@ CONSOLE = ("import sys; from lm_jax.cli.{0} import cli; "
     ("export", "lm-jax-export", "--[no]force"),
 ])
 def test_help_of_a_console_script_lists_its_flags(module, script, flag):
-  # As the console script runs it: __main__ is a wrapper defining no flags.
+  # A process of its own, as the console script runs: __main__ is a wrapper
+  # defining no flags.
   out = subprocess.run([sys.executable, "-c", CONSOLE.format(module, script),
                         "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=TIMEOUT)
@@ -460,7 +347,7 @@ def test_help_of_a_console_script_lists_its_flags(module, script, flag):
 
 
 def test_show_config_says_the_default_a_comment_describes():
-  out = _cli("lm_jax.train", "--config=char_tf", "--show_config")
+  out = run_command("lm_jax.train", "--config=char_tf", "--show_config")
   line = next(l for l in out.stdout.splitlines()
               if l.startswith("model.position"))
   assert line.endswith("# default 'learned'; or \"rope\": rotary embeddings "

@@ -17,7 +17,7 @@ from lm_jax.runs import metrics, rundir
 from lm_jax.training import steps
 from lm_jax.views import plotting
 
-from conftest import REPO, one_line_error, run_module
+from conftest import REPO, one_line_error, run_command
 
 
 
@@ -80,6 +80,7 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
   workdir = tmp_path / "run"
   shutil.copytree(run_dir / "run", workdir)  # resumed: it has a checkpoint
   log = (tmp_path / "first.log").open("w")
+  # The first training in a process of its own: two processes share the run.
   first = subprocess.Popen(
       [sys.executable, "-m", *_train_args(run_dir, workdir,
                                           "--config.train.num_steps=100000",
@@ -93,17 +94,18 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
           (tmp_path / "first.log").read_text())
       time.sleep(0.2)
     before = (workdir / metrics.METRICS_FILE).read_text()
-    second = run_module(*_train_args(run_dir, workdir))
+    second = run_command(*_train_args(run_dir, workdir))
     one_line_error(second, f"{workdir} is in use by another training (PID "
                     f"{first.pid}); wait for it to end or stop it, or pass "
                     "another --workdir")
     assert (workdir / metrics.METRICS_FILE).read_text().startswith(before)
     # Reading a run that trains needs no lock.
-    sample = run_module("lm_jax.sample", f"--workdir={workdir}",
+    sample = run_command("lm_jax.sample", f"--workdir={workdir}",
                   "--max_new_tokens=8", "--prompt=LINE")
     assert sample.returncode == 0 and sample.stdout.startswith("LINE"), (
         sample.stderr)
-    assert run_module("lm_jax.cli.plot", f"--workdir={workdir}").returncode == 0
+    plot = run_command("lm_jax.cli.plot", f"--workdir={workdir}")
+    assert plot.returncode == 0, plot.stderr
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -113,7 +115,6 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
     assert (workdir / rundir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--config.data.tokenizer=word", "--config.data.min_count=100000000"],
      "the vocabulary holds only <unk>: no token of the training text occurs "
@@ -129,7 +130,7 @@ def test_second_training_is_refused_while_sample_and_plot_work(run_dir,
 def test_vocabulary_and_sample_prompt_are_checked_first(flags, message,
                                                         run_dir, tmp_path):
   workdir = tmp_path / "run"
-  one_line_error(run_module(*_train_args(run_dir, workdir, *flags)), message)
+  one_line_error(run_command(*_train_args(run_dir, workdir, *flags)), message)
   assert not workdir.exists()
 
 
@@ -138,7 +139,8 @@ def test_damaged_best_checkpoint_falls_back_for_sample(two_kept, tmp_path):
   workdir = tmp_path / "damaged"
   shutil.copytree(two_kept, workdir)
   _truncate(workdir / "checkpoints/4")
-  sample = run_module("lm_jax.sample", f"--workdir={workdir}", "--max_new_tokens=4")
+  sample = run_command("lm_jax.sample", f"--workdir={workdir}",
+                       "--max_new_tokens=4")
   assert sample.returncode == 0, sample.stderr
   assert _note(workdir, 4, 6).fullmatch(sample.stderr), sample.stderr
 
@@ -149,8 +151,9 @@ def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
   workdir = tmp_path / "damaged"
   shutil.copytree(two_kept, workdir)
   _truncate(workdir / "checkpoints/6")
-  resumed = run_module(*_train_args(run_dir, workdir, "--config.train.num_steps=6",
-                              "--config.train.eval_every=4"))
+  resumed = run_command(*_train_args(run_dir, workdir,
+                                     "--config.train.num_steps=6",
+                                     "--config.train.eval_every=4"))
   assert resumed.returncode == 0, resumed.stderr
   assert _note(workdir, 6, 4).fullmatch(resumed.stderr), resumed.stderr
   assert "resuming from step 4" in resumed.stdout
@@ -159,7 +162,6 @@ def test_damaged_latest_checkpoint_falls_back_for_resume(run_dir, two_kept,
   assert {"6", "6.damaged"} <= names
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("truncated", "the checkpoint {w}/checkpoints/4 cannot be read "
      "(Encountered error while reading array index"),
@@ -183,12 +185,12 @@ def test_damaged_run_directory_is_one_line_for_sample(damage, message,
          damage, workdir / "nothing").unlink(missing_ok=True)
     if damage == "bad config.json":
       (workdir / "config.json").write_text('{"model": ')
-  out = run_module("lm_jax.sample", f"--workdir={workdir}", "--max_new_tokens=4")
+  out = run_command("lm_jax.sample", f"--workdir={workdir}",
+                    "--max_new_tokens=4")
   assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
   assert out.stderr.startswith("error: " + message.format(w=workdir))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--config.train.learning_rate=nan",
      "config.train.learning_rate is nan; set --config.train.learning_rate "
@@ -203,27 +205,27 @@ def test_damaged_run_directory_is_one_line_for_sample(damage, message,
 def test_nonfinite_setting_is_refused_before_any_write(flag, message,
                                                        run_dir, tmp_path):
   workdir = tmp_path / "run"
-  out = run_module("lm_jax.train", "--config=configs/char_tf.py:smoke",
+  out = run_command("lm_jax.train", "--config=configs/char_tf.py:smoke",
              f"--config.data.path={run_dir}/good.txt", f"--workdir={workdir}",
              flag)
   one_line_error(out, message)
   assert not workdir.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [
     ("--temperature=nan", "--temperature must be a finite number, got nan"),
     ("--temperature=inf", "--temperature must be a finite number, got inf"),
     ("--top_p=nan", "--top_p must be a finite number, got nan"),
 ])
 def test_nonfinite_sampling_option_is_refused(flag, message, run_dir):
-  one_line_error(run_module("lm_jax.sample", f"--workdir={run_dir}/run", flag),
+  one_line_error(run_command("lm_jax.sample", f"--workdir={run_dir}/run", flag),
                   message)
 
 
 def test_interactive_errors_name_the_commands(run_dir):
-  out = run_module("lm_jax.sample", f"--workdir={run_dir}/run", "--interactive",
-             stdin="/temp nan\n/len 0\n/topk -1\n/topp 2\n/quit\n")
+  out = run_command("lm_jax.sample", f"--workdir={run_dir}/run",
+                    "--interactive",
+                    stdin="/temp nan\n/len 0\n/topk -1\n/topp 2\n/quit\n")
   assert out.returncode == 0, out.stderr
   errors = [l.partition("error: ")[2] for l in out.stdout.splitlines()
             if "error: " in l]
@@ -242,7 +244,7 @@ def test_torn_metrics_line_is_skipped_reported_and_cut(run_dir, tmp_path):
   assert whole.endswith("\n")
   path.write_text(whole + '{"step": 6, "loss": 1.2')  # killed mid-line
 
-  out = run_module("lm_jax.cli.plot", f"--workdir={workdir}")
+  out = run_command("lm_jax.cli.plot", f"--workdir={workdir}")
   assert out.returncode == 0, out.stderr
   assert out.stderr == (f"note: {path}: skipped an incomplete last line "
                         f"(line {whole.count(chr(10)) + 1}, a run stopped or "
@@ -262,7 +264,7 @@ def test_invalid_config_json_is_one_line_for_plot(run_dir, tmp_path):
   workdir = tmp_path / "badconfig"
   shutil.copytree(run_dir / "run", workdir)
   (workdir / "config.json").write_text('{"train": {"batch_')
-  one_line_error(run_module("lm_jax.cli.plot", f"--workdir={workdir}"),
+  one_line_error(run_command("lm_jax.cli.plot", f"--workdir={workdir}"),
                   f"{workdir}/config.json is not a valid run config (JSON "
                   "with train.batch_size and train.seq_len); restore it from "
                   "a copy or plot another run")

@@ -19,7 +19,7 @@ from lm_jax.loop import trainer
 from lm_jax.runs import rundir
 from lm_jax.special_tokens import MASK_ID
 
-from conftest import run_module
+from conftest import run_command
 
 # Commands, trained runs or a live server in every test: the full suite
 # only (`pytest -m "not slow"` is the quick subset).
@@ -170,24 +170,24 @@ def test_sample_export_and_inspect(bpe_run, tmp_path):
   _, workdir = bpe_run
   args = ["--prompt=Romeo, café", "--max_new_tokens=12", "--top_p=0.9",
           "--seed=1"]
-  out = run_module("lm_jax.sample", f"--workdir={workdir}", *args)
+  out = run_command("lm_jax.sample", f"--workdir={workdir}", *args)
   assert out.returncode == 0, out.stderr
   assert out.stdout.startswith("Romeo, café")
   model = tmp_path / "m.safetensors"
-  done = run_module("lm_jax.cli.export", f"--workdir={workdir}",
+  done = run_command("lm_jax.cli.export", f"--workdir={workdir}",
                     f"--out={model}")
   assert done.returncode == 0, done.stderr
-  again = run_module("lm_jax.sample", f"--model={model}", *args)
+  again = run_command("lm_jax.sample", f"--model={model}", *args)
   assert again.returncode == 0 and again.stdout == out.stdout
   png = tmp_path / "att.png"
-  seen = run_module("lm_jax.cli.inspect_run", f"--workdir={workdir}",
+  seen = run_command("lm_jax.cli.inspect_run", f"--workdir={workdir}",
                     "--prompt=the café", f"--out={png}")
   assert seen.returncode == 0, seen.stderr
   assert png.exists()
 
 
 def test_cli_bad_vocab_size_exits_2_in_one_line():
-  done = run_module("lm_jax.train", "--config=configs/bpe_tf.py:smoke",
+  done = run_command("lm_jax.train", "--config=configs/bpe_tf.py:smoke",
                     "--config.data.vocab_size=200", "--workdir=/nonexistent/x")
   assert done.returncode == 2
   assert done.stderr.strip().count("\n") == 0

@@ -6,7 +6,7 @@ from lm_jax.config import VAL_PLAYS
 from lm_jax.data import corpus
 from lm_jax.errors import UserError
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_command
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_bad_corpus_files(tmp_path, content, message):
 def test_whitespace_only_corpus_is_not_called_empty(tmp_path):
   corpus = tmp_path / "blank.txt"
   corpus.write_text("\n" * 500 + "  \t\n")
-  out = run_module("lm_jax.train", "--config=configs/char_tf.py:smoke",
+  out = run_command("lm_jax.train", "--config=configs/char_tf.py:smoke",
              f"--config.data.path={corpus}", f"--workdir={tmp_path}/run")
   one_line_error(out, f"corpus file holds only whitespace (504 bytes of "
                   f"spaces and line breaks): {corpus}; give a file with text "

@@ -1,7 +1,5 @@
 """Cached decoding equals full recomputation; the generic loop, text, CLI."""
 
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -17,7 +15,7 @@ from lm_jax.generation.sampling import SamplingOptions
 from lm_jax.models import make_model
 from lm_jax.models.base import LanguageModel
 
-from conftest import REPO
+from conftest import run_command
 
 V = 11
 GREEDY = SamplingOptions(max_new_tokens=70, temperature=0)
@@ -225,9 +223,8 @@ def test_interactive_commands():
 
 
 def _sample(workdir, *flags, stdin=None):
-  return subprocess.run(
-      [sys.executable, "-m", "lm_jax.sample", f"--workdir={workdir}", *flags],
-      cwd=REPO, input=stdin, capture_output=True, text=True, timeout=300)
+  return run_command("lm_jax.sample", f"--workdir={workdir}", *flags,
+                     stdin=stdin)
 
 
 @pytest.mark.slow

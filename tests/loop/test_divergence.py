@@ -3,7 +3,6 @@ step with its last good checkpoint; skipped steps are counted."""
 
 import json
 import re
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from lm_jax.loop import actions, trainer
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.training import steps
 
-from conftest import REPO, train_args
+from conftest import run_command, train_flags
 
 
 def _config(smoke_config, text_file, **train):
@@ -50,9 +49,6 @@ def poisoned_loss(monkeypatch):
   yield poisoned
   monkeypatch.undo()
   jax.clear_caches()
-
-
-TIMEOUT = 300  # seconds; the CI machine is small and shared
 
 
 @pytest.mark.slow
@@ -99,10 +95,8 @@ def test_huge_learning_rate_stops_the_command_cleanly(tmp_path, text_file,
   workdir = tmp_path / "run"
   config = _config(smoke_config, text_file, num_steps=20, eval_every=4)
   trainer.train_and_evaluate(config, workdir, stop_at=4)
-  out = subprocess.run(
-      train_args(text_file, workdir, num_steps=20, eval_every=4,
-                  learning_rate=1e8),
-      cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+  out = run_command("lm_jax.train", *train_flags(
+      text_file, workdir, num_steps=20, eval_every=4, learning_rate=1e8))
   assert out.returncode == 2
   assert re.fullmatch(r"error: training diverged at step \d+: .* not finite .*"
                       r"the last good checkpoint \(step 4\) is kept; .*\n",

@@ -9,7 +9,7 @@ import pytest
 from configs import word_lstm, word_tf
 from lm_jax.loop import trainer
 
-from conftest import run_module
+from conftest import run_command
 
 CONFIGS = [pytest.param(word_tf, id="word_tf"),
            pytest.param(word_lstm, id="word_lstm")]
@@ -49,7 +49,7 @@ def test_train_and_sample_with_unknown_word(module, unicode_file, tmp_path):
              (workdir / "metrics.jsonl").read_text().splitlines()]
   assert records[-1] == result
 
-  out = run_module("lm_jax.sample", f"--workdir={workdir}",
+  out = run_command("lm_jax.sample", f"--workdir={workdir}",
                    "--prompt=быстрая зебра", "--max_new_tokens=12")
   assert out.returncode == 0, out.stderr
   assert "'зебра'" in out.stderr and "<unk>" in out.stderr

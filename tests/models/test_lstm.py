@@ -13,7 +13,7 @@ from lm_jax.generation import sampling
 from lm_jax.models import lstm, make_model
 
 from conftest import (assert_reordered_close, init_with_random_biases,
-                      run_module)
+                      run_command)
 
 V, B, T = 11, 3, 9
 
@@ -217,7 +217,7 @@ def test_validate_checks_lstm_fields():
 @pytest.mark.slow
 def test_command_line_train_and_sample(tmp_path, text_file):
   workdir = tmp_path / "cli"
-  run = run_module
+  run = run_command
   out = run("lm_jax.train", "--config=configs/char_lstm.py:smoke",
             f"--config.data.path={text_file}", f"--workdir={workdir}",
             "--config.train.num_steps=8", "--config.train.eval_every=8")

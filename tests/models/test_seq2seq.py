@@ -1,8 +1,6 @@
 """The encoder-decoder Transformer, trained through the same trainer."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,8 @@ from lm_jax.loop import trainer
 from lm_jax.models import make_model
 from lm_jax.runs import rundir
 from lm_jax.views import internals
+
+from conftest import run_command
 
 V, S, T = 13, 6, 5
 
@@ -170,10 +170,9 @@ def test_resume_is_exact(copy_run, tmp_path):
 def test_sample_command_line(copy_run):
   """The command prints the reply alone; a bad prompt is one line, exit 2."""
   _, workdir, _ = copy_run
-  run = lambda prompt: subprocess.run(
-      [sys.executable, "-m", "lm_jax.sample", f"--workdir={workdir}",
-       "--temperature=0", f"--prompt={prompt}"], capture_output=True,
-      text=True, timeout=300)
+  run = lambda prompt: run_command(
+      "lm_jax.sample", f"--workdir={workdir}", "--temperature=0",
+      f"--prompt={prompt}")
   bad = run("abcdefabc")
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1] == (

@@ -7,6 +7,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from lm_jax.loop import trainer
 from lm_jax.runs import checkpoints, rundir
@@ -55,12 +56,15 @@ def test_leftover_temporary_checkpoint_is_ignored_and_removed(
   assert not leftover.exists()
 
 
+@pytest.mark.slow  # trains in a process of its own
 def test_failed_checkpoint_write_is_one_line_and_keeps_earlier_ones(
     tmp_path, text_file, smoke_config):
   workdir = tmp_path / "run"
   config = _config(smoke_config, text_file, num_steps=8, eval_every=4)
   trainer.train_and_evaluate(config, workdir, stop_at=4)
   expected = _params(workdir, 4)
+  # A process of its own: a failed write ends it without the interpreter's
+  # teardown (os._exit), which is what this checks.
   args = train_args(text_file, workdir, num_steps=8, eval_every=4)
   args[1:3] = ["-c", LIMITED_WRITES, "lm_jax.train"]  # instead of -m lm_jax.train
   # Without a compilation cache, whose writes would fail too (empty: none).

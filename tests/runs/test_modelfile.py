@@ -1,14 +1,12 @@
 """One-file export: the safetensors layout, and the same samples as the run."""
 
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 
-from conftest import REPO
+from conftest import run_command
 from lm_jax.errors import UserError
 from lm_jax.generation import sampling
 from lm_jax.runs import modelfile, rundir
@@ -47,8 +45,7 @@ def test_the_exported_file_samples_as_the_run_does(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_command_line_export_then_sample(smoke_run, tmp_path):
   out = tmp_path / "m.safetensors"
-  run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=REPO,
-                                  capture_output=True, text=True, timeout=300)
+  run = run_command
   done = run("lm_jax.cli.export", f"--workdir={smoke_run}", f"--out={out}")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith(f"wrote {out} (step 4)")

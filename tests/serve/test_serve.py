@@ -6,8 +6,6 @@ import io
 import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,7 +29,7 @@ from lm_jax.runs import rundir
 from lm_jax.serve import api, engine
 from lm_jax.serve import app as serve_app
 
-from conftest import REPO
+from conftest import run_command
 
 
 # Commands, trained runs or a live server in every test: the full suite
@@ -345,8 +343,7 @@ def test_bpe_text_streams_whole_characters_and_byte_tokens_by_their_bytes():
 
 
 def serve_command(*flags):
-  return subprocess.run([sys.executable, "-m", "lm_jax.cli.serve", *flags],
-                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  return run_command("lm_jax.cli.serve", *flags)
 
 
 @pytest.mark.slow

@@ -2,10 +2,7 @@
 with lone runs, exact resuming, and bad input refused before any write."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,7 +16,7 @@ from lm_jax.runs import checkpoints, rundir
 from lm_jax.sweep import grid, hyper, plan, population, results
 from lm_jax.training import optimizers
 
-from conftest import REPO
+from conftest import REPO, run_command
 
 
 # Commands, trained runs or a live server in every test: the full suite
@@ -222,10 +219,7 @@ def test_results_table_and_picture(trained):
 
 
 def run_cli(*args, cwd=REPO):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "lm_jax.cli.sweep", *args],
-                        cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=300)
+  return run_command("lm_jax.cli.sweep", *args, cwd=cwd)
 
 
 @pytest.mark.slow

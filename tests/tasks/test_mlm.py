@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import char_mlm, char_tf
-from conftest import run_module
+from conftest import run_command
 from lm_jax.data import masking, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import sampling, unmask
@@ -203,7 +203,7 @@ def test_filling_a_memorised_line_returns_it(memorised, capsys):
 @pytest.mark.slow
 def test_commands_on_a_masked_run(memorised, tmp_path):
   sample = ("lm_jax.sample", f"--workdir={memorised}")
-  out = run_module(*sample, "--prompt=To be", "--max_new_tokens=12",
+  out = run_command(*sample, "--prompt=To be", "--max_new_tokens=12",
                    "--unmask_steps=4", "--show_steps", "--temperature=0")
   assert out.returncode == 0, out.stderr
   assert "step 4/4" in out.stdout and out.stdout.count("_") >= 12
@@ -211,16 +211,16 @@ def test_commands_on_a_masked_run(memorised, tmp_path):
                     (["--fill=" + "_" * 40], "more than the model's context"),
                     (["--fill=to b~ _"], "not in the model's vocabulary"),
                     (["--prompt=To", "--beam=2"], "drop --beam")):
-    out = run_module(*sample, *bad)
+    out = run_command(*sample, *bad)
     assert out.returncode == 2 and says in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-  out = run_module("lm_jax.cli.inspect_run", f"--workdir={memorised}",
+  out = run_command("lm_jax.cli.inspect_run", f"--workdir={memorised}",
                    "--prompt=or not to be", f"--out={tmp_path / 'a.png'}")
   assert out.returncode == 0, out.stderr
-  out = run_module("lm_jax.cli.export", f"--workdir={memorised}",
+  out = run_command("lm_jax.cli.export", f"--workdir={memorised}",
                    f"--out={tmp_path / 'm.safetensors'}")
   assert out.returncode == 0, out.stderr
-  out = run_module("lm_jax.sample", f"--model={tmp_path / 'm.safetensors'}",
+  out = run_command("lm_jax.sample", f"--model={tmp_path / 'm.safetensors'}",
                    "--fill=or not to __, that")
   assert out.returncode == 0 and out.stdout.startswith("or not to be, that")
 
@@ -237,7 +237,7 @@ def test_inspect_draws_the_distribution_at_each_blank(memorised, tmp_path):
   assert len(candidates) == 4 and candidates[0][0] == "b"
   probs = [p for _, p in candidates]
   assert probs == sorted(probs, reverse=True) and 0.5 < probs[0] <= 1.0
-  out = run_module("lm_jax.cli.inspect_run", f"--workdir={memorised}",
+  out = run_command("lm_jax.cli.inspect_run", f"--workdir={memorised}",
                    "--prompt=or not to _e", f"--out={tmp_path / 'a.png'}")
   assert out.returncode == 0, out.stderr
   assert "blank 1 (token 10): 'b'" in out.stdout

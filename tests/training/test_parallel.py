@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax.cli import process
 from lm_jax.errors import UserError
 from lm_jax.loop import trainer
 from lm_jax.models import make_model
@@ -109,7 +108,9 @@ def test_bfloat16_tracks_float32(smoke_config, text_file, tmp_path):
   assert bf16["val_loss"] == pytest.approx(f32["val_loss"], rel=0.01)
 
 
+@pytest.mark.slow  # a process of its own
 def test_batch_must_divide_by_devices(smoke_config, text_file, tmp_path):
+  # A process of its own: 8 simulated devices are set before JAX starts.
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   out = subprocess.run(
@@ -130,12 +131,3 @@ def test_accumulation_must_divide_batch(smoke_config, tmp_path):
     trainer.train_and_evaluate(smoke_config, tmp_path / "run")
 
 
-def test_cpu_device_count_divides_the_batch(monkeypatch):
-  monkeypatch.setattr(os, "cpu_count", lambda: 8)
-  assert process.cpu_device_count(0, 32) == 8  # one per core
-  assert process.cpu_device_count(0, 12) == 4  # as many as divide the batch
-  assert process.cpu_device_count(0, 7) == 1
-  assert process.cpu_device_count(2, 32) == 2  # asked for
-  assert process.cpu_device_count(3, 32) == 1
-  monkeypatch.setattr(os, "cpu_count", lambda: None)
-  assert process.cpu_device_count(0, 32) == 1

@@ -97,6 +97,7 @@ def test_a_run_from_stored_programs_trains_exactly_as_one_that_traced(
   assert len(_losses(tmp_path / "a")) == 2  # the log and the evaluation
 
 
+@pytest.mark.slow  # three processes, each compiling
 def test_a_second_command_starts_from_the_stored_program(tmp_path, text_file):
   """Across processes, with JAX's cache already warm: the stored program is
   compiled afresh (one read from that cache would not load elsewhere)."""

@@ -19,7 +19,7 @@ from lm_jax.runs import checkpoints, rundir
 from lm_jax.training import losses, steps
 
 from conftest import (assert_reordered_close, assert_scaled_close,
-                      init_with_random_biases, run_module, train_on_8_devices)
+                      init_with_random_biases, run_command, train_on_8_devices)
 
 V, B, T = 11, 3, 9
 
@@ -262,7 +262,7 @@ def test_resume_restores_the_carried_state_exactly(text_file, tmp_path):
 @pytest.mark.slow
 def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   workdir = tmp_path / "cli"
-  out = run_module("lm_jax.train", "--config=configs/char_lstm.py:smoke",
+  out = run_command("lm_jax.train", "--config=configs/char_lstm.py:smoke",
                    "--config.train.carry_state=True",
                    f"--config.data.path={text_file}", f"--workdir={workdir}",
                    "--config.train.num_steps=8", "--config.train.eval_every=8",
@@ -278,7 +278,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   state = _restored_state(workdir, 8)
   assert int(state.step) == 8 and bool(steps.all_finite(state.carry))
 
-  refused = run_module("lm_jax.train", "--config=configs/char_tf.py:smoke",
+  refused = run_command("lm_jax.train", "--config=configs/char_tf.py:smoke",
                        "--config.train.carry_state=True",
                        f"--config.data.path={text_file}",
                        f"--workdir={tmp_path / 'tf'}")
@@ -289,6 +289,7 @@ def test_command_line_smoke_run_and_refusal(text_file, tmp_path):
   assert not (tmp_path / "tf").exists()
 
 
+@pytest.mark.slow  # trains in a process of 8 simulated devices
 def test_eight_devices_match_one(text_file, tmp_path):
   """The lanes and their state split across 8 devices, parameters sharded
   (FSDP): the same run as on one device, to float rounding."""
