@@ -81,7 +81,9 @@ def serve_main() -> None:
           "server, and it has no authentication; pass --api_key=KEY to "
           "require one", file=sys.stderr)
   sock = listen(_HOST.value, _PORT.value)
-  path = pathlib.Path(_MODEL.value or _WORKDIR.value)
+  given = _MODEL.value or _WORKDIR.value
+  assert given is not None  # one of the two, checked above
+  path = pathlib.Path(given)
   run = (modelfile.load_model(path) if _MODEL.value
          else rundir.load_run(path, _STEP.value))
   name = path.stem if _MODEL.value else path.resolve().name
