@@ -36,16 +36,24 @@ def is_module(name: str) -> bool:
   return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imports(path: pathlib.Path, module: str | None = None) -> set[str]:
+def imports(path: pathlib.Path, module: str | None = None,
+            annotations: bool = True) -> set[str]:
   """The lm_jax modules `path` (the module `module`, by default the one at
   that path) imports, at any depth of its code, relative imports resolved;
   `from lm_jax.views import plotting` names the module
-  `lm_jax.views.plotting`, not the folder."""
+  `lm_jax.views.plotting`, not the folder. `annotations` False leaves out
+  the imports under `if TYPE_CHECKING:`, which name types and load nothing."""
   found = set()
   package = (module or module_name(path)).split(".")
   if path.name != "__init__.py":
     package = package[:-1]
-  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                 and getattr(block.test, "id", None) == "TYPE_CHECKING"
+                 for stmt in block.body for n in ast.walk(stmt)}
+  for node in ast.walk(tree):
+    if not annotations and id(node) in typing_only:
+      continue
     if isinstance(node, ast.ImportFrom):
       base = node.module or ""
       if node.level:  # `from . import x`, `from ..data import y`
@@ -96,8 +104,10 @@ def test_rooms_import_only_rooms_below():
 
 def test_no_import_cycle_inside_a_room():
   """Function-level imports count too: a cycle hidden in a function is
-  still two modules that cannot be read one before the other."""
-  graph = {name: {m for m in imports(path) if room(m) == room(name)
+  still two modules that cannot be read one before the other. A module
+  may name a type of another for annotations alone (`TYPE_CHECKING`)."""
+  graph = {name: {m for m in imports(path, annotations=False)
+                  if room(m) == room(name)
                   and m != name and not m.endswith("__init__")}
            for name, path in modules()}
   graph = {k: {m for m in v if m in graph} for k, v in graph.items()}
