@@ -21,6 +21,15 @@ from lm_jax.training import steps
 SAMPLES = "a language model samples"  # what it does instead of --beam
 
 
+def perplexity(nats_per_token: float) -> float:
+  """e to the loss; infinite past float's range (a loss that is huge but
+  finite, early in a run at a far too high learning rate)."""
+  try:
+    return math.exp(nats_per_token)
+  except OverflowError:
+    return math.inf
+
+
 class TextTask(Task):
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   can = frozenset({Can.CONTINUE, Can.INTERACTIVE})
@@ -90,7 +99,7 @@ class TextTask(Task):
     val_loss = steps.evaluate(params, model, val["x"], val["y"])
     bpc = bits_per_char(val_loss, val["y"].size, val["chars"])
     record = dict(step=step, val_loss=val_loss, val_bpc=bpc,
-                  val_ppl=math.exp(val_loss), val_unk_rate=val["unk_rate"])
+                  val_ppl=perplexity(val_loss), val_unk_rate=val["unk_rate"])
     lines = [f"eval step {step} | val loss {val_loss:.4f} nats/token | ppl "
              f"{record['val_ppl']:.2f} | {bpc:.4f} bpc"]
     texts = {}
