@@ -143,20 +143,6 @@ def test_no_module_shadows_the_standard_library():
   assert not names & sys.stdlib_module_names
 
 
-# Modules whose tests still live in another file of a room being changed on
-# another branch (issue 34): their mirror file comes after that merge.
-MIRROR_PENDING = {
-    "data/masking",  # in tests/tasks/test_mlm.py
-    "generation/interactive", "generation/replies", "generation/unmask",
-    "loop/actions", "loop/clock", "loop/setup",
-    "models/base", "models/mlm", "models/recurrent", "models/transformer_s2s",
-    "serve/api", "serve/app", "serve/engine",
-    "sweep/grid", "sweep/hyper", "sweep/plan", "sweep/population",
-    "sweep/results",
-    "tasks/base", "tasks/masked", "tasks/pairs", "tasks/text",
-}
-
-
 def mirror(path: pathlib.Path) -> pathlib.Path:
   """The test file of a module: lm_jax/ROOM/M.py -> tests/ROOM/test_M.py."""
   relative = path.relative_to(PACKAGE)
@@ -168,8 +154,4 @@ def test_every_module_has_its_test_file_in_the_mirror():
              if p.name != "__init__.py"]
   missing = {str(p.relative_to(PACKAGE).with_suffix("")) for p in sources
              if not mirror(p).exists()}
-  assert missing <= MIRROR_PENDING, sorted(missing - MIRROR_PENDING)
-  written = {str(p.relative_to(PACKAGE).with_suffix("")) for p in sources
-             if mirror(p).exists()}
-  assert not written & MIRROR_PENDING, "no longer pending: " + str(
-      sorted(written & MIRROR_PENDING))
+  assert not missing, sorted(missing)

@@ -8,6 +8,8 @@ import pytest
 from lm_jax.cli import serve
 from lm_jax.errors import UserError
 
+from conftest import run_command
+
 
 def test_a_busy_port_is_refused_before_the_model_loads():
   with socket.socket() as taken:
@@ -33,3 +35,22 @@ def test_a_refusal_is_one_line_and_exit_2(capsys, flags, message):
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1
   assert message in err
+
+
+def serve_command(*flags):
+  return run_command("lm_jax.cli.serve", *flags)
+
+
+@pytest.mark.slow
+def test_a_busy_port_or_a_bad_run_is_one_line_and_exit_2(smoke_run, tmp_path):
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    out = serve_command(f"--workdir={smoke_run}",
+                        f"--port={sock.getsockname()[1]}")
+  assert out.returncode == 2
+  assert out.stderr.strip().startswith("error: cannot listen on")
+  out = serve_command(f"--workdir={tmp_path}", "--host=0.0.0.0", "--port=0")
+  assert out.returncode == 2
+  lines = out.stderr.strip().splitlines()
+  assert "no authentication" in lines[0] and "not a run directory" in lines[1]

@@ -10,7 +10,7 @@ import pytest
 from lm_jax.data import tokenizers
 from lm_jax.data.tokenizers import CharTokenizer
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling
+from lm_jax.generation import sampling
 from lm_jax.generation.sampling import SamplingOptions
 from lm_jax.models import make_model
 from lm_jax.models.base import LanguageModel
@@ -204,22 +204,6 @@ def test_unknown_characters_and_empty_prompt():
     tokenizers.encode_prompt(tokenizer, "abzx")
   with pytest.raises(UserError, match="no tokens"):
     tokenizers.encode_prompt(tokenizer, "")
-
-
-def test_interactive_commands():
-  options = SamplingOptions()
-  options = interactive.apply_command("/temp 0.5", options)
-  options = interactive.apply_command("/len 7", options)
-  options = interactive.apply_command("/topk 3", options)
-  options = interactive.apply_command("/topp 0.9", options)
-  assert options == SamplingOptions(max_new_tokens=7, temperature=0.5,
-                                    top_k=3, top_p=0.9)
-  for bad, message in [("/temp hot", "needs a number"),
-                       ("/len 2.5", "needs an integer"),
-                       ("/len 0", "must be positive"),
-                       ("/topp 2", r"\(0, 1\]"), ("/go", "unknown command")]:
-    with pytest.raises(UserError, match=message):
-      interactive.apply_command(bad, options)
 
 
 def _sample(workdir, *flags, stdin=None):

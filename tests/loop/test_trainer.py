@@ -1,8 +1,8 @@
-"""lm_jax/loop: the loop's schedule of chunks and periodic actions, the
-actions run for every member of a stepper, and the divergence check,
-without training (the steppers are fakes)."""
+"""The loop (lm_jax/loop/trainer.py): its schedule of chunks and periodic
+actions, and the actions run for every member of a stepper, without
+training (the steppers are fakes). (When an action is due and the
+divergence check: tests/loop/test_actions.py.)"""
 
-import dataclasses
 import json
 import time
 import types
@@ -11,45 +11,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lm_jax.loop import actions, preemption, trainer
+from lm_jax.loop import preemption, trainer
 from lm_jax.loop.clock import Clock, Meter
-from lm_jax.loop.setup import DIVERGED_FILE, Member, common_start
-from lm_jax.errors import UserError
+from lm_jax.loop.setup import DIVERGED_FILE, Member
 
-
-class Recorder(actions.Action):
-  def __init__(self, every, seen):
-    self.every, self.seen = every, seen
-
-  def __call__(self, stepper, step, metrics):
-    self.seen.append((self.every, step))
-
-
-@dataclasses.dataclass
-class State:
-  """A train state as the checkpoints see it."""
-  step: int
-  params: dict
-  opt_state: types.SimpleNamespace
-
-
-class Mngr:
-  """A checkpoint manager that keeps the steps saved."""
-
-  def __init__(self, latest=None):
-    self.saved = [] if latest is None else [latest]
-
-  def latest_step(self):
-    return self.saved[-1] if self.saved else None
-
-  def best_step(self):
-    return self.latest_step()
-
-  def save(self, step, **kwargs):
-    self.saved.append(step)
-
-  def wait_until_finished(self):
-    pass
+from loop.conftest import Mngr, Recorder, State
 
 
 class Log:
@@ -141,14 +107,6 @@ def test_a_complete_run_trains_nothing(tmp_path):
   assert stepper.calls == []
 
 
-def test_action_schedule():
-  every = Recorder(5, [])
-  assert every.next_due(0) == 5 and every.next_due(5) == 10
-  assert every.due(10, 20) and every.due(13, 13) and not every.due(12, 20)
-  always = Recorder(0, [])
-  assert always.next_due(7) == float("inf") and always.due(7, 20)
-
-
 def _loop(stepper, report=None, stop=None):
   meter = Meter()
   stop = stop or types.SimpleNamespace(requested=False)
@@ -208,42 +166,3 @@ def test_a_signal_saves_every_live_member_and_stops(tmp_path):
   assert [m.mngr.saved for m in stepper.members] == [[4], [], [4]]
 
 
-def test_members_saved_at_different_steps_are_refused():
-  assert common_start("group 1", ["a", "b"], [8, 8], [None, None]) == 8
-  assert common_start("group 1", ["a", "b"], [8, 4], [None, 3]) == 8
-  assert common_start("group 1", ["a"], [None], [None]) is None
-  with pytest.raises(UserError, match=r"group 1 were saved at different "
-                     r"steps \(a: 8, b: 4\)"):
-    common_start("group 1", ["a", "b"], [8, 4], [None, None])
-
-
-def _state(step, params_ok=True):
-  params = {"w": np.ones(2) if params_ok else np.array([1.0, np.nan])}
-  opt = types.SimpleNamespace(total_notfinite=np.int32(0))
-  return State(step, params, opt)
-
-
-def _check(state, metrics, skip_nonfinite):
-  """CheckFinite on a lone run of `state` after the chunk of `metrics`."""
-  stepper = types.SimpleNamespace(
-      members=[Member("run", ml_collections.ConfigDict(dict(train=dict(
-          skip_nonfinite=skip_nonfinite))), None, Mngr(latest=8), None,
-                      None)],
-      per_member=lambda fn: np.asarray([fn(state)]))
-  actions.CheckFinite()(stepper, state.step,
-                        {k: v[None] for k, v in metrics.items()})
-
-
-def test_divergence_names_the_step_and_keeps_the_checkpoint():
-  metrics = {"loss": np.array([1.0, np.nan, np.nan, 2.0]),
-             "grad_norm": np.ones(4)}
-  with pytest.raises(actions.NonFiniteLoss, match=(
-      "training diverged at step 10: the loss is not finite .* the last "
-      r"good checkpoint \(step 8\) is kept")):
-    _check(_state(12), metrics, skip_nonfinite=False)
-  # Skipped steps are allowed; parameters that went bad are not.
-  _check(_state(12), metrics, skip_nonfinite=True)
-  with pytest.raises(actions.NonFiniteLoss, match="the parameters are"):
-    _check(_state(12, params_ok=False),
-           {"loss": np.ones(4), "grad_norm": np.ones(4)},
-           skip_nonfinite=True)

@@ -13,7 +13,7 @@ from lm_jax.generation import sampling
 from lm_jax.runs import rundir
 from lm_jax.serve import api
 
-from test_serve import client, get, live, post
+from serve.conftest import client, get, live, post
 
 # A live server on trained runs: the full suite only.
 pytestmark = pytest.mark.slow

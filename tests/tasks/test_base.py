@@ -2,12 +2,13 @@
 carrying its objective and declaring what its runs can do."""
 
 import jax
+import numpy as np
 import pytest
 
 from lm_jax import tasks
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
-from lm_jax.tasks.base import Can, Task
+from lm_jax.tasks.base import Can, Task, bits_per_char
 from lm_jax.training import steps
 
 # The methods each capability needs a task to define (CONTINUE and REPLY
@@ -60,3 +61,16 @@ def test_the_train_state_carries_the_task_objective(smoke_config):
   default = jax.eval_shape(lambda: steps.create_train_state(
       model, smoke_config.train, jax.random.key(0)))
   assert default.objective is steps.NEXT_TOKEN
+
+
+@pytest.mark.parametrize("kind, task", [
+    ("transformer", tasks.TextTask), ("lstm", tasks.TextTask),
+    ("gru", tasks.TextTask), ("transformer_s2s", tasks.PairsTask),
+    ("lstm_s2s", tasks.PairsTask)])
+def test_each_model_kind_has_its_task(smoke_config, kind, task):
+  smoke_config.model.kind = kind
+  assert isinstance(tasks.task_for(smoke_config), task)
+
+
+def test_bits_per_char_spreads_the_total_over_the_characters():
+  assert bits_per_char(np.log(2), 10, 5) == pytest.approx(2.0)

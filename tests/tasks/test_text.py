@@ -1,28 +1,14 @@
-"""lm_jax/tasks: each model kind's task loads, evaluates and samples."""
+"""The text task (lm_jax/tasks/text.py): it loads windows of a text,
+evaluates and samples, and refuses a text shorter than a batch."""
 
 import jax
 import numpy as np
 import pytest
 
-from configs import echo_s2s
 from lm_jax import tasks
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
-from lm_jax.tasks.base import bits_per_char
 from lm_jax.training import steps
-
-
-@pytest.mark.parametrize("kind, task", [
-    ("transformer", tasks.TextTask), ("lstm", tasks.TextTask),
-    ("gru", tasks.TextTask), ("transformer_s2s", tasks.PairsTask),
-    ("lstm_s2s", tasks.PairsTask)])
-def test_each_model_kind_has_its_task(smoke_config, kind, task):
-  smoke_config.model.kind = kind
-  assert isinstance(tasks.task_for(smoke_config), task)
-
-
-def test_bits_per_char_spreads_the_total_over_the_characters():
-  assert bits_per_char(np.log(2), 10, 5) == pytest.approx(2.0)
 
 
 @pytest.mark.slow
@@ -59,19 +45,3 @@ def test_text_task_refuses_a_text_shorter_than_a_batch(smoke_config,
     tasks.task_for(smoke_config).load(smoke_config, tmp_path / "run")
 
 
-@pytest.mark.slow
-def test_pairs_task_loads_padded_pairs_and_evaluates(tmp_path):
-  config = echo_s2s.get_config("smoke")
-  config.train.eval_pairs = 8
-  task = tasks.task_for(config)
-  loaded = task.load(config, tmp_path)
-  src, tgt = loaded.train
-  m = config.model
-  assert src.shape[1] == m.max_source_len and tgt.shape[1] == (
-      m.max_target_len + 2)
-  model = make_model(config.model, loaded.tokenizer.vocab_size)
-  state = steps.create_train_state(model, config.train, jax.random.key(0))
-  record, lines, _ = task.evaluate(state.params, model, loaded, 3, config)
-  assert 0 <= record["val_token_accuracy"] <= 1
-  assert record["val_exact_match"] == 0.0  # an untrained model
-  assert "exact match" in lines[0]

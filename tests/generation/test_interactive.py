@@ -1,0 +1,25 @@
+"""The prompt loop's commands (lm_jax/generation/interactive.py): /temp,
+/len, /topk and /topp change the sampling options; a bad one is refused.
+(The loop through stdin: tests/generation/test_generate.py.)"""
+
+import pytest
+
+from lm_jax.errors import UserError
+from lm_jax.generation import interactive
+from lm_jax.generation.sampling import SamplingOptions
+
+
+def test_interactive_commands():
+  options = SamplingOptions()
+  options = interactive.apply_command("/temp 0.5", options)
+  options = interactive.apply_command("/len 7", options)
+  options = interactive.apply_command("/topk 3", options)
+  options = interactive.apply_command("/topp 0.9", options)
+  assert options == SamplingOptions(max_new_tokens=7, temperature=0.5,
+                                    top_k=3, top_p=0.9)
+  for bad, message in [("/temp hot", "needs a number"),
+                       ("/len 2.5", "needs an integer"),
+                       ("/len 0", "must be positive"),
+                       ("/topp 2", r"\(0, 1\]"), ("/go", "unknown command")]:
+    with pytest.raises(UserError, match=message):
+      interactive.apply_command(bad, options)
