@@ -40,6 +40,13 @@ class Can(enum.Enum):
   INTERACTIVE = "answer in a prompt loop (--interactive)"
 
 
+# A shipped config whose runs can do each thing: the fix a refusal names.
+TRAINED_BY = {Can.CONTINUE: "configs/char_tf.py",
+              Can.FILL: "configs/char_mlm.py",
+              Can.REPLY: "configs/echo_lstm.py",
+              Can.INTERACTIVE: "configs/char_tf.py"}
+
+
 @dataclasses.dataclass(frozen=True)
 class UnmaskOptions:
   """How a run that fills blanks fills and unmasks (lm-jax-sample's flags)."""
@@ -61,7 +68,7 @@ class Task(abc.ABC):
   TASKS`): what to load, the train steps' objective, how to evaluate, and
   what its runs can do (`can`). A task defines the methods of the
   capabilities it declares; the others refuse in one line naming what
-  the run can do (tests/tasks/test_tasks.py checks that the two agree).
+  the run can do (tests/tasks/test_base.py checks that the two agree).
   """
   can: frozenset[Can] = frozenset()
   objective: steps.Objective = steps.NEXT_TOKEN
@@ -85,8 +92,8 @@ class Task(abc.ABC):
   def refusal(self, need: Can, asked: str) -> UserError:
     """`asked` needs `need`, which this task's runs lack: what they can do."""
     able = ", ".join(c.value for c in Can if c in self.can) or "nothing"
-    return UserError(f"{asked} needs a run that can {need.value}; this run "
-                     f"can {able}")
+    return UserError(f"{asked} needs a run that can {need.value} (trained "
+                     f"with {TRAINED_BY[need]}, say); this run can {able}")
 
   # The capabilities' methods. CONTINUE or REPLY: `sample`. INTERACTIVE:
   # `responder`. FILL: the rest (and `sample` continues by unmasking).

@@ -4,14 +4,14 @@ naming what a run can do when a flag asks for more."""
 
 import pytest
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_command
 
 # Commands on trained runs: the full suite only.
 pytestmark = pytest.mark.slow
 
 
 def test_a_masked_run_answers_in_the_prompt_loop(masked_run):
-  out = run_module("lm_jax.sample", f"--workdir={masked_run}",
+  out = run_command("lm_jax.sample", f"--workdir={masked_run}",
                    "--interactive", "--max_new_tokens=6", "--temperature=0",
                    stdin="LINE _: the\nLINE 3\n/quit\n")
   assert out.returncode == 0, out.stderr
@@ -28,14 +28,15 @@ def test_a_masked_run_answers_in_the_prompt_loop(masked_run):
 
 def test_fill_on_a_run_that_cannot_is_one_line(smoke_run):
   one_line_error(
-      run_module("lm_jax.sample", f"--workdir={smoke_run}", "--fill=LINE _"),
-      "--fill needs a run that can fill blanks; this run can continue a "
-      "prompt, answer in a prompt loop (--interactive)")
+      run_command("lm_jax.sample", f"--workdir={smoke_run}", "--fill=LINE _"),
+      "--fill needs a run that can fill blanks (trained with "
+      "configs/char_mlm.py, say); this run can continue a prompt, answer in "
+      "a prompt loop (--interactive)")
 
 
 def test_the_prompt_loop_of_a_masked_run_refuses_beam(masked_run):
   one_line_error(
-      run_module("lm_jax.sample", f"--workdir={masked_run}", "--interactive",
+      run_command("lm_jax.sample", f"--workdir={masked_run}", "--interactive",
                  "--beam=2", stdin="LINE\n"),
       "--beam searches an encoder-decoder's best reply; a masked model "
       "unmasks (see --unmask_steps): drop --beam")

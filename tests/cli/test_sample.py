@@ -23,9 +23,9 @@ def test_the_same_seed_gives_the_same_text_in_one_process(smoke_run, capsys):
     (["--workdir=RUN", "--model=m.safetensors"], "pass either --workdir=DIR"),
     (["--workdir=RUN", "--num_samples=0"],
      "--num_samples must be at least 1, got 0"),
-    (["--workdir=RUN", "--fill=a _ b"], "--fill fills the blanks of a masked "
-     "run (configs/char_mlm.py); this run's model continues text: use "
-     "--prompt"),
+    (["--workdir=RUN", "--fill=a _ b"], "--fill needs a run that can fill "
+     "blanks (trained with configs/char_mlm.py, say); this run can continue "
+     "a prompt, answer in a prompt loop (--interactive)"),
     (["--workdir=RUN", "--prompt="], "--prompt is empty"),
     (["--workdir=RUN", "--unmask_order=left"], "flag --unmask_order=left"),
 ])

@@ -93,5 +93,6 @@ def test_a_run_that_cannot_fill_says_what_it_can(smoke_run):
     assert get(url, "/v1/playground")["can"] == ["continue", "interactive"]
   assert status == 400
   assert body["error"]["message"] == (
-      "/v1/fill needs a run that can fill blanks; this run can continue a "
-      "prompt, answer in a prompt loop (--interactive)")
+      "/v1/fill needs a run that can fill blanks (trained with "
+      "configs/char_mlm.py, say); this run can continue a prompt, answer in "
+      "a prompt loop (--interactive)")

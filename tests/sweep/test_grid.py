@@ -10,9 +10,6 @@ from lm_jax.sweep import grid
 from sweep.conftest import members
 
 
-# Commands, trained runs or a live server in every test: the full suite
-# only (`pytest -m "not slow"` is the quick subset).
-pytestmark = pytest.mark.slow
 
 
 # The grid and its checks (no training).

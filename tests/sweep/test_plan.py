@@ -9,9 +9,6 @@ from lm_jax.sweep import plan
 from sweep.conftest import members
 
 
-# Commands, trained runs or a live server in every test: the full suite
-# only (`pytest -m "not slow"` is the quick subset).
-pytestmark = pytest.mark.slow
 
 
 def test_memory_over_the_machine_is_refused(tmp_path, monkeypatch):

@@ -42,8 +42,9 @@ def test_a_capability_a_task_lacks_is_one_line_naming_what_it_can():
   with pytest.raises(UserError) as e:
     text.fill(None, "to be or _", jax.random.key(0))
   assert str(e.value) == (
-      "--fill needs a run that can fill blanks; this run can continue a "
-      "prompt, answer in a prompt loop (--interactive)")
+      "--fill needs a run that can fill blanks (trained with "
+      "configs/char_mlm.py, say); this run can continue a prompt, answer in "
+      "a prompt loop (--interactive)")
   with pytest.raises(UserError, match="this run can reply to a prompt, "
                      "answer in a prompt loop"):
     pairs.with_options(tasks.UnmaskOptions())

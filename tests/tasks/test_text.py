@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lm_jax import tasks
+from lm_jax.tasks import text
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.training import steps
@@ -45,3 +46,10 @@ def test_text_task_refuses_a_text_shorter_than_a_batch(smoke_config,
     tasks.task_for(smoke_config).load(smoke_config, tmp_path / "run")
 
 
+
+
+def test_perplexity_is_infinite_past_floats_range():
+  """A huge but finite val loss (a far too high learning rate) is logged,
+  not an OverflowError."""
+  assert text.perplexity(1.0) == pytest.approx(np.e)
+  assert text.perplexity(1e4) == float("inf")
