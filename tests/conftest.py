@@ -202,7 +202,6 @@ def train_args(text_file, workdir, **train) -> list[str]:
           *train_flags(text_file, workdir, **train)]
 
 
-
 # Float32 results reached by different summation orders -------------------
 #
 # Gradient accumulation against one batch, several devices against one, a
