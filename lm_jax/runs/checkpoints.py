@@ -119,6 +119,9 @@ def save(mngr: orbax.checkpoint.CheckpointManager, step: int, state,
     cause = write_error_cause(e)
     if cause is None:
       raise
+    # Its writes still in flight find the event loop closed, each printing
+    # a traceback: this one line reports the failure.
+    _quiet_abandoned_reads()
     kept = ("no earlier checkpoint" if previous is None else
             f"the checkpoint of step {previous} is intact")
     raise SaveFailed(
