@@ -247,6 +247,7 @@ def train_group(group: Group, hold: contextlib.ExitStack,
                                   functools.partial(report, part))
     trainer.train_loop(Population(part, members, states, step), actions,
                        meter)
+    clock_start = time.perf_counter()  # a later part's, as a later group's
 
 
 def train_groups(groups: list[Group], stop: preemption.StopOnSignal,
