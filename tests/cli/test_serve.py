@@ -29,6 +29,14 @@ def test_a_busy_port_is_refused_before_the_model_loads():
     (["--workdir=a", "--model=b"], "pass either --workdir=DIR"),
     (["--workdir=a", "--max_batch=0"],
      "flag --max_batch=0: 0 is not a positive integer"),
+    (["--workdir=a", "--max_queue=0"], "flag --max_queue=0"),
+    (["--workdir=a", "--port=70000"], "flag --port=70000"),
+    (["--workdir=a", "--port=-1"], "flag --port=-1"),
+    (["--workdir=a", "--api_key="], "printable ASCII without spaces"),
+    (["--workdir=a", "--api_key=clé"], "printable ASCII without spaces"),
+    (["--workdir=a", "--api_key=a b"], "printable ASCII without spaces"),
+    (["--workdir=a", "--allow_origin=evil.example"], "such as http://"),
+    (["--workdir=a", "--allow_origin=http://a.b/page"], "no path"),
 ])
 def test_a_refusal_is_one_line_and_exit_2(capsys, flags, message):
   assert serve.main(flags) == 2
