@@ -79,16 +79,18 @@ def option_problem(field: str, value) -> str | None:
   if isinstance(value, float) and not math.isfinite(value):
     return f"must be a finite number, got {value}"
   shown = _shown(value)
-  if field == "max_new_tokens" and not 0 < value <= INT32_MAX:
-    return f"must be in 1..{INT32_MAX}, got {shown}"
+  if field == "max_new_tokens" and value <= 0:
+    return f"must be positive, got {shown}"
+  if field in ("max_new_tokens", "top_k") and value > INT32_MAX:
+    return f"must be at most {INT32_MAX} (an int32), got {shown}"
   if field == "temperature":
     if value < 0:
       return f"must be >= 0 (0 is greedy), got {shown}"
     if 0 < value < F32_TINY or value > F32_MAX:
       return (f"must be 0 (greedy) or in [{F32_TINY:.3g}, {F32_MAX:.3g}] "
               f"(what float32 holds), got {shown}")
-  if field == "top_k" and not 0 <= value <= INT32_MAX:
-    return f"must be in 0..{INT32_MAX} (0 turns it off), got {shown}"
+  if field == "top_k" and value < 0:
+    return f"must be >= 0 (0 turns it off), got {shown}"
   if field == "top_p":
     if not 0 < value <= 1:
       return f"must be in (0, 1], got {shown}"

@@ -44,7 +44,7 @@ def test_unescape_reads_newlines_and_tabs():
 @pytest.mark.parametrize("flag, named", [
     ("--temperature=1e-40", "float32"),
     ("--top_p=1e-45", "smallest normal"),
-    ("--top_k=3000000000", "0..2147483647"),
+    ("--top_k=3000000000", "at most 2147483647"),
 ])
 def test_sampling_values_past_32_bits_are_one_line(smoke_run, capsys, flag,
                                                    named):

@@ -110,8 +110,8 @@ def test_bad_options(bad):
     ("temperature", 3.5e38, "float32"),  # past its largest
     ("temperature", 10**400, "401 digits"),  # compared, never converted
     ("top_p", 5e-45, "smallest normal"),
-    ("top_k", 2**31, "0..2147483647"),  # past the step's int32
-    ("max_new_tokens", 2**31, "1..2147483647"),
+    ("top_k", 2**31, "at most 2147483647"),  # past the step's int32
+    ("max_new_tokens", 2**31, "at most 2147483647"),
 ])
 def test_options_past_32_bits_are_refused_with_a_word(field, value, named):
   problem = sampling.option_problem(field, value)
