@@ -7,12 +7,15 @@ armed only after a response, and the first byte of the next request
 disarms it, so a client that sends its headers a byte at a time holds its
 connection for ever; `h11_max_incomplete_event_size` bounds the size of
 the headers, not their time; and `limit_concurrency` counts those held
-connections, so 128 of them made every other client get 503. Hence
-`protocol`, a subclass of uvicorn's H11Protocol (Config's `http` takes a
+connections, so 128 of them made every other client get 503 (uvicorn's
+issue #157 lists a request-start timeout, still not there; an ASGI
+middleware runs only once the headers are in). Hence `protocol`, a subclass of uvicorn's H11Protocol (Config's `http` takes a
 class), which adds:
   - a header timeout: a request's headers must arrive within
     `header_timeout` seconds of the connection opening (or of the previous
-    response), else 408 and the connection closes;
+    response), else the connection closes, with a 408 if part of a request
+    came (an idle connection is closed silently: a client that reuses it
+    must not read a 408 as the answer to its next request);
   - a body timeout: the body within `body_timeout` of the headers, else
     408 and the connection closes;
   - a cap per client address on pending connections (idle, or whose
@@ -67,12 +70,14 @@ def protocol(header_timeout: float = HEADER_TIMEOUT,
   class Protocol(H11Protocol):
     _state = ""  # "headers", "body" (pending) or "arrived"
     _timer: asyncio.TimerHandle | None = None
+    _started = False  # bytes of the awaited request came
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
       super().connection_made(transport)
       self._track()
 
     def data_received(self, data: bytes) -> None:
+      self._started = True
       super().data_received(data)
       self._track()
 
@@ -99,6 +104,7 @@ def protocol(header_timeout: float = HEADER_TIMEOUT,
       if state == self._state:
         return  # slow bytes do not restart the clock
       self._state = state
+      self._started = False
       if self._timer is not None:
         self._timer.cancel()
         self._timer = None
@@ -120,7 +126,9 @@ def protocol(header_timeout: float = HEADER_TIMEOUT,
       self._timer = None
       if self.transport.is_closing():
         return
-      if self.cycle is None or not self.cycle.response_started:
+      response_started = self.cycle is not None and (
+          self.cycle.response_started and not self.cycle.response_complete)
+      if (self._started or self._state == "body") and not response_started:
         self.transport.write(_timeout_response())
       self.transport.close()
 

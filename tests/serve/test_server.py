@@ -89,6 +89,9 @@ def test_slow_headers_and_a_slow_body_time_out_with_408(run):
       answer += chunk
     assert answer.startswith(b"HTTP/1.1 408")
     sock.close()
+    idle = socket.create_connection(address(url), timeout=10)
+    assert idle.recv(4096) == b""  # closed silently: no stray 408
+    idle.close()
     assert get(url, "/health")["status"] == "ok"
 
 
