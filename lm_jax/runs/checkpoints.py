@@ -121,7 +121,7 @@ def save(mngr: orbax.checkpoint.CheckpointManager, step: int, state,
       raise
     # Its writes still in flight find the event loop closed, each printing
     # a traceback: this one line reports the failure.
-    _quiet_abandoned_reads()
+    quiet_abandoned_reads()
     kept = ("no earlier checkpoint" if previous is None else
             f"the checkpoint of step {previous} is intact")
     raise SaveFailed(
