@@ -63,7 +63,8 @@ def sweep(argv: list[str]) -> int | None:
   sets = grid.parse_sets(_SET.value)
   config = flag_parsing.config_value(FLAGS["config"])
   members = grid.make_members(config.copy_and_resolve_references, sets,
-                              _ZIP.value, workdir)
+                              _ZIP.value, workdir,
+                              flag_parsing.config_overrides(FLAGS))
   groups = plan.make_plan(members)
   print(plan.describe(groups))
   if _SHOW.value:
@@ -77,7 +78,8 @@ def sweep(argv: list[str]) -> int | None:
     print(f"stopped by signal at step {e.step}; every member is saved; "
           f"resume with:\n  {preemption.resume_command()}", file=sys.stderr)
     return 128 + e.signum
-  for path in results.write(members, workdir, command):
+  corpus = [f"group {g.index + 1}: {g.loaded.lines[0]}" for g in groups]
+  for path in results.write(members, workdir, command, corpus):
     print(f"{path.suffix[1:]}: {path}")
   return None
 

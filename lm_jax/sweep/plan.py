@@ -140,6 +140,7 @@ def describe(groups: list[Group]) -> str:
         f"{gib(g.member_bytes)} per member, {gib(g.total_bytes)} in all")
     lines.append(f"  members differ in: {', '.join(varies)}"
                  + (f"; share {', '.join(shared)}" if shared else ""))
+    lines.extend(f"  {line}" for line in g.loaded.lines)  # what it trains on
     for member in g.members:
       lines.append(f"  {member.workdir}")
   return "\n".join(lines)

@@ -126,13 +126,17 @@ def _sort_key(v):
 
 
 def write(members: list[grid.Member], workdir: pathlib.Path,
-          command: str) -> list[pathlib.Path]:
-  """results.json, results.md and sweep.png in `workdir`; their paths."""
+          command: str, corpus: list[str] = ()) -> list[pathlib.Path]:
+  """results.json, results.md and sweep.png in `workdir`; their paths.
+  `corpus`: what each group trained on, one line each."""
   results = [member_result(m) for m in members]
   keys = list(members[0].values)
   (workdir / RESULTS_JSON).write_text(json.dumps(
-      dict(command=command, members=results), indent=1) + "\n")
+      dict(command=command, corpus=list(corpus), members=results),
+      indent=1) + "\n")
+  trained_on = "".join(f"- {line}\n" for line in corpus)
   md = (f"# Sweep: {workdir.name}\n\n```\n{command}\n```\n\n"
+        + (f"Trained on:\n{trained_on}\n" if trained_on else "")
         + table(results, keys) + "\n\nBest and final val loss in nats per "
         "token, bpc bits per character at the best step; wall: seconds "
         "from the start of the member's group (the first group's: of the "

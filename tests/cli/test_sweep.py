@@ -5,7 +5,7 @@ import pytest
 
 from lm_jax.cli import sweep
 
-from conftest import REPO, run_command
+from conftest import REPO, refused, run_command
 
 
 def test_show_prints_the_plan_and_trains_nothing(capsys, tmp_path):
@@ -45,3 +45,65 @@ def test_cli_show_and_bad_input_write_nothing(tmp_path):
   assert huge.stderr.strip().count("\n") == 0
   assert "needs about" in huge.stderr
   assert not (tmp_path / "s").exists()
+
+
+def learner_text(tmp_path):
+  """A small text of the learner's own (not the built-in plays)."""
+  path = tmp_path / "own.txt"
+  path.write_text("".join(f"строка {i}: кот и пёс идут домой.\n"
+                          for i in range(600)))
+  return path
+
+
+def member_configs(workdir):
+  import json
+  return {p.parent.name: json.loads(p.read_text())
+          for p in sorted(workdir.glob("*/config.json"))}
+
+
+@pytest.mark.slow
+def test_overrides_reach_every_member_of_other_base_configs(tmp_path):
+  """The learner's command shape: --config.data.path with a --set over
+  base configs (each loaded afresh) reaches every member."""
+  text, workdir = learner_text(tmp_path), tmp_path / "s"
+  out = run_cli("--config=char_tf:smoke", f"--config.data.path={text}",
+                "--config.train.sample_tokens=0", f"--workdir={workdir}",
+                "--zip", "--set=config=char_lstm:smoke,char_tf:smoke",
+                "--set=train.num_steps=2,3")
+  assert out.returncode == 0, out.stderr
+  # Each group says what it trains on: the learner's text.
+  assert out.stdout.count(f"corpus: {text}") == 2, out.stdout
+  configs = member_configs(workdir)
+  assert len(configs) == 2
+  for name, config in configs.items():
+    assert config["data"]["path"] == str(text), name
+    assert config["train"]["sample_tokens"] == 0, name
+  assert {c["model"]["kind"] for c in configs.values()} == {"lstm",
+                                                           "transformer"}
+  results = (workdir / "results.md").read_text()
+  assert f"corpus: {text}" in results
+
+
+def test_an_override_a_member_lacks_is_one_line(tmp_path):
+  out = run_cli("--config=char_tf:smoke", "--config.model.num_heads=2",
+                f"--workdir={tmp_path / 's'}",
+                "--set=config=char_lstm:smoke,char_tf:smoke", "--show")
+  refused(out, "member config=char_lstm-smoke", "--config.model.num_heads",
+          "no key model.num_heads")
+  assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("x = 1\n", "has no get_config()"),
+    ("def get_config(arg=''):\n  raise RuntimeError('boom')\n",
+     "raised RuntimeError: boom"),
+    ("def get_config(arg=''):\n  return (\n", "is not valid Python"),
+    ("import no_such_module_here\n", "failed to load"),
+])
+def test_a_set_config_that_is_no_config_is_one_line(tmp_path, source,
+                                                    fragment):
+  bad = tmp_path / "bad.py"
+  bad.write_text(source)
+  out = run_cli("--config=char_tf:smoke", f"--workdir={tmp_path / 's'}",
+                f"--set=config=char_tf:smoke,{bad}", "--show")
+  refused(out, f"--set=config={bad}", fragment)
