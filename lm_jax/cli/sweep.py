@@ -37,6 +37,16 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The sweep's directory: one run directory per member, "
     "results.md, results.json and sweep.png. An existing one is resumed.",
     flag_values=FLAGS)
+_EQUAL_TIME = flags.DEFINE_float(
+    "equal_time", None, "S: every member trains S training seconds "
+    "(config.train.max_seconds=S: evaluations, compiling and start-up not "
+    "counted), or to its num_steps if that comes first; set num_steps "
+    "beyond what S reaches (the schedule spans num_steps).",
+    flag_values=FLAGS)
+_X = flags.DEFINE_enum(
+    "x", "steps", ["steps", "seconds", "tokens"], "sweep.png's x axis for "
+    "the val curves: steps, training seconds or tokens seen.",
+    flag_values=FLAGS)
 _SHOW = flags.DEFINE_boolean(
     "show", False, "Print the members and the plan (groups, devices, "
     "estimated memory) and exit without training.", flag_values=FLAGS)
@@ -62,9 +72,11 @@ def sweep(argv: list[str]) -> int | None:
   workdir = pathlib.Path(_WORKDIR.value)
   sets = grid.parse_sets(_SET.value)
   config = flag_parsing.config_value(FLAGS["config"])
+  overrides = flag_parsing.config_overrides(FLAGS)
+  if _EQUAL_TIME.value is not None:
+    equal_time(config, overrides, sets, _EQUAL_TIME.value)
   members = grid.make_members(config.copy_and_resolve_references, sets,
-                              _ZIP.value, workdir,
-                              flag_parsing.config_overrides(FLAGS))
+                              _ZIP.value, workdir, overrides)
   groups = plan.make_plan(members)
   print(plan.describe(groups))
   if _SHOW.value:
@@ -79,9 +91,23 @@ def sweep(argv: list[str]) -> int | None:
           f"resume with:\n  {preemption.resume_command()}", file=sys.stderr)
     return 128 + e.signum
   corpus = [f"group {g.index + 1}: {g.loaded.lines[0]}" for g in groups]
-  for path in results.write(members, workdir, command, corpus):
+  for path in results.write(members, workdir, command, corpus, _X.value):
     print(f"{path.suffix[1:]}: {path}")
   return None
+
+
+def equal_time(config, overrides: dict, sets: list, seconds: float) -> None:
+  """--equal_time=S: config.train.max_seconds=S in the base config and in
+  every member's (an override); refused beside another budget."""
+  if not seconds > 0:
+    raise UserError(f"--equal_time={seconds:g}: give a positive number of "
+                    "training seconds, e.g. --equal_time=60")
+  if "train.max_seconds" in overrides or any(
+      k == "train.max_seconds" for k, _ in sets):
+    raise UserError("--equal_time sets config.train.max_seconds for every "
+                    "member: drop the other train.max_seconds")
+  config.train.max_seconds = float(seconds)
+  overrides["train.max_seconds"] = float(seconds)
 
 
 class Reporter:

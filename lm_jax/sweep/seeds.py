@@ -1,0 +1,116 @@
+"""Winners against noise: a sweep's members grouped by their settings (all
+but the seed), the mean and spread of each group's val loss over its
+seeds, and the best setting named only where its margin exceeds the
+seed-to-seed spread.
+
+The spread is the sample standard deviation over seeds; the margin
+between the best setting and the runner-up (in mean best val loss) names
+a winner when it is more than `WINNER_SPREADS` times the larger spread of
+the two. With one seed per setting no spread is known, and it says so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+SEED = "seed"
+WINNER_SPREADS = 2.0  # a margin above this many seed spreads names a winner
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
+  """The mean and the sample standard deviation (None under 2 values)."""
+  if not values:
+    return None, None
+  return (statistics.fmean(values),
+          statistics.stdev(values) if len(values) > 1 else None)
+
+
+def label(settings: dict, keys: list[str]) -> str:
+  """`config=char_lstm, learning_rate=0.003`: a setting's swept values."""
+  return ", ".join(f"{k.rpartition('.')[2]}={settings[k]}" for k in keys
+                   ) or "(one setting)"
+
+
+def by_settings(results: list[dict], keys: list[str]) -> list[dict]:
+  """One row per setting (the swept values but the seed): its seeds, and
+  the mean and spread of its members' best and final val loss (members
+  that diverged or have no evaluation left out)."""
+  shown = [k for k in keys if k != SEED]
+  rows: dict[str, dict] = {}
+  for r in results:
+    name = label(r["settings"], shown)
+    row = rows.setdefault(name, dict(setting=name, seeds=0, best=[],
+                                     final=[]))
+    row["seeds"] += 1
+    if _finite(r["best_val_loss"]) and not r.get("diverged_at"):
+      row["best"].append(r["best_val_loss"])
+    if _finite(r["final_val_loss"]) and not r.get("diverged_at"):
+      row["final"].append(r["final_val_loss"])
+  out = []
+  for row in rows.values():
+    best_mean, best_spread = _mean_spread(row.pop("best"))
+    final_mean, final_spread = _mean_spread(row.pop("final"))
+    out.append(dict(row, best_mean=best_mean, best_spread=best_spread,
+                    final_mean=final_mean, final_spread=final_spread))
+  return sorted(out, key=lambda r: (r["best_mean"] is None,
+                                    r["best_mean"] or 0.0))
+
+
+def verdict(rows: list[dict]) -> str:
+  """The winner and its margin against the seed spread, in words."""
+  ranked = [r for r in rows if r["best_mean"] is not None]
+  if not ranked:
+    return "No member has a finite val loss: no winner."
+  if len(ranked) == 1:
+    only = ranked[0]
+    spread = ("no spread is known (one seed)" if only["best_spread"] is None
+              else f"spread {only['best_spread']:.4f} over its seeds")
+    return (f"One setting to compare: {only['setting']}, mean best val loss "
+            f"{only['best_mean']:.4f}, {spread}.")
+  first, second = ranked[0], ranked[1]
+  margin = second["best_mean"] - first["best_mean"]
+  spreads = [s for s in (first["best_spread"], second["best_spread"])
+             if s is not None]
+  if not spreads:
+    return (f"{first['setting']} is ahead of {second['setting']} by "
+            f"{margin:.3f} nats, but with one seed per setting no spread is "
+            "known: a difference this size may be noise (sweep "
+            "--set=seed=0,1,2 to know)")
+  spread = max(spreads)
+  if spread > 0 and margin > WINNER_SPREADS * spread:
+    return (f"{first['setting']} beats {second['setting']} by {margin:.3f} "
+            f"nats, {margin / spread:.1f}x the seed spread ({spread:.3f}).")
+  return (f"{first['setting']} and {second['setting']} differ by "
+          f"{margin:.3f} nats, within the seed spread ({spread:.3f}; a "
+          f"winner needs over {WINNER_SPREADS:g}x): no winner.")
+
+
+def _cell(mean, spread) -> str:
+  if mean is None:
+    return "-"
+  return f"{mean:.4f}" + ("" if spread is None else f" ± {spread:.4f}")
+
+
+def table(rows: list[dict]) -> str:
+  """The Markdown table of the settings over their seeds, best first."""
+  lines = ["| setting | seeds | best val loss (mean ± spread) | final val "
+           "loss (mean ± spread) |", "|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['setting']} | {r['seeds']} | "
+                 f"{_cell(r['best_mean'], r['best_spread'])} | "
+                 f"{_cell(r['final_mean'], r['final_spread'])} |")
+  return "\n".join(lines)
+
+
+def summary(results: list[dict], keys: list[str]) -> str:
+  """results.md's section: the table over seeds and the verdict."""
+  rows = by_settings(results, keys)
+  return (table(rows) + "\n\n" + verdict(rows) + "\n\nSpread: the standard "
+          "deviation over a setting's seeds; a winner is named when the "
+          "margin of the best mean best val loss over the runner-up exceeds "
+          f"{WINNER_SPREADS:g} times the larger spread of the two.")
