@@ -82,6 +82,8 @@ def test_overrides_reach_every_member_of_other_base_configs(tmp_path):
                                                            "transformer"}
   results = (workdir / "results.md").read_text()
   assert f"corpus: {text}" in results
+  # One seed per setting: the best named, no spread claimed.
+  assert "with one seed per setting no spread is known" in results
 
 
 def test_an_override_a_member_lacks_is_one_line(tmp_path):
