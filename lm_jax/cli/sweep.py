@@ -112,14 +112,21 @@ def equal_time(config, overrides: dict, sets: list, seconds: float) -> None:
 
 class Reporter:
   """Progress lines: the group, its members, the losses' range, elapsed
-  time and the ETA of the group and of the sweep (later groups estimated
-  at this group's seconds per member-step and device)."""
+  time and the ETA of the group and of the sweep: the groups still to
+  run, each estimated at this group's seconds per member-step and device,
+  plus this group's start (loading, compiling: from the end of the last
+  group to this one's first line)."""
 
   def __init__(self, groups, started: float):
     self.groups, self.started = groups, started
+    self.last = started  # when the last line was printed
+    self.start_s: dict[int, float] = {}  # a group's start-up seconds
 
   def __call__(self, group, step: int, records: list[dict],
                steps_per_s: float | None) -> None:
+    now = time.perf_counter()
+    self.start_s.setdefault(group.index, now - self.last)
+    self.last = now
     t = group.config.train
     m = len(group.members)
     losses = [r["loss"] for r in records]
@@ -132,13 +139,28 @@ class Reporter:
     parts.append(f"elapsed {progress.duration(time.perf_counter() - self.started)}")
     if steps_per_s:
       left = (t.num_steps - step) / steps_per_s
+      if t.get("max_seconds"):  # a budget: its seconds left, if sooner
+        trained = min(r.get("train_s", 0.0) for r in records)
+        left = min(left, max(t.max_seconds - trained, 0.0) * m / group.devices)
       per_member_step = group.devices / (steps_per_s * m)
-      later = sum(g.config.train.num_steps * len(g.members) / g.devices
-                  for g in self.groups[group.index + 1:]) * per_member_step
+      rest = self.groups[group.index + 1:]
+      later = sum(estimate_s(g, per_member_step) for g in rest)
+      later += len(rest) * self.start_s[group.index]
       parts.append(f"ETA group {progress.duration(left)}"
-                   + (f", sweep {progress.duration(left + later)}"
-                      if later else ""))
+                   + (f", sweep {progress.duration(left + later)} ("
+                      f"{len(rest)} more group(s) to run)" if rest else ""))
     print(" | ".join(parts), flush=True)
+
+
+def estimate_s(group, per_member_step: float) -> float:
+  """A group's training seconds at `per_member_step` seconds per member
+  step and device, or its budget of training seconds if that ends it
+  first."""
+  t = group.config.train
+  steps_s = t.num_steps * len(group.members) / group.devices * per_member_step
+  if t.get("max_seconds"):
+    return min(steps_s, t.max_seconds * len(group.members) / group.devices)
+  return steps_s
 
 
 def main(argv: list[str]) -> int:

@@ -117,6 +117,8 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
     if not compiled:  # time from here: the first call was mostly compiling
       meter.restart(step)
       compiled = True
+      if clock is None:  # a population (a lone run's start-up line says it)
+        progress.took(stepper.compiling, time.perf_counter() - began)
       if clock is not None:
         print(progress.startup_line(clock.marks))
     for action in actions:

@@ -9,10 +9,12 @@ summary at the end, also when a finished run is started again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shutil
 import subprocess
+import time
 
 from lm_jax.runs.metrics import METRICS_FILE
 
@@ -25,6 +27,25 @@ def duration(seconds: float) -> str:
 def phase(text: str) -> None:
   """One line before a phase that prints nothing for a while."""
   print(f"{text} ...", flush=True)
+
+
+LONG_PHASE_S = 2.0  # a phase this long also says how long it took
+
+
+@contextlib.contextmanager
+def timed(text: str):
+  """`phase(text)`, and once done, if it took LONG_PHASE_S or more, a
+  line saying how long."""
+  phase(text)
+  began = time.perf_counter()
+  yield
+  took(text, time.perf_counter() - began)
+
+
+def took(text: str, seconds: float) -> None:
+  """`text: done in 12.3 s`, for a phase of LONG_PHASE_S or more."""
+  if seconds >= LONG_PHASE_S:
+    print(f"{text}: done in {seconds:.1f} s", flush=True)
 
 
 # What each start-up phase (lm_jax/loop/clock.py: Clock.mark) covers.

@@ -109,3 +109,33 @@ def test_a_set_config_that_is_no_config_is_one_line(tmp_path, source,
   out = run_cli("--config=char_tf:smoke", f"--workdir={tmp_path / 's'}",
                 f"--set=config=char_tf:smoke,{bad}", "--show")
   refused(out, f"--set=config={bad}", fragment)
+
+
+def test_the_eta_counts_the_groups_still_to_run(capsys, monkeypatch):
+  import types
+  from lm_jax import config as config_lib
+  def group(index, members, num_steps):
+    c = config_lib.base_config()
+    c.train.num_steps = num_steps
+    return types.SimpleNamespace(index=index, members=[0] * members,
+                                 devices=1, config=c)
+  groups = [group(0, 1, 100), group(1, 1, 100), group(2, 2, 100)]
+  now = [10.0]
+  monkeypatch.setattr(sweep.time, "perf_counter", lambda: now[0])
+  report = sweep.Reporter(groups, started=0.0)
+  # The first line 10 s after the start (loading, compiling), 1 step/s.
+  report(groups[0], 50, [dict(loss=2.0)], 1.0)
+  line = capsys.readouterr().out
+  # 50 s left here; then 100 s and 2 x 100 s, each group 10 s to start.
+  assert "ETA group 0m50s, sweep 6m10s (2 more group(s) to run)" in line
+
+
+def test_show_says_idle_devices_and_what_a_sweep_saves(capsys, tmp_path):
+  import jax
+  assert sweep.main(["--config=char_tf:smoke", f"--workdir={tmp_path}",
+                     "--set=train.learning_rate=1e-3", "--show"]) == 0
+  out = capsys.readouterr().out
+  assert "a sweep saves start-up and compiling" in out
+  assert "corpus: builtin:shakespeare" in out
+  if jax.device_count() > 1:
+    assert "sit idle while this group trains" in out
