@@ -12,7 +12,7 @@ import numpy as np
 
 from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling
+from lm_jax.generation import detokenize, interactive, sampling
 from lm_jax.runs import rundir
 from lm_jax.tasks.base import (bits_per_char, Can, encode_splits, Loaded,
                                opening, refuse_beam, spells, Task)
@@ -110,7 +110,9 @@ class TextTask(Task):
       prompt = tokenizer.encode(t.sample_prompt)[None, :]
       ids = sampling.generate(params, model, jnp.asarray(prompt),
                               jax.random.key(step), opts)
-      texts["sample"] = tokenizer.decode(np.concatenate([prompt[0], ids[0]]))
+      # Whole characters: none cut short by sample_tokens (U+FFFD).
+      texts["sample"] = tokenizer.decode(prompt[0]) + detokenize.detokenize(
+          tokenizer, ids[0], prompt[0], cut_short=False)
     return record, lines, texts
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
