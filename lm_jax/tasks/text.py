@@ -39,14 +39,25 @@ class TextTask(Task):
   sample_flags = ""
 
   def example(self, config, tokenizer) -> str:
-    """The hint's prompt: example_prompt where the run's vocabulary spells
-    it, else the start of the first line of its training text."""
-    if spells(tokenizer, self.example_prompt):
+    """The hint's prompt (the sample command's, the page's default): on
+    the learner's own text the start of its first validation line (else
+    training line) that the vocabulary spells; on the built-in plays
+    example_prompt. example_prompt too where the text is no longer there."""
+    own = config.data.path and config.data.path != corpus.BUILTIN
+    if not own and spells(tokenizer, self.example_prompt):
       return self.example_prompt
-    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                              tuple(config.data.val_plays)).train
-    line = next((l for l in text.splitlines() if l.strip()), "")
-    return opening(line) or self.example_prompt
+    try:
+      text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                                tuple(config.data.val_plays))
+    except (UserError, OSError):  # a run moved away from its text
+      return self.example_prompt
+    # The validation text's first line may start mid-line: from its second.
+    for lines in (text.val.splitlines()[1:], text.train.splitlines()):
+      for line in lines[:1000]:
+        start = opening(line)
+        if start and spells(tokenizer, start):
+          return start
+    return self.example_prompt
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
