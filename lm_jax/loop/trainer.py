@@ -25,6 +25,7 @@ from lm_jax.loop import preemption
 from lm_jax.loop.clock import Clock, Meter, StepTimer
 from lm_jax.loop.setup import set_up
 from lm_jax.loop.stepper import Lone, Stepper
+from lm_jax.tasks.base import NEXT_TOKEN_METRIC
 from lm_jax.views import progress
 
 
@@ -126,5 +127,7 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
         action(stepper, step, metrics)
   if clock is not None:
     seconds = meter.elapsed() if compiled else None
-    print(progress.run_summary(stepper.workdir, step, t.num_steps,
-                               t.batch_size * t.seq_len, seconds))
+    metric = stepper.task.metric(stepper.config)
+    print(progress.run_summary(
+        stepper.workdir, step, t.num_steps, t.batch_size * t.seq_len,
+        seconds, "" if metric == NEXT_TOKEN_METRIC else metric))

@@ -11,6 +11,7 @@ import textwrap
 
 from lm_jax.loop.setup import diverged_step
 from lm_jax.runs.metrics import METRICS_FILE, read_records
+from lm_jax import tasks
 from lm_jax.sweep import grid, seeds
 
 RESULTS_JSON, RESULTS_MD, PICTURE = "results.json", "results.md", "sweep.png"
@@ -46,6 +47,9 @@ def member_result(member: grid.Member) -> dict:
       train_s=train_s, tokens_seen=tokens, tokens_per_s=rate,
       max_seconds=float(t.get("max_seconds", 0.0)), num_steps=t.num_steps,
       diverged_at=diverged_step(member.workdir),
+      metric=tasks.task_for(member.config).metric(member.config),
+      tokenizer=member.config.data.tokenizer,
+      unk_rate=best.get("val_unk_rate"),
       curve=[(r["step"], r["val_loss"]) for r in evals],
       # The curve's x as training seconds and tokens seen (sweep.png --x).
       curve_s=[r.get("train_s") for r in evals],
@@ -56,10 +60,22 @@ def _number(x, spec: str) -> str:
   return "-" if x is None else format(x, spec)
 
 
+def mixed_metrics(results: list[dict]) -> bool:
+  return len({r.get("metric") for r in results}) > 1
+
+
+def has_unk(results: list[dict]) -> bool:
+  return any(r.get("unk_rate") for r in results)
+
+
 def table(results: list[dict], keys: list[str]) -> str:
-  """The Markdown table of results.md, best val loss first."""
+  """The Markdown table of results.md, best val loss first; a metric
+  column where members measure different things (causal and masked), an
+  `<unk>` column where any member's text has unknown tokens."""
+  extra = (["metric"] if mixed_metrics(results) else []) + (
+      ["<unk>"] if has_unk(results) else [])
   head = keys + ["best val loss", "bpc", "at step", "final val", "wall",
-                 "train s", "tokens seen", "tokens/s", "note"]
+                 "train s", "tokens seen", "tokens/s"] + extra + ["note"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   order = sorted(results, key=lambda r: (r["best_val_loss"] is None,
                                          r["best_val_loss"] or 0))
@@ -71,9 +87,38 @@ def table(results: list[dict], keys: list[str]) -> str:
         _number(r["best_step"], "d"), _number(r["final_val_loss"], ".4f"),
         _number(r["wall_s"], ".0f") + " s",
         _number(r.get("train_s"), ".1f"), _number(r.get("tokens_seen"), ",d"),
-        _number(r["tokens_per_s"], ",.0f"), note]
+        _number(r["tokens_per_s"], ",.0f")]
+    if "metric" in extra:
+      cells.append(r.get("metric") or "-")
+    if "<unk>" in extra:
+      cells.append(_number(r.get("unk_rate"), ".2%"))
+    cells.append(note)
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def comparability(results: list[dict]) -> str:
+  """What of the table compares, where members measure different things
+  or hide unknown tokens ('' where all compare)."""
+  notes = []
+  if mixed_metrics(results):
+    kinds = sorted({r["metric"] for r in results})
+    notes.append(
+        "The val losses measure different things (" + "; ".join(kinds)
+        + "): compare a number only with members of the same metric. A "
+        "masked model's loss is over the hidden tokens, which see both "
+        "sides, at its masking rate; it does not compare with a causal "
+        "model's next-token loss, nor does its bpc.")
+  unk = [r for r in results if r.get("unk_rate")]
+  if unk:
+    worst = max(r["unk_rate"] for r in unk)
+    notes.append(
+        f"Up to {worst:.2%} of val tokens are `<unk>` (column <unk>): "
+        "predicting `<unk>` is easier than the word it stands for, so the "
+        "loss and bits per character of those members are lower than the "
+        "text deserves and do not compare with a member without `<unk>` "
+        "(char, BPE).")
+  return "\n\n".join(notes)
 
 
 def budget_note(r: dict) -> str:
@@ -193,7 +238,9 @@ def write(members: list[grid.Member], workdir: pathlib.Path,
         "train s: the member's seconds in train steps (start-up, compiling "
         "and evaluations not counted; members sharing a device split its "
         "time), what --equal_time budgets; tokens/s: tokens seen over train "
-        "s.\n\n## Settings over seeds\n\n"
+        "s.\n\n" + (comparability(results) + "\n\n" if comparability(results)
+                    else "")
+        + "## Settings over seeds\n\n"
         + seeds.summary(results, keys) + "\n")
   (workdir / RESULTS_MD).write_text(md)
   png = picture(results, keys, workdir / PICTURE, command, x)

@@ -36,19 +36,30 @@ def label(settings: dict, keys: list[str]) -> str:
                    ) or "(one setting)"
 
 
+def per_character(results: list[dict]) -> bool:
+  """Whether members of different tokenizers are compared: then on bits
+  per character (a token is a character, a word or a subword), not on
+  nats per token."""
+  return len({r.get("tokenizer") for r in results}) > 1
+
+
 def by_settings(results: list[dict], keys: list[str]) -> list[dict]:
   """One row per setting (the swept values but the seed): its seeds, and
   the mean and spread of its members' best and final val loss (members
-  that diverged or have no evaluation left out)."""
+  that diverged or have no evaluation left out); of their best bits per
+  character where tokenizers differ (`per_character`)."""
   shown = [k for k in keys if k != SEED]
+  best_key, unit = (("best_val_bpc", "bits per character")
+                    if per_character(results) else ("best_val_loss", "nats"))
   rows: dict[str, dict] = {}
   for r in results:
     name = label(r["settings"], shown)
     row = rows.setdefault(name, dict(setting=name, seeds=0, best=[],
-                                     final=[]))
+                                     final=[], metric=r.get("metric"),
+                                     unit=unit))
     row["seeds"] += 1
-    if _finite(r["best_val_loss"]) and not r.get("diverged_at"):
-      row["best"].append(r["best_val_loss"])
+    if _finite(r.get(best_key)) and not r.get("diverged_at"):
+      row["best"].append(r[best_key])
     if _finite(r["final_val_loss"]) and not r.get("diverged_at"):
       row["final"].append(r["final_val_loss"])
   out = []
@@ -73,20 +84,25 @@ def verdict(rows: list[dict]) -> str:
     return (f"One setting to compare: {only['setting']}, mean best val loss "
             f"{only['best_mean']:.4f}, {spread}.")
   first, second = ranked[0], ranked[1]
+  if first.get("metric") != second.get("metric"):
+    return (f"{first['setting']} and {second['setting']} measure different "
+            f"things ({first['metric']}; {second['metric']}): no winner by "
+            "val loss.")
   margin = second["best_mean"] - first["best_mean"]
+  unit = first.get("unit", "nats")
   spreads = [s for s in (first["best_spread"], second["best_spread"])
              if s is not None]
   if not spreads:
     return (f"{first['setting']} is ahead of {second['setting']} by "
-            f"{margin:.3f} nats, but with one seed per setting no spread is "
+            f"{margin:.3f} {unit}, but with one seed per setting no spread is "
             "known: a difference this size may be noise (sweep "
             "--set=seed=0,1,2 to know)")
   spread = max(spreads)
   if spread > 0 and margin > WINNER_SPREADS * spread:
     return (f"{first['setting']} beats {second['setting']} by {margin:.3f} "
-            f"nats, {margin / spread:.1f}x the seed spread ({spread:.3f}).")
+            f"{unit}, {margin / spread:.1f}x the seed spread ({spread:.3f}).")
   return (f"{first['setting']} and {second['setting']} differ by "
-          f"{margin:.3f} nats, within the seed spread ({spread:.3f}; a "
+          f"{margin:.3f} {unit}, within the seed spread ({spread:.3f}; a "
           f"winner needs over {WINNER_SPREADS:g}x): no winner.")
 
 
@@ -98,7 +114,9 @@ def _cell(mean, spread) -> str:
 
 def table(rows: list[dict]) -> str:
   """The Markdown table of the settings over their seeds, best first."""
-  lines = ["| setting | seeds | best val loss (mean ± spread) | final val "
+  best = ("best bits per character" if rows and rows[0]["unit"] != "nats"
+          else "best val loss")
+  lines = [f"| setting | seeds | {best} (mean ± spread) | final val "
            "loss (mean ± spread) |", "|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['setting']} | {r['seeds']} | "
@@ -112,5 +130,6 @@ def summary(results: list[dict], keys: list[str]) -> str:
   rows = by_settings(results, keys)
   return (table(rows) + "\n\n" + verdict(rows) + "\n\nSpread: the standard "
           "deviation over a setting's seeds; a winner is named when the "
-          "margin of the best mean best val loss over the runner-up exceeds "
+          "margin of the best mean best val loss (bits per character where "
+          "tokenizers differ) over the runner-up exceeds "
           f"{WINNER_SPREADS:g} times the larger spread of the two.")

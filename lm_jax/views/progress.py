@@ -97,12 +97,16 @@ def best_eval(workdir: str | pathlib.Path) -> dict | None:
 
 
 def run_summary(workdir: str | pathlib.Path, step: int, num_steps: int,
-                tokens_per_step: int, seconds: float | None) -> str:
+                tokens_per_step: int, seconds: float | None,
+                metric: str = "") -> str:
   """Wall time (of this process; None: trained nothing), the best val loss
-  and its step, and the tokens seen."""
+  and its step, and the tokens seen. `metric`: what the val loss measures,
+  where it is not nats per token of the next token (a masked model's)."""
   best = best_eval(workdir)
-  found = (f"best val loss {best['val_loss']:.4f} nats/token "
-           f"({best['val_bpc']:.4f} bpc"
+  unit, bpc = (metric, "bits per hidden character" if "hidden" in metric
+               else "bits per character") if metric else ("nats/token", "bpc")
+  found = (f"best val loss {best['val_loss']:.4f} {unit} "
+           f"({best['val_bpc']:.4f} {bpc}"
            + (f", exact match {best['val_exact_match']:.2%}"
               if "val_exact_match" in best else "")  # pairs (lm_jax.tasks)
            + f") at step {best['step']}" if best else "no evaluation yet")

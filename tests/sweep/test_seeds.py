@@ -57,3 +57,22 @@ def test_diverged_members_are_left_out_of_the_mean():
   assert top["best_mean"] == 1.4 and top["best_spread"] is None
   summary = seeds.summary(results, KEYS)
   assert "| learning_rate=0.001 | 2 | 1.5000 ± 0.0000 |" in summary
+
+
+def test_tokenizers_compare_on_bits_per_character_and_metrics_never_mix():
+  def tok(name, seed, bpc, loss, metric="nats per token (next token)"):
+    return dict(settings={"data.tokenizer": name, "seed": seed},
+                best_val_loss=loss, best_val_bpc=bpc, final_val_loss=loss,
+                tokenizer=name, metric=metric)
+  results = [tok("char", 0, 3.50, 1.20), tok("char", 1, 3.51, 1.21),
+             tok("word", 0, 2.20, 5.00), tok("word", 1, 2.30, 5.10)]
+  rows = seeds.by_settings(results, ["data.tokenizer", "seed"])
+  assert rows[0]["setting"] == "tokenizer=word"  # on bpc, not nats/token
+  assert "bits per character" in seeds.verdict(rows)
+  assert "best bits per character" in seeds.table(rows)
+  masked = [dict(r, tokenizer="char") for r in results[:2]] + [
+      dict(tok("mlm", 0, 2.0, 1.0, "nats per hidden character, at masking "
+               "rate 0.15"), tokenizer="char")]
+  text = seeds.verdict(seeds.by_settings(masked, ["data.tokenizer", "seed"]))
+  assert "measure different things" in text and text.endswith("no winner "
+                                                               "by val loss.")
