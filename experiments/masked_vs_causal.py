@@ -13,7 +13,8 @@ samples. The runs stay in --root.
 
 On your own text, use the sweep (docs/EXPERIMENTS.md, "The guide's
 experiments on your own text"): `lm-jax-sweep --config=char_tf
---config.data.path=my_text.txt --set=config=char_mlm,char_mlm:diffusion,char_tf`.
+--config.data.path=my_text.txt
+--set=config=char_mlm,char_mlm:diffusion,char_tf`.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ _WORKDIR = flags.DEFINE_string(
 _EQUAL_TIME = flags.DEFINE_float(
     "equal_time", None, "S: every member trains S training seconds "
     "(config.train.max_seconds=S: evaluations, compiling and start-up not "
-    "counted), or to its num_steps if that comes first; set num_steps "
-    "beyond what S reaches (the schedule spans num_steps).",
+    "counted), or to its num_steps if that comes first; a group's members "
+    "stop together. The schedule spans num_steps: set it near what S "
+    "reaches.",
     flag_values=FLAGS)
 _X = flags.DEFINE_enum(
     "x", "steps", ["steps", "seconds", "tokens"], "sweep.png's x axis for "
