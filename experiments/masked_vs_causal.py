@@ -10,6 +10,11 @@ experiments/results/masked_vs_causal.md: for each run its wall time, the
 masked-token loss and accuracy (masked runs), the val loss (the causal
 model's nats per character, the diffusion run's bound on them), and
 samples. The runs stay in --root.
+
+On your own text, use the sweep (docs/EXPERIMENTS.md, "The guide's
+experiments on your own text"): `lm-jax-sweep --config=char_tf
+--config.data.path=my_text.txt
+--set=config=char_mlm,char_mlm:diffusion,char_tf`.
 """
 
 from __future__ import annotations

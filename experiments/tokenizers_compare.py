@@ -12,6 +12,11 @@ characters of the held-out plays (eval_tokens = those characters' tokens),
 in bits per character, and samples about 300 characters at temperature 0.8.
 Also times training the BPE on the training plays (the median of 3).
 Writes `--out` (.md) and the same figures as .json beside it.
+
+On your own text, use the sweep (docs/EXPERIMENTS.md, "The guide's
+experiments on your own text"): `lm-jax-sweep --config=bpe_tf
+--config.data.path=my_text.txt --zip --set=data.tokenizer=char,word,bpe
+--set=data.vocab_size=256,8192,2048 --equal_time=45`.
 """
 
 from __future__ import annotations

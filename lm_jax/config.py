@@ -98,6 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 32
   c.train.seq_len = 128
   c.train.num_steps = 1500
+  # A budget of training seconds (evaluations, compiling and start-up not
+  # counted): the run stops at it, evaluated and saved, if num_steps has
+  # not stopped it first; 0: none. The schedule still spans num_steps.
+  c.train.max_seconds = 0.0
   c.train.learning_rate = 1e-3
   # "cosine", "wsd" (warmup, stable, linear decay over the last
   # decay_fraction of the steps) or "constant" (lm_jax/training/optimizers.py).
@@ -260,6 +264,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.train.batch_size ({t.batch_size}) must be divisible by "
         f"config.train.grad_accum_steps ({t.grad_accum_steps}); change either")
   _positive("config.train.learning_rate", t.learning_rate, (int, float))
+  max_seconds = t.get("max_seconds", 0.0)
+  if isinstance(max_seconds, bool) or not isinstance(
+      max_seconds, (int, float)) or not 0 <= max_seconds:
+    raise UserError(f"config.train.max_seconds must be >= 0 (0: no budget), "
+                    f"got {max_seconds!r}")
   if not 0 <= t.warmup_steps:
     raise UserError("config.train.warmup_steps must be >= 0")
   for name, choices in (("schedule", optimizers.SCHEDULES),

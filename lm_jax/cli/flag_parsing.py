@@ -166,3 +166,10 @@ def config_value(holder):
   except OSError as e:
     raise UserError(flag_error_message(e)) from None
   return config
+
+
+def config_overrides(fv: flags.FlagValues) -> dict:
+  """The `--config.KEY=V` overrides given: key (without `config.`) ->
+  value, typed as the config holds it."""
+  return {name[len("config."):]: fv[name].value for name in fv
+          if name.startswith("config.") and fv[name].present}

@@ -37,6 +37,17 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The sweep's directory: one run directory per member, "
     "results.md, results.json and sweep.png. An existing one is resumed.",
     flag_values=FLAGS)
+_EQUAL_TIME = flags.DEFINE_float(
+    "equal_time", None, "S: every member trains S training seconds "
+    "(config.train.max_seconds=S: evaluations, compiling and start-up not "
+    "counted), or to its num_steps if that comes first; a group's members "
+    "stop together. The schedule spans num_steps: set it near what S "
+    "reaches.",
+    flag_values=FLAGS)
+_X = flags.DEFINE_enum(
+    "x", "steps", ["steps", "seconds", "tokens"], "sweep.png's x axis for "
+    "the val curves: steps, training seconds or tokens seen.",
+    flag_values=FLAGS)
 _SHOW = flags.DEFINE_boolean(
     "show", False, "Print the members and the plan (groups, devices, "
     "estimated memory) and exit without training.", flag_values=FLAGS)
@@ -62,8 +73,11 @@ def sweep(argv: list[str]) -> int | None:
   workdir = pathlib.Path(_WORKDIR.value)
   sets = grid.parse_sets(_SET.value)
   config = flag_parsing.config_value(FLAGS["config"])
+  overrides = flag_parsing.config_overrides(FLAGS)
+  if _EQUAL_TIME.value is not None:
+    equal_time(config, overrides, sets, _EQUAL_TIME.value)
   members = grid.make_members(config.copy_and_resolve_references, sets,
-                              _ZIP.value, workdir)
+                              _ZIP.value, workdir, overrides)
   groups = plan.make_plan(members)
   print(plan.describe(groups))
   if _SHOW.value:
@@ -73,7 +87,8 @@ def sweep(argv: list[str]) -> int | None:
   try:
     with preemption.StopOnSignal() as stop:
       population.train_groups(groups, stop, started, report)
-    for path in results.write(members, workdir, command):
+    corpus = [f"group {g.index + 1}: {g.loaded.lines[0]}" for g in groups]
+    for path in results.write(members, workdir, command, corpus, _X.value):
       print(f"{path.suffix[1:]}: {path}")
   except preemption.Interrupted as e:
     print(f"stopped by signal at step {e.step}; every member is saved; "
@@ -93,16 +108,37 @@ class WriteFailed(UserError):
   skip_teardown = True
 
 
+def equal_time(config, overrides: dict, sets: list, seconds: float) -> None:
+  """--equal_time=S: config.train.max_seconds=S in the base config and in
+  every member's (an override); refused beside another budget."""
+  if not seconds > 0:
+    raise UserError(f"--equal_time={seconds:g}: give a positive number of "
+                    "training seconds, e.g. --equal_time=60")
+  if "train.max_seconds" in overrides or any(
+      k == "train.max_seconds" for k, _ in sets):
+    raise UserError("--equal_time sets config.train.max_seconds for every "
+                    "member: drop the other train.max_seconds")
+  config.train.max_seconds = float(seconds)
+  overrides["train.max_seconds"] = float(seconds)
+
+
 class Reporter:
   """Progress lines: the group, its members, the losses' range, elapsed
-  time and the ETA of the group and of the sweep (later groups estimated
-  at this group's seconds per member-step and device)."""
+  time and the ETA of the group and of the sweep: the groups still to
+  run, each estimated at this group's seconds per member-step and device,
+  plus this group's start (loading, compiling: from the end of the last
+  group to this one's first line)."""
 
   def __init__(self, groups, started: float):
     self.groups, self.started = groups, started
+    self.last = started  # when the last line was printed
+    self.start_s: dict[int, float] = {}  # a group's start-up seconds
 
   def __call__(self, group, step: int, records: list[dict],
                steps_per_s: float | None) -> None:
+    now = time.perf_counter()
+    self.start_s.setdefault(group.index, now - self.last)
+    self.last = now
     t = group.config.train
     m = len(group.members)
     losses = [r["loss"] for r in records]
@@ -115,13 +151,28 @@ class Reporter:
     parts.append(f"elapsed {progress.duration(time.perf_counter() - self.started)}")
     if steps_per_s:
       left = (t.num_steps - step) / steps_per_s
+      if t.get("max_seconds"):  # a budget: its seconds left, if sooner
+        trained = min(r.get("train_s", 0.0) for r in records)
+        left = min(left, max(t.max_seconds - trained, 0.0) * m / group.devices)
       per_member_step = group.devices / (steps_per_s * m)
-      later = sum(g.config.train.num_steps * len(g.members) / g.devices
-                  for g in self.groups[group.index + 1:]) * per_member_step
+      rest = self.groups[group.index + 1:]
+      later = sum(estimate_s(g, per_member_step) for g in rest)
+      later += len(rest) * self.start_s[group.index]
       parts.append(f"ETA group {progress.duration(left)}"
-                   + (f", sweep {progress.duration(left + later)}"
-                      if later else ""))
+                   + (f", sweep {progress.duration(left + later)} ("
+                      f"{len(rest)} more group(s) to run)" if rest else ""))
     print(" | ".join(parts), flush=True)
+
+
+def estimate_s(group, per_member_step: float) -> float:
+  """A group's training seconds at `per_member_step` seconds per member
+  step and device, or its budget of training seconds if that ends it
+  first."""
+  t = group.config.train
+  steps_s = t.num_steps * len(group.members) / group.devices * per_member_step
+  if t.get("max_seconds"):
+    return min(steps_s, t.max_seconds * len(group.members) / group.devices)
+  return steps_s
 
 
 def main(argv: list[str]) -> int:

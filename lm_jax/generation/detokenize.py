@@ -102,12 +102,14 @@ class Detokenizer:
       out += self._release(final=False)
     return out
 
-  def finish(self) -> list[Piece]:
+  def finish(self, cut_short: bool = True) -> list[Piece]:
     """Ends the stream: the rest of the text, bytes of a character cut short
-    shown as U+FFFD (they belong to the last token)."""
+    shown as U+FFFD (they belong to the last token); left out if not
+    `cut_short` (the command line's text: a length limit that ends inside
+    a character shows no half of it)."""
     if self.stopped:
       return []
-    rest = self.utf8.decode(b"", final=True)
+    rest = self.utf8.decode(b"", final=True) if cut_short else ""
     if rest:
       self.pending[-1] = self.pending[-1]._replace(
           text=self.pending[-1].text + rest)
@@ -144,7 +146,8 @@ class Detokenizer:
 
 
 def detokenize(tokenizer, ids: Ids, prompt: Ids = (),
-               stops: Sequence[str] = ()) -> str:
-  """The whole text of `ids` after `prompt`, cut at the first stop string."""
+               stops: Sequence[str] = (), cut_short: bool = True) -> str:
+  """The whole text of `ids` after `prompt`, cut at the first stop string
+  (`cut_short`: as `Detokenizer.finish`)."""
   text = Detokenizer(tokenizer, prompt, stops)
-  return "".join(p.text for p in text.add(ids) + text.finish())
+  return "".join(p.text for p in text.add(ids) + text.finish(cut_short))

@@ -349,7 +349,8 @@ def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
   contains `stop`, which is left out. `on_text` receives the first sample's
   new text as it is produced (for streaming to a terminal): whole
   characters, and none that could be the start of `stop` until it is known
-  not to be (`detokenize.Detokenizer`). Get the ids with
+  not to be (`detokenize.Detokenizer`); a character the length limit cuts
+  short is left out, never shown as U+FFFD. Get the ids with
   `tokenizers.encode_prompt`.
   """
   if num_samples <= 0:
@@ -371,7 +372,7 @@ def generate_text(params, model: nn.Module, tokenizer, prompt: np.ndarray,
     if all(t.stopped for t in texts):
       break
   for i, text in enumerate(texts):
-    rest = text.finish()
+    rest = text.finish(cut_short=False)  # no half character at the end
     if rest:
       take(i, rest)
   return ["".join(p) for p in parts]

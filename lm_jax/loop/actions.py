@@ -107,7 +107,8 @@ class LogStep(Action):
       record = dict(step=step, loss=float(metrics["loss"][i, -1]),
                     lr=float(optimizers.lr_schedule(m.config.train)(step - 1)),
                     grad_norm=float(metrics["grad_norm"][i, -1]),
-                    elapsed_s=m.clock.elapsed())
+                    elapsed_s=m.clock.elapsed(),
+                    train_s=m.clock.train_s)
       if rate:
         record["tokens_per_s"] = rate * t.batch_size * t.seq_len
       if skipped is not None:
@@ -211,7 +212,8 @@ def evaluate_and_save(stepper: Stepper, member: Member,
   params = optimizers.eval_params(state.params, state.opt_state)
   record, lines, texts = stepper.task.evaluate(
       params, stepper.model, stepper.loaded, step, member.config)
-  record.update(elapsed_s=clock.eval_started, eval_s=clock.eval_s)
+  record.update(elapsed_s=clock.eval_started, eval_s=clock.eval_s,
+                train_s=clock.train_s)
   # The record only once its checkpoint is committed: a failed save (a full
   # disk) leaves no val record of a checkpoint that does not exist.
   checkpoints.save(member.mngr, step, state, record["val_loss"],

@@ -35,6 +35,9 @@ class Stepper(Protocol):
   step: int  # every member's step
   compiling: str  # the phase printed before the first chunk
   evaluating: str  # the phase printed before the members' evaluations
+  # The part of a chunk's wall seconds that is one member's training time
+  # (its clock's train_s): 1 alone; less where members share a device.
+  share: float
 
   def advance(self, count: int, dispatched: Callable | None = None) -> dict:
     """`count` steps of every member; their metrics on the host, (M, count).
@@ -55,6 +58,7 @@ class Lone:
   of steps is one call of `steps.train_steps`."""
   compiling = "compiling the train step"
   evaluating = "evaluating"
+  share = 1.0
 
   def __init__(self, run: Setup, clock: Clock):
     self.run, self.state, self.step = run, run.state, int(run.state.step)

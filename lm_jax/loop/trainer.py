@@ -22,9 +22,10 @@ import ml_collections
 
 from lm_jax.loop import actions as actions_lib
 from lm_jax.loop import preemption
-from lm_jax.loop.clock import Clock, Meter
+from lm_jax.loop.clock import Clock, Meter, StepTimer
 from lm_jax.loop.setup import set_up
 from lm_jax.loop.stepper import Lone, Stepper
+from lm_jax.tasks.base import NEXT_TOKEN_METRIC
 from lm_jax.views import progress
 
 
@@ -68,6 +69,12 @@ def actions_for(train: ml_collections.ConfigDict, meter: Meter,
           actions_lib.StopIfAsked(stop)]
 
 
+def trained_s(stepper: Stepper) -> float:
+  """The training seconds of the members (those of a population are
+  equal: they step together)."""
+  return min(m.clock.train_s for m in stepper.members)
+
+
 def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
                meter: Meter, stop_at: int | None = None,
                clock: Clock | None = None) -> None:
@@ -79,6 +86,11 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
   """
   t = stepper.config.train
   step, end = stepper.step, min(t.num_steps, stop_at or t.num_steps)
+  budget, timer = float(t.get("max_seconds", 0.0)), StepTimer(stepper.share)
+  if budget and step < end and trained_s(stepper) >= budget:
+    print(f"the budget of {budget:g} training seconds was spent at step "
+          f"{step} (config.train.max_seconds): nothing more to train")
+    end = step
   compiled = False
   while step < end:
     if not compiled:
@@ -88,11 +100,26 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
     dispatched = None
     if clock is not None and not compiled:
       dispatched = lambda: clock.mark("first step")  # noqa: E731
+    began = time.perf_counter()
     metrics = stepper.advance(count, dispatched)
+    spent = timer.seconds(count, time.perf_counter() - began, not compiled)
+    for member in stepper.members:
+      member.clock.train_s += spent
     step = stepper.step
+    if step >= end:  # the first chunk was the only one: as measured
+      spent = timer.left_over()
+      for member in stepper.members:
+        member.clock.train_s += spent
+    if budget and step < end and trained_s(stepper) >= budget:
+      print(f"budget reached: {trained_s(stepper):.1f} training seconds at "
+            f"step {step} (config.train.max_seconds={budget:g}); evaluating "
+            "and saving there", flush=True)
+      end = step
     if not compiled:  # time from here: the first call was mostly compiling
       meter.restart(step)
       compiled = True
+      if clock is None:  # a population (a lone run's start-up line says it)
+        progress.took(stepper.compiling, time.perf_counter() - began)
       if clock is not None:
         print(progress.startup_line(clock.marks))
     for action in actions:
@@ -100,5 +127,7 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
         action(stepper, step, metrics)
   if clock is not None:
     seconds = meter.elapsed() if compiled else None
-    print(progress.run_summary(stepper.workdir, step, t.num_steps,
-                               t.batch_size * t.seq_len, seconds))
+    metric = stepper.task.metric(stepper.config)
+    print(progress.run_summary(
+        stepper.workdir, step, t.num_steps, t.batch_size * t.seq_len,
+        seconds, "" if metric == NEXT_TOKEN_METRIC else metric))

@@ -65,6 +65,8 @@ class Served:
     self.run, self.name, self.settings = run, name, settings
     self.model, self.tokenizer = run.model, run.tokenizer
     self.task = tasks.task_of(run.model)
+    # The page's default prompt: from the run's own text (as the CLI hint).
+    self.example_prompt = self.task.example(run.config, run.tokenizer)
     self.replies = tasks.Can.REPLY in self.task.can  # written whole
     self.unmasks = tasks.Can.FILL in self.task.can  # no left-to-right decoding
     self.engine: engine.Engine | None = None
@@ -369,7 +371,7 @@ async def playground(request, served: Served):
       "model": served.name, "kind": served.model.kind,
       "task": served.model.task, "context_length": served.model.context_length,
       "max_tokens": served.settings.max_tokens,
-      "example_prompt": served.task.example_prompt,
+      "example_prompt": served.example_prompt,
       "can": [c.name.lower() for c in tasks.Can if c in served.task.can],
       "blank": tasks.UnmaskOptions().blank, "step": served.run.step})
 

@@ -4,7 +4,9 @@ each member's config, and the groups that share one program.
 A KEY is a config path as the overrides write it (`train.learning_rate`,
 `model.num_layers`, `seed`), or `config`: a shipped config by name
 (`char_lstm:smoke`), whose values start each member from that config.
-Every check here runs before anything is written or compiled.
+`--config.KEY=V` overrides (`overrides`) apply to every member, whatever
+its base config: after the member's config is loaded, before its `--set`
+values. Every check here runs before anything is written or compiled.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ def parse_sets(args: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def load_named_config(name: str) -> ml_collections.ConfigDict:
-  """A shipped config by name (`char_tf:smoke`) or a config file path."""
+  """A shipped config by name (`char_tf:smoke`) or a config file path; a
+  file that is no config (not Python, no get_config, one that raises) is
+  a UserError of one line."""
+  fix = "name a shipped config or a file with get_config(), e.g. char_tf:smoke"
   path, _, variant = config_lib.resolve_config(name).partition(":")
   if not pathlib.Path(path).is_file():
     raise UserError(f"--set=config={name}: no such config; use one of "
@@ -81,13 +86,51 @@ def load_named_config(name: str) -> ml_collections.ConfigDict:
       f"_sweep_config_{pathlib.Path(path).stem}", path)
   if spec is None or spec.loader is None:
     raise UserError(f"--set=config={name}: {path} cannot be loaded as "
-                    "Python; name a config file (.py)")
+                    f"Python; {fix}")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
   try:
-    return module.get_config(variant)
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f"--set=config={name}: {path} is not valid Python "
+                    f"(line {e.lineno}: {e.msg}); {fix}") from None
+  except Exception as e:  # noqa: BLE001 (the learner's file: any error)
+    raise UserError(f"--set=config={name}: {path} failed to load "
+                    f"({type(e).__name__}: {e}); {fix}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise UserError(f"--set=config={name}: {path} has no get_config(); "
+                    f"{fix}")
+  try:
+    config = module.get_config(variant)
   except ValueError as e:
     raise UserError(f"--set=config={name}: {e}") from None
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f"--set=config={name}: get_config({variant!r}) raised "
+                    f"{type(e).__name__}: {e}; {fix}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f"--set=config={name}: get_config() returned a "
+                    f"{type(config).__name__}, not a ConfigDict; {fix}")
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict,
+                    member: str) -> None:
+  """`overrides` (`--config.KEY=V`: key -> value, typed by the base
+  config) set in a member's `config`; a key it lacks is one line naming
+  the member."""
+  for key, value in overrides.items():
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise UserError(
+            f"member {member}: --config.{key} does not apply, its config "
+            f"has no key {key}; drop the override or sweep configs that "
+            "have it")
+      node = node[part]
+    try:
+      config.update_from_flattened_dict({key: value})
+    except (TypeError, ValueError) as e:
+      raise UserError(f"member {member}: --config.{key}={value!r}: "
+                      f"{e}") from None
 
 
 def typed(config: ml_collections.ConfigDict, key: str, text: str):
@@ -136,9 +179,11 @@ def member_dirname(texts: dict, names: dict) -> str:
 
 def make_members(base: Callable[[], ml_collections.ConfigDict],
                  sets: list[tuple[str, list[str]]], zipped: bool,
-                 workdir: pathlib.Path) -> list[Member]:
+                 workdir: pathlib.Path,
+                 overrides: dict | None = None) -> list[Member]:
   """Every member: the grid of the lists (or their zip), each a validated
-  config (`base()` a fresh copy of the base config)."""
+  config (`base()` a fresh copy of the base config, its `overrides`
+  applied; a member of another base config gets them applied too)."""
   keys = [k for k, _ in sets]
   lists = [v for _, v in sets]
   if zipped:
@@ -155,8 +200,12 @@ def make_members(base: Callable[[], ml_collections.ConfigDict],
   members = []
   for combo in combos:
     texts = dict(zip(keys, combo))
-    config = (load_named_config(texts[CONFIG_KEY]) if CONFIG_KEY in texts
-              else base())
+    name = member_dirname({k: texts[k] for k in named}, names)
+    if CONFIG_KEY in texts:
+      config = load_named_config(texts[CONFIG_KEY])
+      apply_overrides(config, overrides or {}, name)
+    else:
+      config = base()
     values = {}
     for key, text in texts.items():
       if key == CONFIG_KEY:
@@ -164,7 +213,6 @@ def make_members(base: Callable[[], ml_collections.ConfigDict],
         continue
       values[key] = typed(config, key, text)
       config.update_from_flattened_dict({key: values[key]})
-    name = member_dirname({k: texts[k] for k in named}, names)
     try:
       config_lib.validate(config)
     except UserError as e:

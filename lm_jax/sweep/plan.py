@@ -136,9 +136,9 @@ def make_plan(members: list[grid.Member]) -> list[Group]:
   memory, where = machine_bytes()
   for i, group in enumerate(grid.make_groups(members)):
     config = group[0].config
-    progress.phase(f"group {i + 1}: loading the corpus")
     task = tasks.task_for(config)
-    loaded = task.load(config, group[0].workdir)
+    with progress.timed(f"group {i + 1}: loading the corpus and tokenizing"):
+      loaded = task.load(config, group[0].workdir)
     for m in group[1:]:
       rundir.check_resumable(m.workdir, m.config, loaded.tokenizer)
     model = make_model(config.model, loaded.tokenizer.vocab_size)
@@ -179,6 +179,25 @@ def describe(groups: list[Group]) -> str:
         f"{gib(g.member_bytes)} per member, {gib(g.total_bytes)} in all")
     lines.append(f"  members differ in: {', '.join(varies)}"
                  + (f"; share {', '.join(shared)}" if shared else ""))
+    lines.extend(f"  {line}" for line in g.loaded.lines)  # what it trains on
+    idle = jax.device_count() - g.devices
+    if idle:
+      lines.append(f"  {idle} of {jax.device_count()} device(s) sit idle "
+                   f"while this group trains (its {m} member(s) split over "
+                   f"{g.devices}); more members per group use them")
     for member in g.members:
       lines.append(f"  {member.workdir}")
+  lines.append(saves())
   return "\n".join(lines)
+
+
+def saves() -> str:
+  """What training members as one population saves on this machine."""
+  if jax.default_backend() == "cpu":
+    return ("on this CPU a sweep saves start-up and compiling (one program "
+            "per group, not per member); it does not save per-member "
+            "compute: members of a group take turns on their core, each "
+            "about as slow as alone (docs/EXPERIMENTS.md)")
+  return ("on this accelerator a sweep saves start-up and compiling, and a "
+          "device's members step together, using more of the chip than one "
+          "small model alone")

@@ -154,11 +154,15 @@ class Population:
         for m in members]), sharding)  # (M,): each its lone run's seed key
     self.tokens = jax.device_put(group.loaded.train, NamedSharding(
         sharding.mesh, P()))
+    per_device = len(members) // group.devices
+    # Members step one at a time on a device (CPU) or together: each one's
+    # part of the wall seconds.
+    self.share = members_at_once(per_device) / per_device
     self.program = functools.partial(
         population_steps, train=static_train(t), batch_size=t.batch_size,
         seq_len=t.seq_len, num_steps=t.steps_per_call,
         grad_accum_steps=t.grad_accum_steps, sharding=sharding,
-        batch=members_at_once(len(members) // group.devices))
+        batch=members_at_once(per_device))
 
   def advance(self, count: int, dispatched: Callable | None = None) -> dict:
     whole = count == self.config.train.steps_per_call

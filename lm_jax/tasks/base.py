@@ -21,6 +21,9 @@ from lm_jax.runs import rundir
 from lm_jax.training import steps
 
 
+NEXT_TOKEN_METRIC = "nats per token (next token)"  # a language model's
+
+
 class Loaded(NamedTuple):
   """A task's data: the tokenizer, the training data the train steps draw
   batches from (an array pytree, put on device), what evaluation reads,
@@ -75,6 +78,12 @@ class Task(abc.ABC):
   does = ""  # what the model does to a phrase, for the prompt loop's help
   example_prompt = ""
   sample_flags = ""  # the sampling the "sample with" hint suggests
+
+  def metric(self, config) -> str:
+    """What its val loss measures, in words (its lines, the summary and a
+    sweep's table name it): nats per token of the next-token prediction,
+    unless the task says otherwise."""
+    return NEXT_TOKEN_METRIC
 
   @abc.abstractmethod
   def example(self, config, tokenizer) -> str:

@@ -119,6 +119,16 @@ class MaskedTask(Task):
   def __init__(self, options: UnmaskOptions = UnmaskOptions()):
     self.options = options
 
+  def metric(self, config) -> str:
+    """bert: nats per hidden token (character) at its masking rate, not
+    comparable with a causal model's nats per token; diffusion: a bound
+    on the text's nats per token."""
+    t = config.train
+    if t.mask_scheme == "diffusion":
+      return "nats per token, a bound (masked diffusion)"
+    unit = "character" if config.data.tokenizer == "char" else "token"
+    return f"nats per hidden {unit}, at masking rate {t.mask_rate:g}"
+
   def with_options(self, options: UnmaskOptions) -> MaskedTask:
     return MaskedTask(options)
 
@@ -166,8 +176,13 @@ class MaskedTask(Task):
                   val_masked_bpc=sums["nats"] / (sums["chars"] * math.log(2)),
                   val_acc=sums["right"] / sums["hidden"],
                   val_top5=sums["right5"] / sums["hidden"])
-    line = (f"eval step {step} | masked loss {masked_loss:.4f} nats "
-            f"({record['val_masked_bpc']:.4f} bpc) | acc "
+    unit = "character" if config.data.tokenizer == "char" else "token"
+    line = (f"eval step {step} | masked loss {masked_loss:.4f} nats per "
+            f"hidden {unit}"
+            + (f", at masking rate {config.train.mask_rate:g}"
+               if val["scheme"] != "diffusion" else "")
+            + f" ({record['val_masked_bpc']:.4f} bits per hidden character)"
+            " | acc "
             f"{record['val_acc']:.2%} top-5 {record['val_top5']:.2%}")
     if val["scheme"] == "diffusion":
       record["val_bound"] = sums["bound"] / tokens

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.data import pairs, tokenizers
+from lm_jax.data import corpus, pairs, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import beam as beam_lib
 from lm_jax.generation import interactive, replies, sampling
@@ -32,6 +32,23 @@ def pair_scores(params, model, src, tgt) -> dict:  # (B, S), (B, T + 1)
   return dict(nats=sums.nats, right=right.sum(), targets=sums.weight)
 
 
+def english_only_note(data, train: list) -> str:
+  """A line when the pairs mix in swap_persons, which swaps English
+  pronouns only (I/you, my/your), on a text that does not look English
+  (under half its letters Latin): there its pairs are mostly copies."""
+  if data.get("pairs_file") or "swap_persons" not in pairs.parse_mix(
+      data.pairs):
+    return ""
+  letters = [c for prompt, _ in train[:2000] for c in prompt if c.isalpha()]
+  latin = sum(c.isascii() for c in letters) / max(len(letters), 1)
+  if latin >= 0.5:
+    return ""
+  return (f"note: swap_persons swaps English pronouns only (I/you, "
+          f"my/your); this text's letters are {1 - latin:.0%} non-Latin, so "
+          "its swap_persons pairs are copies: choose copy, reverse or "
+          "reverse_words (docs/SEQ2SEQ.md)")
+
+
 class PairsTask(Task):
   """Replies to prompts (`lm_jax.data.pairs`): val loss and bits per character
   of the replies, token accuracy (teacher-forced) and exact match of the
@@ -45,13 +62,21 @@ class PairsTask(Task):
   sample_flags = "--temperature=0"
 
   def example(self, config, tokenizer) -> str:
-    """The hint's prompt: example_prompt where the run's vocabulary spells
-    it and it fits the encoder, else the first training pair's prompt."""
+    """The hint's prompt: on the learner's own lines or pairs the first
+    held-out pair's prompt; on the built-in plays example_prompt where
+    the vocabulary spells it and it fits the encoder (else the first
+    training pair's prompt)."""
+    d = config.data
+    own = d.get("pairs_file") or (d.path and d.path != corpus.BUILTIN)
     fits = len(tokenizer.encode(self.example_prompt)
                ) <= config.model.max_source_len
-    if fits and spells(tokenizer, self.example_prompt):
+    if not own and fits and spells(tokenizer, self.example_prompt):
       return self.example_prompt
-    first = pairs.load_pairs(config.data, config.seed).train[0][0]
+    try:
+      splits = pairs.load_pairs(d, config.seed)
+    except (UserError, OSError):  # a run moved away from its text
+      return self.example_prompt
+    first = (splits.val if own else splits.train)[0][0]
     return opening(first, words=len(first.split()),
                    chars=config.model.max_source_len)
 
@@ -78,12 +103,15 @@ class PairsTask(Task):
     n = min(len(src), config.train.eval_pairs)
     n = max(n // B * B, min(B, len(src)))
     val = dict(src=src[:n], tgt=tgt[:n])
-    lines = (f"pairs: {splits.source}: {len(arrays['train'][0]):,} train / "
-             f"{len(src):,} val pairs ({n:,} evaluated), vocab "
-             f"{tokenizer.vocab_size}",
-             splits.skipped.line("reading pairs"),
-             skipped["train"].line("train pairs"),
-             skipped["val"].line("val pairs"))
+    lines: tuple[str, ...] = (
+        f"pairs: {splits.source}: {len(arrays['train'][0]):,} train / "
+        f"{len(src):,} val pairs ({n:,} evaluated), vocab "
+        f"{tokenizer.vocab_size}",
+        splits.skipped.line("reading pairs"),
+        skipped["train"].line("train pairs"),
+        skipped["val"].line("val pairs"))
+    note = english_only_note(d, splits.train)
+    lines += (note,) if note else ()
     return Loaded(tokenizer, arrays["train"], val, lines)
 
   def evaluate(self, params, model, loaded: Loaded, step: int, config

@@ -12,7 +12,7 @@ import numpy as np
 
 from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling
+from lm_jax.generation import detokenize, interactive, sampling
 from lm_jax.runs import rundir
 from lm_jax.tasks.base import (bits_per_char, Can, encode_splits, Loaded,
                                opening, refuse_beam, spells, Task)
@@ -39,14 +39,25 @@ class TextTask(Task):
   sample_flags = ""
 
   def example(self, config, tokenizer) -> str:
-    """The hint's prompt: example_prompt where the run's vocabulary spells
-    it, else the start of the first line of its training text."""
-    if spells(tokenizer, self.example_prompt):
+    """The hint's prompt (the sample command's, the page's default): on
+    the learner's own text the start of its first validation line (else
+    training line) that the vocabulary spells; on the built-in plays
+    example_prompt. example_prompt too where the text is no longer there."""
+    own = config.data.path and config.data.path != corpus.BUILTIN
+    if not own and spells(tokenizer, self.example_prompt):
       return self.example_prompt
-    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                              tuple(config.data.val_plays)).train
-    line = next((l for l in text.splitlines() if l.strip()), "")
-    return opening(line) or self.example_prompt
+    try:
+      text = corpus.load_corpus(config.data.path, config.data.val_fraction,
+                                tuple(config.data.val_plays))
+    except (UserError, OSError):  # a run moved away from its text
+      return self.example_prompt
+    # The validation text's first line may start mid-line: from its second.
+    for lines in (text.val.splitlines()[1:], text.train.splitlines()):
+      for line in lines[:1000]:
+        start = opening(line)
+        if start and spells(tokenizer, start):
+          return start
+    return self.example_prompt
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
@@ -110,7 +121,9 @@ class TextTask(Task):
       prompt = tokenizer.encode(t.sample_prompt)[None, :]
       ids = sampling.generate(params, model, jnp.asarray(prompt),
                               jax.random.key(step), opts)
-      texts["sample"] = tokenizer.decode(np.concatenate([prompt[0], ids[0]]))
+      # Whole characters: none cut short by sample_tokens (U+FFFD).
+      texts["sample"] = tokenizer.decode(prompt[0]) + detokenize.detokenize(
+          tokenizer, ids[0], prompt[0], cut_short=False)
     return record, lines, texts
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,

@@ -9,10 +9,12 @@ summary at the end, also when a finished run is started again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shutil
 import subprocess
+import time
 
 from lm_jax.runs.metrics import METRICS_FILE
 
@@ -25,6 +27,25 @@ def duration(seconds: float) -> str:
 def phase(text: str) -> None:
   """One line before a phase that prints nothing for a while."""
   print(f"{text} ...", flush=True)
+
+
+LONG_PHASE_S = 2.0  # a phase this long also says how long it took
+
+
+@contextlib.contextmanager
+def timed(text: str):
+  """`phase(text)`, and once done, if it took LONG_PHASE_S or more, a
+  line saying how long."""
+  phase(text)
+  began = time.perf_counter()
+  yield
+  took(text, time.perf_counter() - began)
+
+
+def took(text: str, seconds: float) -> None:
+  """`text: done in 12.3 s`, for a phase of LONG_PHASE_S or more."""
+  if seconds >= LONG_PHASE_S:
+    print(f"{text}: done in {seconds:.1f} s", flush=True)
 
 
 # What each start-up phase (lm_jax/loop/clock.py: Clock.mark) covers.
@@ -76,12 +97,16 @@ def best_eval(workdir: str | pathlib.Path) -> dict | None:
 
 
 def run_summary(workdir: str | pathlib.Path, step: int, num_steps: int,
-                tokens_per_step: int, seconds: float | None) -> str:
+                tokens_per_step: int, seconds: float | None,
+                metric: str = "") -> str:
   """Wall time (of this process; None: trained nothing), the best val loss
-  and its step, and the tokens seen."""
+  and its step, and the tokens seen. `metric`: what the val loss measures,
+  where it is not nats per token of the next token (a masked model's)."""
   best = best_eval(workdir)
-  found = (f"best val loss {best['val_loss']:.4f} nats/token "
-           f"({best['val_bpc']:.4f} bpc"
+  unit, bpc = (metric, "bits per hidden character" if "hidden" in metric
+               else "bits per character") if metric else ("nats/token", "bpc")
+  found = (f"best val loss {best['val_loss']:.4f} {unit} "
+           f"({best['val_bpc']:.4f} {bpc}"
            + (f", exact match {best['val_exact_match']:.2%}"
               if "val_exact_match" in best else "")  # pairs (lm_jax.tasks)
            + f") at step {best['step']}" if best else "no evaluation yet")

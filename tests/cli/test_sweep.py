@@ -139,3 +139,97 @@ def test_a_member_folder_name_too_long_is_refused(tmp_path):
   long.write_text("some text to train on\n" * 200)
   out = run_cli(*_tiny(tmp_path / "s", f"data.path={long},{long}2"))
   refused(out, "folder name is", "more than the 255")
+
+
+def learner_text(tmp_path):
+  """A small text of the learner's own (not the built-in plays)."""
+  path = tmp_path / "own.txt"
+  path.write_text("".join(f"строка {i}: кот и пёс идут домой.\n"
+                          for i in range(600)))
+  return path
+
+
+def member_configs(workdir):
+  import json
+  return {p.parent.name: json.loads(p.read_text())
+          for p in sorted(workdir.glob("*/config.json"))}
+
+
+@pytest.mark.slow
+def test_overrides_reach_every_member_of_other_base_configs(tmp_path):
+  """The learner's command shape: --config.data.path with a --set over
+  base configs (each loaded afresh) reaches every member."""
+  text, workdir = learner_text(tmp_path), tmp_path / "s"
+  out = run_cli("--config=char_tf:smoke", f"--config.data.path={text}",
+                "--config.train.sample_tokens=0", f"--workdir={workdir}",
+                "--zip", "--set=config=char_lstm:smoke,char_tf:smoke",
+                "--set=train.num_steps=2,3")
+  assert out.returncode == 0, out.stderr
+  # Each group says what it trains on: the learner's text.
+  assert out.stdout.count(f"corpus: {text}") == 2, out.stdout
+  configs = member_configs(workdir)
+  assert len(configs) == 2
+  for name, config in configs.items():
+    assert config["data"]["path"] == str(text), name
+    assert config["train"]["sample_tokens"] == 0, name
+  assert {c["model"]["kind"] for c in configs.values()} == {"lstm",
+                                                           "transformer"}
+  results = (workdir / "results.md").read_text()
+  assert f"corpus: {text}" in results
+  # One seed per setting: the best named, no spread claimed.
+  assert "with one seed per setting no spread is known" in results
+
+
+def test_an_override_a_member_lacks_is_one_line(tmp_path):
+  out = run_cli("--config=char_tf:smoke", "--config.model.num_heads=2",
+                f"--workdir={tmp_path / 's'}",
+                "--set=config=char_lstm:smoke,char_tf:smoke", "--show")
+  refused(out, "member config=char_lstm-smoke", "--config.model.num_heads",
+          "no key model.num_heads")
+  assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("x = 1\n", "has no get_config()"),
+    ("def get_config(arg=''):\n  raise RuntimeError('boom')\n",
+     "raised RuntimeError: boom"),
+    ("def get_config(arg=''):\n  return (\n", "is not valid Python"),
+    ("import no_such_module_here\n", "failed to load"),
+])
+def test_a_set_config_that_is_no_config_is_one_line(tmp_path, source,
+                                                    fragment):
+  bad = tmp_path / "bad.py"
+  bad.write_text(source)
+  out = run_cli("--config=char_tf:smoke", f"--workdir={tmp_path / 's'}",
+                f"--set=config=char_tf:smoke,{bad}", "--show")
+  refused(out, f"--set=config={bad}", fragment)
+
+
+def test_the_eta_counts_the_groups_still_to_run(capsys, monkeypatch):
+  import types
+  from lm_jax import config as config_lib
+  def group(index, members, num_steps):
+    c = config_lib.base_config()
+    c.train.num_steps = num_steps
+    return types.SimpleNamespace(index=index, members=[0] * members,
+                                 devices=1, config=c)
+  groups = [group(0, 1, 100), group(1, 1, 100), group(2, 2, 100)]
+  now = [10.0]
+  monkeypatch.setattr(sweep.time, "perf_counter", lambda: now[0])
+  report = sweep.Reporter(groups, started=0.0)
+  # The first line 10 s after the start (loading, compiling), 1 step/s.
+  report(groups[0], 50, [dict(loss=2.0)], 1.0)
+  line = capsys.readouterr().out
+  # 50 s left here; then 100 s and 2 x 100 s, each group 10 s to start.
+  assert "ETA group 0m50s, sweep 6m10s (2 more group(s) to run)" in line
+
+
+def test_show_says_idle_devices_and_what_a_sweep_saves(capsys, tmp_path):
+  import jax
+  assert sweep.main(["--config=char_tf:smoke", f"--workdir={tmp_path}",
+                     "--set=train.learning_rate=1e-3", "--show"]) == 0
+  out = capsys.readouterr().out
+  assert "a sweep saves start-up and compiling" in out
+  assert "corpus: builtin:shakespeare" in out
+  if jax.device_count() > 1:
+    assert "sit idle while this group trains" in out

@@ -89,3 +89,12 @@ def test_a_word_is_spaced_after_the_prompt_and_the_tokens_before():
   whole = tok.decode(list(prompt) + list(ids))
   assert detokenize(tok, ids, prompt) == whole[len(tok.decode(prompt)):]
   assert detokenize(tok, ids, prompt, stops=["art"]) == ", wherefore "
+
+
+def test_a_character_cut_short_by_the_end_is_left_out_for_the_terminal():
+  tok = Spelt(b"a", b"\xd0", b"\xbc")  # \xd0\xbc: м
+  assert detokenize(tok, [0, 1, 2, 0, 1]) == "aмa\ufffd"  # the server's
+  assert detokenize(tok, [0, 1, 2, 0, 1], cut_short=False) == "aмa"
+  text = Detokenizer(tok)
+  text.add([1])
+  assert _texts(text.finish(cut_short=False)) == [""]  # no half of one

@@ -238,3 +238,19 @@ def test_command_line_stop_and_seed(smoke_run):
   stop = out.stdout[6:8]  # two characters that occur in the sample
   cut = _sample(smoke_run, *args, f"--stop={stop}")
   assert cut.stdout == out.stdout[:out.stdout.index(stop, 4)] + "\n"
+
+
+def test_a_length_limit_inside_a_character_shows_no_replacement_character():
+  """The command line's text (generate_text) holds a character's bytes back
+  and leaves out the one the limit cuts short: never U+FFFD."""
+  class Spelt:  # byte-level: the model cycles a, \xd0, \xbc (\xd0\xbc: м)
+    byte_level, vocab_size = True, 3
+    token_bytes = staticmethod([b"a", b"\xd0", b"\xbc"].__getitem__)
+  tokenizer = Spelt()
+  model = Cycle(3)
+  params = {"unused": jnp.zeros(())}
+  pieces = []
+  texts = sampling.generate_text(
+      params, model, tokenizer, jnp.asarray([0]), jax.random.key(0),
+      SamplingOptions(max_new_tokens=4, temperature=0), on_text=pieces.append)
+  assert texts == ["мa"] and "".join(pieces) == "мa"

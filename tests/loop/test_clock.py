@@ -5,7 +5,7 @@ restart, on a fake perf_counter."""
 import pytest
 
 from lm_jax.loop import clock
-from lm_jax.loop.clock import Clock, Meter
+from lm_jax.loop.clock import Clock, Meter, StepTimer
 
 
 @pytest.fixture
@@ -24,14 +24,14 @@ def test_a_resumed_clock_adds_the_saved_time_and_counts_evaluations(now):
   with c.evaluating():
     now[0] = 103.0
     # A checkpoint saved while evaluating counts the evaluation so far.
-    assert c.saved() == {"elapsed_s": 63.0, "eval_s": 8.0}
+    assert c.saved() == {"elapsed_s": 63.0, "eval_s": 8.0, "train_s": 0.0}
   now[0] = 104.0
   c.mark("compile")
-  assert c.saved() == {"elapsed_s": 64.0, "eval_s": 8.0}
+  assert c.saved() == {"elapsed_s": 64.0, "eval_s": 8.0, "train_s": 0.0}
   assert c.marks == {"imports": 10.0, "compile": 14.0}
   older = Clock(started=100.0)
   older.resume({})  # a checkpoint of older code: nothing spent before
-  assert older.saved() == {"elapsed_s": 4.0, "eval_s": 0.0}
+  assert older.saved() == {"elapsed_s": 4.0, "eval_s": 0.0, "train_s": 0.0}
 
 
 def test_a_meter_counts_steps_per_second_since_its_restart(now):
@@ -42,3 +42,16 @@ def test_a_meter_counts_steps_per_second_since_its_restart(now):
   meter.restart(14)
   now[0] = 106.0
   assert meter.rate(16) == 0.5 and meter.elapsed() == 6.0
+
+
+def test_training_seconds_count_the_first_chunk_at_the_next_chunks_rate():
+  timer = StepTimer()
+  assert timer.seconds(4, 30.0, first=True) == 0.0  # mostly compiling
+  assert timer.seconds(8, 2.0, first=False) == 3.0  # its 4 steps at 0.25 s
+  assert timer.seconds(8, 2.0, first=False) == 2.0 and timer.left_over() == 0
+  alone = StepTimer(share=0.5)  # members sharing a device: half of each
+  alone.seconds(4, 3.0, first=True)
+  assert alone.left_over() == 1.5  # no chunk followed: as measured
+  restored = Clock(started=0.0)
+  restored.resume({"elapsed_s": 9.0, "eval_s": 1.0, "train_s": 6.5})
+  assert restored.train_s == 6.5 and restored.saved()["train_s"] == 6.5

@@ -41,6 +41,7 @@ class Stepper:
   """Members that only count steps; member i's loss becomes NaN from
   step `nan_from[i]` on (None: never)."""
   compiling, evaluating = "compiling the fake step", "evaluating the fakes"
+  share = 1.0
 
   def __init__(self, tmp_path, members=1, start=0, nan_from=(), **train):
     self.config = ml_collections.ConfigDict(dict(train=_train(**train)))

@@ -22,3 +22,16 @@ def test_member_devices_divide_the_members():
   assert plan.member_devices(8, 2) == 2
   assert plan.member_devices(3, 2) == 1
   assert plan.member_devices(6, 4) == 3
+
+
+def test_describe_says_idle_devices_the_corpus_and_what_a_sweep_saves(
+    tmp_path, monkeypatch):
+  ms = members(tmp_path, ["train.learning_rate=1e-3"])
+  loaded = type("Loaded", (), {"lines": ("corpus: own.txt: 10 tokens",)})()
+  group = plan.Group(0, ms, None, loaded, None, devices=1, member_bytes=2**20)
+  monkeypatch.setattr(plan.jax, "device_count", lambda: 2)
+  monkeypatch.setattr(plan.jax, "default_backend", lambda: "cpu")
+  text = plan.describe([group])
+  assert "  corpus: own.txt: 10 tokens" in text
+  assert "1 of 2 device(s) sit idle while this group trains" in text
+  assert "saves start-up and compiling" in text and "does not save" in text
