@@ -14,6 +14,7 @@ import pytest
 from lm_jax.loop import preemption, trainer
 from lm_jax.loop.clock import Clock, Meter
 from lm_jax.loop.setup import DIVERGED_FILE, Member
+from lm_jax.tasks.base import NEXT_TOKEN_METRIC
 
 from loop.conftest import Mngr, Recorder, State
 
@@ -52,7 +53,8 @@ class Stepper:
                     for i in range(members)]
     for m in self.members:
       m.workdir.mkdir()
-    self.task = types.SimpleNamespace(evaluate=self._evaluate)
+    self.task = types.SimpleNamespace(
+        evaluate=self._evaluate, metric=lambda config: NEXT_TOKEN_METRIC)
     self.loaded = self.model = None
 
   def advance(self, count, dispatched=None):
