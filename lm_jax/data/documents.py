@@ -24,7 +24,8 @@ import gzip
 import hashlib
 import json
 import pathlib
-from typing import BinaryIO, Iterator
+import typing
+from typing import IO, Iterator
 
 from lm_jax.errors import UserError
 
@@ -99,8 +100,10 @@ def total_bytes(source: Source) -> int:
   return sum(f.stat().st_size for f in source.files)
 
 
-def _open(path: pathlib.Path) -> BinaryIO:
-  return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+def _open(path: pathlib.Path) -> IO[bytes]:
+  if path.suffix == ".gz":
+    return typing.cast(IO[bytes], gzip.open(path, "rb"))
+  return path.open("rb")
 
 
 def _blocks(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:

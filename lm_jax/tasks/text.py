@@ -85,7 +85,8 @@ class TextTask(Task):
       tokenizer = tokenizers.build_tokenizer(d.tokenizer, text.train, **d)
       self._check(config, workdir, tokenizer)
       train_ids, val_ids = encode_splits(tokenizer, text, t)
-      train_chars, source, notes = len(text.train), text.source, ()
+      train_chars, source = len(text.train), text.source
+      notes: tuple[str, ...] = ()
     else:
       tokens = token_cache.load(d.path, d)
       tokenizer, train_ids, val_ids = tokens.tokenizer, tokens.train, tokens.val

@@ -82,8 +82,8 @@ class Stream:
     shape = (self.count, self.batch_size, self.seq_len + 1)
     data = jax.make_array_from_callback(
         shape, self.sharding,
-        lambda index: windows.read_windows(self.tokens, starts[index[:2]],
-                                           self.seq_len))
+        lambda index: windows.read_windows(
+            self.tokens, starts[tuple(index or ())[:2]], self.seq_len))
     return windows.Drawn(data, jax.device_put(reset, self.replicated),
                          jax.device_put(np.int32(first), self.replicated))
 
