@@ -176,15 +176,16 @@ def training_text(source: Source, plan: dict, limit: int | None) -> str:
 
 
 def _characters(source: Source, plan: dict) -> str:
-  """Every distinct character of the training text (vectorised)."""
-  codes = np.zeros(0, np.uint32)
+  """Every distinct character of the training text, in code point order
+  (vectorised: each piece's code points mark a table of them all)."""
+  present = np.zeros(0x110000, bool)
   for val, piece in split_pieces(source, plan):
     if val:
       break
     if piece:
-      codes = np.union1d(codes, np.frombuffer(
-          piece.encode("utf-32-le", "surrogatepass"), np.uint32))
-  return "".join(map(chr, codes.tolist()))
+      present[np.frombuffer(piece.encode("utf-32-le", "surrogatepass"),
+                            np.uint32)] = True
+  return "".join(map(chr, np.flatnonzero(present).tolist()))
 
 
 def _tokenizer(source: Source, content: str, plan: dict, data) -> tuple:

@@ -84,7 +84,8 @@ class Lone:
           rebuild_out=lambda names: jax.tree.structure(
               (state, dict.fromkeys(names, 0))))
     self.state, metrics = run.programs[whole](*args)
-    if isinstance(run.train_data, streaming.Stream):  # read while it trains
+    if isinstance(run.train_data, streaming.Stream) and \
+        self.step + count < t.num_steps:  # read the next while this trains
       run.train_data.prefetch(self.step + count)
     if dispatched is not None:
       dispatched()
