@@ -258,33 +258,62 @@ def _cut(text: str) -> int:
   return 0
 
 
+def _documents_ids(tokenizer, docs: list[str], eos: bool
+                   ) -> Iterator[np.ndarray]:
+  """The ids of whole documents, each followed by EOS_ID where `eos`:
+  many at a time (characters in one vectorised call, BPE through the
+  library's parallel batch encoding)."""
+  if tokenizer.kind == "char":
+    ids = tokenizer.encode("".join(docs))  # one id per character
+    if eos:
+      ids = np.insert(ids, np.cumsum([len(d) for d in docs]), EOS_ID)
+    yield ids
+    return
+  if isinstance(tokenizer, bpe.BPETokenizer):
+    short = [d for d in docs if len(d) <= bpe.CHUNK_CHARS]
+    encoded = iter(tokenizer.encode_batch(short))
+    parts = [next(encoded) if len(d) <= bpe.CHUNK_CHARS
+             else tokenizer.encode(d) for d in docs]
+  else:
+    parts = [tokenizer.encode(d) for d in docs]
+  end = [np.array([EOS_ID], np.int32)] if eos else []
+  yield np.concatenate([x for p in parts for x in (p, *end)] or
+                       [np.zeros(0, np.int32)])
+
+
 def _split_ids(tokenizer, pieces: Iterator[str | None], eos: bool
                ) -> Iterator[np.ndarray]:
   """The ids of a split's pieces, tokenized FLUSH_CHARS or so at a time
-  (BPE: in parallel, tokenizers' batch encoding) at places that leave the
-  tokens as one call on the whole would give them; EOS_ID after each
-  document where `eos`."""
-  buffer: list[str] = []
-  size = 0
+  at places that leave the tokens as one call on the whole would give
+  them; EOS_ID after each document where `eos`."""
+  docs: list[str] = []  # whole documents waiting, `waiting` characters
+  current: list[str] = []  # the pieces of the document being read
+  waiting = size = 0
   for piece in pieces:
     if piece is None:
-      if buffer:
-        yield tokenizer.encode("".join(buffer))
-        buffer, size = [], 0
-      if eos:
-        yield np.array([EOS_ID], np.int32)
+      docs.append("".join(current))
+      waiting += size
+      current, size = [], 0
+      if waiting >= FLUSH_CHARS:
+        yield from _documents_ids(tokenizer, docs, eos)
+        docs, waiting = [], 0
       continue
-    buffer.append(piece)
+    current.append(piece)
     size += len(piece)
-    if size >= FLUSH_CHARS:
-      text = "".join(buffer)
+    if size >= FLUSH_CHARS:  # a long document: its head goes now
+      if docs:
+        yield from _documents_ids(tokenizer, docs, eos)
+        docs, waiting = [], 0
+      text = "".join(current)
       cut = len(text) if tokenizer.kind == "char" else _cut(text)
       if cut:
         yield tokenizer.encode(text[:cut])
         text = text[cut:]
-      buffer, size = [text], len(text)
-  if buffer:
-    yield tokenizer.encode("".join(buffer))
+      current, size = [text], len(text)
+  if docs:
+    yield from _documents_ids(tokenizer, docs, eos)
+  if current:  # the text after a cut (a split of one document)
+    yield tokenizer.encode("".join(current))
 
 
 class _Progress:

@@ -129,3 +129,19 @@ def test_one_document_cannot_be_split(tmp_path):
   path.write_text('{"text": "only one"}\n')
   with pytest.raises(UserError, match="holds one document"):
     _quiet(path, _data())
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_documents_batched_as_one_by_one(tmp_path, monkeypatch, kind):
+  """Documents tokenized many at a time, long ones in pieces: the ids of
+  each on its own, then EOS_ID."""
+  monkeypatch.setattr(token_cache, "FLUSH_CHARS", 300)
+  (tmp_path / "c").mkdir()
+  docs = [corpus_text()[i * 97:(i + 1) * 97 + i * i * 40] for i in range(12)]
+  for i, doc in enumerate(docs):
+    (tmp_path / "c" / f"{i:02d}.txt").write_text(doc)
+  tokens, _ = _quiet(tmp_path / "c", _data(tokenizer=kind, vocab_size=300))
+  want = np.concatenate([np.append(tokens.tokenizer.encode(d), EOS_ID)
+                         for d in docs])
+  np.testing.assert_array_equal(np.concatenate([tokens.train, tokens.val]),
+                                want)
