@@ -7,7 +7,8 @@ one-step smoke run at several corpus sizes (docs/DATA.md).
 
 Each size is tinyshakespeare repeated to that many MB in a temporary
 folder, trained for one step of `configs/char_tf.py:smoke` twice, each
-run a fresh process and run directory:
+run a fresh process and run directory (after one run at 1 MB, not
+counted, that warms the compilation caches):
 
   cold   an empty token cache ($LM_JAX_CACHE): the corpus is read, the
          tokenizer built, the ids written (the "token cache: tokenized
@@ -110,6 +111,11 @@ def render(rows: list[dict], args) -> str:
         f"{warm['peak_rss_gb']:.2f} | {cold.get('tokenize_mb_s', 0):.1f} | "
         f"{cold.get('startup_s', 0):.2f} ({cold.get('data_s', 0):.2f}) | "
         f"{warm.get('startup_s', 0):.2f} ({warm.get('data_s', 0):.2f}) |")
+  lines += ["", "Peak memory is the whole process's (JAX, the model, the "
+            "compiled step); a one-step run before these, not counted, warms "
+            "the compilation caches. Rows at 1 GB and 5 GB wait for a quiet "
+            "machine: `python experiments/data_scale.py "
+            "--sizes_mb=11,1000,5000`."]
   return "\n".join(lines) + "\n"
 
 
@@ -126,6 +132,11 @@ def main() -> None:
   rows = []
   with tempfile.TemporaryDirectory(prefix="data_scale_") as tmp:
     folder = pathlib.Path(tmp)
+    # One run first, not counted: XLA's cache and the program store warm,
+    # so every measured run compiles (and holds) as little as the others.
+    warm_up = make_corpus(folder, 1, pathlib.Path(args.source))
+    one_step(warm_up, folder / "warm_up", folder / "cache_warm_up",
+             args.tokenizer)
     for mb in (float(s) for s in args.sizes_mb.split(",")):
       corpus = make_corpus(folder, mb, pathlib.Path(args.source))
       cache = folder / f"cache_{mb:g}"

@@ -365,9 +365,9 @@ def _write_ids(path: pathlib.Path, source: Source, plan: dict, tokenizer,
       fh.write(b"\0" * HEADER_BYTES)
       for val in (False, True):
         for ids in _split_ids(tokenizer, pieces(val), source.several):
-          data = ids.astype(dtype).tobytes()
+          data = np.ascontiguousarray(ids, dtype)
           digest.update(data)
-          fh.write(data)
+          fh.write(memoryview(data))
           counts[val] += len(ids)
       header = json.dumps(dict(dtype=dtype.name, train=counts[False],
                                val=counts[True], key=key,
