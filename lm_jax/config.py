@@ -196,6 +196,22 @@ def smoke_train(c: ml_collections.ConfigDict, eval_tokens: int = 2048,
       sample_tokens=sample_tokens))
 
 
+# The PRNG keeps 32 bits of a seed (jax.random.key without 64-bit mode):
+# 2**32 gives the numbers of 0, so a larger seed would silently repeat a
+# smaller one's run; past 64 bits JAX cannot take it at all.
+SEED_RANGE = (0, 2**32)
+
+
+def check_seed(flag: str, value) -> None:
+  """Refuses a seed the PRNG cannot tell apart from another, or hold."""
+  low, high = SEED_RANGE
+  if isinstance(value, bool) or not isinstance(value, int) or not (
+      low <= value < high):
+    raise UserError(f"{flag}={value!r} is not a seed the random numbers can "
+                    f"use: give an integer from {low} to {high - 1} (they "
+                    "keep 32 bits; a larger seed would repeat a smaller one)")
+
+
 def _positive(name: str, value, kind=(int,)) -> None:
   if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
     what = "integer" if kind == (int,) else "number"
@@ -224,6 +240,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from lm_jax.data.tokenizers import TOKENIZERS
   from lm_jax.training import optimizers
   check_finite(config)
+  check_seed("--config.seed", config.seed)
   t = config.train
   if config.data.tokenizer not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {config.data.tokenizer!r}: set "

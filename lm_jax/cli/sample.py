@@ -73,10 +73,38 @@ def unescape(text: str) -> str:
   return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+def utf8(flag: str, text: str) -> str:
+  """`text` if it is UTF-8; a byte that is not (the shell passes it as a
+  lone surrogate) is a UserError naming it."""
+  from lm_jax.errors import UserError
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    try:
+      byte = f"byte 0x{text[e.start].encode('utf-8', 'surrogateescape')[0]:02x}"
+    except UnicodeEncodeError:
+      byte = f"a lone surrogate U+{ord(text[e.start]):04X}"
+    raise UserError(f"{flag} holds {byte} at character {e.start + 1}, which "
+                    "is not UTF-8 text; give UTF-8 text (check the "
+                    "terminal's encoding: `locale`)") from None
+  return text
+
+
+def check_unmask_steps(steps: int, max_new_tokens: int) -> None:
+  """A step reveals at least one token: more steps than tokens would run
+  empty steps (and hold a canvas for each), so they are refused."""
+  from lm_jax.errors import UserError
+  if steps > max(max_new_tokens, 1):
+    raise UserError(f"--unmask_steps={steps} is more than the "
+                    f"--max_new_tokens={max_new_tokens} tokens to reveal "
+                    "(each step reveals at least one); pass at most "
+                    f"{max(max_new_tokens, 1)}, or 0 for one token per step")
+
+
 def sample_main() -> None:
   import jax
 
-  from lm_jax import tasks
+  from lm_jax import config as config_lib, tasks
   from lm_jax.errors import UserError
   from lm_jax.generation import interactive, sampling
   from lm_jax.runs import modelfile, rundir
@@ -94,6 +122,10 @@ def sample_main() -> None:
   if _NUM_SAMPLES.value < 1:
     raise UserError(f"--num_samples must be at least 1, got "
                     f"{_NUM_SAMPLES.value}")
+  config_lib.check_seed("--seed", _SEED.value)
+  check_unmask_steps(_UNMASK_STEPS.value, _MAX_NEW.value)
+  prompt, fill = utf8("--prompt", _PROMPT.value), (
+      None if _FILL.value is None else utf8("--fill", _FILL.value))
   if _MODEL.value is not None:
     run = modelfile.load_model(_MODEL.value)
   elif _WORKDIR.value is not None:
@@ -109,12 +141,12 @@ def sample_main() -> None:
     interactive.prompt_loop(task.responder(run, stop, _BEAM.value), options,
                             _SEED.value, task.does)
     return
-  if _FILL.value is not None:
-    task.fill(run, _FILL.value, jax.random.key(_SEED.value))
+  if fill is not None:
+    task.fill(run, fill, jax.random.key(_SEED.value))
     return
-  if not _PROMPT.value:
+  if not prompt:
     raise UserError("--prompt is empty: give at least one character")
-  task.sample(run, _PROMPT.value, jax.random.key(_SEED.value), options,
+  task.sample(run, prompt, jax.random.key(_SEED.value), options,
               _NUM_SAMPLES.value, stop, _BEAM.value)
 
 

@@ -25,11 +25,20 @@ _HOST = flags.DEFINE_string(
     "host", "127.0.0.1", "Address to listen on; 0.0.0.0 opens the server to "
     "the network (there is no authentication unless --api_key).",
     flag_values=FLAGS)
-_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on.",
+_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free "
+                             "one).", lower_bound=0, upper_bound=65535,
                              flag_values=FLAGS)
 _API_KEY = flags.DEFINE_string(
     "api_key", None, "Require 'Authorization: Bearer KEY' on every API "
-    "request.", flag_values=FLAGS)
+    "request (printable ASCII, no spaces).", flag_values=FLAGS)
+_ALLOW_ORIGIN = flags.DEFINE_multi_string(
+    "allow_origin", [], "An origin (http://host:port) whose web pages may "
+    "call the API; repeat for more. Others are refused (403).",
+    flag_values=FLAGS)
+_MAX_PENDING = flags.DEFINE_integer(
+    "max_pending_per_client", 16, "Connections one client address may hold "
+    "whose request has not fully arrived (idle or slow); past it its oldest "
+    "is closed.", lower_bound=1, flag_values=FLAGS)
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024,
                                    "Cap on a request's max_tokens.",
                                    lower_bound=1, flag_values=FLAGS)
@@ -38,12 +47,34 @@ _MAX_BATCH = flags.DEFINE_integer(
     flag_values=FLAGS)
 _MAX_QUEUE = flags.DEFINE_integer(
     "max_queue", 64, "Requests waiting for a place in the batch; more are "
-    "answered 429.", lower_bound=0, flag_values=FLAGS)
+    "answered 429.", lower_bound=1, flag_values=FLAGS)
 _MAX_BODY = flags.DEFINE_integer("max_body", 1 << 20,
                                  "Request body limit in bytes (413).",
                                  lower_bound=1, flag_values=FLAGS)
 _WARM_UP = flags.DEFINE_boolean(
     "warm_up", True, "Compile the decoding programs before serving.",
+    flag_values=FLAGS)
+
+
+def api_key_ok(key: str | None) -> bool:
+  """Whether --api_key can go in an HTTP header as sent (checked at
+  parse time: one line before anything loads)."""
+  return key is None or (bool(key) and all(33 <= ord(c) < 127 for c in key))
+
+
+def origins_ok(origins: list[str]) -> bool:
+  """Whether each --allow_origin is a bare origin: scheme://host[:port]."""
+  return all(o.startswith(("http://", "https://")) and o.count("/") == 2
+             and o.isascii() and len(o) > len("https://") for o in origins)
+
+
+flags.register_validator(
+    "api_key", api_key_ok, "must be printable ASCII without spaces "
+    "(it is sent in a header), e.g. --api_key=$(openssl rand -hex 16)",
+    flag_values=FLAGS)
+flags.register_validator(
+    "allow_origin", origins_ok, "must be an origin such as "
+    "http://localhost:3000 (a scheme, a host, perhaps a port; no path)",
     flag_values=FLAGS)
 
 
@@ -66,11 +97,10 @@ def listen(host: str, port: int) -> socket.socket:
 def serve_main() -> None:
   import sys
 
-  import uvicorn
-
   from lm_jax.errors import UserError
   from lm_jax.runs import modelfile, rundir
   from lm_jax.serve import app as serve_app
+  from lm_jax.serve import server
 
   if (_WORKDIR.value is None) == (_MODEL.value is None):
     raise UserError("pass either --workdir=DIR (a training run) or "
@@ -90,7 +120,8 @@ def serve_main() -> None:
   settings = serve_app.Settings(
       max_tokens=_MAX_TOKENS.value, max_batch=_MAX_BATCH.value,
       max_queue=_MAX_QUEUE.value, max_body=_MAX_BODY.value,
-      api_key=_API_KEY.value, warm_up=_WARM_UP.value)
+      api_key=_API_KEY.value, warm_up=_WARM_UP.value, host=_HOST.value,
+      allow_origins=tuple(_ALLOW_ORIGIN.value))
   host = f"[{_HOST.value}]" if ":" in _HOST.value else _HOST.value
   url = f"http://{host}:{sock.getsockname()[1]}/"
   print(f"loaded {name} (step {run.step}); compiling...", flush=True)
@@ -98,10 +129,9 @@ def serve_main() -> None:
                         "stops", flush=True)
   # uvicorn answers 503 past this many connections at once.
   limit = _MAX_BATCH.value + _MAX_QUEUE.value + 32
-  config = uvicorn.Config(serve_app.create_app(run, name, settings, ready),
-                          log_level="warning", limit_concurrency=limit,
-                          timeout_graceful_shutdown=2)
-  uvicorn.Server(config).run(sockets=[sock])
+  server.server(serve_app.create_app(run, name, settings, ready),
+                limit_concurrency=limit,
+                max_pending=_MAX_PENDING.value).run(sockets=[sock])
 
 
 def main(argv: list[str]) -> int:

@@ -73,13 +73,24 @@ def sweep(argv: list[str]) -> int | None:
   try:
     with preemption.StopOnSignal() as stop:
       population.train_groups(groups, stop, started, report)
+    for path in results.write(members, workdir, command):
+      print(f"{path.suffix[1:]}: {path}")
   except preemption.Interrupted as e:
     print(f"stopped by signal at step {e.step}; every member is saved; "
           f"resume with:\n  {preemption.resume_command()}", file=sys.stderr)
     return 128 + e.signum
-  for path in results.write(members, workdir, command):
-    print(f"{path.suffix[1:]}: {path}")
+  except OSError as e:  # a full disk, a lost mount: saved members stay
+    raise WriteFailed(
+        f"could not write {e.filename or workdir}: {e.strerror or e}; the "
+        "members' checkpoints saved before stay; free space or fix the "
+        "folder, then run the same command to continue") from None
   return None
+
+
+class WriteFailed(UserError):
+  """A write of the sweep failed: Orbax's and TensorBoard's writer threads
+  may print tracebacks at interpreter exit, so the teardown is skipped."""
+  skip_teardown = True
 
 
 class Reporter:

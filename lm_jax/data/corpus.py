@@ -16,6 +16,7 @@ file holds out its last fraction, as nanoGPT does.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import json
@@ -142,13 +143,23 @@ def read_text_file(path: str, flag: str = "--config.data.path",
   naming `what` it is and the `flag` that named it. A leading byte order
   mark (some editors write one) is dropped, not read as text."""
   p = pathlib.Path(path).expanduser()
-  if not p.exists():
-    raise UserError(f"{what} file not found: {path}; check "
-                    f"{flag} (use a path to a UTF-8 text file)")
-  if p.is_dir():
-    raise UserError(f"{what} path is a directory: {path}; pass a text file "
-                    f"with {flag}")
-  data = p.read_bytes()
+  try:
+    if not p.exists():
+      raise UserError(f"{what} file not found: {path}; check "
+                      f"{flag} (use a path to a UTF-8 text file)")
+    if p.is_dir():
+      raise UserError(f"{what} path is a directory: {path}; pass a text "
+                      f"file with {flag}")
+    data = p.read_bytes()
+  except OSError as e:  # a name too long, no permission, a lost mount
+    fix = (f"{flag} names a path longer than the file system allows; move "
+           "or link the file to a shorter path" if e.errno == errno.ENAMETOOLONG
+           else f"check {flag} and the file's permissions")
+    raise UserError(f"cannot read the {what} file {path}: "
+                    f"{e.strerror or e}; {fix}") from None
+  except ValueError:  # a NUL character, which no path can hold
+    raise UserError(f"the {what} path {path!r} holds a NUL character; check "
+                    f"{flag}") from None
   if not data:
     raise UserError(f"{what} file is empty: {path}; give a file with text "
                     "in it")

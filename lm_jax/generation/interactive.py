@@ -96,6 +96,11 @@ def prompt_loop(respond: Respond, options: sampling.SamplingOptions,
       except EOFError:
         print()
         return
+      except UnicodeDecodeError as e:  # a byte the terminal sent as such
+        print(f"error: that line holds byte 0x{e.object[e.start]:02x}, "
+              "which is not UTF-8 text; type UTF-8 text (check the "
+              "terminal's encoding: `locale`)")
+        continue
       if not line.strip():
         continue
       if line.startswith("/"):

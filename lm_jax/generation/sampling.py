@@ -57,23 +57,54 @@ class SamplingOptions:
         raise UserError(f"--{field.name} {problem}")
 
 
+# The decoding programs hold the options in 32 bits: an int32 for counts
+# (top_k, a step count), a float32 for temperature and top_p. A value they
+# cannot hold (or, for a divisor or a threshold, one below float32's
+# smallest normal number, which a CPU may flush to zero) is refused here.
+INT32_MAX = 2**31 - 1
+F32_TINY = float(np.finfo(np.float32).tiny)  # 1.18e-38
+F32_MAX = float(np.finfo(np.float32).max)  # 3.40e38
+
+
 def option_problem(field: str, value) -> str | None:
-  """What is wrong with `value` for SamplingOptions.`field`, or None.
+  """What is wrong with `value` for SamplingOptions.`field`, or None: the
+  one check of sampling values, shared by lm-jax-sample's flags, its
+  interactive loop and the server's requests.
 
   Without the option's name: a flag says `--temperature`, the interactive
-  loop `/temp`. NaN fails every comparison, so it is named first.
+  loop `/temp`. NaN fails every comparison, so it is named first. `value`
+  may be an int of any size (a request's JSON): it is compared, never
+  converted, so that 10**400 is a refusal rather than an OverflowError.
   """
   if isinstance(value, float) and not math.isfinite(value):
     return f"must be a finite number, got {value}"
+  shown = _shown(value)
   if field == "max_new_tokens" and value <= 0:
-    return f"must be positive, got {value}"
-  if field == "temperature" and value < 0:
-    return f"must be >= 0 (0 is greedy), got {value}"
+    return f"must be positive, got {shown}"
+  if field in ("max_new_tokens", "top_k") and value > INT32_MAX:
+    return f"must be at most {INT32_MAX} (an int32), got {shown}"
+  if field == "temperature":
+    if value < 0:
+      return f"must be >= 0 (0 is greedy), got {shown}"
+    if 0 < value < F32_TINY or value > F32_MAX:
+      return (f"must be 0 (greedy) or in [{F32_TINY:.3g}, {F32_MAX:.3g}] "
+              f"(what float32 holds), got {shown}")
   if field == "top_k" and value < 0:
-    return f"must be >= 0 (0 turns it off), got {value}"
-  if field == "top_p" and not 0 < value <= 1:
-    return f"must be in (0, 1], got {value}"
+    return f"must be >= 0 (0 turns it off), got {shown}"
+  if field == "top_p":
+    if not 0 < value <= 1:
+      return f"must be in (0, 1], got {shown}"
+    if value < F32_TINY:
+      return (f"must be at least {F32_TINY:.3g} (float32's smallest normal "
+              f"number), got {shown}")
   return None
+
+
+def _shown(value) -> str:
+  """`value` for a message: a huge integer by its digit count."""
+  if isinstance(value, int) and abs(value) >= 10**30:
+    return f"an integer of {len(str(abs(value)))} digits"
+  return repr(value)
 
 
 def sample_logits(key: jax.Array, logits: jax.Array, temperature,
@@ -89,7 +120,12 @@ def sample_logits(key: jax.Array, logits: jax.Array, temperature,
   per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind),
                                             (B,))[:, None]
   temperature = per_row(temperature, jnp.float32)  # (B, 1)
-  x = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1)
+  # The largest logit is taken out first: at a tiny temperature the others
+  # go to -inf (probability 0), where logits / temperature would overflow
+  # to +inf and make every probability NaN.
+  x = logits.astype(jnp.float32)
+  x = (x - jnp.max(x, axis=-1, keepdims=True)) / jnp.where(
+      temperature > 0, temperature, 1)
   if _filtering(top_k, top_p, V):
     x = _filter(x, per_row(top_k, jnp.int32), per_row(top_p, jnp.float32))
   sampled = jax.random.categorical(key, x, axis=-1)
@@ -116,6 +152,7 @@ def _filter(x: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
   ordered = jnp.sort(x, axis=-1)[:, ::-1]
   probs = jax.nn.softmax(ordered, axis=-1)
   keep = jnp.cumsum(probs, axis=-1) - probs < top_p
+  keep = keep.at[:, 0].set(True)  # the likeliest always stays
   cutoff = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1,
                    keepdims=True)  # (B, 1)
   return jnp.where((top_p < 1) & (x < cutoff), -jnp.inf, x)

@@ -119,6 +119,9 @@ def save(mngr: orbax.checkpoint.CheckpointManager, step: int, state,
     cause = write_error_cause(e)
     if cause is None:
       raise
+    # Its writes still in flight find the event loop closed, each printing
+    # a traceback: this one line reports the failure.
+    quiet_abandoned_reads()
     kept = ("no earlier checkpoint" if previous is None else
             f"the checkpoint of step {previous} is intact")
     raise SaveFailed(
@@ -179,7 +182,7 @@ class DoesNotFit(UserError):
 
 def _does_not_fit(mngr, step: int, e: ValueError) -> UserError:
   """Orbax's error for a stored tree of another structure, as one line."""
-  _quiet_abandoned_reads()
+  quiet_abandoned_reads()
   reason = str(e).strip().splitlines()[0].rstrip(":")
   return DoesNotFit(
       f"the checkpoint of step {step} in {mngr.directory} does not fit the "
@@ -279,7 +282,7 @@ def _loop_closed(e: BaseException | None) -> bool:
 
 
 @functools.cache
-def _quiet_abandoned_reads() -> None:
+def quiet_abandoned_reads() -> None:
   """After a failed read, its other coroutines and tasks report the same
   error when collected ("Task exception was never retrieved", "Exception
   ignored in <coroutine>"), and TensorStore's reads still in flight find
@@ -304,6 +307,8 @@ def _quiet_abandoned_reads() -> None:
 def _read(mngr: orbax.checkpoint.CheckpointManager, step: int, read: Callable[[], T]) -> T:
   """read(), a damaged checkpoint folder raising `Damaged`."""
   folder = pathlib.Path(mngr.directory) / str(step)
+  if not folder.exists():  # deleted since it was listed: not damage
+    raise FileNotFoundError(f"the checkpoint {folder} is gone")
   for name in _REQUIRED:
     if not (folder / name).exists():
       raise Damaged(folder, f"{name} is missing")
@@ -312,7 +317,7 @@ def _read(mngr: orbax.checkpoint.CheckpointManager, step: int, read: Callable[[]
   except UserError:  # it does not fit this code: not damage
     raise
   except Exception as e:  # Orbax and TensorStore: a truncated file, ...
-    _quiet_abandoned_reads()
+    quiet_abandoned_reads()
     lines = str(e).strip().splitlines() or [type(e).__name__]
     raise Damaged(folder, lines[0].split(". See full")[0][:200]) from None
 

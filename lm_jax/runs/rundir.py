@@ -36,6 +36,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_META_FILE = "tokenizer_meta.json"
 CHECKPOINTS = "checkpoints"
+LOAD_TRIES = 5  # listings of the checkpoints tried while a run deletes some
 FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
 # Settings a checkpoint cannot be resumed or sampled with if they change
 # (train.carry_state: whether it holds the carried recurrent state;
@@ -285,13 +286,39 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
   config = ml_collections.ConfigDict(read_config(workdir))
   tokenizer = read_tokenizer(workdir)
   model = make_model(config.model, tokenizer.vocab_size)
-  mngr = checkpoints.manager(workdir, read_only=True)
+  abstract = model.abstract_params(config.train.seq_len)
+  # A run still training saves and deletes checkpoints while they are
+  # listed and read: a failure after which a listed folder is gone is such
+  # a race, and the listing is taken again.
+  for attempt in range(1, LOAD_TRIES + 1):
+    listed: list[int] = []
+    try:
+      mngr = checkpoints.manager(workdir, read_only=True)
+      listed = list(mngr.all_steps())
+      step_read, params = _read_params(mngr, config, model, abstract, step)
+      return Run(config, tokenizer, model, params, step_read)
+    except Exception as e:
+      gone = isinstance(e, FileNotFoundError) or any(
+          not (workdir / CHECKPOINTS / str(s)).exists() for s in listed)
+      if not gone:
+        raise
+      checkpoints.quiet_abandoned_reads()
+      if attempt == LOAD_TRIES:
+        raise UserError(
+            f"the checkpoints of {workdir} changed while they were read, "
+            f"{LOAD_TRIES} times (a run training into it deletes old ones); "
+            "try again, or pass --step with a step it keeps") from None
+  raise AssertionError("unreachable")
+
+
+def _read_params(mngr, config, model, abstract, step: int | None):
+  """(step, params) of the best checkpoint, or of `step`, falling back on
+  the others when it is damaged."""
   first = checkpoints.pick_step(mngr, step)
   # A damaged best checkpoint falls back to the latest, and so on; a step
   # the user asked for does not.
   order = [first] + ([] if step is not None else sorted(
       (s for s in mngr.all_steps() if s != first), reverse=True))
-  abstract = model.abstract_params(config.train.seq_len)
 
   def read(s: int):
     if not optimizers.evaluates_elsewhere(config.train):
@@ -301,8 +328,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
     state = checkpoints.restore(mngr, s, target)
     return optimizers.eval_params(state.params, state.opt_state)
 
-  step, params = checkpoints.restore_first(
+  return checkpoints.restore_first(
       mngr, order, read,
       "pass --step with another saved step, or train the run again"
       if len(mngr.all_steps()) > 1 else "train the run again")
-  return Run(config, tokenizer, model, params, step)

@@ -90,8 +90,10 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
     raise ApiError(400, f"'{max_name}' is {max_tokens}, more than this "
                    f"server's cap of {max_tokens_cap} (lm-jax-serve "
                    "--max_tokens)", max_name, "invalid_value")
-  temperature = float(_field(body, "temperature", number, 1.0, "a number"))
-  top_p = float(_field(body, "top_p", number, 1.0, "a number"))
+  # Checked before float(): an integer of 400 digits is a refusal, not an
+  # OverflowError.
+  temperature = _field(body, "temperature", number, 1.0, "a number")
+  top_p = _field(body, "top_p", number, 1.0, "a number")
   top_k = _field(body, "top_k", (int,), 0, "an integer")
   for name, value in (("temperature", temperature), ("top_p", top_p),
                       ("top_k", top_k)):
@@ -125,8 +127,8 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
     raise ApiError(400, f"at most {TOP} top log-probabilities per token, "
                    f"asked for {logprobs}", "logprobs", "invalid_value")
   options = sampling.SamplingOptions(max_new_tokens=max_tokens,
-                                     temperature=temperature, top_k=top_k,
-                                     top_p=top_p)
+                                     temperature=float(temperature),
+                                     top_k=top_k, top_p=float(top_p))
   return Params(options, n, seed, stops, stream, max(-1, logprobs))
 
 

@@ -37,7 +37,7 @@ from lm_jax import tasks
 from lm_jax.data import pairs, tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import detokenize, replies
-from lm_jax.serve import api, engine, unmasking
+from lm_jax.serve import api, engine, guard, unmasking
 from lm_jax.views import internals as internals_view
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -54,6 +54,8 @@ class Settings:
   max_body: int = 1 << 20  # request body bytes; more: 413
   api_key: str | None = None  # if set, every API request needs it (Bearer)
   warm_up: bool = True  # compile the engine's programs before serving
+  host: str = "127.0.0.1"  # the address bound: Host may name it (guard.py)
+  allow_origins: tuple[str, ...] = ()  # other origins whose pages may call
 
 
 class Served:
@@ -70,6 +72,7 @@ class Served:
                      else None)
     self.waiting = 0  # requests waiting for the semaphore
     self.inside_lock = threading.Lock()
+    self.stopping = False  # set by begin_stop: new requests get 503
 
   def start(self) -> None:
     if self.replying is None:
@@ -79,9 +82,24 @@ class Served:
       if self.settings.warm_up:
         self.engine.warm_up()
 
+  def begin_stop(self, drain_s: float) -> None:
+    """A signal to stop: no new requests; those in flight have `drain_s`
+    seconds, then end with an error (engine.Engine.begin_stop)."""
+    self.stopping = True
+    if self.engine:
+      self.engine.begin_stop(drain_s)
+
   def stop(self) -> None:
     if self.engine:
       self.engine.stop()
+
+  def check_running(self) -> None:
+    """503 when the server is stopping or its engine cannot decode."""
+    if self.stopping:
+      raise api.ApiError(503, engine.STOPPED, code="unavailable")
+    if self.engine is not None and not self.engine.alive:
+      raise api.ApiError(503, self.engine.failure or engine.STOPPED,
+                         code="unavailable")
 
   def check_queue(self) -> None:
     """429 when `max_queue` requests already wait their turn."""
@@ -98,6 +116,7 @@ class Served:
       async with self.replying:
         self.waiting -= 1
         entered = True
+        self.check_running()
         return await anyio.to_thread.run_sync(work)
     finally:
       if not entered:
@@ -151,6 +170,9 @@ class Generation:
       self.cancel()
       raise api.ApiError(429, f"the server is busy ({e}); retry later",
                          code="rate_limit_exceeded") from None
+    except engine.Stopping as e:
+      self.cancel()
+      raise api.ApiError(503, str(e), code="unavailable") from None
 
   def cancel(self) -> None:
     for r in self.requests:
@@ -162,6 +184,12 @@ class Generation:
       i, event = await self.queue.get()
       if event is None:
         left -= 1
+        failed = self.requests[i].failed
+        if failed is not None:  # the request was cut: no finish_reason
+          self.cancel()
+          raise (api.ApiError(503, failed.message, code="unavailable")
+                 if failed.stopped else api.ApiError(
+                     500, failed.message, code="server_error"))
       choice = self.choices[i]
       if choice.finish is not None and choice.reported:
         continue
@@ -253,20 +281,41 @@ async def read_json(request: Request, limit: int) -> dict:
     await _drain(request, int(length))
     raise too_big
   body = bytearray()
-  async for chunk in request.stream():
-    body += chunk
-    if len(body) > limit:
-      await _drain(request, len(body))
-      raise too_big
+  try:
+    async for chunk in request.stream():
+      body += chunk
+      if len(body) > limit:
+        await _drain(request, len(body))
+        raise too_big
+  except ClientDisconnect:  # gone, or closed by server.py's body timeout
+    raise api.ApiError(408, "the request body did not arrive in time",
+                       code="request_timeout") from None
   try:
     data = json.loads(body)
-  except ValueError:
-    raise api.ApiError(400, "the request body is not valid JSON",
+  except (ValueError, RecursionError) as e:
+    why = ("nested too deeply" if isinstance(e, RecursionError) else
+           "not valid JSON" if not str(e).startswith("Exceeds") else
+           "not valid JSON here: a number has too many digits")
+    raise api.ApiError(400, f"the request body is {why}",
                        code="invalid_json") from None
+  if _has_surrogate(data):
+    raise api.ApiError(400, "the request body has a lone UTF-16 surrogate "
+                       "(an escape such as \\ud800 that is not half of a "
+                       "pair): send valid Unicode text", code="invalid_json")
   if not isinstance(data, dict):
     raise api.ApiError(422, "the request body must be a JSON object",
                        code="invalid_type")
   return data
+
+
+def _has_surrogate(data) -> bool:
+  """Whether a string in `data` (parsed JSON) holds a lone surrogate,
+  which no tokenizer can encode and no response can carry."""
+  try:
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
+  except UnicodeEncodeError:
+    return True
+  return False
 
 
 def _guard(handler):
@@ -302,7 +351,14 @@ async def model(request, served: Served):
 
 
 async def health(request, served: Served):
+  """ok, with the batch's load; 503 when the server cannot decode (its
+  engine's thread ended) or is stopping."""
   load = served.engine.load() if served.engine else {}
+  try:
+    served.check_running()
+  except api.ApiError as e:
+    return JSONResponse({"status": "unavailable", "model": served.name,
+                         "error": e.message, **load}, 503)
   return JSONResponse({"status": "ok", "model": served.name, **load})
 
 
@@ -361,9 +417,7 @@ async def _respond(request, served: Served, prompt: str, params: api.Params,
     source = unmasking.Unmasking(served, ids, params)
   else:
     ids = served.encode(prompt, "messages" if chat else "prompt")
-    if served.engine is None or not served.engine.running:
-      raise api.ApiError(503, "the server is shutting down",
-                         code="unavailable")
+    served.check_running()
     source = Generation(served, ids, params)
   write = api.Writer(served.name, served.tokenizer, params, chat, ids,
                      request.query_params.get("token_ids") == "1")
@@ -389,14 +443,19 @@ async def _watch(request: Request, source) -> None:
 
 
 async def _stream(source, write):
-  """Server-sent events: one chunk per released piece, then [DONE]. A client
-  that leaves cancels this generator, and `finally` frees its slots."""
+  """Server-sent events: one chunk per released piece, then [DONE]. A
+  stream cut short (the server stopping, a failed step) ends with an error
+  event, as OpenAI's do, and no finish_reason. A client that leaves
+  cancels this generator, and `finally` frees its slots."""
   try:
     if write.chat:  # the assistant's role comes first, as OpenAI's does
       yield _event(write.chunk(0, [], None, role=True))
-    async for i, released, finish in source.events():
-      if released or finish:
-        yield _event(write.chunk(i, released, finish))
+    try:
+      async for i, released, finish in source.events():
+        if released or finish:
+          yield _event(write.chunk(i, released, finish))
+    except api.ApiError as e:
+      yield _event(api.error_body(e.status, e.message, e.param, e.code))
     yield "data: [DONE]\n\n"
   finally:
     source.cancel()
@@ -492,6 +551,7 @@ def create_app(run, name: str, settings: Settings = Settings(),
       Mount("/static", StaticFiles(directory=STATIC), name="static"),
   ]
   app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-      api.ApiError: _api_error, HTTPException: _http_error})
+      api.ApiError: _api_error, HTTPException: _http_error},
+      middleware=guard.middleware(settings.host, settings.allow_origins))
   app.state.served = served
   return app

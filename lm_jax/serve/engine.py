@@ -25,7 +25,12 @@ options gets the tokens `lm-jax-sample` prints, up to the rounding of a
 batched matrix product (which can flip a near-tie).
 
 The engine runs in one thread of its own; `submit` is thread-safe and each
-request reports its tokens through its `emit` callback.
+request reports its tokens through its `emit` callback. No request can stop
+that thread: a request whose admission fails (its prompt or options cannot
+be put into the program) ends alone with `Request.failed` set; a step that
+fails ends the requests in it. `begin_stop` lets the requests in flight
+finish for a while, then ends the rest with `failed` saying the server
+stopped; `alive` says whether the thread still decodes (`/health`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import threading
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -43,6 +50,9 @@ import numpy as np
 from lm_jax.generation import sampling
 
 TOP = 5  # alternatives reported with each token
+STOPPED = ("the server is shutting down; send the request again once it is "
+           "back")
+log = logging.getLogger(__name__)
 
 
 class Token(NamedTuple):
@@ -54,17 +64,30 @@ class Token(NamedTuple):
   top_logprobs: tuple[float, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class Failed:
+  """Why a request ended before its tokens were all made."""
+  message: str
+  stopped: bool = False  # the server stopped (not the request's fault)
+
+
+class Stopping(Exception):
+  """The engine takes no more requests: the server answers 503."""
+
+
 @dataclasses.dataclass(eq=False)
 class Request:
   """A prompt to continue; `emit` receives each Token, then None (done).
 
   `cancelled` (set by the server when the client leaves) frees the slot
-  before the next step."""
+  before the next step; `failed` is set before the final None when the
+  request could not be finished."""
   prompt: np.ndarray  # (P,) int ids, 1 <= P <= context_length
   options: sampling.SamplingOptions
   seed: int
   emit: Callable[[Token | None], None]
   cancelled: bool = False
+  failed: Failed | None = None
 
 
 def _set_at_end(event: threading.Event, token: Token | None) -> None:
@@ -169,11 +192,18 @@ class Busy(Exception):
 
 
 class _Slot:
-  """What the engine's thread knows of an active slot."""
+  """What the engine's thread knows of an active slot: its request and its
+  options as the step's 32-bit numbers (converted at admission, where a
+  value they cannot hold fails this request alone)."""
 
   def __init__(self, request: Request):
     self.request = request
     self.made = 0  # tokens generated
+    o = request.options
+    self.options = (np.float32(o.temperature), np.int32(o.top_k),
+                    np.float32(o.top_p))
+    if not (np.isfinite(self.options[0]) and np.isfinite(self.options[2])):
+      raise OverflowError("a sampling option is past float32's range")
 
 
 class Engine:
@@ -200,6 +230,8 @@ class Engine:
     self.queue: collections.deque[Request] = collections.deque()
     self.lock = threading.Condition()
     self.running = True
+    self.deadline: float | None = None  # set by begin_stop
+    self.failure: str | None = None  # why the thread ended, if not stopped
     self.steps = 0  # decode steps run, and rows in them (for /health)
     self.rows = 0
     self.thread = threading.Thread(target=self._loop, name="lm-jax-engine",
@@ -218,9 +250,18 @@ class Engine:
       return False
     return True
 
+  @property
+  def alive(self) -> bool:
+    """Whether requests are decoded: the thread runs and is not stopping."""
+    return (self.running and self.deadline is None and self.failure is None
+            and self.thread.is_alive())
+
   def submit(self, request: Request) -> None:
-    """Queues `request`; Busy if the queue is full."""
+    """Queues `request`; Busy if the queue is full, Stopping if the engine
+    takes no more."""
     with self.lock:
+      if not self.alive:
+        raise Stopping(self.failure or STOPPED)
       if len(self.queue) >= self.max_queue:
         raise Busy(f"{len(self.queue)} requests are waiting")
       self.queue.append(request)
@@ -232,6 +273,14 @@ class Engine:
                   max_batch=self.max_batch, max_queue=self.max_queue,
                   batched=self.batched, steps=self.steps,
                   mean_batch=self.rows / max(1, self.steps))
+
+  def begin_stop(self, drain_s: float) -> None:
+    """Takes no more requests; those in flight have `drain_s` seconds to
+    finish, then end with `failed` (STOPPED). Returns at once."""
+    with self.lock:
+      if self.deadline is None:
+        self.deadline = time.monotonic() + drain_s
+      self.lock.notify()
 
   def stop(self) -> None:
     with self.lock:
@@ -270,28 +319,64 @@ class Engine:
   # The engine's thread.
 
   def _loop(self) -> None:
-    while True:
+    try:
+      while self._turn():
+        pass
+    except Exception as e:  # noqa: BLE001 (a fault of the loop itself)
+      self.failure = (f"the decoding thread failed ({type(e).__name__}: "
+                      f"{e}); restart the server")
+      log.error("%s", self.failure)
+    finally:
       with self.lock:
-        while self.running and not self.queue and not self.active:
-          self.lock.wait()
-        if not self.running:
-          break
-        admitted: list[Request] = []
-        while self.queue and len(self.active) + len(admitted) < self.max_batch:
-          admitted.append(self.queue.popleft())
-      self._fit(len(self.active) + len(admitted))
-      for request in admitted:
-        if not request.cancelled:
-          self._admit(request)
-        else:
-          request.emit(None)
-      self._finish([i for i, a in enumerate(self.active)
-                    if a.request.cancelled])
-      if self.active:
+        left = [s.request for s in self.active] + list(self.queue)
+        self.active, self.running = [], False
+        self.queue.clear()
+      self._end(left, Failed(self.failure or STOPPED,
+                             stopped=self.failure is None))
+
+  def _turn(self) -> bool:
+    """Admits what waits and runs one step; False once the loop must end."""
+    with self.lock:
+      while (self.running and self.deadline is None and not self.queue
+             and not self.active):
+        self.lock.wait()
+      stopping = self.deadline is not None and (
+          time.monotonic() >= self.deadline or not (self.queue or
+                                                     self.active))
+      if not self.running or stopping:
+        return False
+      admitted: list[Request] = []
+      while self.queue and len(self.active) + len(admitted) < self.max_batch:
+        admitted.append(self.queue.popleft())
+    self._fit(len(self.active) + len(admitted))
+    for request in admitted:
+      if request.cancelled:
+        request.emit(None)
+        continue
+      try:
+        self._admit(request)
+      except Exception as e:  # noqa: BLE001 (this request's fault alone)
+        self._end([request], Failed(
+            f"this request could not be decoded ({type(e).__name__}: {e})"))
+    self._finish([i for i, a in enumerate(self.active)
+                  if a.request.cancelled])
+    if self.active:
+      try:
         self._step()
-    for slot in self.active:
-      slot.request.emit(None)
-    for request in self.queue:
+      except Exception as e:  # noqa: BLE001 (the slots' states are lost)
+        with self.lock:
+          lost, self.active = [s.request for s in self.active], []
+        self.slots = empty_slots(self.model, 1)
+        self._fit(0)
+        log.error("a decode step failed (%s: %s)", type(e).__name__, e)
+        self._end(lost, Failed(f"the decode step failed ({type(e).__name__}"
+                               f": {e}); send the request again"))
+    return True
+
+  @staticmethod
+  def _end(requests: list[Request], why: Failed) -> None:
+    for request in requests:
+      request.failed = why
       request.emit(None)
 
   def _prefill(self, tokens: list[int]):
@@ -304,13 +389,14 @@ class Engine:
     return logits, state
 
   def _admit(self, request: Request) -> None:
+    slot = _Slot(request)
     prompt = [int(t) for t in request.prompt]
     logits, state = self._prefill(prompt)
     row = sampling.begin(self.model, np.asarray([prompt], np.int32),
                          logits[None], state, jax.random.key(request.seed))
     self.slots = put(self.slots, len(self.active), row)
     with self.lock:
-      self.active.append(_Slot(request))
+      self.active.append(slot)
 
   def _finish(self, ended: list[int]) -> None:
     """Frees the slots `ended`; the last active slots move into them."""
@@ -348,14 +434,12 @@ class Engine:
     their rows are computed and ignored)."""
     slots = self.active[start:start + size]
     pad = size - len(slots)
-    column = lambda name, kind, fill: jnp.asarray(
-        [getattr(s.request.options, name) for s in slots] + [fill] * pad,
-        kind)
+    column = lambda i, kind, fill: jnp.asarray(
+        [s.options[i] for s in slots] + [fill] * pad, kind)
     self.slots, *out = step(
         self.params, self.model, self.slots, start,
-        column("temperature", jnp.float32, 0.0),
-        column("top_k", jnp.int32, 0), column("top_p", jnp.float32, 1.0),
-        size=size, batched=self.batched)
+        column(0, jnp.float32, 0.0), column(1, jnp.int32, 0),
+        column(2, jnp.float32, 1.0), size=size, batched=self.batched)
     tokens, chosen, top_ids, top_lp, full = jax.device_get(out)
     self.steps += 1
     self.rows += len(slots)

@@ -87,12 +87,51 @@ def estimate_member_bytes(model, config: ml_collections.ConfigDict,
   return 4 * (5 * params + tokens * per_token)
 
 
+def check_folders(members: list[grid.Member]) -> None:
+  """Refuses members whose run directories collide (a name keeps letters,
+  digits and `.+-` of the values, so `a/b` and `a-b` meet) or cannot be
+  made (a name longer than the file system allows)."""
+  limit = _name_max(members[0].workdir.parent) if members else 255
+  seen: dict[str, grid.Member] = {}
+  for m in members:
+    if len(os.fsencode(m.name)) > limit:
+      raise UserError(
+          f"member {_settings(m)}: its folder name is "
+          f"{len(os.fsencode(m.name))} bytes, more than the {limit} the file "
+          "system allows; sweep shorter values (e.g. a shorter file name or "
+          "a symlink to it)")
+    other = seen.setdefault(str(m.workdir), m)
+    if other is not m:
+      raise UserError(
+          f"members {_settings(other)} and {_settings(m)} would share the "
+          f"run directory {m.workdir}; give values that differ in letters or "
+          "digits (a folder name keeps only those and .+-), or sweep them "
+          "into separate --workdir folders")
+
+
+def _settings(member: grid.Member) -> str:
+  return ",".join(f"{k}={v}" for k, v in member.texts.items())
+
+
+def _name_max(folder) -> int:
+  """The longest file name in `folder`'s file system (255 on most)."""
+  while True:
+    try:
+      return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+      if folder == folder.parent:
+        return 255
+      folder = folder.parent
+
+
 def make_plan(members: list[grid.Member]) -> list[Group]:
   """The groups in training order, their data loaded and checked.
 
   Loading reads the corpus and builds the tokenizer (writing nothing), and
-  refuses a member directory holding a run of other settings.
+  refuses a member directory holding a run of other settings, or one that
+  another member's would collide with.
   """
+  check_folders(members)
   out = []
   memory, where = machine_bytes()
   for i, group in enumerate(grid.make_groups(members)):

@@ -19,6 +19,7 @@ continues exactly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from typing import Callable
@@ -31,9 +32,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm_jax.loop import preemption, trainer
 from lm_jax.loop.clock import Meter
-from lm_jax.loop.setup import Member, set_up_members
+from lm_jax.loop.setup import Member, claim, diverged_step, set_up_members
+from lm_jax.runs import checkpoints
 from lm_jax.sweep import hyper
-from lm_jax.sweep.plan import Group
+from lm_jax.sweep.plan import Group, member_devices
 from lm_jax.training import steps
 
 MEMBER = "member"  # the mesh axis the members are split along
@@ -181,6 +183,35 @@ def _vmapped(fn: Callable) -> Callable:
   return jax.jit(jax.vmap(fn))
 
 
+def saved_step(workdir) -> int | None:
+  """The step of a member's latest committed checkpoint (None: none); an
+  unfinished one (a save cut short) does not count."""
+  if not checkpoints.has_steps(workdir):
+    return None
+  return checkpoints.manager(workdir, read_only=True).latest_step()
+
+
+def resume_parts(group: Group) -> list[Group]:
+  """`group` split by the step its members resume from, furthest first.
+
+  A population steps its members in lockstep, so members saved at
+  different steps (a sweep stopped while saving, or members added to a
+  finished sweep) train as separate populations, each from its own step.
+  A diverged member's checkpoint lags behind its step: it goes with the
+  first part (it is neither trained nor saved again).
+  """
+  steps_of = {id(m): saved_step(m.workdir) for m in group.members}
+  diverged = [m for m in group.members if diverged_step(m.workdir) is not None]
+  live = [m for m in group.members if m not in diverged]
+  starts = sorted({steps_of[id(m)] for m in live}, key=lambda s: -(s or -1))
+  parts = [[m for m in live if steps_of[id(m)] == s] for s in starts] or [[]]
+  parts[0] += diverged
+  if len(parts) == 1:
+    return [group]
+  return [dataclasses.replace(group, members=part, devices=member_devices(
+      len(part), jax.device_count())) for part in parts]
+
+
 def train_group(group: Group, hold: contextlib.ExitStack,
                 stop: preemption.StopOnSignal, command_started: float,
                 report: Callable) -> None:
@@ -193,15 +224,30 @@ def train_group(group: Group, hold: contextlib.ExitStack,
   # A member's clock (metrics.jsonl's elapsed_s) starts with its group;
   # the first group's with the command, its start-up counted.
   clock_start = command_started if group.index == 0 else time.perf_counter()
-  members, states, step = set_up_members(
-      group.members, group.model, group.task.objective,
-      group.loaded.tokenizer, hold, clock_start,
-      f"group {group.index + 1}")
-  meter = Meter()
-  actions = trainer.actions_for(group.config.train, meter, stop,
-                                functools.partial(report, group))
-  trainer.train_loop(Population(group, members, states, step), actions,
-                     meter)
+  label = f"group {group.index + 1}"
+  parts = resume_parts(group)
+  num_steps = group.config.train.num_steps
+  for part in parts:
+    start = saved_step(part.members[0].workdir) or 0
+    if len(parts) > 1 and start >= num_steps:
+      for m in part.members:  # locked all the same: no one else trains them
+        claim(m.workdir, m.config, group.loaded.tokenizer, hold)
+      print(f"{label}: {len(part.members)} member(s) already complete at "
+            f"step {start}: {', '.join(m.name for m in part.members)}")
+      continue
+    if len(parts) > 1:
+      where = f"resume from step {start}" if start else "start"
+      print(f"{label}: {len(part.members)} member(s) {where}: "
+            f"{', '.join(m.name for m in part.members)}", flush=True)
+    members, states, step = set_up_members(
+        part.members, part.model, part.task.objective,
+        part.loaded.tokenizer, hold, clock_start, label)
+    meter = Meter()
+    actions = trainer.actions_for(part.config.train, meter, stop,
+                                  functools.partial(report, part))
+    trainer.train_loop(Population(part, members, states, step), actions,
+                       meter)
+    clock_start = time.perf_counter()  # a later part's, as a later group's
 
 
 def train_groups(groups: list[Group], stop: preemption.StopOnSignal,

@@ -264,6 +264,11 @@ class MaskedTask(Task):
     return ids, [(int(pos), candidates(run.tokenizer, out, int(pos)))
                  for pos in np.flatnonzero(ids == MASK_ID)]
 
+  def steps(self, n: int) -> int:
+    """The steps that reveal `n` tokens: the asked number (0: n), at most
+    n (a step reveals at least one)."""
+    return min(self.options.steps or n, n)
+
   def continuation(self, run: rundir.Run, ids: np.ndarray, n: int,
                    key: jax.Array, options: sampling.SamplingOptions
                    ) -> tuple[unmask.Unmasked, int]:
@@ -272,7 +277,7 @@ class MaskedTask(Task):
     ids = ids[-(run.model.context_length - n):]
     canvas = np.concatenate([ids, np.full(n, MASK_ID, np.int32)])
     out = unmask.unmask(run.params, run.model, jnp.asarray(canvas), key,
-                        self.options.steps or n, self.options.order, options,
+                        self.steps(n), self.options.order, options,
                         top=min(self.options.top, run.tokenizer.vocab_size))
     return out, len(ids)
 
@@ -288,10 +293,13 @@ class MaskedTask(Task):
             f"generates within its context ({context} tokens)",
             file=sys.stderr)
       n = context // 2
+    if o.steps > n:
+      print(f"note: --unmask_steps={o.steps} cut to {n}: each step reveals "
+            f"at least one of the {n} new tokens", file=sys.stderr)
     out, kept = self.continuation(run, ids, n, key, options)
     if o.show_steps:
       for s, c in enumerate(np.asarray(out.canvases)):
-        print(f"---------- step {s + 1}/{o.steps or n} ----------")
+        print(f"---------- step {s + 1}/{self.steps(n)} ----------")
         print(show(tokenizer, c, o.blank))
       print("---------- text ----------")
     tokens = np.asarray(out.tokens)  # the kept prompt, then the new ones

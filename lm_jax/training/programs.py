@@ -19,9 +19,23 @@ Anything else that changes is a new key, so a stale program is never run;
 the worst case is a miss, which traces and compiles as usual and stores the
 result. A program that calls outside XLA (a custom call, such as LAPACK's
 QR in an orthogonal init) is never stored: the function it calls is
-registered while lowering, which a start from the store skips. An entry that cannot be read or written is passed over. Off unless
-a command turns it on (`use_folder`), as it does with JAX's own cache;
+registered while lowering, which a start from the store skips. An entry
+that cannot be read or written is passed over. Off unless a command turns
+it on (`use_folder`), as it does with JAX's own cache;
 LM_JAX_PROGRAM_CACHE=0 keeps it off.
+
+Trust. A stored program is machine code, and JAX reads it back with
+pickle (jax.experimental.serialize_executable is the only API that loads a
+compiled executable; jax.export stores StableHLO, which must be compiled
+again), so no file format makes a stranger's file safe to load: anyone who
+could write one would run code as the next user who trains. Each file is
+therefore signed (HMAC-SHA256) with a key of the user's own, kept outside
+the cache folder ($XDG_CONFIG_HOME/lm_jax/program_key, else
+~/.config/lm_jax/program_key, 0600), and nothing of it is unpickled before
+its signature checks out. A file also carries the whole text of its key,
+which must equal the one it is looked up by (a file for another program is
+rebuilt, with a note). The folder is made user-only (0700); one others can
+write to, or a key file others can read, turns the store off with a note.
 
 JAX has no public way to save a program's input and output structure with
 it (a TrainState's structure holds the model and the optimiser, which do
@@ -34,11 +48,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import hmac
 import json
 import os
 import pathlib
 import pickle
 import re
+import secrets
+import stat
+import sys
 from typing import Any, Callable
 
 import jax
@@ -52,6 +70,110 @@ def use_folder(folder: str | os.PathLike | None) -> None:
   """Keeps compiled programs in `folder` (None: not at all)."""
   global _FOLDER
   _FOLDER = None if folder is None else pathlib.Path(folder)
+  _trusted.cache_clear()
+  _signing_key.cache_clear()
+
+
+_NOTED: set[str] = set()
+
+
+def _note(text: str) -> None:
+  """One line on stderr, once per process."""
+  if text not in _NOTED:
+    _NOTED.add(text)
+    print(f"note: {text}", file=sys.stderr)
+
+
+def _loose(info: os.stat_result, bits: int) -> bool:
+  """Whether a path is another user's or grants `bits` beyond its owner."""
+  return info.st_uid != os.getuid() or bool(info.st_mode & bits)
+
+
+@functools.cache
+def _trusted(folder: pathlib.Path) -> bool:
+  """Makes `folder` user-only (0700) if missing; False, with a note, where
+  others could plant programs in it (another owner, group/other write)."""
+  try:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(folder)
+  except OSError as e:
+    _note(f"program store off: cannot make {folder} ({e.strerror}); each "
+          "start traces its programs")
+    return False
+  if not stat.S_ISDIR(info.st_mode) or _loose(info, 0o022):
+    _note(f"program store off: {folder} is not a folder of yours that only "
+          f"you can write to (mode {stat.filemode(info.st_mode)}); run "
+          f"`chmod 700 {folder}` or remove it, so that no one else's "
+          "program runs as you")
+    return False
+  return True
+
+
+def key_file() -> pathlib.Path:
+  """The user's signing key: outside the cache, so that a writer of the
+  cache cannot sign what it plants."""
+  base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(
+      os.path.expanduser("~"), ".config")
+  return pathlib.Path(base) / "lm_jax" / "program_key"
+
+
+@functools.cache
+def _signing_key() -> bytes | None:
+  """The user's key, made (0600) at the first use; None, with a note,
+  where it cannot be made or others can read or change it."""
+  path = key_file()
+  try:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+      fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+      pass
+    else:
+      with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    info = os.lstat(path)
+    key = path.read_bytes()
+  except OSError as e:
+    _note(f"program store off: cannot make or read its key {path} "
+          f"({e.strerror}); each start traces its programs")
+    return None
+  if not stat.S_ISREG(info.st_mode) or _loose(info, 0o077) or len(key) < 32:
+    _note(f"program store off: its key {path} is not a file of 32 bytes or "
+          "more that only you can read; remove it (a new one is made)")
+    return None
+  return key
+
+
+_MAGIC = b"lm_jax program 2\n"
+
+
+def _sign(key: bytes, body: bytes) -> bytes:
+  return hmac.new(key, body, hashlib.sha256).digest()
+
+
+def _pack(signing: bytes, text: str, payload: bytes) -> bytes:
+  """The file: magic, the key's text (one line of JSON), the payload, and
+  an HMAC of all that before it."""
+  body = _MAGIC + text.encode() + b"\n" + payload
+  return body + _sign(signing, body)
+
+
+def _unpack(signing: bytes, data: bytes, text: str, path) -> bytes | None:
+  """The payload of a file signed with `signing` for `text`; None
+  (with a note where the file is not for this key or not signed)."""
+  body, mac = data[:-32], data[-32:]
+  if not body.startswith(_MAGIC):
+    return None  # an older format or a torn file: rebuilt silently
+  if not hmac.compare_digest(_sign(signing, body), mac):
+    _note(f"stored program {path} is not signed with your key; not loaded "
+          "(it is compiled again and replaced)")
+    return None
+  stored_key, _, payload = body[len(_MAGIC):].partition(b"\n")
+  if stored_key != text.encode():
+    _note(f"stored program {path} was built for another program than its "
+          "name says; not loaded (it is compiled again and replaced)")
+    return None
+  return payload
 
 
 # The rooms whose code is traced into a stored program: the models, the
@@ -73,6 +195,21 @@ def source_digest() -> str:
   return digest.hexdigest()
 
 
+# JAX options that say where and how JAX reports, caches or waits, never
+# what a program computes: left out of the key, so that they do not miss.
+_NOT_PROGRAM = re.compile(
+    r"compilation_cache|persistent_cache|log|dump|pprint|traceback|explain"
+    r"|source_url|timeout|check_proxy|captured_constants|debug_leaked")
+
+
+def _jax_options() -> dict:
+  """Every JAX option (jax.config) but those that cannot change a program:
+  jax_threefry_partitionable, jax_default_matmul_precision, jax_enable_x64
+  and the rest, as set by flag, environment or jax.config.update."""
+  return {name: repr(value) for name, value in sorted(jax.config.values.items())
+          if not _NOT_PROGRAM.search(name)}
+
+
 def _environment() -> dict:
   import flax
   import jaxlib
@@ -81,11 +218,12 @@ def _environment() -> dict:
   return dict(
       source=source_digest(), jax=jax.__version__, jaxlib=jaxlib.__version__,
       flax=flax.__version__, optax=optax.__version__,
-      backend=jax.default_backend(), devices=[d.device_kind for d in devices],
+      backend=jax.default_backend(),
+      platform_version=devices[0].client.platform_version,
+      devices=[d.device_kind for d in devices],
       processes=jax.process_count(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-      # Options with a context manager are attributes the stubs do not list.
-      x64=getattr(jax.config, "jax_enable_x64"),
-      precision=str(getattr(jax.config, "jax_default_matmul_precision")))
+      libtpu_args=os.environ.get("LIBTPU_INIT_ARGS", ""),
+      options=_jax_options())
 
 
 def _describe_args(args) -> list:
@@ -117,17 +255,26 @@ def _devices(args) -> list:
   return found or jax.devices()[:1]
 
 
-def program_key(name: str, settings: dict, args: tuple, static: dict
-                ) -> str | None:
-  """The file name of a program: a digest of all it depends on; None where
-  that holds an object's address (a function's repr), which differs from
-  one process to the next: such a program is not stored."""
+def key_text(name: str, settings: dict, args: tuple, static: dict
+             ) -> str | None:
+  """All a program depends on, as one line of JSON; None where that holds
+  an object's address (a function's repr), which differs from one process
+  to the next: such a program is not stored."""
   described = dict(name=name, settings=settings, args=_describe_args(args),
                    static={k: repr(v) for k, v in sorted(static.items())},
                    environment=_environment())
   text = json.dumps(described, sort_keys=True, default=repr)
-  if re.search(r" at 0x[0-9a-f]+", text):
-    return None
+  return None if re.search(r" at 0x[0-9a-f]+", text) else text
+
+
+def program_key(name: str, settings: dict, args: tuple, static: dict
+                ) -> str | None:
+  """The file name of a program: a digest of `key_text`, or None."""
+  text = key_text(name, settings, args, static)
+  return None if text is None else _file_name(name, text)
+
+
+def _file_name(name: str, text: str) -> str:
   return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:40]}.bin"
 
 
@@ -144,27 +291,37 @@ def compiled(name: str, jitted, args: tuple, static: dict, settings: dict,
   containers); `rebuild_out(description)` makes the structure again.
   """
   from jax.experimental import serialize_executable
+  folder, signing, text = _FOLDER, None, None
   # One process of a job of several: not stored (not tested across hosts).
-  key = None if _FOLDER is None or jax.process_count() > 1 else program_key(
-      name, settings, args, static)
-  path = None if key is None or _FOLDER is None else _FOLDER / key
-  if path is not None and path.is_file():
+  if folder is not None and jax.process_count() == 1 and _trusted(folder):
+    signing = _signing_key()
+    text = key_text(name, settings, args, static)
+  path = None
+  if signing is not None and text is not None and folder is not None:
+    path = folder / _file_name(name, text)
+  if path is not None and signing is not None and text is not None:
     try:
-      blob, description = pickle.loads(path.read_bytes())
-      return serialize_executable.deserialize_and_load(
-          blob, jax.tree.structure((args, {})), rebuild_out(description),
-          execution_devices=_devices(args))
-    except Exception:  # noqa: BLE001 -- any unreadable entry is a miss
-      pass
+      payload = _unpack(signing, path.read_bytes(), text, path)
+    except OSError:  # missing or unreadable: a miss
+      payload = None
+    if payload is not None:
+      try:
+        # Signed by this user for this very key: safe to unpickle.
+        blob, description = pickle.loads(payload)
+        return serialize_executable.deserialize_and_load(
+            blob, jax.tree.structure((args, {})), rebuild_out(description),
+            execution_devices=_devices(args))
+      except Exception:  # noqa: BLE001 -- any unreadable entry is a miss
+        pass
   lowered = jitted.trace(*args, **static).lower()
-  if path is None or _calls_out(lowered):
+  if path is None or signing is None or text is None or _calls_out(lowered):
     return lowered.compile()
   try:
     with _fresh_compile():
       program = lowered.compile()
   except _NoFreshCompile:  # another JAX: compiled as usual, not stored
     return lowered.compile()
-  _store(path, program, describe_out, rebuild_out)
+  _store(path, program, describe_out, rebuild_out, signing, text)
   return program
 
 
@@ -212,15 +369,17 @@ def _fresh_compile():
       cc._cache_used = used
 
 
-def _store(path: pathlib.Path, program, describe_out, rebuild_out) -> None:
-  """Writes `program` to `path` if its output structure can be rebuilt."""
+def _store(path: pathlib.Path, program, describe_out, rebuild_out,
+           signing: bytes, text: str) -> None:
+  """Writes `program` to `path`, signed, if its output structure can be
+  rebuilt."""
   from jax.experimental import serialize_executable
   try:
     blob, _, out_tree = serialize_executable.serialize(program)
     description = describe_out(out_tree)
     if rebuild_out(description) != out_tree:
       return
-    data = pickle.dumps((blob, description))
+    data = _pack(signing, text, pickle.dumps((blob, description)))
     outputs.write_replacing(path, lambda tmp: tmp.write_bytes(data))
   except Exception:  # noqa: BLE001 -- not stored: the next start traces
     pass

@@ -39,3 +39,18 @@ def test_a_refusal_is_one_line_and_exit_2(smoke_run, capsys, flags, message):
 
 def test_unescape_reads_newlines_and_tabs():
   assert sample.unescape("a\\nb\\tc") == "a\nb\tc"
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--temperature=1e-40", "float32"),
+    ("--top_p=1e-45", "smallest normal"),
+    ("--top_k=3000000000", "at most 2147483647"),
+])
+def test_sampling_values_past_32_bits_are_one_line(smoke_run, capsys, flag,
+                                                   named):
+  """Refused before the run loads: the one check the server also runs
+  (`lm_jax.generation.sampling.option_problem`)."""
+  assert sample.main([f"--workdir={smoke_run}", flag]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {flag.partition('=')[0]} ")
+  assert err.count("\n") == 1 and named in err

@@ -23,3 +23,25 @@ def test_interactive_commands():
                        ("/topp 2", r"\(0, 1\]"), ("/go", "unknown command")]:
     with pytest.raises(UserError, match=message):
       interactive.apply_command(bad, options)
+
+
+def test_a_line_that_is_not_utf8_is_one_line_and_the_loop_goes_on(
+    monkeypatch, capsys):
+  """A terminal in another encoding sends a byte UTF-8 cannot read; stdin
+  then raises while reading the line."""
+  lines = iter([UnicodeDecodeError("utf-8", b"ab\xff", 2, 3, "invalid"),
+                "hello", EOFError()])
+
+  def read(prompt=""):
+    line = next(lines)
+    if isinstance(line, BaseException):
+      raise line
+    return line
+
+  heard = []
+  monkeypatch.setattr("builtins.input", read)
+  interactive.prompt_loop(lambda line, options, key: heard.append(line),
+                          SamplingOptions(), seed=0)
+  assert heard == ["hello"]
+  assert ("error: that line holds byte 0xff, which is not UTF-8 text"
+          in capsys.readouterr().out)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
 from lm_jax.generation.sampling import sample_logits, SamplingOptions
 
 # A fixed distribution over 6 tokens: probabilities .4 .3 .15 .1 .05 0+.
@@ -102,3 +103,28 @@ def test_traced_per_row_options_pick_what_one_row_picks():
 def test_bad_options(bad):
   with pytest.raises(UserError):
     SamplingOptions(**bad)
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("temperature", 1e-40, "float32"),  # below its smallest normal
+    ("temperature", 3.5e38, "float32"),  # past its largest
+    ("temperature", 10**400, "401 digits"),  # compared, never converted
+    ("top_p", 5e-45, "smallest normal"),
+    ("top_k", 2**31, "at most 2147483647"),  # past the step's int32
+    ("max_new_tokens", 2**31, "at most 2147483647"),
+])
+def test_options_past_32_bits_are_refused_with_a_word(field, value, named):
+  problem = sampling.option_problem(field, value)
+  assert problem and named in problem
+  with pytest.raises(UserError, match=f"--{field} "):
+    SamplingOptions(**{field: value})
+
+
+def test_the_smallest_normal_values_sample_the_likeliest():
+  # logits / temperature would overflow to inf (every probability NaN)
+  # without the largest logit taken out first.
+  for temperature in (sampling.F32_TINY, 1e-37, 1e-30):
+    assert set(_draw(temperature=temperature)) == {0}
+  assert set(_draw(top_p=sampling.F32_TINY)) == {0}
+  big = jnp.asarray([[1e3, 0.0, -1e3]])
+  assert int(sample_logits(jax.random.key(0), big, sampling.F32_TINY)[0]) == 0

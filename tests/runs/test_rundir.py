@@ -3,6 +3,8 @@ change, the lock."""
 
 import json
 
+import jax
+
 import pytest
 
 from lm_jax import config as config_lib
@@ -100,3 +102,38 @@ def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
         pass
   with rundir.lock(tmp_path):  # released
     pass
+
+
+def test_a_checkpoint_deleted_while_listed_is_read_again(smoke_run, tmp_path,
+                                                         monkeypatch, capsys):
+  """A run still training deletes old checkpoints while lm-jax-serve lists
+  and reads them: the listing is taken again, silently."""
+  import shutil
+
+  from lm_jax.runs import checkpoints
+  workdir = tmp_path / "run"
+  shutil.copytree(smoke_run, workdir)
+  folder = workdir / rundir.CHECKPOINTS
+  (step,) = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+  want = rundir.load_run(workdir).params
+  pick = checkpoints.pick_step
+  races = []
+
+  def deleted_after_listing(mngr, asked=None):
+    picked = pick(mngr, asked)
+    if len(races) < 2:  # the trainer saves a newer one, deletes this one
+      races.append(picked)
+      (folder / str(picked)).rename(folder / str(picked + 10))
+    return picked
+
+  monkeypatch.setattr(checkpoints, "pick_step", deleted_after_listing)
+  run = rundir.load_run(workdir)
+  assert races == [step, step + 10] and run.step == step + 20
+  assert all((a == b).all() for a, b in zip(
+      jax.tree.leaves(run.params), jax.tree.leaves(want)))
+  assert capsys.readouterr().err == ""
+  races.clear()
+  monkeypatch.setattr(rundir, "LOAD_TRIES", 2)
+  with pytest.raises(UserError, match="changed while they were read, 2 "
+                     "times"):
+    rundir.load_run(workdir)

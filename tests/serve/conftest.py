@@ -12,24 +12,25 @@ import urllib.request
 
 import openai
 import pytest
-import uvicorn
 
 from lm_jax.runs import rundir
 from lm_jax.serve import app as serve_app
+from lm_jax.serve import server as serve_server
 
 PROMPT = "LINE 1: the"  # in the vocabulary of conftest's corpus_text()
 
 
 @contextlib.contextmanager
-def live(run, name="smoke", **settings):
-  """The app serving `run`, on a free localhost port, in a thread."""
+def serving(run, name="smoke", guards=None, **settings):
+  """(URL, server): the app serving `run`, on a free localhost port, in a
+  thread, behind lm-jax-serve's server
+  (`lm_jax.serve.server.server(**guards)`)."""
   sock = socket.socket()
   sock.bind(("127.0.0.1", 0))
   sock.listen()
   app = serve_app.create_app(run, name, serve_app.Settings(
       **{"warm_up": False, **settings}))
-  server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                         timeout_graceful_shutdown=1))
+  server = serve_server.server(app, **(guards or {}))
   thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]),
                             daemon=True)
   thread.start()
@@ -38,10 +39,17 @@ def live(run, name="smoke", **settings):
     assert thread.is_alive() and time.monotonic() < deadline
     time.sleep(0.05)
   try:
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
   finally:
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def live(run, name="smoke", guards=None, **settings):
+  """The URL of `serving`."""
+  with serving(run, name, guards, **settings) as (url, _):
+    yield url
 
 
 def client(url, key="unused"):

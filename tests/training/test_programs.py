@@ -21,7 +21,8 @@ def _f(tree, scale, *, power):
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
   programs.use_folder(tmp_path / "programs")
   yield tmp_path / "programs"
   programs.use_folder(None)
@@ -102,7 +103,8 @@ def test_a_second_command_starts_from_the_stored_program(tmp_path, text_file):
   """Across processes, with JAX's cache already warm: the stored program is
   compiled afresh (one read from that cache would not load elsewhere)."""
   env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
-         "LM_JAX_PROGRAM_CACHE": "1"}
+         "LM_JAX_PROGRAM_CACHE": "1",
+         "XDG_CONFIG_HOME": str(tmp_path / "config")}
   runs = []
   for name in ("a", "b", "c"):
     out = subprocess.run(
@@ -138,3 +140,84 @@ def test_a_program_calling_outside_xla_is_not_stored(folder):
   q = programs.compiled("qr", _qr, (x,), {}, dict(a=1))(x)
   np.testing.assert_allclose(np.abs(q), np.eye(3), atol=1e-6)
   assert not folder.exists() or not list(folder.iterdir())
+
+
+def _entry(folder):
+  (entry,) = folder.iterdir()
+  return entry
+
+
+def test_a_planted_pickle_never_runs(folder, tmp_path, capsys):
+  """Anyone who can write the folder could plant a pickle that runs code:
+  a file not signed with the user's key is never unpickled."""
+  args = ({"x": jnp.arange(3.0)}, jnp.float32(2.0))
+  _compiled(args)
+  entry, ran = _entry(folder), tmp_path / "ran"
+
+  class Payload:
+    def __reduce__(self):
+      return (os.system, (f"touch {ran}",))
+
+  import pickle
+  text = programs.key_text("f", dict(a=1), args, dict(power=2))
+  body = programs._MAGIC + text.encode() + b"\n" + pickle.dumps(Payload())
+  for planted in (pickle.dumps(Payload()), body + b"\0" * 32):
+    entry.write_bytes(planted)
+    out, _ = _compiled(args)(*args)
+    np.testing.assert_allclose(out["y"], [0.0, 2.0, 8.0])
+    assert not ran.exists()
+  assert "not signed with your key" in capsys.readouterr().err
+  assert entry.read_bytes().startswith(programs._MAGIC)  # rebuilt
+
+
+def test_a_file_for_another_key_is_not_used(folder, capsys):
+  """A program compiled for another setting, copied under this key's name,
+  is rebuilt (it would run while the run logs its own settings)."""
+  args = ({"x": jnp.arange(3.0)}, jnp.float32(2.0))
+  _compiled(args, power=3)
+  other = _entry(folder)
+  name = programs.program_key("f", dict(a=1), args, dict(power=2))
+  other.rename(folder / name)
+  out, _ = _compiled(args)(*args)
+  np.testing.assert_allclose(out["y"], [0.0, 2.0, 8.0])  # x**2 * 2, not **3
+  assert "built for another program" in capsys.readouterr().err
+
+
+def test_jax_options_that_change_programs_change_the_key(folder):
+  args = ({"x": jnp.arange(3.0)}, jnp.float32(2.0))
+  before = programs.program_key("f", {}, args, {})
+  for option, value in (("jax_threefry_partitionable", False),
+                        ("jax_default_matmul_precision", "highest")):
+    old = getattr(jax.config, option)
+    jax.config.update(option, value)
+    try:
+      assert programs.program_key("f", {}, args, {}) != before, option
+    finally:
+      jax.config.update(option, old)
+  assert programs.program_key("f", {}, args, {}) == before
+
+
+def test_a_folder_others_can_write_is_refused(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+  shared = tmp_path / "shared"
+  shared.mkdir()
+  shared.chmod(0o777)
+  programs.use_folder(shared)
+  try:
+    args = ({"x": jnp.arange(3.0)}, jnp.float32(2.0))
+    out, _ = _compiled(args)(*args)
+  finally:
+    programs.use_folder(None)
+  np.testing.assert_allclose(out["y"], [0.0, 2.0, 8.0])
+  assert not list(shared.iterdir())
+  err = capsys.readouterr().err
+  assert "program store off" in err and "chmod 700" in err
+
+
+def test_the_folder_and_key_are_the_users_alone(folder, tmp_path):
+  args = ({"x": jnp.arange(3.0)}, jnp.float32(2.0))
+  _compiled(args)
+  assert folder.stat().st_mode & 0o777 == 0o700
+  key = programs.key_file()
+  assert key.is_relative_to(tmp_path / "config")
+  assert key.stat().st_mode & 0o777 == 0o600
