@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import errno
 import gzip
 import hashlib
 import json
@@ -56,14 +57,26 @@ def open_source(path: str, text_field: str = "text") -> Source:
   """The Source `path` names; UserError for a missing path or a folder
   with no text in it."""
   p = pathlib.Path(path).expanduser()
-  if not p.exists():
-    raise UserError(f"corpus file not found: {path}; check "
-                    "--config.data.path (a text, .gz or .jsonl file, or a "
-                    "folder of them)")
-  if not p.is_dir():
-    return Source(path, (p,), text_field)
-  files = tuple(sorted(f for f in p.rglob("*") if f.is_file()
-                       and f.suffix.lower() in FOLDER_SUFFIXES))
+  try:
+    if not p.exists():
+      raise UserError(f"corpus file not found: {path}; check "
+                      "--config.data.path (a text, .gz or .jsonl file, or a "
+                      "folder of them)")
+    if not p.is_dir():
+      p.open("rb").close()
+      return Source(path, (p,), text_field)
+    files = tuple(sorted(f for f in p.rglob("*") if f.is_file()
+                         and f.suffix.lower() in FOLDER_SUFFIXES))
+  except OSError as e:  # a name too long, no permission, a lost mount
+    fix = ("--config.data.path names a path longer than the file system "
+           "allows; move or link the file to a shorter path"
+           if e.errno == errno.ENAMETOOLONG else
+           "check --config.data.path and the file's permissions")
+    raise UserError(f"cannot read the corpus file {path}: "
+                    f"{e.strerror or e}; {fix}") from None
+  except ValueError:  # a NUL character, which no path can hold
+    raise UserError(f"the corpus path {path!r} holds a NUL character; check "
+                    "--config.data.path") from None
   if not files:
     raise UserError(f"corpus folder has no text: {path} holds no "
                     f"{', '.join(FOLDER_SUFFIXES)} file; put text files in "

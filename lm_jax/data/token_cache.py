@@ -365,9 +365,9 @@ def _write_ids(path: pathlib.Path, source: Source, plan: dict, tokenizer,
       fh.write(b"\0" * HEADER_BYTES)
       for val in (False, True):
         for ids in _split_ids(tokenizer, pieces(val), source.several):
-          data = np.ascontiguousarray(ids, dtype)
+          data = np.ascontiguousarray(ids, dtype).data  # a memoryview
           digest.update(data)
-          fh.write(memoryview(data))
+          fh.write(data)
           counts[val] += len(ids)
       header = json.dumps(dict(dtype=dtype.name, train=counts[False],
                                val=counts[True], key=key,
