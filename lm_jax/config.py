@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.path = ""  # empty: the built-in Shakespeare corpus
   c.data.val_fraction = 0.1  # for a single text file: the last 10% is val
+  c.data.text_field = "text"  # a JSONL corpus: the field holding the text
   c.data.val_plays = VAL_PLAYS  # for the built-in corpus
   c.data.tokenizer = "char"  # or "word", "bpe" (byte-level subwords)
   c.data.vocab_size = 8192  # word and bpe tokenizers: ids in all, specials too

@@ -27,6 +27,10 @@ if OWNS_XLA_CACHE:
   os.environ["LM_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lm_jax_xla_")
 # lm_jax's store of whole train steps (lm_jax/training/programs.py) compiles
 # each new program afresh: off, but in the tests of it.
+# The token cache (lm_jax/data/token_cache.py) in the same session folder,
+# never the user's.
+os.environ.setdefault("LM_JAX_CACHE", os.path.join(
+    os.environ["LM_JAX_TEST_XLA_CACHE"], "tokens"))
 os.environ.update(JAX_COMPILATION_CACHE_DIR=os.environ["LM_JAX_TEST_XLA_CACHE"],
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",

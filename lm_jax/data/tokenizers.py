@@ -103,16 +103,14 @@ class CharTokenizer:
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
                           dtype=np.uint32)
     table = self._code_table()
-    ids = np.full(len(codes), UNK_ID, dtype=np.int32)
-    known = codes < len(table)
-    ids[known] = table[codes[known]]
-    return ids
+    return table[np.minimum(codes, len(table) - 1)]
 
   def _code_table(self) -> np.ndarray:
-    """Token id by code point, up to the vocabulary's largest character."""
+    """Token id by code point, up to the vocabulary's largest character,
+    then one `<unk>` that every larger code point reads."""
     if self._table is None:
       chars = {ord(ch): i for ch, i in self._ids.items() if len(ch) == 1}
-      table = np.full(max(chars, default=-1) + 1, UNK_ID, np.int32)
+      table = np.full(max(chars, default=-1) + 2, UNK_ID, np.int32)
       table[list(chars)] = list(chars.values())
       self._table = table
     return self._table

@@ -4,9 +4,16 @@ A window of `seq_len + 1` consecutive tokens gives the inputs `x` (all but
 the last) and the targets `y` (all but the first): at every position the
 model predicts the next token. These functions run on host (NumPy) or
 device (jax.numpy) arrays alike, inside or outside `jax.jit`.
+
+A text too large for the device streams instead (lm_jax/training/
+streaming.py): the same windows, their starts drawn as `get_batch` and
+`lane_batch` draw them, read on host from the memory-mapped ids
+(`read_windows`) and handed to the train steps as `Drawn`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +27,16 @@ def get_batch(tokens: jax.Array, key: jax.Array, batch_size: int,
   The same key gives the same batch, so training data order is a function of
   (seed, step).
   """
-  starts = jax.random.randint(key, (batch_size,), 0,
-                              tokens.shape[0] - seq_len)  # (B,)
+  starts = random_starts(key, tokens.shape[0], batch_size, seq_len)  # (B,)
   idx = starts[:, None] + jnp.arange(seq_len + 1)  # (B, T + 1)
   windows = jnp.take(tokens, idx, axis=0)
   return windows[:, :-1], windows[:, 1:]
+
+
+def random_starts(key: jax.Array, num_tokens: int, batch_size: int,
+                  seq_len: int) -> jax.Array:
+  """The first token of each of `get_batch`'s windows: (B,) ints."""
+  return jax.random.randint(key, (batch_size,), 0, num_tokens - seq_len)
 
 
 def lane_length(num_tokens: int, batch_size: int) -> int:
@@ -57,6 +69,41 @@ def lane_batch(tokens: jax.Array, step, batch_size: int, seq_len: int
   return windows[:, :-1], windows[:, 1:], j == 0
 
 
+def lane_starts(num_tokens: int, step: int, batch_size: int, seq_len: int
+                ) -> tuple[np.ndarray, bool]:
+  """The first token of each of `lane_batch`'s windows at `step` (B,),
+  and its `reset`, on host."""
+  lane_len = lane_length(num_tokens, batch_size)
+  j = step % lane_windows(num_tokens, batch_size, seq_len)
+  return np.arange(batch_size) * lane_len + j * seq_len, j == 0
+
+
+def read_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int
+                 ) -> np.ndarray:
+  """tokens[s : s + seq_len + 1] for every start s: (..., T + 1) int32.
+
+  `tokens` may be an np.memmap: only the windows' pages are read.
+  """
+  idx = starts[..., None] + np.arange(seq_len + 1)
+  return np.asarray(tokens[idx], np.int32)
+
+
+class Drawn(NamedTuple):
+  """A chunk of steps' windows, read on host (lm_jax/training/
+  streaming.py): what the train steps read in place of the token array."""
+  windows: jax.Array  # (K, B, T + 1) int32, step first + k in row k
+  reset: jax.Array  # (K,) bool: the lanes wrap around (carried state)
+  first: jax.Array  # () int32: the step of windows[0]
+
+
+def drawn_batch(drawn: Drawn, step) -> tuple[jax.Array, jax.Array,
+                                             jax.Array]:
+  """x (B, T), y (B, T) and reset of `step` from a Drawn chunk."""
+  i = step - drawn.first
+  window = drawn.windows[i]  # (B, T + 1)
+  return window[:, :-1], window[:, 1:], drawn.reset[i]
+
+
 def eval_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
                  num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
   """Fixed, non-overlapping windows from the start of `tokens`.
@@ -73,7 +120,8 @@ def eval_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
     raise ValueError(f"{len(tokens)} tokens cannot fill one batch of "
                      f"{batch_size} x {seq_len + 1}")
   idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)  # (n, T+1)
-  windows = tokens[idx].reshape(n // batch_size, batch_size, seq_len + 1)
+  windows = tokens[idx].astype(np.int32).reshape(n // batch_size, batch_size,
+                                                 seq_len + 1)
   return windows[..., :-1], windows[..., 1:]
 
 

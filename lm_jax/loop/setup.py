@@ -22,7 +22,7 @@ from lm_jax.loop.clock import Clock
 from lm_jax.models import make_model
 from lm_jax.runs import checkpoints, rundir
 from lm_jax.runs.metrics import MetricsLog
-from lm_jax.training import parallel, steps
+from lm_jax.training import parallel, steps, streaming
 from lm_jax.views import progress, summary
 
 
@@ -67,7 +67,9 @@ class Setup(NamedTuple):
   state: steps.TrainState  # at `start`, or fresh
   start: int | None  # the step resumed from; None: a fresh run
   mesh: jax.sharding.Mesh
-  train_data: Any  # the task's training data, on device
+  # The task's training data, on device; a text's is a streaming.Stream
+  # that reads each chunk's windows on host (task.streams).
+  train_data: Any
   seed_key: jax.Array  # the data order and dropout (steps.step_keys)
   mngr: Any  # the Orbax CheckpointManager (checkpoints.LazyManager)
   log: MetricsLog
@@ -105,9 +107,12 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   # first save; one with checkpoints opens it now, to resume.
   mngr = checkpoints.LazyManager(workdir)
   start, state = restore(workdir, mngr, state, clock)
+  train_data = (streaming.Stream(loaded.train, config.train, seed_key, mesh)
+                if task.streams else
+                jax.device_put(loaded.train, parallel.replicated(mesh)))
   run = Setup(config, workdir, task, loaded, model, state, start, mesh,
-              jax.device_put(loaded.train, parallel.replicated(mesh)),
-              seed_key, mngr, MetricsLog(workdir, resume_step=start), {})
+              train_data, seed_key, mngr,
+              MetricsLog(workdir, resume_step=start), {})
   clock.mark("checkpoints")
   announce(run)
   return run

@@ -21,7 +21,7 @@ import numpy as np
 from lm_jax import tasks
 from lm_jax.loop.clock import Clock
 from lm_jax.loop.setup import Member, Setup
-from lm_jax.training import parallel, programs, steps
+from lm_jax.training import parallel, programs, steps, streaming
 
 
 class Stepper(Protocol):
@@ -71,7 +71,10 @@ class Lone:
     run, t, state = self.run, self.config.train, self.state
     # A whole call is the plain program; every shorter one shares another.
     whole = count == t.steps_per_call
-    args = (state, run.train_data, run.seed_key, None if whole else count)
+    data = run.train_data
+    if isinstance(data, streaming.Stream):  # this chunk's windows, read on host
+      data = data.chunk(self.step)
+    args = (state, data, run.seed_key, None if whole else count)
     if whole not in run.programs:  # the first call of each: read or compile
       run.programs[whole] = programs.compiled(
           "train_steps", steps.train_steps, args, dict(
@@ -85,6 +88,9 @@ class Lone:
           rebuild_out=lambda names: jax.tree.structure(
               (state, dict.fromkeys(names, 0))))
     self.state, metrics = run.programs[whole](*args)
+    if isinstance(run.train_data, streaming.Stream) and \
+        self.step + count < t.num_steps:  # read the next while this trains
+      run.train_data.prefetch(self.step + count)
     if dispatched is not None:
       dispatched()
     metrics = jax.device_get(metrics)

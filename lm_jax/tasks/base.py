@@ -78,6 +78,10 @@ class Task(abc.ABC):
   does = ""  # what the model does to a phrase, for the prompt loop's help
   example_prompt = ""
   sample_flags = ""  # the sampling the "sample with" hint suggests
+  # Whether `Loaded.train` is token ids (maybe memory-mapped) whose windows
+  # the loop reads on host per chunk of steps (lm_jax/training/
+  # streaming.py) instead of placing them on the device whole.
+  streams = False
 
   def metric(self, config) -> str:
     """What its val loss measures, in words (its lines, the summary and a
@@ -178,6 +182,12 @@ def encode_splits(tokenizer, text, train) -> tuple[np.ndarray, np.ndarray]:
   """The train and val texts as ids; a text shorter than one batch is a
   UserError naming the split and the fix."""
   train_ids, val_ids = tokenizer.encode(text.train), tokenizer.encode(text.val)
+  check_splits(train_ids, val_ids, train)
+  return train_ids, val_ids
+
+
+def check_splits(train_ids, val_ids, train) -> None:
+  """A split shorter than one batch is a UserError naming it and the fix."""
   need = windows.min_tokens(train.batch_size, train.seq_len)
   for name, ids in (("training", train_ids), ("validation", val_ids)):
     if len(ids) < need:
@@ -186,4 +196,3 @@ def encode_splits(tokenizer, text, train) -> tuple[np.ndarray, np.ndarray]:
           f"needs ({train.batch_size} x {train.seq_len} + 1 = {need}); use a "
           "longer text or lower config.train.batch_size / "
           "config.train.seq_len")
-  return train_ids, val_ids

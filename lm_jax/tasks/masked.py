@@ -138,7 +138,8 @@ class MaskedTask(Task):
     t = config.train
     check_settings(t)
     text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                              tuple(config.data.val_plays))
+                              tuple(config.data.val_plays),
+                              config.data.get("text_field", "text"))
     tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
                                            mask=True, **config.data)
     rundir.check_resumable(workdir, config, tokenizer)

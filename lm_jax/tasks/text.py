@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.data import corpus, tokenizers, windows
+from lm_jax.data import corpus, documents, token_cache, tokenizers, windows
 from lm_jax.errors import UserError
 from lm_jax.generation import detokenize, interactive, sampling
 from lm_jax.runs import rundir
-from lm_jax.tasks.base import (bits_per_char, Can, encode_splits, Loaded,
-                               opening, refuse_beam, spells, Task)
+from lm_jax.tasks.base import (bits_per_char, Can, check_splits, encode_splits,
+                               Loaded, opening, refuse_beam, spells, Task)
 from lm_jax.training import steps
 
 SAMPLES = "a language model samples"  # what it does instead of --beam
@@ -30,6 +30,28 @@ def perplexity(nats_per_token: float) -> float:
     return math.inf
 
 
+def _builtin(path: str) -> bool:
+  return not path or path == corpus.BUILTIN
+
+
+def _opening_text(config) -> str:
+  """The start of the training text (its first block of a file)."""
+  d = config.data
+  if _builtin(d.path):
+    return corpus.load_corpus(d.path, d.val_fraction,
+                              tuple(d.val_plays)).train[:1 << 16]
+  source = documents.open_source(d.path, d.get("text_field", "text"))
+  return next((p for p in documents.pieces(source) if p and p.strip()), "")
+
+
+def _share(ids: np.ndarray, token: int, block: int = 1 << 24) -> float:
+  """The share of `ids` equal to `token`, a block at a time (a memmap is
+  not read into memory whole)."""
+  hits = sum(int(np.count_nonzero(ids[i:i + block] == token))
+             for i in range(0, len(ids), block))
+  return hits / max(len(ids), 1)
+
+
 class TextTask(Task):
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
   can = frozenset({Can.CONTINUE, Can.INTERACTIVE})
@@ -38,37 +60,68 @@ class TextTask(Task):
   example_prompt = "ROMEO:"  # in the command printed after training
   sample_flags = ""
 
+  streams = True  # windows read per chunk from the (cached) token ids
+
   def example(self, config, tokenizer) -> str:
     """The hint's prompt (the sample command's, the page's default): on
-    the learner's own text the start of its first validation line (else
-    training line) that the vocabulary spells; on the built-in plays
-    example_prompt. example_prompt too where the text is no longer there."""
+    the learner's own text the start of its first line (of the text's
+    first block: a big corpus is not read) that the vocabulary spells; on
+    the built-in plays example_prompt; example_prompt too where the text is
+    no longer there."""
     own = config.data.path and config.data.path != corpus.BUILTIN
     if not own and spells(tokenizer, self.example_prompt):
       return self.example_prompt
     try:
-      text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                                tuple(config.data.val_plays))
+      text = _opening_text(config)
     except (UserError, OSError):  # a run moved away from its text
       return self.example_prompt
-    # The validation text's first line may start mid-line: from its second.
-    for lines in (text.val.splitlines()[1:], text.train.splitlines()):
-      for line in lines[:1000]:
-        start = opening(line)
-        if start and spells(tokenizer, start):
-          return start
+    for line in text.splitlines()[:1000]:
+      start = opening(line)
+      if start and spells(tokenizer, start):
+        return start
     return self.example_prompt
 
   def load(self, config, workdir: pathlib.Path) -> Loaded:
     """Corpus -> tokenizer -> (train, val) ids; refuses a mismatched resume.
 
-    The tokenizer is built from the training text on every start; resuming
-    needs it to equal the one stored in `workdir`.
+    A corpus on disk is tokenized once into the token cache
+    (lm_jax/data/token_cache.py) and its ids memory-mapped from there;
+    the built-in one is tokenized in memory on every start. Resuming needs
+    the tokenizer to equal the one stored in `workdir`.
     """
-    text = corpus.load_corpus(config.data.path, config.data.val_fraction,
-                              tuple(config.data.val_plays))
-    tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, text.train,
-                                           **config.data)
+    d, t = config.data, config.train
+    if _builtin(d.path):
+      text = corpus.load_corpus(d.path, d.val_fraction, tuple(d.val_plays))
+      tokenizer = tokenizers.build_tokenizer(d.tokenizer, text.train, **d)
+      self._check(config, workdir, tokenizer)
+      train_ids, val_ids = encode_splits(tokenizer, text, t)
+      train_chars, source = len(text.train), text.source
+      notes: tuple[str, ...] = ()
+    else:
+      tokens = token_cache.load(d.path, d)
+      tokenizer, train_ids, val_ids = tokens.tokenizer, tokens.train, tokens.val
+      self._check(config, workdir, tokenizer)
+      check_splits(train_ids, val_ids, t)
+      train_chars, source, notes = (tokens.train_chars, tokens.source,
+                                    tokens.lines)
+    val_x, val_y = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
+                                        t.eval_tokens)
+    unk_rate = _share(val_ids, tokenizers.UNK_ID)
+    # Bits per character: nats over the characters the targets stand for.
+    val = dict(x=val_x, y=val_y, chars=tokenizer.covered_chars(val_x, val_y),
+               unk_rate=unk_rate)
+    unk = (f"no {tokenizers.UNK} (byte-level: every text encodes)"
+           if tokenizer.byte_level
+           else f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
+    line = (f"corpus: {source}: {len(train_ids):,} train / "
+            f"{len(val_ids):,} val tokens, "
+            f"{len(train_ids) / max(train_chars, 1):.3f} tokens per "
+            f"character, vocab {tokenizer.vocab_size}, {unk}")
+    return Loaded(tokenizer, train_ids, val, (*notes, line))
+
+  def _check(self, config, workdir: pathlib.Path, tokenizer) -> None:
+    """Refuses a mismatched resume, a vocabulary of `<unk>` alone and a
+    sample prompt the vocabulary cannot spell."""
     rundir.check_resumable(workdir, config, tokenizer)
     if tokenizer.vocab_size < 2:
       raise UserError(
@@ -82,21 +135,6 @@ class TextTask(Task):
       except UserError as e:
         raise UserError(f"config.train.sample_prompt="
                         f"{t.sample_prompt!r}: {e}") from None
-    train_ids, val_ids = encode_splits(tokenizer, text, t)
-    val_x, val_y = windows.eval_batches(val_ids, t.batch_size, t.seq_len,
-                                     t.eval_tokens)
-    unk_rate = float(np.mean(val_ids == tokenizers.UNK_ID))
-    # Bits per character: nats over the characters the targets stand for.
-    val = dict(x=val_x, y=val_y, chars=tokenizer.covered_chars(val_x, val_y),
-               unk_rate=unk_rate)
-    unk = (f"no {tokenizers.UNK} (byte-level: every text encodes)"
-           if tokenizer.byte_level
-           else f"{unk_rate:.2%} of val tokens {tokenizers.UNK}")
-    line = (f"corpus: {text.source}: {len(train_ids):,} train / "
-            f"{len(val_ids):,} val tokens, "
-            f"{len(train_ids) / max(len(text.train), 1):.3f} tokens per "
-            f"character, vocab {tokenizer.vocab_size}, {unk}")
-    return Loaded(tokenizer, train_ids, val, (line,))
 
   def evaluate(self, params, model, loaded: Loaded, step: int, config
                ) -> tuple[dict, list[str], dict[str, str]]:

@@ -210,12 +210,18 @@ def next_batch(state: TrainState, tokens, data_key: jax.Array,
   of the state's objective drawn with `data_key`; with one, the step's
   window of every lane (`windows.lane_batch`), the carry reset to the
   initial state where the lanes wrap around. `constrain` places the carry
-  (a sharding constraint).
+  (a sharding constraint). `tokens` may be a `windows.Drawn` chunk
+  (lm_jax/training/streaming.py): the same windows, read on host.
   """
-  if state.carry is None:
+  if isinstance(tokens, windows.Drawn):  # streamed: read on host
+    x, y, reset = windows.drawn_batch(tokens, state.step)
+    if state.carry is None:
+      return state, x, y
+  elif state.carry is None:
     x, y = state.objective.get_batch(tokens, data_key, batch_size, seq_len)
     return state, x, y
-  x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
+  else:
+    x, y, reset = windows.lane_batch(tokens, state.step, batch_size, seq_len)
   fresh = state.model.initial_state(batch_size)
   state = state.replace(carry=constrain(jax.tree.map(
       lambda new, a: jnp.where(reset, new, a), fresh, state.carry)))
@@ -265,7 +271,8 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
 
   `tokens` is the training data batches are drawn from: the text's ids,
   or what the state's objective draws from (pairs: the padded (src, tgt)
-  arrays).
+  arrays), or this call's windows read on host (`windows.Drawn`, a
+  streamed text: lm_jax/training/streaming.py).
 
   Running several steps per call (a loop on device) saves the per-call
   dispatch and host round trip, the largest speed lever on a small CPU.

@@ -57,7 +57,7 @@ def test_text_file_split(text_file):
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "not found"), ("dir", "is a directory"), (b"", "is empty"),
+    (None, "not found"), ("dir", "folder has no text"), (b"", "is empty"),
     (b"\x00\x01\x02abc", "binary"), (b"caf\xe9", "not valid UTF-8")])
 def test_bad_corpus_files(tmp_path, content, message):
   path = tmp_path / "corpus.txt"

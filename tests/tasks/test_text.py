@@ -1,6 +1,8 @@
 """The text task (lm_jax/tasks/text.py): it loads windows of a text,
 evaluates and samples, and refuses a text shorter than a batch."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from lm_jax.tasks import text
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
 from lm_jax.training import steps
+
+from conftest import corpus_text, run_command
 
 
 @pytest.mark.slow
@@ -53,3 +57,22 @@ def test_perplexity_is_infinite_past_floats_range():
   not an OverflowError."""
   assert text.perplexity(1.0) == pytest.approx(np.e)
   assert text.perplexity(1e4) == float("inf")
+
+
+@pytest.mark.slow
+def test_a_jsonl_corpus_trains_and_a_second_run_reuses_its_cache(tmp_path):
+  lines = corpus_text().splitlines(keepends=True)
+  path = tmp_path / "c.jsonl"
+  path.write_text("".join(json.dumps({"body": "".join(lines[i:i + 20])})
+                          + "\n" for i in range(0, len(lines), 20)))
+  args = ["--config=configs/char_tf.py:smoke", f"--config.data.path={path}",
+          "--config.data.text_field=body", "--config.train.num_steps=2",
+          "--config.train.eval_every=2", "--config.train.sample_tokens=0"]
+  first = run_command("lm_jax.train", *args, f"--workdir={tmp_path}/a")
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert "token cache: tokenized" in first.stdout
+  assert "(20 documents, the last 2 as val)" in first.stdout
+  second = run_command("lm_jax.train", *args, f"--workdir={tmp_path}/b")
+  assert "token cache: reused" in second.stdout
+  loss = lambda out: [l for l in out.splitlines() if l.startswith("eval")]
+  assert loss(first.stdout) == loss(second.stdout)
