@@ -16,7 +16,8 @@ A model whose `extend` cannot be vmapped is decoded one slot at a time
 (`batched=False`), in the same loop.
 
 Each slot is a one-row `sampling.Decoding` and goes through
-`sampling.generate`'s steps, with its own options as arrays: split the key
+`sampling.generate`'s steps, with its own options as arrays (its
+penalties, `sampling.Penalties`, ride in its Decoding): split the key
 and sample (`sampling.next_token`), then feed the token
 (`sampling.append`); a slot whose window was full is slid afterwards, on
 its own (`sampling.slide`), since a slide prefills W // 2 tokens and the
@@ -307,7 +308,9 @@ class Engine:
     prompt = [int(t) for t in request.prompt]
     logits, state = self._prefill(prompt)
     row = sampling.begin(self.model, np.asarray([prompt], np.int32),
-                         logits[None], state, jax.random.key(request.seed))
+                         logits[None], state, jax.random.key(request.seed),
+                         sampling.penalties_of(request.options, 1,
+                                               self.model.vocab_size))
     self.slots = put(self.slots, len(self.active), row)
     with self.lock:
       self.active.append(_Slot(request))
