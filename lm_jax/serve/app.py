@@ -203,6 +203,35 @@ class Nothing:
     pass
 
 
+class FirstTokens:
+  """max_tokens 1 after an echo (lm-eval's request): each choice's one
+  token, sampled from the distribution the scoring pass found after its
+  prompt (`engine.first_token`: the engine's first step, without a
+  prefill of its own)."""
+
+  def __init__(self, served: Served, prompts: list[list[int]],
+               echoes: list[api.Echo], params: api.Params):
+    self.served, self.prompts, self.params = served, prompts, params
+    self.following = [e.scored.following for e in echoes
+                      if e.scored and e.scored.following is not None]
+
+  def _tokens(self) -> list[engine.Token]:
+    n, p = self.params.n, self.params
+    return [engine.first_token(self.following[i // n], p.options,
+                               api.choice_seed(p.seed, i % n))
+            for i in range(len(self.prompts) * n)]
+
+  async def events(self):
+    tokens = await anyio.to_thread.run_sync(self._tokens)
+    for i, token in enumerate(tokens):
+      choice = api.Choice(self.served.tokenizer,
+                          self.prompts[i // self.params.n], self.params.stops)
+      yield i, choice.add(token) + choice.add(None), choice.finish
+
+  def cancel(self) -> None:
+    pass
+
+
 class Reply:
   """The n replies of an encoder-decoder, written whole."""
 
@@ -395,11 +424,13 @@ async def chat_completions(request, served: Served):
 async def _echoes(served: Served, prompts: list[list[int]],
                   params: api.Params) -> list[api.Echo]:
   """The prompts said back; scored (one batched forward pass, in a worker
-  thread) when logprobs are asked."""
+  thread) when logprobs are asked, or max_tokens is 1 (the same pass finds
+  the distribution of the one token to make)."""
   scored: list = [None] * len(prompts)
-  if params.logprobs >= 0:
+  one = params.max_tokens == 1
+  if params.logprobs >= 0 or one:
     scored = await anyio.to_thread.run_sync(
-        served.task.score, served.run, prompts, params.logprobs)
+        served.task.score, served.run, prompts, max(0, params.logprobs), one)
   return [api.Echo(api.prompt_texts(served.tokenizer, p), s)
           for p, s in zip(prompts, scored)]
 
@@ -413,7 +444,7 @@ def _one(prompts: list, what: str) -> str | list[int]:
 
 async def _respond(request, served: Served, prompts: list, params: api.Params,
                    chat: bool):
-  source: Reply | unmasking.Unmasking | Generation | Nothing
+  source: Reply | unmasking.Unmasking | Generation | Nothing | FirstTokens
   param = "messages" if chat else "prompt"
   echoes = None
   if params.echo and tasks.Can.SCORE not in served.task.can:
@@ -438,6 +469,9 @@ async def _respond(request, served: Served, prompts: list, params: api.Params,
       echoes = await _echoes(served, ids, params)
     if params.max_tokens == 0:
       source = Nothing(len(ids) * params.n)
+    elif echoes and all(e.scored is not None and e.scored.following is not None
+                        for e in echoes):
+      source = FirstTokens(served, ids, echoes, params)
     else:
       if served.engine is None or not served.engine.running:
         raise api.ApiError(503, "the server is shutting down",

@@ -160,6 +160,28 @@ def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
   return slots, tokens[:, 0], chosen, top_ids, top_lp, full
 
 
+@jax.jit
+def _pick(logp, key, temperature, top_k, top_p, penalties):
+  d = sampling.Decoding(None, logp[None], key, None, jnp.int32(0), penalties)
+  d, token = sampling.next_token(d, temperature, top_k, top_p)
+  top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
+  return token[0], logp[token[0]], top_ids, top_lp
+
+
+def first_token(logp: np.ndarray, options: sampling.SamplingOptions,
+                seed: int) -> Token:
+  """The token a request's first step picks (the same key, options and
+  sampler as `step`), from the log-probabilities (V,) after its prompt
+  that scoring found (`scoring.score(..., following=True)`): an echo with
+  max_tokens 1 needs no prefill of its own."""
+  penalties = sampling.penalties_of(options, 1, logp.shape[-1])
+  token, chosen, top_ids, top_lp = jax.device_get(_pick(
+      jnp.asarray(logp), jax.random.key(seed), options.temperature,
+      options.top_k, options.top_p, penalties))
+  return Token(int(token), float(chosen), tuple(int(i) for i in top_ids),
+               tuple(float(p) for p in top_lp))
+
+
 def chunks(n: int) -> list[int]:
   """n as a sum of powers of two, largest first: prefill call lengths."""
   return [1 << b for b in reversed(range(n.bit_length())) if n >> b & 1]

@@ -67,6 +67,17 @@ def test_lm_evals_loglikelihood_request_gets_the_in_process_scores(
         pytest.approx(total, rel=1e-9, abs=1e-9), greedy)
   assert got.usage.prompt_tokens == sum(len(p) for p in prompts)
   assert got.usage.completion_tokens == 4 * max_tokens
+  if max_tokens:  # the one token, from the scoring pass, is the engine's
+    alone = client(server).completions.create(
+        model="smoke", prompt=prompts, max_tokens=1, temperature=0.7,
+        seed=1234, logprobs=1)
+    echoed = client(server).completions.create(
+        model="smoke", prompt=prompts, max_tokens=1, temperature=0.7,
+        seed=1234, logprobs=1, echo=True)
+    for a, e in zip(alone.choices, echoed.choices):
+      assert e.text.endswith(a.text) and e.logprobs.tokens[-1] == a.text
+      assert e.logprobs.token_logprobs[-1] == pytest.approx(
+          a.logprobs.token_logprobs[0], abs=1e-5)
 
 
 def test_echo_streams_the_prompt_first_and_ends_with_usage(server):
