@@ -46,6 +46,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CONTEXT = ("JULIET:\nO Romeo, Romeo! wherefore art thou Romeo? Deny thy "
            "father and refuse thy name; or, if thou wilt not, be but sworn "
            "my love, and I'll no")
+# The items: a cloze line within the model's context (the usual case), and
+# the same item with a longer context, past it (scored in windows).
+SHORT = 80  # characters of CONTEXT kept in the first item
 CHOICES = (" longer be a Capulet.", " more be a Montague.",
            " sooner wed the County.", " longer love the moon.")
 
@@ -101,38 +104,43 @@ def main() -> int:
   args = parser.parse_args()
   run = build_run(args.config)
   encode = lambda s: [int(i) for i in run.tokenizer.encode(s)]
-  prompts = [encode(CONTEXT + c) for c in CHOICES]
-  inside = median_s(lambda: scoring.score(run.params, run.model, prompts,
-                                          top=1), args.repeats)
+  items = {name: [encode(context + c) for c in CHOICES] for name, context in
+           (("within the context", CONTEXT[-SHORT:]),
+            ("past the context", CONTEXT))}
   rows = []
   with serving(run, max_batch=4) as url:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused",
                            max_retries=0, timeout=600)
-    for max_tokens in (0, 1):
-      ask = lambda: client.completions.create(
-          model="bench", prompt=prompts, echo=True, logprobs=1,
-          max_tokens=max_tokens, temperature=0)
-      rows.append((max_tokens, median_s(ask, args.repeats)))
+    for name, prompts in items.items():
+      inside = median_s(lambda: scoring.score(run.params, run.model, prompts,
+                                              top=1), args.repeats)
+      lengths = f"{min(map(len, prompts))}-{max(map(len, prompts))}"
+      rows.append((f"{name} ({lengths} tokens): in-process "
+                   "`scoring.score`", inside, inside))
+      for max_tokens in (0, 1):
+        ask = lambda: client.completions.create(
+            model="bench", prompt=prompts, echo=True, logprobs=1,
+            max_tokens=max_tokens, temperature=0)
+        rows.append((f"{name}: server, echo, logprobs 1, max_tokens "
+                     f"{max_tokens}", median_s(ask, args.repeats), inside))
   load = os.getloadavg()
   lines = [
       "# A 4-choice item scored through lm-jax-serve vs in-process",
       "",
       f"`python experiments/bench_score_serve.py --config={args.config} "
       f"--repeats={args.repeats}`: the default `{args.config}` model "
-      f"(context {run.model.context_length}, random weights), 4 prompts of "
-      f"{min(map(len, prompts))}-{max(map(len, prompts))} tokens, median of "
-      f"{args.repeats} warm calls.",
+      f"(context {run.model.context_length}, random weights), one item of 4 "
+      f"prompts, median of {args.repeats} warm calls; the server in the "
+      "same process, on a thread, through the `openai` client.",
       "",
       f"Machine: {machine(jax.default_backend())}; load average "
       f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) at "
       "the end, other sessions sharing the cores.",
       "",
-      "| how | median | vs in-process |",
-      "|---|---|---|",
-      f"| in-process `scoring.score` | {inside * 1e3:.1f} ms | 1.00x |"]
-  for max_tokens, t in rows:
-    lines.append(f"| server, echo, logprobs 1, max_tokens {max_tokens} | "
-                 f"{t * 1e3:.1f} ms | {t / inside:.2f}x |")
+      "| item, how | median | vs in-process |",
+      "|---|---|---|"]
+  for how, t, inside in rows:
+    lines.append(f"| {how} | {t * 1e3:.1f} ms | {t / inside:.2f}x |")
   text = "\n".join(lines) + "\n"
   pathlib.Path(args.out).write_text(text)
   print(text)

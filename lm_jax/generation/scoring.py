@@ -46,8 +46,8 @@ class Scored(NamedTuple):
   logprobs: np.ndarray  # (T,) float32: log p(token t | tokens < t)
   top_ids: np.ndarray  # (T, K) int32: the K likeliest tokens at t, best first
   top_logprobs: np.ndarray  # (T, K) float32: their log-probabilities
-  # (V,) log-probabilities of the token after the text, when asked for
-  # (`score(..., following=True)`) and the text fits the context.
+  # (V,) log-probabilities of the token after the text (after its last W
+  # tokens, as sampling continues it), when asked for.
   following: np.ndarray | None = None
 
 
@@ -105,9 +105,10 @@ def score(params, model: nn.Module, texts: Sequence[Sequence[int]],
 
   `texts` are lists of ids of any lengths (at least one token each). The
   caller checks that the run can score (`Can.SCORE`). `following`: also
-  the distribution of the next token after each text that fits the
-  context (the same pass reads its last token too), as the server's
-  `echo` with `max_tokens` 1 samples it.
+  the distribution of the next token after each text, in the same pass:
+  a text that fits the context is read with its last token; a longer one
+  gets one more row, its last W tokens, as sampling continues it (the
+  server's `echo` with `max_tokens` 1 samples from it).
   """
   V = model.vocab_size
   if not 0 <= top <= V:
@@ -118,10 +119,13 @@ def score(params, model: nn.Module, texts: Sequence[Sequence[int]],
   # window of its n - 1 targets and one more (the next token's, unscored).
   extra = lambda n: int(following and (W is None or n <= W))
   for i, text in enumerate(texts):
-    if len(text) == 0:
+    n = len(text)
+    if n == 0:
       raise UserError(f"text {i} is empty: give at least one token")
-    rows += [_Window(i, *w) for w in windows(len(text) + extra(len(text)),
-                                             W)]
+    rows += [_Window(i, *w) for w in windows(n + extra(n), W)]
+    if following and not extra(n):  # its last W tokens, no target new
+      assert W is not None
+      rows.append(_Window(i, n - W, W, W))
   L = _bucket(max(w.length for w in rows))
   if model.context_length is not None:
     L = min(L, model.context_length)
@@ -141,11 +145,11 @@ def score(params, model: nn.Module, texts: Sequence[Sequence[int]],
   out = [Scored(np.full(len(t), np.nan, np.float32),
                 np.full((len(t), top), -1, np.int32),
                 np.full((len(t), top), np.nan, np.float32),
-                at_last[next(r for r, w in enumerate(rows) if w.text == i)]
-                if extra(len(t)) else None) for i, t in enumerate(texts)]
+                at_last[max(r for r, w in enumerate(rows) if w.text == i)]
+                if following else None) for i, t in enumerate(texts)]
   for r, w in enumerate(rows):
     # Window positions whose targets are new (less the next token's).
-    length = w.length - extra(len(texts[w.text]))
+    length = max(w.first, w.length - extra(len(texts[w.text])))
     new = slice(w.first, length)
     at = slice(w.start + 1 + w.first, w.start + 1 + length)
     out[w.text].logprobs[at] = chosen[r, new]

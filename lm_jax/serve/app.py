@@ -206,7 +206,7 @@ class Nothing:
 class FirstTokens:
   """max_tokens 1 after an echo (lm-eval's request): each choice's one
   token, sampled from the distribution the scoring pass found after its
-  prompt (`engine.first_token`: the engine's first step, without a
+  prompt (`engine.first_tokens`: the engine's first step, without a
   prefill of its own)."""
 
   def __init__(self, served: Served, prompts: list[list[int]],
@@ -217,9 +217,10 @@ class FirstTokens:
 
   def _tokens(self) -> list[engine.Token]:
     n, p = self.params.n, self.params
-    return [engine.first_token(self.following[i // n], p.options,
-                               api.choice_seed(p.seed, i % n))
-            for i in range(len(self.prompts) * n)]
+    count = len(self.prompts) * n
+    return engine.first_tokens(
+        np.stack([self.following[i // n] for i in range(count)]), p.options,
+        [api.choice_seed(p.seed, i % n) for i in range(count)])
 
   async def events(self):
     tokens = await anyio.to_thread.run_sync(self._tokens)

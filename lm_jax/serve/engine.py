@@ -162,24 +162,32 @@ def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
 
 @jax.jit
 def _pick(logp, key, temperature, top_k, top_p, penalties):
+  """`step`'s sampling and report for one row, from log-probabilities."""
   d = sampling.Decoding(None, logp[None], key, None, jnp.int32(0), penalties)
   d, token = sampling.next_token(d, temperature, top_k, top_p)
   top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
   return token[0], logp[token[0]], top_ids, top_lp
 
 
-def first_token(logp: np.ndarray, options: sampling.SamplingOptions,
-                seed: int) -> Token:
-  """The token a request's first step picks (the same key, options and
-  sampler as `step`), from the log-probabilities (V,) after its prompt
+_pick_rows = jax.jit(jax.vmap(_pick, in_axes=(0, 0, None, None, None, 0)))
+
+
+def first_tokens(logps: np.ndarray, options: sampling.SamplingOptions,
+                 seeds: list[int]) -> list[Token]:
+  """The token each request's first step picks (the same key, options and
+  sampler as `step`), from the log-probabilities (C, V) after its prompt
   that scoring found (`scoring.score(..., following=True)`): an echo with
-  max_tokens 1 needs no prefill of its own."""
-  penalties = sampling.penalties_of(options, 1, logp.shape[-1])
-  token, chosen, top_ids, top_lp = jax.device_get(_pick(
-      jnp.asarray(logp), jax.random.key(seed), options.temperature,
-      options.top_k, options.top_p, penalties))
-  return Token(int(token), float(chosen), tuple(int(i) for i in top_ids),
-               tuple(float(p) for p in top_lp))
+  max_tokens 1 needs no prefill of its own. One call for the C rows."""
+  C, V = logps.shape
+  penalties = jax.tree.map(lambda x: x[:, None],
+                           sampling.penalties_of(options, C, V))
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  tokens, chosen, top_ids, top_lp = jax.device_get(_pick_rows(
+      jnp.asarray(logps), keys, options.temperature, options.top_k,
+      options.top_p, penalties))
+  return [Token(int(tokens[r]), float(chosen[r]),
+                tuple(int(i) for i in top_ids[r]),
+                tuple(float(p) for p in top_lp[r])) for r in range(C)]
 
 
 def chunks(n: int) -> list[int]:
