@@ -22,8 +22,11 @@ own `max_length`, which need not be W, and one long text should not fail
 a whole evaluation. The rule is generation's (`sampling.py`, "Past the
 context"): every token is predicted from the last `keep_on_slide(W)` to W
 tokens before it, never from fewer, so a text scores as it would be
-sampled. A model whose context_length is None (recurrent) reads a row in
-one window whatever its length.
+sampled. The last window holds the text's last W tokens, and its last
+position gives the distribution of the token after the text as sampling
+would continue it (`Scored.following`, at no extra cost). A model whose
+context_length is None (recurrent) reads a row in one window whatever its
+length.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class Scored(NamedTuple):
   top_ids: np.ndarray  # (T, K) int32: the K likeliest tokens at t, best first
   top_logprobs: np.ndarray  # (T, K) float32: their log-probabilities
   # (V,) log-probabilities of the token after the text (after its last W
-  # tokens, as sampling continues it), when asked for.
-  following: np.ndarray | None = None
+  # tokens, as sampling continues it).
+  following: np.ndarray
 
 
 class _Window(NamedTuple):
@@ -62,21 +65,22 @@ class _Window(NamedTuple):
 
 
 def windows(n: int, W: int | None) -> list[tuple[int, int, int]]:
-  """(start, length, first) of the windows that score a text of n tokens:
+  """(start, length, first) of the windows that read a text of n tokens:
   inputs [start, start + length) predict targets start + 1 .. start +
-  length, of which those from start + 1 + first on are new."""
-  inputs = n - 1  # the last token is a target only
-  if W is None or inputs <= W:
-    return [(0, inputs, 0)]
+  length (the last target, n, is the token after the text), of which
+  those from start + 1 + first on are new. The last window holds the
+  text's last W tokens: the context sampling continues the text from."""
+  if W is None or n <= W:
+    return [(0, n, 0)]
   # After the first window, each one starts so that its first new target
-  # sees `keep` tokens before it, as a slid window does when sampling.
+  # sees `keep` tokens before it, as a slid window does when sampling (the
+  # last one, ending at the text's end, may see more).
   keep = sampling.keep_on_slide(W)
-  out, done = [(0, W, 0)], W  # targets 1 .. done are scored
-  while done < inputs:
-    start = done - keep + 1
-    length = min(W, inputs - start)
-    out.append((start, length, done - start))
-    done = start + length
+  out, done = [(0, W, 0)], W  # targets 1 .. done are read
+  while done < n:
+    start = min(done - keep + 1, n - W)
+    out.append((start, W, done - start))
+    done = start + W
   return out
 
 
@@ -99,59 +103,49 @@ def _score_batch(params, model: nn.Module, inputs: jax.Array,
 
 
 def score(params, model: nn.Module, texts: Sequence[Sequence[int]],
-          top: int = 0, following: bool = False) -> list[Scored]:
+          top: int = 0) -> list[Scored]:
   """Each text's token log-probabilities, and the `top` likeliest tokens at
-  each position (K = top; 0: none), in one forward pass over the batch.
+  each position (K = top; 0: none), in one forward pass over the batch;
+  and the distribution of the token after each text (`following`, after
+  its last W tokens: the server's `echo` with `max_tokens` 1 samples it).
 
   `texts` are lists of ids of any lengths (at least one token each). The
-  caller checks that the run can score (`Can.SCORE`). `following`: also
-  the distribution of the next token after each text, in the same pass:
-  a text that fits the context is read with its last token; a longer one
-  gets one more row, its last W tokens, as sampling continues it (the
-  server's `echo` with `max_tokens` 1 samples from it).
+  caller checks that the run can score (`Can.SCORE`).
   """
   V = model.vocab_size
   if not 0 <= top <= V:
     raise UserError(f"top must be in 0..{V} (the vocabulary), got {top}")
   rows: list[_Window] = []
-  W = model.context_length
-  # A text that fits is read whole, its last token too, when asked: the
-  # window of its n - 1 targets and one more (the next token's, unscored).
-  extra = lambda n: int(following and (W is None or n <= W))
   for i, text in enumerate(texts):
-    n = len(text)
-    if n == 0:
+    if len(text) == 0:
       raise UserError(f"text {i} is empty: give at least one token")
-    rows += [_Window(i, *w) for w in windows(n + extra(n), W)]
-    if following and not extra(n):  # its last W tokens, no target new
-      assert W is not None
-      rows.append(_Window(i, n - W, W, W))
+    rows += [_Window(i, *w) for w in windows(len(text), model.context_length)]
   L = _bucket(max(w.length for w in rows))
   if model.context_length is not None:
     L = min(L, model.context_length)
   B = _bucket(len(rows))
-  inputs = np.zeros((B, max(L, 1)), np.int32)
-  targets = np.zeros_like(inputs)
+  inputs = np.zeros((B, L), np.int32)
+  targets = np.zeros_like(inputs)  # the token after the text: 0, unread
   last = np.zeros(B, np.int32)
   for r, w in enumerate(rows):
     ids = np.asarray(texts[w.text], np.int32)
     inputs[r, :w.length] = ids[w.start:w.start + w.length]
-    got = ids[w.start + 1:w.start + 1 + w.length]  # short by one if extra
+    got = ids[w.start + 1:w.start + 1 + w.length]
     targets[r, :len(got)] = got
-    last[r] = max(0, w.length - 1)
+    last[r] = w.length - 1
   chosen, top_ids, top_lp, at_last = jax.device_get(_score_batch(
       params, model, jnp.asarray(inputs), jnp.asarray(targets),
       jnp.asarray(last), max(top, 1)))
+  final = {w.text: r for r, w in enumerate(rows)}  # each text's last row
   out = [Scored(np.full(len(t), np.nan, np.float32),
                 np.full((len(t), top), -1, np.int32),
                 np.full((len(t), top), np.nan, np.float32),
-                at_last[max(r for r, w in enumerate(rows) if w.text == i)]
-                if following else None) for i, t in enumerate(texts)]
+                at_last[final[i]]) for i, t in enumerate(texts)]
   for r, w in enumerate(rows):
-    # Window positions whose targets are new (less the next token's).
-    length = max(w.first, w.length - extra(len(texts[w.text])))
-    new = slice(w.first, length)
-    at = slice(w.start + 1 + w.first, w.start + 1 + length)
+    # Window positions whose targets are new and in the text.
+    end = min(w.length, len(texts[w.text]) - 1 - w.start)
+    new = slice(w.first, end)
+    at = slice(w.start + 1 + w.first, w.start + 1 + end)
     out[w.text].logprobs[at] = chosen[r, new]
     out[w.text].top_ids[at] = top_ids[r, new, :top]
     out[w.text].top_logprobs[at] = top_lp[r, new, :top]

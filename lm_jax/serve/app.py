@@ -212,8 +212,7 @@ class FirstTokens:
   def __init__(self, served: Served, prompts: list[list[int]],
                echoes: list[api.Echo], params: api.Params):
     self.served, self.prompts, self.params = served, prompts, params
-    self.following = [e.scored.following for e in echoes
-                      if e.scored and e.scored.following is not None]
+    self.following = [e.scored.following for e in echoes if e.scored]
 
   def _tokens(self) -> list[engine.Token]:
     n, p = self.params.n, self.params
@@ -428,10 +427,9 @@ async def _echoes(served: Served, prompts: list[list[int]],
   thread) when logprobs are asked, or max_tokens is 1 (the same pass finds
   the distribution of the one token to make)."""
   scored: list = [None] * len(prompts)
-  one = params.max_tokens == 1
-  if params.logprobs >= 0 or one:
+  if params.logprobs >= 0 or params.max_tokens == 1:
     scored = await anyio.to_thread.run_sync(
-        served.task.score, served.run, prompts, max(0, params.logprobs), one)
+        served.task.score, served.run, prompts, max(0, params.logprobs))
   return [api.Echo(api.prompt_texts(served.tokenizer, p), s)
           for p, s in zip(prompts, scored)]
 
@@ -470,8 +468,7 @@ async def _respond(request, served: Served, prompts: list, params: api.Params,
       echoes = await _echoes(served, ids, params)
     if params.max_tokens == 0:
       source = Nothing(len(ids) * params.n)
-    elif echoes and all(e.scored is not None and e.scored.following is not None
-                        for e in echoes):
+    elif echoes and params.max_tokens == 1:
       source = FirstTokens(served, ids, echoes, params)
     else:
       if served.engine is None or not served.engine.running:

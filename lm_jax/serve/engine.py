@@ -176,7 +176,7 @@ def first_tokens(logps: np.ndarray, options: sampling.SamplingOptions,
                  seeds: list[int]) -> list[Token]:
   """The token each request's first step picks (the same key, options and
   sampler as `step`), from the log-probabilities (C, V) after its prompt
-  that scoring found (`scoring.score(..., following=True)`): an echo with
+  that scoring found (`scoring.Scored.following`): an echo with
   max_tokens 1 needs no prefill of its own. One call for the C rows."""
   C, V = logps.shape
   penalties = jax.tree.map(lambda x: x[:, None],

@@ -61,44 +61,42 @@ def test_a_batch_scores_each_text_as_alone(lm):
 def test_following_is_the_next_tokens_distribution_after_the_last_window(lm):
   model, params = lm
   W = model.context_length
-  texts = [_text(1, 1), _text(9, 2), _text(W, 3), _text(W + 1, 4)]
-  got = scoring.score(params, model, texts, top=2, following=True)
-  plain = scoring.score(params, model, texts, top=2)
-  for text, s, p in zip(texts, got, plain):
+  texts = [_text(1, 1), _text(9, 2), _text(W, 3), _text(W + 1, 4),
+           _text(100, 5)]
+  for text, s in zip(texts, scoring.score(params, model, texts, top=2)):
     # After the last W tokens, as sampling continues a text.
     logits = model.apply({"params": params}, jnp.asarray([text[-W:]],
                                                          jnp.int32))
     np.testing.assert_allclose(s.following, jax.nn.log_softmax(
         logits[0, -1].astype(jnp.float32)), atol=1e-5)
-    np.testing.assert_allclose(s.logprobs, p.logprobs, atol=1e-5)
-  assert plain[0].following is None
 
 
 def test_past_the_context_each_token_sees_half_a_window_to_a_window(lm):
   model, params = lm
   W = model.context_length
   keep = sampling.keep_on_slide(W)
-  assert scoring.windows(W + 1, W) == [(0, W, 0)]
+  assert scoring.windows(W, W) == [(0, W, 0)]
   spans = scoring.windows(100, W)
-  seen = 0  # targets scored so far
+  seen = 0  # targets read so far (the 100th: the token after the text)
   for start, length, first in spans:
-    assert length <= W and start + first == seen
-    assert first == 0 or first + 1 == keep  # the new target sees keep tokens
+    assert length == W and start + first == seen
+    assert first == 0 or first + 1 >= keep  # the new target sees >= keep
     seen = start + length
-  assert seen == 99
+  assert seen == 100 and spans[-1][0] == 100 - W  # ends with the last W
   text = _text(100, 0)
   s, = scoring.score(params, model, [text])
+  assert not np.isnan(s.logprobs[1:]).any()
   for start, length, first in spans:
     ref = _reference(params, model, text[start:start + length + 1])
-    np.testing.assert_allclose(s.logprobs[start + 1 + first:
-                                          start + 1 + length], ref[first:],
-                               atol=1e-5)
+    end = start + 1 + len(ref)
+    np.testing.assert_allclose(s.logprobs[start + 1 + first:end],
+                               ref[first:], atol=1e-5)
 
 
 def test_a_recurrent_model_reads_a_long_text_in_one_window():
   model = make_model(char_lstm.get_config("smoke").model, V)
   params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
-  assert scoring.windows(500, model.context_length) == [(0, 499, 0)]
+  assert scoring.windows(500, model.context_length) == [(0, 500, 0)]
   text = _text(70, 1)
   s, = scoring.score(params, model, [text, text[:5]])[:1]
   np.testing.assert_allclose(s.logprobs[1:], _reference(params, model, text),
