@@ -84,15 +84,19 @@ def serving(run, max_batch: int):
     thread.join(timeout=30)
 
 
-def median_s(fn, repeats: int) -> float:
-  fn()  # compiles
-  fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
+def medians_s(fns, repeats: int) -> list[float]:
+  """The median time of each of `fns`, called in turn (interleaved: a
+  change of the machine's load falls on all of them alike)."""
+  for fn in fns:  # compiles
     fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+    fn()
+  times: list[list[float]] = [[] for _ in fns]
+  for _ in range(repeats):
+    for fn, kept in zip(fns, times):
+      t = time.perf_counter()
+      fn()
+      kept.append(time.perf_counter() - t)
+  return [statistics.median(t) for t in times]
 
 
 def main() -> int:
@@ -112,17 +116,18 @@ def main() -> int:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused",
                            max_retries=0, timeout=600)
     for name, prompts in items.items():
-      inside = median_s(lambda: scoring.score(run.params, run.model, prompts,
-                                              top=1), args.repeats)
+      ask = lambda prompts, max_tokens: lambda: client.completions.create(
+          model="bench", prompt=prompts, echo=True, logprobs=1,
+          max_tokens=max_tokens, temperature=0)
+      inside, *served = medians_s(
+          [lambda: scoring.score(run.params, run.model, prompts, top=1),
+           ask(prompts, 0), ask(prompts, 1)], args.repeats)
       lengths = f"{min(map(len, prompts))}-{max(map(len, prompts))}"
       rows.append((f"{name} ({lengths} tokens): in-process "
                    "`scoring.score`", inside, inside))
-      for max_tokens in (0, 1):
-        ask = lambda: client.completions.create(
-            model="bench", prompt=prompts, echo=True, logprobs=1,
-            max_tokens=max_tokens, temperature=0)
+      for max_tokens, t in enumerate(served):
         rows.append((f"{name}: server, echo, logprobs 1, max_tokens "
-                     f"{max_tokens}", median_s(ask, args.repeats), inside))
+                     f"{max_tokens}", t, inside))
   load = os.getloadavg()
   lines = [
       "# A 4-choice item scored through lm-jax-serve vs in-process",
@@ -130,7 +135,8 @@ def main() -> int:
       f"`python experiments/bench_score_serve.py --config={args.config} "
       f"--repeats={args.repeats}`: the default `{args.config}` model "
       f"(context {run.model.context_length}, random weights), one item of 4 "
-      f"prompts, median of {args.repeats} warm calls; the server in the "
+      f"prompts, median of {args.repeats} warm calls (the three ways "
+      "interleaved); the server in the "
       "same process, on a thread, through the `openai` client.",
       "",
       f"Machine: {machine(jax.default_backend())}; load average "
