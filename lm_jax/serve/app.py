@@ -582,7 +582,9 @@ async def tokenize(request, served: Served):
   add no special tokens, so `add_special_tokens` changes nothing."""
   body = await read_json(request, served.settings.max_body)
   _check_model(body, served)
-  api._field(body, "add_special_tokens", (bool,), True, "true or false")
+  if not isinstance(body.get("add_special_tokens", True), bool):
+    raise api.ApiError(400, "'add_special_tokens' must be true or false",
+                       "add_special_tokens", "invalid_type")
   if "messages" in body:
     messages = api.read_messages(body)
     text = (api.last_user_message(messages) if served.replies
