@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 import sys
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 
 from lm_jax.data import corpus, documents, token_cache, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import detokenize, interactive, sampling
+from lm_jax.generation import detokenize, interactive, sampling, scoring
 from lm_jax.runs import rundir
 from lm_jax.tasks.base import (bits_per_char, Can, check_splits, encode_splits,
                                Loaded, opening, refuse_beam, spells, Task)
@@ -54,7 +55,7 @@ def _share(ids: np.ndarray, token: int, block: int = 1 << 24) -> float:
 
 class TextTask(Task):
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
-  can = frozenset({Can.CONTINUE, Can.INTERACTIVE})
+  can = frozenset({Can.CONTINUE, Can.INTERACTIVE, Can.SCORE})
   objective = steps.NEXT_TOKEN
   does = "continues it"
   example_prompt = "ROMEO:"  # in the command printed after training
@@ -163,6 +164,12 @@ class TextTask(Task):
       texts["sample"] = tokenizer.decode(prompt[0]) + detokenize.detokenize(
           tokenizer, ids[0], prompt[0], cut_short=False)
     return record, lines, texts
+
+  def score(self, run: rundir.Run, texts: Sequence[Sequence[int]],
+            top: int = 0) -> list[scoring.Scored]:
+    """Each token's log-probability given those before it (the first has
+    none), one forward pass over the batch: `scoring.score`."""
+    return scoring.score(run.params, run.model, texts, top)
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
