@@ -9,6 +9,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import openai
 import pytest
@@ -131,7 +132,9 @@ def test_bpe_text_streams_whole_characters_and_byte_tokens_by_their_bytes():
   model = Script(tok.vocab_size, tuple(int(i) for i in script),
                  tuple(byte_id[b] for b in BYTES), P)
   params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-  run = rundir.Run(None, tok, model, params["params"], 0)
+  config = ml_collections.ConfigDict(
+      {"data": {"path": "", "val_fraction": 0.1, "val_plays": []}})
+  run = rundir.Run(config, tok, model, params["params"], 0)
   keys = {f"bytes:\\x{b[0]:02x}" for b in BYTES}
   with live(run, name="script") as url:
     c = client(url)
