@@ -198,7 +198,3 @@ def check_vocab_size(vocab_size) -> None:
         f"{len(RESERVED)} special tokens) plus the merges; set "
         f"--config.data.vocab_size to at least {MIN_VOCAB}, e.g. 2048")
 
-
-def is_library_json(data: dict) -> bool:
-  """Whether `data` is a tokenizer.json written by `tokenizers`."""
-  return isinstance(data.get("model"), dict) and "added_tokens" in data
