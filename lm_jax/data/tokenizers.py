@@ -69,7 +69,7 @@ class Tokenizer(Protocol):
 class CharTokenizer:
   """One token per Unicode character; `<unk>` first, then sorted characters."""
   kind = "char"
-  options: tuple[str, ...] = ()
+  options: tuple[str, ...] = ("vocab_from",)
   strict_prompts = True  # a character has no `<unk>`-worthy meaning
   byte_level = False
 
@@ -81,8 +81,8 @@ class CharTokenizer:
     self._table: np.ndarray | None = None  # _code_table(), on first use
 
   @classmethod
-  def build(cls, text: str, specials: bool = False, mask: bool = False
-            ) -> "CharTokenizer":
+  def build(cls, text: str, specials: bool = False, mask: bool = False,
+            vocab_from: str = "") -> "CharTokenizer":
     return cls(_head(specials, mask) + sorted(set(text)))
 
   @property
@@ -220,7 +220,7 @@ class WordTokenizer:
   token is in the vocabulary; any text does up to its spacing.
   """
   kind = "word"
-  options: tuple[str, ...] = ("vocab_size", "min_count")
+  options: tuple[str, ...] = ("vocab_size", "min_count", "vocab_from")
   strict_prompts = False  # an unknown word becomes `<unk>`, with a notice
   byte_level = False
 
@@ -234,7 +234,8 @@ class WordTokenizer:
 
   @classmethod
   def build(cls, text: str, vocab_size: int = 8192, min_count: int = 1,
-            specials: bool = False, mask: bool = False) -> "WordTokenizer":
+            specials: bool = False, mask: bool = False, vocab_from: str = ""
+            ) -> "WordTokenizer":
     if vocab_size < 2 or min_count < 1:
       raise UserError(
           f"config.data.vocab_size must be >= 2 and config.data.min_count >= "
@@ -342,11 +343,20 @@ def build_tokenizer(kind: str, text: str, specials: bool = False,
   vocab_size).
   `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them);
   `mask`: those and MASK_ID (the masked task; a BPE reserves all five).
+  `vocab_from` (an option): a saved vocabulary, used as it is (`load_from`).
   """
   if kind not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {kind!r}: set config.data.tokenizer "
                     f"to one of {sorted(TOKENIZERS)}")
   cls = TOKENIZERS[kind]
+  if options.get("vocab_from"):
+    tokenizer = load_from(options["vocab_from"])
+    if tokenizer.kind != kind:
+      raise UserError(
+          f"config.data.vocab_from={options['vocab_from']!r} holds a "
+          f"{tokenizer.kind} vocabulary, and config.data.tokenizer is "
+          f"{kind!r}; set --config.data.tokenizer={tokenizer.kind}")
+    return tokenizer
   return cls.build(text, specials=specials, mask=mask,
                    **{k: options[k] for k in cls.options if k in options})
 
@@ -390,6 +400,25 @@ def kind_of(data: dict) -> str:
 def tokenizer_from_json(data: dict) -> Tokenizer:
   """The tokenizer `to_json` gave `data` (or an older file's)."""
   return TOKENIZERS[kind_of(data)].from_json(data)
+
+
+def load_from(path: str | pathlib.Path) -> Tokenizer:
+  """The vocabulary saved at `path`: a tokenizer.json, a folder holding
+  one, or a model file lm-jax-export wrote (its metadata holds it)."""
+  file = pathlib.Path(path)
+  file = file / "tokenizer.json" if file.is_dir() else file
+  try:
+    try:
+      return load_tokenizer(file)
+    except UnicodeDecodeError:  # binary: a model file
+      from safetensors import safe_open
+      with safe_open(file, framework="np") as f:
+        return tokenizer_from_json(json.loads(f.metadata()["tokenizer"]))
+  except Exception as e:  # OSError, JSON, a missing key, safetensors' own
+    raise UserError(
+        f"config.data.vocab_from={str(path)!r}: no vocabulary lm_jax reads "
+        f"there ({type(e).__name__}); pass a tokenizer.json, a folder with "
+        "one, or a file lm-jax-export wrote") from None
 
 
 def load_tokenizer(path: str | pathlib.Path) -> Tokenizer:

@@ -55,7 +55,7 @@ ADDED_SETTINGS = {
     "train.carry_state": False, "train.optimizer": "adamw",
     "train.schedule": "cosine", "train.decay_fraction": 0.2,
     "train.muon_learning_rate": 0.02, "train.muon_momentum": 0.95,
-    "train.z_loss": 0.0}
+    "train.z_loss": 0.0, "data.vocab_from": ""}
 # The same for each model kind's settings (config.model less `kind`); a
 # Transformer's dense attention computes what blocked attention does.
 ADDED_MODEL_SETTINGS: dict[str, dict[str, object]] = {
