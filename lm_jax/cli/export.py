@@ -3,7 +3,8 @@
 --out=FOLDER` (a folder `transformers` loads: docs/EVALUATION.md).
 
 Flags only; the work is `lm_jax.runs.modelfile.export_run` and
-`export_hf_run`. Sample from the file with `lm-jax-sample --model=FILE`.
+`lm_jax.runs.hf_checkpoint.export_hf_run`. Sample from the file with
+`lm-jax-sample --model=FILE`.
 """
 
 from absl import flags
@@ -31,7 +32,8 @@ def export_main() -> None:
   from lm_jax.runs import modelfile
   if _FORMAT.value == "hf":
     out = "hf_model" if _OUT.value is None else _OUT.value
-    step, arch = modelfile.export_hf_run(_WORKDIR.value, out, _STEP.value,
+    from lm_jax.runs import hf_checkpoint
+    step, arch = hf_checkpoint.export_hf_run(_WORKDIR.value, out, _STEP.value,
                                          _FORCE.value)
     print(f"wrote {out} ({arch}, step {step}); load it with:\n"
           f"  transformers.AutoModelForCausalLM.from_pretrained({out!r})")

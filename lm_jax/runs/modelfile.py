@@ -97,56 +97,6 @@ def export_run(workdir: str | os.PathLike, out: str | os.PathLike,
   return step
 
 
-def export_hf_run(workdir: str | os.PathLike, out: str | os.PathLike,
-                  step: int | None = None, force: bool = False
-                  ) -> tuple[int, str]:
-  """Writes a run's checkpoint as a Hugging Face folder `out`
-  (lm_jax/runs/hf_checkpoint.py); returns the step and the architecture.
-
-  `out` must be new or empty (or, with `force`, is replaced), outside any
-  run directory; the folder is written beside it and renamed, whole.
-  """
-  import shutil
-
-  from lm_jax.runs import hf_checkpoint, rundir
-  text = os.fspath(out)
-  if not text.strip():
-    raise UserError("--out is empty: name the folder to write, e.g. "
-                    "--out=hf_model")
-  target = pathlib.Path(text)
-  # (an earlier export, config.json and tokenizer.json, is not a run)
-  run = inside_run(target) or (
-      target if (target / rundir.CHECKPOINTS).exists() else None)
-  if run is not None:
-    raise UserError(f"--out={out} is inside the run directory {run}, whose "
-                    "files it could replace; name a folder outside it, e.g. "
-                    f"--out={target.name}_hf")
-  if target.exists() and not target.is_dir():
-    raise UserError(f"--out={out} is a file; --format=hf writes a folder: "
-                    "name a new one")
-  if target.is_dir() and any(target.iterdir()) and not force:
-    raise UserError(f"--out={out} is a folder that is not empty; pass "
-                    "--force to replace it, or name a new folder")
-  outputs.check_target(target / "config.json", make_folder=True)
-  stored = pathlib.Path(workdir) / rundir.CONFIG_FILE
-  if stored.is_file():  # refused before the checkpoint is read
-    hf_checkpoint.architecture(ml_collections.ConfigDict(
-        rundir.read_config(pathlib.Path(workdir))).model)
-  loaded = rundir.load_run(workdir, step)
-  tmp = target.with_name(target.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    arch = hf_checkpoint.export_hf(loaded, tmp)
-    if target.exists():
-      shutil.rmtree(target)
-    os.replace(tmp, target)
-  except OSError as e:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise UserError(f"cannot write --out={out}: {e.strerror or e}; name a "
-                    "writable folder") from None
-  return loaded.step, arch
-
-
 # Sizes a model file may ask for: far beyond any model this code trains on
 # one machine, and small enough that building the model cannot exhaust it.
 MAX_LAYERS = 1024
