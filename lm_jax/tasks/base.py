@@ -9,14 +9,14 @@ import dataclasses
 import enum
 import math
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import numpy as np
 
 from lm_jax.data import tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling, unmask
+from lm_jax.generation import interactive, sampling, scoring, unmask
 from lm_jax.runs import rundir
 from lm_jax.training import steps
 
@@ -38,13 +38,15 @@ class Can(enum.Enum):
   FILL = "fill blanks"
   REPLY = "reply to a prompt"
   INTERACTIVE = "answer in a prompt loop (--interactive)"
+  SCORE = "score a text (each token's log-probability)"
 
 
 # A shipped config whose runs can do each thing: the fix a refusal names.
 TRAINED_BY = {Can.CONTINUE: "configs/char_tf.py",
               Can.FILL: "configs/char_mlm.py",
               Can.REPLY: "configs/echo_lstm.py",
-              Can.INTERACTIVE: "configs/char_tf.py"}
+              Can.INTERACTIVE: "configs/char_tf.py",
+              Can.SCORE: "configs/char_tf.py"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,8 @@ class Task(abc.ABC):
                      f"with {TRAINED_BY[need]}, say); this run can {able}")
 
   # The capabilities' methods. CONTINUE or REPLY: `sample`. INTERACTIVE:
-  # `responder`. FILL: the rest (and `sample` continues by unmasking).
+  # `responder`. SCORE: `score`. FILL: the rest (and `sample` continues by
+  # unmasking).
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,
@@ -108,6 +111,12 @@ class Task(abc.ABC):
                 ) -> interactive.Respond:
     """What answers each line of the prompt loop."""
     raise self.refusal(Can.INTERACTIVE, "--interactive")
+
+  def score(self, run: rundir.Run, texts: Sequence[Sequence[int]],
+            top: int = 0) -> list[scoring.Scored]:
+    """Each token's log-probability given the tokens before it, and the
+    `top` likeliest at each position (`scoring.score`)."""
+    raise self.refusal(Can.SCORE, "scoring a text")
 
   def with_options(self, options: UnmaskOptions) -> Task:
     """The task filling and unmasking as `options` say."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 import sys
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 
 from lm_jax.data import corpus, tokenizers, windows
 from lm_jax.errors import UserError
-from lm_jax.generation import interactive, sampling
+from lm_jax.generation import interactive, sampling, scoring
 from lm_jax.runs import rundir
 from lm_jax.tasks.base import (bits_per_char, Can, encode_splits, Loaded,
                                opening, refuse_beam, spells, Task)
@@ -32,7 +33,7 @@ def perplexity(nats_per_token: float) -> float:
 
 class TextTask(Task):
   """Next-token prediction on a corpus; val loss, bits per char, a sample."""
-  can = frozenset({Can.CONTINUE, Can.INTERACTIVE})
+  can = frozenset({Can.CONTINUE, Can.INTERACTIVE, Can.SCORE})
   objective = steps.NEXT_TOKEN
   does = "continues it"
   example_prompt = "ROMEO:"  # in the command printed after training
@@ -112,6 +113,12 @@ class TextTask(Task):
                               jax.random.key(step), opts)
       texts["sample"] = tokenizer.decode(np.concatenate([prompt[0], ids[0]]))
     return record, lines, texts
+
+  def score(self, run: rundir.Run, texts: Sequence[Sequence[int]],
+            top: int = 0) -> list[scoring.Scored]:
+    """Each token's log-probability given those before it (the first has
+    none), one forward pass over the batch: `scoring.score`."""
+    return scoring.score(run.params, run.model, texts, top)
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,

@@ -31,7 +31,8 @@ def test_fill_on_a_run_that_cannot_is_one_line(smoke_run):
       run_command("lm_jax.sample", f"--workdir={smoke_run}", "--fill=LINE _"),
       "--fill needs a run that can fill blanks (trained with "
       "configs/char_mlm.py, say); this run can continue a prompt, answer in "
-      "a prompt loop (--interactive)")
+      "a prompt loop (--interactive), score a text (each token's "
+      "log-probability)")
 
 
 def test_the_prompt_loop_of_a_masked_run_refuses_beam(masked_run):

@@ -90,9 +90,11 @@ def test_the_page_fills_blanks(server):
 def test_a_run_that_cannot_fill_says_what_it_can(smoke_run):
   with live(rundir.load_run(smoke_run)) as url:
     status, body = post(url, "/v1/fill", b'{"prompt": "LINE _"}')
-    assert get(url, "/v1/playground")["can"] == ["continue", "interactive"]
+    assert get(url, "/v1/playground")["can"] == ["continue", "interactive",
+                                                  "score"]
   assert status == 400
   assert body["error"]["message"] == (
       "/v1/fill needs a run that can fill blanks (trained with "
       "configs/char_mlm.py, say); this run can continue a prompt, answer in "
-      "a prompt loop (--interactive)")
+      "a prompt loop (--interactive), score a text (each token's "
+      "log-probability)")

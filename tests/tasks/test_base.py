@@ -13,7 +13,7 @@ from lm_jax.training import steps
 
 # The methods each capability needs a task to define (CONTINUE and REPLY
 # share `sample`: the prompt's continuation, or the reply to it).
-METHODS = {Can.INTERACTIVE: ("responder",),
+METHODS = {Can.INTERACTIVE: ("responder",), Can.SCORE: ("score",),
            Can.FILL: ("with_options", "fill", "blank_distributions",
                       "encode_blanks", "filled", "continuation")}
 
@@ -32,7 +32,7 @@ def test_a_task_defines_the_methods_of_what_it_can_do(name):
 def test_what_each_task_can_do():
   assert {name: {c.name for c in task.can}
           for name, task in tasks.TASKS.items()} == {
-      "text": {"CONTINUE", "INTERACTIVE"},
+      "text": {"CONTINUE", "INTERACTIVE", "SCORE"},
       "pairs": {"REPLY", "INTERACTIVE"},
       "masked": {"CONTINUE", "FILL", "INTERACTIVE"}}
 
@@ -44,7 +44,8 @@ def test_a_capability_a_task_lacks_is_one_line_naming_what_it_can():
   assert str(e.value) == (
       "--fill needs a run that can fill blanks (trained with "
       "configs/char_mlm.py, say); this run can continue a prompt, answer in "
-      "a prompt loop (--interactive)")
+      "a prompt loop (--interactive), score a text (each token's "
+      "log-probability)")
   with pytest.raises(UserError, match="this run can reply to a prompt, "
                      "answer in a prompt loop"):
     pairs.with_options(tasks.UnmaskOptions())
