@@ -33,6 +33,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+# The built-in models' (lazy) entries first: lm-eval's registry fills
+# itself only while empty, so registering ours alone would hide them.
+import lm_eval.models  # noqa: F401
 import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model

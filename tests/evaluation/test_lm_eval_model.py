@@ -117,10 +117,13 @@ def test_local_completions_through_lm_jax_serve_equals_direct(smoke_run):
   """Waits on serve35 (echo with prompt log-probabilities, token-id
   prompts): lm-eval's local-completions against lm-jax-serve gives direct
   scoring's choice on every item."""
-  sys.path.insert(0, str(REPO / "tests" / "serve"))
-  from conftest import live  # tests/serve/conftest.py
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "serve_conftest", REPO / "tests" / "serve" / "conftest.py")
+  serve = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(serve)  # its `live` server
   run = rundir.load_run(smoke_run)
-  with live(run, max_tokens=200, max_batch=4, max_queue=64) as url:
+  with serve.live(run, max_tokens=200, max_batch=4, max_queue=64) as url:
     out = lm_eval.simple_evaluate(
         model="local-completions",
         model_args=dict(model="smoke", base_url=url + "/v1/completions",
