@@ -136,3 +136,15 @@ def test_local_completions_through_lm_jax_serve_equals_direct(smoke_run):
   served = [int(np.argmax([r[0] for r in s["filtered_resps"]]))
             for s in samples]
   assert served == direct_predictions(run)
+
+
+def test_the_table_command_scores_runs_and_shows_a_refusal(smoke_run,
+                                                            masked_run):
+  sys.path.insert(0, str(REPO))
+  from experiments import eval_table
+  rows = [eval_table.row(str(smoke_run), limit=4),
+          eval_table.row(str(masked_run), limit=4)]
+  assert rows[0]["items"] == 4 and 0 <= float(rows[0]["acc"]) <= 1
+  assert rows[1]["acc"].startswith("refused:") and "score a text" in \
+      rows[1]["acc"]
+  assert eval_table.table(rows).count("\n") == 4
