@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from conftest import REPO, refused, run_command
+from conftest import REPO
 from lm_jax import config as config_lib
 from lm_jax.data import corpus
 from lm_jax.errors import UserError
@@ -67,18 +67,6 @@ def test_in_process_accuracy_is_direct_scorings_item_for_item(smoke_run):
       np.mean(np.asarray(direct) == labels))
 
 
-def test_lm_jax_eval_command_runs_the_task(smoke_run, tmp_path):
-  done = run_command("lm_jax.cli.evaluate", "--model", "lm_jax",
-                     "--model_args", f"workdir={smoke_run}",
-                     "--tasks", "plays_cloze", "--include_path", str(TASKS),
-                     "--limit", "4", "--output_path", str(tmp_path))
-  assert done.returncode == 0, done.stderr[-3000:]
-  results = list(tmp_path.rglob("results_*.json"))
-  assert len(results) == 1
-  assert "acc,none" in json.loads(results[0].read_text())["results"][
-      "plays_cloze"]
-
-
 def test_rolling_and_generation_use_scoring_and_the_decoder(smoke_run):
   model = lm_eval_model.LMJaxModel(workdir=str(smoke_run))
   run = model.run
@@ -107,10 +95,6 @@ def test_a_masked_run_is_refused_in_one_line(masked_run):
   with pytest.raises(UserError, match="score a text") as e:
     lm_eval_model.LMJaxModel(workdir=str(masked_run))
   assert "\n" not in str(e.value)
-  refused(run_command("lm_jax.cli.evaluate", "--model", "lm_jax",
-                      "--model_args", f"workdir={masked_run}",
-                      "--tasks", "plays_cloze", "--include_path", str(TASKS),
-                      "--limit", "1"), "score a text")
 
 
 def test_local_completions_through_lm_jax_serve_equals_direct(smoke_run):
