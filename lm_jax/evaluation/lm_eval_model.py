@@ -70,8 +70,10 @@ class LMJaxModel(LM):
       raise UserError("the lm_jax model takes workdir=RUN or model=FILE in "
                       "--model_args (one of them), e.g. "
                       "--model_args workdir=runs/char_tf")
-    self.run = (rundir.load_run(workdir, None if step is None else int(step))
-                if workdir is not None else modelfile.load_model(model))
+    if workdir is not None:
+      self.run = rundir.load_run(workdir, None if step is None else int(step))
+    else:
+      self.run = modelfile.load_model(str(model))
     self.task = tasks.task_of(self.run.model)
     if Can.SCORE not in self.task.can:
       raise self.task.refusal(Can.SCORE, "lm-eval's lm_jax model")
