@@ -18,8 +18,7 @@ Variants (`--config=configs/char_tf.py:NAME`):
   fast         baby with the recipe options, raced against nanoGPT's baby.
   speedrun     the quickest route found on a 2-core CPU to nanoGPT's 1.4697.
   shakespeare  nanoGPT's GPU setting (6 x 384, context 256), for a GPU.
-  hf           the default with SwiGLU and no QK-norm: exports as a Llama
-               (lm-jax-export --format=hf; docs/EVALUATION.md).
+  hf           the default with SwiGLU, no QK-norm: exports as a Llama (--format=hf).
 """
 
 from lm_jax.config import base_config, smoke_train
