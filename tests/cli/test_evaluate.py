@@ -12,6 +12,7 @@ pytest.importorskip("lm_eval")
 TASKS = REPO / "experiments" / "eval_tasks"
 
 
+@pytest.mark.slow
 def test_lm_jax_eval_command_runs_the_task(smoke_run, tmp_path):
   done = run_command("lm_jax.cli.evaluate", "--model", "lm_jax",
                      "--model_args", f"workdir={smoke_run}",

@@ -52,6 +52,7 @@ def test_the_shipped_items_are_the_generators():
   assert len(shipped) == 80 and all(len(i["choices"]) == 4 for i in shipped)
 
 
+@pytest.mark.slow
 def test_in_process_accuracy_is_direct_scorings_item_for_item(smoke_run):
   model = lm_eval_model.LMJaxModel(workdir=str(smoke_run), batch_size=8)
   out = lm_eval.simple_evaluate(
@@ -97,6 +98,7 @@ def test_a_masked_run_is_refused_in_one_line(masked_run):
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_local_completions_through_lm_jax_serve_equals_direct(smoke_run):
   """Waits on serve35 (echo with prompt log-probabilities, token-id
   prompts): lm-eval's local-completions against lm-jax-serve gives direct
@@ -122,6 +124,7 @@ def test_local_completions_through_lm_jax_serve_equals_direct(smoke_run):
   assert served == direct_predictions(run)
 
 
+@pytest.mark.slow
 def test_the_table_command_scores_runs_and_shows_a_refusal(smoke_run,
                                                             masked_run):
   sys.path.insert(0, str(REPO))

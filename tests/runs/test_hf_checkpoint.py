@@ -136,6 +136,7 @@ def a_llama(folder, tok, seed: int = 0):
   return model
 
 
+@pytest.mark.slow
 def test_init_from_a_transformers_llama_then_fine_tunes(tmp_path):
   from lm_jax.loop import trainer
   text = tmp_path / "corpus.txt"
