@@ -81,71 +81,81 @@ def _f(x) -> np.ndarray:
   return np.ascontiguousarray(np.asarray(x, np.float32))
 
 
+def _gpt2_out(model, params: dict) -> tuple[dict, dict[str, np.ndarray]]:
+  """GPT-2's config and tensors; its Conv1D weights are (in, out), as
+  Flax's kernels."""
+  D, L = model.d_model, model.num_layers
+  config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+            "n_positions": model.max_len, "n_embd": D, "n_layer": L,
+            "n_head": model.num_heads, "n_inner": 4 * D,
+            "activation_function":
+            "gelu_new" if model.gelu_approximate else "gelu",
+            "layer_norm_epsilon": EPS, "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+  t = {"transformer.wte.weight": _f(params["embed"]["embedding"]),
+       "transformer.wpe.weight": _f(params["pos_embed"]),
+       "transformer.ln_f.weight": _f(params["ln_f"]["scale"]),
+       "transformer.ln_f.bias": _f(params["ln_f"]["bias"])}
+  for i in range(L):
+    b, p = f"transformer.h.{i}.", params[f"block_{i}"]
+    for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
+      t[b + theirs + ".weight"] = _f(p[ours]["scale"])
+      t[b + theirs + ".bias"] = _f(p[ours]["bias"])
+    for a, c, theirs in (("attn", "qkv", "attn.c_attn"),
+                         ("attn", "proj", "attn.c_proj"),
+                         ("mlp", "fc", "mlp.c_fc"),
+                         ("mlp", "proj", "mlp.c_proj")):
+      t[b + theirs + ".weight"] = _f(p[a][c]["kernel"])
+      t[b + theirs + ".bias"] = _f(p[a][c]["bias"])
+  return config, t
+
+
+def _llama_out(model, params: dict) -> tuple[dict, dict[str, np.ndarray]]:
+  """Llama's config and tensors: the fused q|k|v and gate|value products
+  split, each kernel transposed to a Linear's (out, in)."""
+  D, H, L = model.d_model, model.num_heads, model.num_layers
+  F = recipe.swiglu_hidden(D)
+  config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": D, "intermediate_size": F,
+            "num_hidden_layers": L, "num_attention_heads": H,
+            "num_key_value_heads": H, "head_dim": D // H,
+            "hidden_act": "silu", "max_position_embeddings": model.max_len,
+            "rms_norm_eps": EPS, "rope_parameters": {
+                "rope_type": "default", "rope_theta": recipe.ROPE_BASE},
+            "attention_bias": True, "mlp_bias": True,
+            "attention_dropout": 0.0}
+  t = {"model.embed_tokens.weight": _f(params["embed"]["embedding"]),
+       "model.norm.weight": _f(params["ln_f"]["scale"])}
+  for i in range(L):
+    b, p = f"model.layers.{i}.", params[f"block_{i}"]
+    qkv, fc = p["attn"]["qkv"], p["mlp"]["fc"]
+    parts = {f"self_attn.{n}_proj": (qkv, j * D, (j + 1) * D)
+             for j, n in enumerate("qkv")}
+    parts.update({"mlp.gate_proj": (fc, 0, F), "mlp.up_proj": (fc, F, 2 * F)})
+    for name, (dense, lo, hi) in parts.items():
+      t[b + name + ".weight"] = _t(dense["kernel"][:, lo:hi])
+      t[b + name + ".bias"] = _f(dense["bias"][lo:hi])
+    for name, dense in (("self_attn.o_proj", p["attn"]["proj"]),
+                        ("mlp.down_proj", p["mlp"]["proj"])):
+      t[b + name + ".weight"] = _t(dense["kernel"])
+      t[b + name + ".bias"] = _f(dense["bias"])
+    t[b + "input_layernorm.weight"] = _f(p["ln1"]["scale"])
+    t[b + "post_attention_layernorm.weight"] = _f(p["ln2"]["scale"])
+  return config, t
+
+
 def to_hf(model: ml_collections.ConfigDict, vocab_size: int, params: dict,
           special_ids: dict[str, int]) -> tuple[dict, dict[str, np.ndarray]]:
   """(config.json, tensors) of an lm_jax Transformer's parameters."""
   arch = architecture(model)
   if model.scan_layers:
     params = unstack_layers(params, model.num_layers)
-  D, H, L = model.d_model, model.num_heads, model.num_layers
-  common = {"vocab_size": vocab_size, "tie_word_embeddings":
-            model.tie_embeddings, "torch_dtype": "float32",
-            "bos_token_id": special_ids.get("<bos>"),
-            "eos_token_id": special_ids.get("<eos>"),
-            "pad_token_id": special_ids.get("<pad>")}
-  t: dict[str, np.ndarray] = {}
-  if arch == "gpt2":
-    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-              "n_positions": model.max_len, "n_embd": D, "n_layer": L,
-              "n_head": H, "n_inner": 4 * D, "activation_function":
-              "gelu_new" if model.gelu_approximate else "gelu",
-              "layer_norm_epsilon": EPS, "resid_pdrop": 0.0,
-              "embd_pdrop": 0.0, "attn_pdrop": 0.0, **common}
-    t["transformer.wte.weight"] = _f(params["embed"]["embedding"])
-    t["transformer.wpe.weight"] = _f(params["pos_embed"])
-    for i in range(L):
-      b, p = f"transformer.h.{i}.", params[f"block_{i}"]
-      for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
-        t[b + theirs + ".weight"] = _f(p[ours]["scale"])
-        t[b + theirs + ".bias"] = _f(p[ours]["bias"])
-      for ours, theirs in (("attn/qkv", "attn.c_attn"),
-                           ("attn/proj", "attn.c_proj"),
-                           ("mlp/fc", "mlp.c_fc"), ("mlp/proj", "mlp.c_proj")):
-        a, c = ours.split("/")
-        t[b + theirs + ".weight"] = _f(p[a][c]["kernel"])  # Conv1D: (in, out)
-        t[b + theirs + ".bias"] = _f(p[a][c]["bias"])
-    t["transformer.ln_f.weight"] = _f(params["ln_f"]["scale"])
-    t["transformer.ln_f.bias"] = _f(params["ln_f"]["bias"])
-  else:
-    F = recipe.swiglu_hidden(D)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-              "hidden_size": D, "intermediate_size": F,
-              "num_hidden_layers": L, "num_attention_heads": H,
-              "num_key_value_heads": H, "head_dim": D // H,
-              "hidden_act": "silu", "max_position_embeddings": model.max_len,
-              "rms_norm_eps": EPS, "rope_parameters": {
-                  "rope_type": "default", "rope_theta": recipe.ROPE_BASE},
-              "attention_bias": True, "mlp_bias": True,
-              "attention_dropout": 0.0, **common}
-    t["model.embed_tokens.weight"] = _f(params["embed"]["embedding"])
-    for i in range(L):
-      b, p = f"model.layers.{i}.", params[f"block_{i}"]
-      qkv_w, qkv_b = p["attn"]["qkv"]["kernel"], p["attn"]["qkv"]["bias"]
-      for j, name in enumerate("qkv"):
-        t[b + f"self_attn.{name}_proj.weight"] = _t(qkv_w[:, j * D:(j + 1) * D])
-        t[b + f"self_attn.{name}_proj.bias"] = _f(qkv_b[j * D:(j + 1) * D])
-      t[b + "self_attn.o_proj.weight"] = _t(p["attn"]["proj"]["kernel"])
-      t[b + "self_attn.o_proj.bias"] = _f(p["attn"]["proj"]["bias"])
-      fc_w, fc_b = p["mlp"]["fc"]["kernel"], p["mlp"]["fc"]["bias"]
-      t[b + "mlp.gate_proj.weight"] = _t(fc_w[:, :F])
-      t[b + "mlp.gate_proj.bias"] = _f(fc_b[:F])
-      t[b + "mlp.up_proj.weight"] = _t(fc_w[:, F:])
-      t[b + "mlp.up_proj.bias"] = _f(fc_b[F:])
-      t[b + "mlp.down_proj.weight"] = _t(p["mlp"]["proj"]["kernel"])
-      t[b + "mlp.down_proj.bias"] = _f(p["mlp"]["proj"]["bias"])
-      t[b + "input_layernorm.weight"] = _f(p["ln1"]["scale"])
-      t[b + "post_attention_layernorm.weight"] = _f(p["ln2"]["scale"])
-    t["model.norm.weight"] = _f(params["ln_f"]["scale"])
+  config, t = (_gpt2_out if arch == "gpt2" else _llama_out)(model, params)
+  config.update({"vocab_size": vocab_size, "tie_word_embeddings":
+                 model.tie_embeddings, "torch_dtype": "float32",
+                 "bos_token_id": special_ids.get("<bos>"),
+                 "eos_token_id": special_ids.get("<eos>"),
+                 "pad_token_id": special_ids.get("<pad>")})
   if not model.tie_embeddings:
     t["lm_head.weight"] = _t(params["head"]["kernel"])
   return config, t
@@ -158,6 +168,95 @@ def _need(ok: bool, what: str, path) -> None:
                     "(docs/EVALUATION.md, \"In\")")
 
 
+def _gpt2_in(config: dict, get, path) -> tuple[dict, dict]:
+  """GPT-2's settings and parameters, or a UserError naming what differs."""
+  D, L = config["n_embd"], config["n_layer"]
+  act = config.get("activation_function", "gelu_new")
+  _need(act in ("gelu_new", "gelu_pytorch_tanh", "gelu"),
+        f"activation_function {act!r} is not GELU", path)
+  _need(config.get("n_inner") in (None, 4 * D),
+        f"n_inner {config.get('n_inner')} is not 4 x n_embd", path)
+  eps = config.get("layer_norm_epsilon", 1e-5)
+  _need(math.isclose(eps, EPS), f"layer_norm_epsilon {eps} is not "
+        f"{EPS} (Flax's, which lm_jax's norms use)", path)
+  _need(not config.get("scale_attn_by_inverse_layer_idx") and
+        config.get("scale_attn_weights", True),
+        "its attention is scaled otherwise than by 1/sqrt(head size)", path)
+  settings = dict(position="learned", norm="layernorm", mlp="gelu",
+                  max_len=config["n_positions"],
+                  gelu_approximate=act != "gelu", num_layers=L,
+                  num_heads=config["n_head"], d_model=D)
+  params: dict[str, Any] = {
+      "embed": {"embedding": get("transformer.wte.weight")},
+      "pos_embed": get("transformer.wpe.weight"),
+      "ln_f": {"scale": get("transformer.ln_f.weight"),
+               "bias": get("transformer.ln_f.bias")}}
+  for i in range(L):
+    b = f"transformer.h.{i}."
+    pair = lambda n, w: {w: get(b + n + ".weight"),
+                         "bias": get(b + n + ".bias")}
+    params[f"block_{i}"] = {
+        "ln1": pair("ln_1", "scale"), "ln2": pair("ln_2", "scale"),
+        "attn": {"qkv": pair("attn.c_attn", "kernel"),
+                 "proj": pair("attn.c_proj", "kernel")},
+        "mlp": {"fc": pair("mlp.c_fc", "kernel"),
+                "proj": pair("mlp.c_proj", "kernel")}}
+  return settings, params
+
+
+def _llama_in(config: dict, get, tensors: dict, path) -> tuple[dict, dict]:
+  """Llama's settings and parameters (zero biases where it has none), or
+  a UserError naming what lm_jax cannot compute."""
+  D, L, H = (config["hidden_size"], config["num_hidden_layers"],
+             config["num_attention_heads"])
+  F = recipe.swiglu_hidden(D)
+  _need(config.get("num_key_value_heads", H) == H,
+        f"num_key_value_heads {config.get('num_key_value_heads')} differs "
+        f"from num_attention_heads {H} (lm_jax has no grouped-query "
+        "attention)", path)
+  _need(config.get("head_dim") in (None, D // H),
+        f"head_dim {config.get('head_dim')} is not hidden_size / heads", path)
+  _need(config.get("hidden_act", "silu") == "silu",
+        f"hidden_act {config.get('hidden_act')!r} is not 'silu'", path)
+  _need(config["intermediate_size"] == F,
+        f"intermediate_size {config['intermediate_size']} is not lm_jax's "
+        f"SwiGLU width 8 x hidden_size / 3 = {F}", path)
+  rope = config.get("rope_parameters") or {
+      "rope_type": "default", "rope_theta": config.get("rope_theta", 1e4),
+      **(config.get("rope_scaling") or {})}
+  _need(rope.get("rope_type", "default") == "default" and
+        rope.get("rope_theta") == recipe.ROPE_BASE,
+        f"its rotary embeddings ({rope}) are not plain ones of base "
+        f"{recipe.ROPE_BASE:g}", path)
+  eps = config.get("rms_norm_eps", 1e-6)
+  _need(math.isclose(eps, EPS), f"rms_norm_eps {eps} is not {EPS} "
+        "(Flax's, which lm_jax's norms use)", path)
+  settings = dict(position="rope", norm="rmsnorm", mlp="swiglu",
+                  max_len=config.get("max_position_embeddings", 2048),
+                  gelu_approximate=True, num_layers=L, num_heads=H, d_model=D)
+  bias = lambda name, n: (get(name) if name in tensors
+                          else np.zeros(n, np.float32))
+
+  def dense(names: list[str], width: int) -> dict:
+    """Linears side by side as one Flax Dense (in, out)."""
+    return {"kernel": np.concatenate([get(n + ".weight").T for n in names],
+                                     axis=1),
+            "bias": np.concatenate([bias(n + ".bias", width) for n in names])}
+
+  params = {"embed": {"embedding": get("model.embed_tokens.weight")},
+            "ln_f": {"scale": get("model.norm.weight")}}
+  for i in range(L):
+    b = f"model.layers.{i}."
+    params[f"block_{i}"] = {
+        "ln1": {"scale": get(b + "input_layernorm.weight")},
+        "ln2": {"scale": get(b + "post_attention_layernorm.weight")},
+        "attn": {"qkv": dense([b + f"self_attn.{n}_proj" for n in "qkv"], D),
+                 "proj": dense([b + "self_attn.o_proj"], D)},
+        "mlp": {"fc": dense([b + "mlp.gate_proj", b + "mlp.up_proj"], F),
+                "proj": dense([b + "mlp.down_proj"], D)}}
+  return settings, params
+
+
 def from_hf(config: dict, tensors: dict[str, np.ndarray], path="checkpoint"
             ) -> tuple[dict, dict]:
   """(model settings, Flax parameters) of a config.json and its tensors;
@@ -168,99 +267,15 @@ def from_hf(config: dict, tensors: dict[str, np.ndarray], path="checkpoint"
         "GPT2LMHeadModel", path)
   get = lambda name: np.asarray(tensors[name], np.float32)
   if arch == "GPT2LMHeadModel":
-    D, L, H = config["n_embd"], config["n_layer"], config["n_head"]
-    act = config.get("activation_function", "gelu_new")
-    _need(act in ("gelu_new", "gelu_pytorch_tanh", "gelu"),
-          f"activation_function {act!r} is not GELU", path)
-    _need(config.get("n_inner") in (None, 4 * D),
-          f"n_inner {config.get('n_inner')} is not 4 x n_embd", path)
-    eps = config.get("layer_norm_epsilon", 1e-5)
-    _need(math.isclose(eps, EPS), f"layer_norm_epsilon {eps} is not "
-          f"{EPS} (Flax's, which lm_jax's norms use)", path)
-    _need(not config.get("scale_attn_by_inverse_layer_idx") and
-          config.get("scale_attn_weights", True),
-          "its attention is scaled otherwise than by 1/sqrt(head size)", path)
-    settings = dict(position="learned", norm="layernorm", mlp="gelu",
-                    max_len=config["n_positions"],
-                    gelu_approximate=act != "gelu")
-    params: dict[str, Any] = {
-        "embed": {"embedding": get("transformer.wte.weight")},
-        "pos_embed": get("transformer.wpe.weight"),
-        "ln_f": {"scale": get("transformer.ln_f.weight"),
-                 "bias": get("transformer.ln_f.bias")}}
-    for i in range(L):
-      b = f"transformer.h.{i}."
-      lin = lambda n: {"kernel": get(b + n + ".weight"),
-                       "bias": get(b + n + ".bias")}
-      norm = lambda n: {"scale": get(b + n + ".weight"),
-                        "bias": get(b + n + ".bias")}
-      params[f"block_{i}"] = {
-          "ln1": norm("ln_1"), "ln2": norm("ln_2"),
-          "attn": {"qkv": lin("attn.c_attn"), "proj": lin("attn.c_proj")},
-          "mlp": {"fc": lin("mlp.c_fc"), "proj": lin("mlp.c_proj")}}
-    head = "lm_head.weight"
+    settings, params = _gpt2_in(config, get, path)
   else:
-    D, L, H = (config["hidden_size"], config["num_hidden_layers"],
-               config["num_attention_heads"])
-    F = recipe.swiglu_hidden(D)
-    _need(config.get("num_key_value_heads", H) == H,
-          f"num_key_value_heads {config.get('num_key_value_heads')} differs "
-          f"from num_attention_heads {H} (lm_jax has no grouped-query "
-          "attention)", path)
-    _need(config.get("head_dim") in (None, D // H),
-          f"head_dim {config.get('head_dim')} is not hidden_size / heads",
-          path)
-    _need(config.get("hidden_act", "silu") == "silu",
-          f"hidden_act {config.get('hidden_act')!r} is not 'silu'", path)
-    _need(config["intermediate_size"] == F,
-          f"intermediate_size {config['intermediate_size']} is not lm_jax's "
-          f"SwiGLU width 8 x hidden_size / 3 = {F}", path)
-    rope = config.get("rope_parameters") or {
-        "rope_type": "default", "rope_theta": config.get("rope_theta", 1e4),
-        **(config.get("rope_scaling") or {})}
-    _need(rope.get("rope_type", "default") == "default" and
-          rope.get("rope_theta") == recipe.ROPE_BASE,
-          f"its rotary embeddings ({rope}) are not plain ones of base "
-          f"{recipe.ROPE_BASE:g}", path)
-    eps = config.get("rms_norm_eps", 1e-6)
-    _need(math.isclose(eps, EPS), f"rms_norm_eps {eps} is not {EPS} "
-          "(Flax's, which lm_jax's norms use)", path)
-    settings = dict(position="rope", norm="rmsnorm", mlp="swiglu",
-                    max_len=config.get("max_position_embeddings", 2048),
-                    gelu_approximate=True)
-    bias = lambda name, n: (get(name) if name in tensors
-                            else np.zeros(n, np.float32))
-    params = {"embed": {"embedding": get("model.embed_tokens.weight")},
-              "ln_f": {"scale": get("model.norm.weight")}}
-    for i in range(L):
-      b = f"model.layers.{i}."
-      a = lambda n: b + f"self_attn.{n}_proj."
-      m = lambda n: b + f"mlp.{n}_proj."
-      params[f"block_{i}"] = {
-          "ln1": {"scale": get(b + "input_layernorm.weight")},
-          "ln2": {"scale": get(b + "post_attention_layernorm.weight")},
-          "attn": {
-              "qkv": {"kernel": np.concatenate(
-                          [get(a(n) + "weight").T for n in "qkv"], axis=1),
-                      "bias": np.concatenate(
-                          [bias(a(n) + "bias", D) for n in "qkv"])},
-              "proj": {"kernel": get(a("o") + "weight").T,
-                       "bias": bias(a("o") + "bias", D)}},
-          "mlp": {
-              "fc": {"kernel": np.concatenate(
-                         [get(m(n) + "weight").T for n in ("gate", "up")],
-                         axis=1),
-                     "bias": np.concatenate(
-                         [bias(m(n) + "bias", F) for n in ("gate", "up")])},
-              "proj": {"kernel": get(m("down") + "weight").T,
-                       "bias": bias(m("down") + "bias", D)}}}
-    head = "lm_head.weight"
+    settings, params = _llama_in(config, get, tensors, path)
   tied = config.get("tie_word_embeddings", arch == "GPT2LMHeadModel")
   if not tied:
-    _need(head in tensors, f"it has no {head} and does not tie it", path)
-    params["head"] = {"kernel": get(head).T}
-  settings.update(num_layers=L, num_heads=H, d_model=D, tie_embeddings=tied,
-                  qk_norm=False, logit_softcap=0.0)
+    _need("lm_head.weight" in tensors,
+          "it has no lm_head.weight and does not tie it", path)
+    params["head"] = {"kernel": get("lm_head.weight").T}
+  settings.update(tie_embeddings=tied, qk_norm=False, logit_softcap=0.0)
   return settings, params
 
 
