@@ -45,6 +45,10 @@ _MAX_BODY = flags.DEFINE_integer("max_body", 1 << 20,
 _WARM_UP = flags.DEFINE_boolean(
     "warm_up", True, "Compile the decoding programs before serving.",
     flag_values=FLAGS)
+_STRICT_MODEL_NAME = flags.DEFINE_boolean(
+    "strict_model_name", False, "Answer a request naming another model with "
+    "404 model_not_found (vLLM's way) instead of serving it this run's "
+    "model (llama.cpp's way, the default).", flag_values=FLAGS)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -90,7 +94,8 @@ def serve_main() -> None:
   settings = serve_app.Settings(
       max_tokens=_MAX_TOKENS.value, max_batch=_MAX_BATCH.value,
       max_queue=_MAX_QUEUE.value, max_body=_MAX_BODY.value,
-      api_key=_API_KEY.value, warm_up=_WARM_UP.value)
+      api_key=_API_KEY.value, warm_up=_WARM_UP.value,
+      strict_model_name=_STRICT_MODEL_NAME.value)
   host = f"[{_HOST.value}]" if ":" in _HOST.value else _HOST.value
   url = f"http://{host}:{sock.getsockname()[1]}/"
   print(f"loaded {name} (step {run.step}); compiling...", flush=True)

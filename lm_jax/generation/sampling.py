@@ -49,6 +49,13 @@ class SamplingOptions:
   temperature: float = 1.0
   top_k: int = 0  # 0: no top-k filter
   top_p: float = 1.0  # 1: no nucleus filter
+  # OpenAI's penalties (the server's requests; lm-jax-sample leaves them
+  # off): subtracted from the logit of each token already generated, once
+  # (presence) or once per time (frequency); and (id, bias) pairs added to
+  # the logits of those ids.
+  presence_penalty: float = 0.0
+  frequency_penalty: float = 0.0
+  logit_bias: tuple[tuple[int, float], ...] = ()
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -73,19 +80,61 @@ def option_problem(field: str, value) -> str | None:
     return f"must be >= 0 (0 turns it off), got {value}"
   if field == "top_p" and not 0 < value <= 1:
     return f"must be in (0, 1], got {value}"
+  if field in ("presence_penalty", "frequency_penalty") and not (
+      -2 <= value <= 2):
+    return f"must be in [-2, 2], got {value}"
+  if field == "logit_bias":
+    for _, bias in value:
+      if not (isinstance(bias, (int, float)) and -100 <= bias <= 100):
+        return f"values must be in [-100, 100], got {bias}"
   return None
 
 
+class Penalties(NamedTuple):
+  """What each row's options change in its logits before sampling (OpenAI's
+  `logit_bias`, `presence_penalty`, `frequency_penalty`), and the counts of
+  the tokens it has generated, which the penalties read."""
+  bias: jax.Array  # (B, V) added to the logits
+  counts: jax.Array  # (B, V) int32: times each token was generated
+  presence: jax.Array  # (B,) off a generated token's logit, once
+  frequency: jax.Array  # (B,) off a generated token's logit, per time
+
+
+def penalties_of(options: SamplingOptions | None, B: int,
+                 V: int) -> Penalties:
+  """The penalties of `options` (None: none) for B rows, counts at 0."""
+  o = options or SamplingOptions()
+  bias = np.zeros((B, V), np.float32)
+  for i, b in o.logit_bias:
+    bias[:, i] = b
+  return Penalties(jnp.asarray(bias), jnp.zeros((B, V), jnp.int32),
+                   jnp.full((B,), o.presence_penalty, jnp.float32),
+                   jnp.full((B,), o.frequency_penalty, jnp.float32))
+
+
+def penalized(logits: jax.Array, p: Penalties) -> jax.Array:
+  """logits (B, V) + bias - frequency x count - presence x (count > 0), as
+  OpenAI's API reference writes it."""
+  counts = p.counts.astype(jnp.float32)
+  return (logits.astype(jnp.float32) + p.bias
+          - p.frequency[:, None] * counts
+          - p.presence[:, None] * (counts > 0))
+
+
 def sample_logits(key: jax.Array, logits: jax.Array, temperature,
-                  top_k=0, top_p=1.0) -> jax.Array:
+                  top_k=0, top_p=1.0,
+                  penalties: Penalties | None = None) -> jax.Array:
   """Next tokens (B,) from logits (B, V), drawn with one key.
 
   temperature (0: greedy), top_k (0: off) and top_p (1: off) are numbers or
   arrays of one per row (B,), traced or not: the server's rows, each with
   its own options, share one compiled step. The filters' sorts are left
   out of the program when the options are numbers that ask for none.
+  `penalties` change the logits first (`penalized`), greedy included.
   """
   B, V = logits.shape
+  if penalties is not None:
+    logits = penalized(logits, penalties)
   per_row = lambda x, kind: jnp.broadcast_to(jnp.asarray(x, kind),
                                             (B,))[:, None]
   temperature = per_row(temperature, jnp.float32)  # (B, 1)
@@ -129,6 +178,7 @@ class Decoding(NamedTuple):
   key: jax.Array
   context: jax.Array | None  # (B, W) tokens the cache holds; None: no limit
   length: jax.Array  # int32, valid tokens in `context`
+  penalties: Penalties  # the options' penalties and the tokens' counts
 
 
 def keep_on_slide(window: int) -> int:
@@ -143,35 +193,43 @@ def extend(params, model: nn.Module, tokens: jax.Array, state):
 
 
 def begin(model: nn.Module, prompt: Tokens, logits: jax.Array, state,
-          key: jax.Array) -> Decoding:
+          key: jax.Array, penalties: Penalties | None = None) -> Decoding:
   """The carry once `prompt` (B, P), P <= W, is in `state`, with the
-  logits (B, V) after its last token."""
+  logits (B, V) after its last token (`penalties` None: none)."""
   B, P = prompt.shape
   context = None
   if model.context_length is not None:
     context = jnp.zeros((B, model.context_length), jnp.int32).at[:, :P].set(
         prompt)
-  return Decoding(state, logits, key, context, jnp.int32(P))
+  if penalties is None:
+    penalties = penalties_of(None, B, logits.shape[-1])
+  return Decoding(state, logits, key, context, jnp.int32(P), penalties)
 
 
-def start(params, model: nn.Module, prompt: jax.Array,
-          key: jax.Array) -> Decoding:
-  """Prefills the prompt (B, P) (its last W tokens) in one call."""
+def start(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
+          penalties: Penalties | None = None) -> Decoding:
+  """Prefills the prompt (B, P) (its last W tokens) in one call; the
+  `penalties` (`penalties_of` the options; None: none) apply from the
+  first token."""
   B, P = prompt.shape
   if P == 0:
     raise UserError("the prompt is empty: give at least one token")
   if model.context_length is not None:
     prompt = prompt[:, -model.context_length:]
   logits, state = extend(params, model, prompt, model.initial_state(B))
-  return begin(model, prompt, logits[:, -1], state, key)
+  return begin(model, prompt, logits[:, -1], state, key, penalties)
 
 
 def next_token(d: Decoding, temperature, top_k, top_p
                ) -> tuple[Decoding, jax.Array]:
-  """Splits the key and samples the next tokens (B,) from `d.logits`."""
+  """Splits the key and samples the next tokens (B,) from `d.logits`, as
+  the penalties change them; counts the tokens for the penalties."""
   key, sub = jax.random.split(d.key)
-  token = sample_logits(sub, d.logits, temperature, top_k, top_p)
-  return d._replace(key=key), token.astype(jnp.int32)
+  token = sample_logits(sub, d.logits, temperature, top_k, top_p,
+                        d.penalties).astype(jnp.int32)
+  p = d.penalties
+  counts = p.counts.at[jnp.arange(token.shape[0]), token].add(1)
+  return d._replace(key=key, penalties=p._replace(counts=counts)), token
 
 
 def append(params, model: nn.Module, d: Decoding,
@@ -197,7 +255,7 @@ def slide(params, model: nn.Module, d: Decoding,
                            axis=1)  # (B, keep)
   logits, state = extend(params, model, recent,
                          model.initial_state(token.shape[0]))
-  return begin(model, recent, logits[:, -1], state, d.key)
+  return begin(model, recent, logits[:, -1], state, d.key, d.penalties)
 
 
 def full(model: nn.Module, d: Decoding) -> jax.Array:
@@ -242,7 +300,9 @@ def generate(params, model: nn.Module, prompt: jax.Array, key: jax.Array,
   Returns the new tokens (B, N). Rows are independent samples; the same key
   gives the same tokens.
   """
-  return _decode(params, model, start(params, model, prompt, key), options)[1]
+  d = start(params, model, prompt, key,
+            penalties_of(options, prompt.shape[0], model.vocab_size))
+  return _decode(params, model, d, options)[1]
 
 
 def stream(params, model: nn.Module, prompt: Tokens, key: jax.Array,
@@ -253,7 +313,9 @@ def stream(params, model: nn.Module, prompt: Tokens, key: jax.Array,
   Each chunk is one jitted call of `chunk_tokens` steps (the last one may be
   shorter), so the compiled loop does not depend on max_new_tokens.
   """
-  d = _start_jit(params, model, jnp.asarray(prompt, jnp.int32), key)
+  prompt = jnp.asarray(prompt, jnp.int32)
+  d = _start_jit(params, model, prompt, key,
+                 penalties_of(options, prompt.shape[0], model.vocab_size))
   left = options.max_new_tokens
   while left > 0:
     n = min(chunk_tokens, left)

@@ -46,6 +46,9 @@ class Scored(NamedTuple):
   logprobs: np.ndarray  # (T,) float32: log p(token t | tokens < t)
   top_ids: np.ndarray  # (T, K) int32: the K likeliest tokens at t, best first
   top_logprobs: np.ndarray  # (T, K) float32: their log-probabilities
+  # (V,) log-probabilities of the token after the text (after its last W
+  # tokens, as sampling continues it), when asked for.
+  following: np.ndarray | None = None
 
 
 class _Window(NamedTuple):
@@ -83,50 +86,72 @@ def _bucket(n: int) -> int:
 
 @functools.partial(jax.jit, static_argnames=("model", "top"))
 def _score_batch(params, model: nn.Module, inputs: jax.Array,
-                 targets: jax.Array, top: int):
-  """Log-probabilities (B, L) of targets (B, L) after inputs (B, L), and the
-  `top` likeliest ids and log-probabilities (B, L, top)."""
+                 targets: jax.Array, last: jax.Array, top: int):
+  """Log-probabilities (B, L) of targets (B, L) after inputs (B, L), the
+  `top` likeliest ids and log-probabilities (B, L, top), and all the
+  log-probabilities (B, V) at positions `last` (B,)."""
   logits = cast(jax.Array, model.apply({"params": params}, inputs))  # (B,L,V)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   chosen = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
   top_lp, top_ids = jax.lax.top_k(logp, top)
-  return chosen, top_ids, top_lp
+  at_last = jnp.take_along_axis(logp, last[:, None, None], axis=1)[:, 0]
+  return chosen, top_ids, top_lp, at_last
 
 
 def score(params, model: nn.Module, texts: Sequence[Sequence[int]],
-          top: int = 0) -> list[Scored]:
+          top: int = 0, following: bool = False) -> list[Scored]:
   """Each text's token log-probabilities, and the `top` likeliest tokens at
   each position (K = top; 0: none), in one forward pass over the batch.
 
   `texts` are lists of ids of any lengths (at least one token each). The
-  caller checks that the run can score (`Can.SCORE`).
+  caller checks that the run can score (`Can.SCORE`). `following`: also
+  the distribution of the next token after each text, in the same pass:
+  a text that fits the context is read with its last token; a longer one
+  gets one more row, its last W tokens, as sampling continues it (the
+  server's `echo` with `max_tokens` 1 samples from it).
   """
   V = model.vocab_size
   if not 0 <= top <= V:
     raise UserError(f"top must be in 0..{V} (the vocabulary), got {top}")
   rows: list[_Window] = []
+  W = model.context_length
+  # A text that fits is read whole, its last token too, when asked: the
+  # window of its n - 1 targets and one more (the next token's, unscored).
+  extra = lambda n: int(following and (W is None or n <= W))
   for i, text in enumerate(texts):
-    if len(text) == 0:
+    n = len(text)
+    if n == 0:
       raise UserError(f"text {i} is empty: give at least one token")
-    rows += [_Window(i, *w) for w in windows(len(text), model.context_length)]
+    rows += [_Window(i, *w) for w in windows(n + extra(n), W)]
+    if following and not extra(n):  # its last W tokens, no target new
+      assert W is not None
+      rows.append(_Window(i, n - W, W, W))
   L = _bucket(max(w.length for w in rows))
   if model.context_length is not None:
     L = min(L, model.context_length)
   B = _bucket(len(rows))
   inputs = np.zeros((B, max(L, 1)), np.int32)
   targets = np.zeros_like(inputs)
+  last = np.zeros(B, np.int32)
   for r, w in enumerate(rows):
     ids = np.asarray(texts[w.text], np.int32)
     inputs[r, :w.length] = ids[w.start:w.start + w.length]
-    targets[r, :w.length] = ids[w.start + 1:w.start + 1 + w.length]
-  chosen, top_ids, top_lp = jax.device_get(_score_batch(
-      params, model, jnp.asarray(inputs), jnp.asarray(targets), max(top, 1)))
+    got = ids[w.start + 1:w.start + 1 + w.length]  # short by one if extra
+    targets[r, :len(got)] = got
+    last[r] = max(0, w.length - 1)
+  chosen, top_ids, top_lp, at_last = jax.device_get(_score_batch(
+      params, model, jnp.asarray(inputs), jnp.asarray(targets),
+      jnp.asarray(last), max(top, 1)))
   out = [Scored(np.full(len(t), np.nan, np.float32),
                 np.full((len(t), top), -1, np.int32),
-                np.full((len(t), top), np.nan, np.float32)) for t in texts]
+                np.full((len(t), top), np.nan, np.float32),
+                at_last[max(r for r, w in enumerate(rows) if w.text == i)]
+                if following else None) for i, t in enumerate(texts)]
   for r, w in enumerate(rows):
-    new = slice(w.first, w.length)  # window positions whose targets are new
-    at = slice(w.start + 1 + w.first, w.start + 1 + w.length)
+    # Window positions whose targets are new (less the next token's).
+    length = max(w.first, w.length - extra(len(texts[w.text])))
+    new = slice(w.first, length)
+    at = slice(w.start + 1 + w.first, w.start + 1 + length)
     out[w.text].logprobs[at] = chosen[r, new]
     out[w.text].top_ids[at] = top_ids[r, new, :top]
     out[w.text].top_logprobs[at] = top_lp[r, new, :top]

@@ -12,14 +12,25 @@ import dataclasses
 import math
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from lm_jax.generation import detokenize, sampling
+from lm_jax.generation import detokenize, sampling, scoring
 from lm_jax.serve.engine import Token
 
 SEED_RANGE = (-2**31, 2**31)  # what jax.random.key takes without x64
 MAX_STOPS = 4  # as OpenAI's API
-MAX_N = 8  # choices per request
+MAX_N = 8  # choices per prompt
+MAX_CHOICES = 128  # prompts x n per request
+MAX_BIAS = 300  # logit_bias entries, as OpenAI's API
+
+# Fields of OpenAI's API this server cannot honour: a request that sets one
+# (to anything but its "off" values, listed) is refused, naming it, rather
+# than answered as if it were not there.
+UNSUPPORTED = {"tools": (None, []), "functions": (None, []),
+               "tool_choice": (None, "none"), "function_call": (None, "none"),
+               "suffix": (None, ""), "audio": (None,), "prediction": (None,),
+               "modalities": (None, ["text"]),
+               "response_format": (None, {"type": "text"})}
 
 
 class ApiError(Exception):
@@ -54,18 +65,21 @@ class Params:
   stops: tuple[str, ...]
   stream: bool
   logprobs: int  # alternatives per token to report; -1: no logprobs
+  max_tokens: int = 1  # as asked: 0 (echo only) makes no token
+  echo: bool = False  # the prompt first, its tokens scored
+  include_usage: bool = False  # a stream's last chunk: the usage
 
 
 def _field(body: dict, name: str, kinds: tuple, default: Any = None,
            what: str = ""):
-  """body[name] if of one of `kinds` (None or absent: `default`); else 422."""
+  """body[name] if of one of `kinds` (None or absent: `default`); else 400."""
   value = body.get(name)
   if value is None:
     return default
   if isinstance(value, bool) and bool not in kinds:
     kinds = ()  # True is an int to Python, not to JSON
   if not isinstance(value, kinds):
-    raise ApiError(422, f"'{name}' must be {what}, got {value!r}"[:200], name,
+    raise ApiError(400, f"'{name}' must be {what}, got {value!r}"[:200], name,
                    "invalid_type")
   return value
 
@@ -75,9 +89,47 @@ def _check(name: str, problem: str | None, param: str | None = None) -> None:
     raise ApiError(400, f"'{name}' {problem}", param or name, "invalid_value")
 
 
-def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
+def refuse_unsupported(body: dict, chat: bool) -> None:
+  """400 naming the first field set that this server cannot honour."""
+  for name, off in UNSUPPORTED.items():
+    if name in body and body[name] not in off:
+      raise ApiError(400, f"'{name}' is not supported by this server (a "
+                     "small language model that writes plain text); drop "
+                     "it", name, "unsupported_parameter")
+  best_of = _field(body, "best_of", (int,), None, "an integer")
+  n = body.get("n") if isinstance(body.get("n"), int) else 1
+  if best_of is not None and not chat and best_of != n:
+    raise ApiError(400, f"'best_of' {best_of} differs from 'n' {n}: this "
+                   "server returns every choice it makes and ranks none; "
+                   "drop 'best_of'", "best_of", "unsupported_value")
+
+
+def read_bias(body: dict, vocab_size: int) -> tuple[tuple[int, float], ...]:
+  """`logit_bias`: {"token id": bias in [-100, 100]} as (id, bias) pairs."""
+  bias = _field(body, "logit_bias", (dict,), {},
+                "an object of token ids and biases")
+  if len(bias) > MAX_BIAS:
+    raise ApiError(400, f"'logit_bias' has {len(bias)} entries, more than "
+                   f"{MAX_BIAS}", "logit_bias", "invalid_value")
+  out = []
+  for key, value in bias.items():
+    if not (key.isdigit() and int(key) < vocab_size) or isinstance(
+        value, bool) or not isinstance(value, (int, float)):
+      raise ApiError(400, f"'logit_bias' maps token ids (0..{vocab_size - 1})"
+                     f" to numbers, got {key!r}: {value!r}"[:200],
+                     "logit_bias", "invalid_value")
+    out.append((int(key), float(value)))
+  _check("logit_bias", sampling.option_problem("logit_bias", tuple(out)))
+  return tuple(sorted(out))
+
+
+def read_params(body: dict, max_tokens_cap: int, chat: bool,
+                vocab_size: int) -> Params:
   """The sampling options and reporting settings of a request body."""
+  refuse_unsupported(body, chat)
   number = (int, float)
+  echo = False if chat else _field(body, "echo", (bool,), False,
+                                   "true or false")
   max_name = "max_tokens"
   max_tokens = _field(body, "max_tokens", (int,), None, "an integer")
   if chat and max_tokens is None:
@@ -85,7 +137,8 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
     max_tokens = _field(body, max_name, (int,), None, "an integer")
   if max_tokens is None:
     max_tokens = min(max_tokens_cap, 256 if chat else 16)
-  _check(max_name, sampling.option_problem("max_new_tokens", max_tokens))
+  if not (max_tokens == 0 and echo):  # 0: the prompt scored, nothing made
+    _check(max_name, sampling.option_problem("max_new_tokens", max_tokens))
   if max_tokens > max_tokens_cap:
     raise ApiError(400, f"'{max_name}' is {max_tokens}, more than this "
                    f"server's cap of {max_tokens_cap} (lm-jax-serve "
@@ -93,8 +146,12 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
   temperature = float(_field(body, "temperature", number, 1.0, "a number"))
   top_p = float(_field(body, "top_p", number, 1.0, "a number"))
   top_k = _field(body, "top_k", (int,), 0, "an integer")
+  presence = float(_field(body, "presence_penalty", number, 0.0, "a number"))
+  frequency = float(_field(body, "frequency_penalty", number, 0.0,
+                           "a number"))
   for name, value in (("temperature", temperature), ("top_p", top_p),
-                      ("top_k", top_k)):
+                      ("top_k", top_k), ("presence_penalty", presence),
+                      ("frequency_penalty", frequency)):
     _check(name, sampling.option_problem(name, value))
   n = _field(body, "n", (int,), 1, "an integer")
   if not 1 <= n <= MAX_N:
@@ -109,10 +166,17 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
   stop = _field(body, "stop", (str, list), (), "a string or a list of them")
   stops = (stop,) if isinstance(stop, str) else tuple(stop)
   if len(stops) > MAX_STOPS or not all(isinstance(s, str) for s in stops):
-    raise ApiError(422, f"'stop' must be a string or up to {MAX_STOPS} "
+    raise ApiError(400, f"'stop' must be a string or up to {MAX_STOPS} "
                    "strings", "stop", "invalid_type")
   stops = tuple(s for s in stops if s)
   stream = _field(body, "stream", (bool,), False, "true or false")
+  stream_options = _field(body, "stream_options", (dict,), {},
+                          "an object")
+  if stream_options and not stream:
+    raise ApiError(400, "'stream_options' is only allowed with 'stream': "
+                   "true", "stream_options", "invalid_value")
+  include_usage = _field(stream_options, "include_usage", (bool,), False,
+                         "true or false")
   if chat:
     wanted = _field(body, "logprobs", (bool,), False, "true or false")
     top = _field(body, "top_logprobs", (int,), 0, "an integer")
@@ -124,10 +188,12 @@ def read_params(body: dict, max_tokens_cap: int, chat: bool) -> Params:
   if logprobs > TOP:
     raise ApiError(400, f"at most {TOP} top log-probabilities per token, "
                    f"asked for {logprobs}", "logprobs", "invalid_value")
-  options = sampling.SamplingOptions(max_new_tokens=max_tokens,
-                                     temperature=temperature, top_k=top_k,
-                                     top_p=top_p)
-  return Params(options, n, seed, stops, stream, max(-1, logprobs))
+  options = sampling.SamplingOptions(
+      max_new_tokens=max(1, max_tokens), temperature=temperature,
+      top_k=top_k, top_p=top_p, presence_penalty=presence,
+      frequency_penalty=frequency, logit_bias=read_bias(body, vocab_size))
+  return Params(options, n, seed, stops, stream, max(-1, logprobs),
+                max_tokens, echo, include_usage)
 
 
 def choice_seed(seed: int, i: int) -> int:
@@ -136,28 +202,65 @@ def choice_seed(seed: int, i: int) -> int:
   return (seed + i - low) % (high - low) + low
 
 
-def read_prompt(body: dict) -> str:
-  """A completion's prompt: a string, or a list of one string."""
+def _ids(x) -> bool:
+  return isinstance(x, list) and bool(x) and all(
+      isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+
+def read_prompts(body: dict, vocab_size: int) -> list[str | list[int]]:
+  """A completion's prompts, in order: `prompt` as a string, a list of
+  strings, a list of token ids (one prompt) or a list of lists of ids."""
   prompt = body.get("prompt")
-  if isinstance(prompt, list) and len(prompt) == 1:
-    prompt = prompt[0]
-  if not isinstance(prompt, str):
-    raise ApiError(422, "'prompt' must be a string (or a list of one)",
-                   "prompt", "invalid_type")
-  if not prompt:
-    raise ApiError(400, "'prompt' is empty: give at least one character",
-                   "prompt", "invalid_value")
-  return prompt
+  if isinstance(prompt, str):
+    prompts: list = [prompt]
+  elif _ids(prompt):
+    prompts = [prompt]
+  elif isinstance(prompt, list) and prompt and (
+      all(isinstance(p, str) for p in prompt) or all(_ids(p) for p in prompt)):
+    prompts = prompt
+  else:
+    raise ApiError(400, "'prompt' must be a string, a list of strings, a "
+                   "list of token ids or a list of lists of token ids (none "
+                   "empty)", "prompt", "invalid_type")
+  for p in prompts:
+    if not p:
+      raise ApiError(400, "'prompt' is empty: give at least one character",
+                     "prompt", "invalid_value")
+    if isinstance(p, list) and not all(0 <= t < vocab_size for t in p):
+      raise ApiError(400, f"'prompt' holds a token id outside 0.."
+                     f"{vocab_size - 1} (this model's vocabulary)", "prompt",
+                     "invalid_value")
+  return prompts
+
+
+def _content(m: dict) -> str | None:
+  """A message's text: its content string, or its text parts joined."""
+  content = m.get("content")
+  if isinstance(content, list) and content and all(
+      isinstance(p, dict) and p.get("type") == "text"
+      and isinstance(p.get("text"), str) for p in content):
+    return "".join(p["text"] for p in content)
+  return content if isinstance(content, str) else None
 
 
 def read_messages(body: dict) -> list[dict]:
+  """The messages, each {'role', 'content'} with its content as text."""
   messages = body.get("messages")
   if not isinstance(messages, list) or not messages or not all(
       isinstance(m, dict) and isinstance(m.get("role"), str)
-      and isinstance(m.get("content"), str) for m in messages):
-    raise ApiError(422, "'messages' must be a non-empty list of "
+      for m in messages):
+    raise ApiError(400, "'messages' must be a non-empty list of "
                    "{'role': str, 'content': str}", "messages", "invalid_type")
-  return messages
+  out = []
+  for i, m in enumerate(messages):
+    content = _content(m)
+    if content is None:
+      raise ApiError(400, f"'messages[{i}].content' must be a string or a "
+                     "list of text parts ({'type': 'text', 'text': str}); "
+                     "this server reads text only",
+                     f"messages[{i}].content", "invalid_type")
+    out.append({"role": m["role"], "content": content})
+  return out
 
 
 def transcript(messages: list[dict]) -> str:
@@ -203,6 +306,13 @@ class Choice:
     return released
 
 
+class Echo(NamedTuple):
+  """A prompt said back before its completion (`echo`): each token's text,
+  and their scores (`scoring.score`; None: no logprobs were asked)."""
+  pieces: list[str]
+  scored: scoring.Scored | None
+
+
 def new_id(prefix: str) -> str:
   return f"{prefix}-{secrets.token_hex(12)}"
 
@@ -211,23 +321,30 @@ class Writer:
   """Builds OpenAI's response objects, whole or chunk by chunk, from the
   released (Token, Piece) pairs of each choice.
 
+  Choice i answers prompt i // n (OpenAI's numbering); with `echoes` (one
+  per prompt) its text and logprobs start with the prompt's.
   `token_ids` (the page asks for it) adds each chunk's token ids, and the
-  prompt's ids and texts to the first chunk.
+  first prompt's ids and texts to the first chunk.
   """
 
   def __init__(self, model: str, tokenizer, params: Params, chat: bool,
-               prompt: list[int], token_ids: bool):
+               prompts: list[list[int]], token_ids: bool,
+               echoes: list[Echo] | None = None):
     self.model, self.tokenizer = model, tokenizer
     self.params, self.chat = params, chat
     self.id = new_id("chatcmpl" if chat else "cmpl")
     self.created = now()
     # The prompt's ids go with the first chunk, then None.
-    self.prompt: list[int] | None = prompt
-    self.prompt_tokens = len(prompt)
+    self.prompt: list[int] | None = prompts[0]
+    self.prompt_tokens = sum(len(p) for p in prompts)
     self.token_ids = token_ids
-    self.texts = [""] * params.n
-    self.released: list[list] = [[] for _ in range(params.n)]
-    self.finish = [None] * params.n
+    count = len(prompts) * params.n
+    self.echoes = ([echoes[i // params.n] for i in range(count)] if echoes
+                   else None)
+    self.texts = [""] * count
+    self.released: list[list] = [[] for _ in range(count)]
+    self.finish: list[str | None] = [None] * count
+    self.echoed = [False] * count  # the echo was sent (streams)
 
   def add(self, i: int, released, finish) -> None:
     self.texts[i] += "".join(piece.text for _, piece in released)
@@ -245,6 +362,33 @@ class Writer:
   def _head(self, kind: str) -> dict:
     return {"id": self.id, "object": kind, "created": self.created,
             "model": self.model}
+
+  def _echo(self, i: int) -> tuple[str, dict | None]:
+    """Choice i's echoed prompt: its text, and its logprobs (or None)."""
+    assert self.echoes is not None
+    echo = self.echoes[i]
+    top = self.params.logprobs
+    if top < 0 or echo.scored is None:
+      return "".join(echo.pieces), None
+    return "".join(echo.pieces), echo_logprobs(echo, top, self.tokenizer)
+
+  def echo_chunk(self, i: int) -> dict:
+    """A stream's first chunk of choice i: the prompt said back."""
+    text, logprobs = self._echo(i)
+    self.texts[i] = text
+    return {**self._head("text_completion"), "choices": [
+        {"index": i, "text": text, "logprobs": logprobs,
+         "finish_reason": None}]}
+
+  def usage(self) -> dict:
+    made = sum(len(r) for r in self.released)
+    return {"prompt_tokens": self.prompt_tokens, "completion_tokens": made,
+            "total_tokens": self.prompt_tokens + made}
+
+  def usage_chunk(self) -> dict:
+    """A stream's last chunk when `stream_options.include_usage`."""
+    kind = "chat.completion.chunk" if self.chat else "text_completion"
+    return {**self._head(kind), "choices": [], "usage": self.usage()}
 
   def chunk(self, i: int, released, finish, role: bool = False) -> dict:
     offset = len(self.texts[i])
@@ -269,20 +413,24 @@ class Writer:
 
   def whole(self) -> dict:
     choices = []
-    for i in range(self.params.n):
+    for i in range(len(self.texts)):
+      text, logprobs = self.texts[i], self._logprobs(self.released[i], 0)
+      if self.echoes is not None:
+        said, echoed = self._echo(i)
+        text = said + text
+        logprobs = self._logprobs(self.released[i], len(said))
+        if echoed is not None and logprobs is not None:
+          logprobs = {k: echoed[k] + logprobs[k] for k in echoed}
       choice = {"index": i, "finish_reason": self.finish[i] or "length",
-                "logprobs": self._logprobs(self.released[i], 0)}
+                "logprobs": logprobs}
       if self.chat:
-        choice["message"] = {"role": "assistant", "content": self.texts[i]}
+        choice["message"] = {"role": "assistant", "content": text}
       else:
-        choice["text"] = self.texts[i]
+        choice["text"] = text
       choices.append(choice)
-    made = sum(len(r) for r in self.released)
     return {**self._head("chat.completion" if self.chat else
                          "text_completion"), "choices": choices,
-            "usage": {"prompt_tokens": self.prompt_tokens,
-                      "completion_tokens": made,
-                      "total_tokens": self.prompt_tokens + made}}
+            "usage": self.usage()}
 
 
 def prompt_texts(tokenizer, prompt: list[int]) -> list[str]:
@@ -308,6 +456,23 @@ def completion_logprobs(pairs: list[tuple[Token, detokenize.Piece]],
     out["text_offset"].append(offset)
     offset += len(piece.text)
   return out
+
+
+def echo_logprobs(echo: Echo, top: int, tokenizer) -> dict:
+  """An echoed prompt's `logprobs`: each token's text and log-probability
+  given the tokens before it, the first None (nothing comes before it)."""
+  assert echo.scored is not None
+  s = echo.scored
+  offsets = [0]
+  for piece in echo.pieces[:-1]:
+    offsets.append(offsets[-1] + len(piece))
+  return {"tokens": list(echo.pieces),
+          "token_logprobs": [None] + [finite(float(x)) for x in s.logprobs[1:]],
+          "top_logprobs": [None] + [
+              {detokenize.token_text(tokenizer, int(i)): finite(float(p))
+               for i, p in zip(ids[:top], lps[:top])}
+              for ids, lps in zip(s.top_ids[1:], s.top_logprobs[1:])],
+          "text_offset": offsets}
 
 
 def chat_logprobs(pairs: list[tuple[Token, detokenize.Piece]], top: int,

@@ -2,6 +2,7 @@
 
     GET  /v1/models, /v1/models/{id}, /health
     POST /v1/completions, /v1/chat/completions  (stream: server-sent events)
+    POST /tokenize, /detokenize  (vLLM's shapes)
     POST /v1/internals  (what the model computed at one position: the page)
     GET  /  and /static/...  (the playground, files shipped in the package)
 
@@ -9,7 +10,9 @@ What the run can do (its task's `can`) picks how it is served: a language
 model's requests go to the batching engine (engine.py); an
 encoder-decoder's replies (an echo bot) are written one at a time by
 `lm_jax.generation.replies`, and a masked LM's completions are unmasked
-and its blanks filled (unmasking.py), in a worker thread.
+and its blanks filled (unmasking.py), in a worker thread. A completion
+with `echo` says its prompts back, scored in one batched forward pass by
+the task (`Can.SCORE`: `lm_jax/generation/scoring.py`), in a worker thread.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Settings:
   max_body: int = 1 << 20  # request body bytes; more: 413
   api_key: str | None = None  # if set, every API request needs it (Bearer)
   warm_up: bool = True  # compile the engine's programs before serving
+  # A request naming another model: answered by the one served (False, as
+  # llama.cpp does), or 404 model_not_found (True, as vLLM does).
+  strict_model_name: bool = False
 
 
 class Served:
@@ -103,16 +109,22 @@ class Served:
       if not entered:
         self.waiting -= 1
 
-  def encode(self, text: str, param: str) -> list[int]:
-    """Prompt ids; unknown symbols or a prompt past the context: 400."""
-    try:
-      ids, notice = tokenizers.encode_prompt(self.tokenizer, text)
-    except UserError as e:
-      raise api.ApiError(400, str(e), param, "invalid_value") from None
-    W = self.model.context_length
+  def encode(self, text: str | list[int], param: str,
+             scored: bool = False) -> list[int]:
+    """Prompt ids (of a text, or given); unknown symbols or a prompt past
+    the context: 400. A prompt that is `scored` may be longer (up to
+    MAX_PROMPT): scoring reads it in windows."""
+    if isinstance(text, list):
+      ids = text
+    else:
+      try:
+        ids = list(tokenizers.encode_prompt(self.tokenizer, text)[0])
+      except UserError as e:
+        raise api.ApiError(400, str(e), param, "invalid_value") from None
+    W = None if scored else self.model.context_length
     if len(ids) > (W or MAX_PROMPT):
       what = (f"the model's context of {W}" if W else
-              f"this server takes for a recurrent model ({MAX_PROMPT})")
+              f"this server takes ({MAX_PROMPT})")
       raise api.ApiError(
           400, f"the prompt has {len(ids)} tokens, more than {what}; "
           "shorten it", param, "context_length_exceeded")
@@ -130,19 +142,24 @@ def _post_choice(loop, queue: asyncio.Queue, i: int,
 
 
 class Generation:
-  """The n choices of one request, decoded by the engine; `events` yields
-  (choice, released [(Token, Piece)], finish reason or None)."""
+  """The n choices of each prompt of one request, decoded by the engine;
+  `events` yields (choice, released [(Token, Piece)], finish reason or
+  None). Choice i is prompt i // n's choice i % n, seeded by i % n: a
+  prompt gets the tokens it would get alone. A prompt past the model's
+  context (an echo, scored whole) is continued from its last W tokens."""
 
-  def __init__(self, served: Served, prompt: list[int], params: api.Params):
+  def __init__(self, served: Served, prompts: list[list[int]],
+               params: api.Params):
     loop = asyncio.get_running_loop()
     self.queue: asyncio.Queue = asyncio.Queue()
-    self.choices = [api.Choice(served.tokenizer, prompt, params.stops)
-                    for _ in range(params.n)]
+    n, W = params.n, served.model.context_length
+    self.choices = [api.Choice(served.tokenizer, p, params.stops)
+                    for p in prompts for _ in range(n)]
     self.requests = [engine.Request(
-        np.asarray(prompt, np.int32), params.options,
-        api.choice_seed(params.seed, i),
+        np.asarray(prompts[i // n][-W:] if W else prompts[i // n], np.int32),
+        params.options, api.choice_seed(params.seed, i % n),
         functools.partial(_post_choice, loop, self.queue, i))
-        for i in range(params.n)]
+        for i in range(len(self.choices))]
     assert served.engine is not None  # a run that continues text has one
     try:
       for r in self.requests:
@@ -170,6 +187,50 @@ class Generation:
         choice.reported = True
         self.requests[i].cancelled = True  # a stop string: free the slot
       yield i, released, choice.finish
+
+
+class Nothing:
+  """max_tokens 0 (an echo): no choice makes a token."""
+
+  def __init__(self, count: int):
+    self.count = count
+
+  async def events(self):
+    for i in range(self.count):
+      yield i, [], "length"
+
+  def cancel(self) -> None:
+    pass
+
+
+class FirstTokens:
+  """max_tokens 1 after an echo (lm-eval's request): each choice's one
+  token, sampled from the distribution the scoring pass found after its
+  prompt (`engine.first_tokens`: the engine's first step, without a
+  prefill of its own)."""
+
+  def __init__(self, served: Served, prompts: list[list[int]],
+               echoes: list[api.Echo], params: api.Params):
+    self.served, self.prompts, self.params = served, prompts, params
+    self.following = [e.scored.following for e in echoes
+                      if e.scored and e.scored.following is not None]
+
+  def _tokens(self) -> list[engine.Token]:
+    n, p = self.params.n, self.params
+    count = len(self.prompts) * n
+    return engine.first_tokens(
+        np.stack([self.following[i // n] for i in range(count)]), p.options,
+        [api.choice_seed(p.seed, i % n) for i in range(count)])
+
+  async def events(self):
+    tokens = await anyio.to_thread.run_sync(self._tokens)
+    for i, token in enumerate(tokens):
+      choice = api.Choice(self.served.tokenizer,
+                          self.prompts[i // self.params.n], self.params.stops)
+      yield i, choice.add(token) + choice.add(None), choice.finish
+
+  def cancel(self) -> None:
+    pass
 
 
 class Reply:
@@ -264,7 +325,7 @@ async def read_json(request: Request, limit: int) -> dict:
     raise api.ApiError(400, "the request body is not valid JSON",
                        code="invalid_json") from None
   if not isinstance(data, dict):
-    raise api.ApiError(422, "the request body must be a JSON object",
+    raise api.ApiError(400, "the request body must be a JSON object",
                        code="invalid_type")
   return data
 
@@ -319,54 +380,106 @@ async def playground(request, served: Served):
 
 
 def _check_model(body: dict, served: Served) -> None:
+  """A request naming another model is answered by the one served, unless
+  the server is strict (lm-jax-serve --strict_model_name)."""
   name = body.get("model")
-  if name is not None and name != served.name:
+  if name is not None and not isinstance(name, str):
+    raise api.ApiError(400, f"'model' must be a string, got {name!r}"[:200],
+                       "model", "invalid_type")
+  if served.settings.strict_model_name and name not in (None, served.name):
     raise api.ApiError(404, f"no model {name!r}; this server has "
                        f"{served.name!r}", "model", "model_not_found")
+
+
+def _params(body: dict, served: Served, chat: bool) -> api.Params:
+  return api.read_params(body, served.settings.max_tokens, chat,
+                         served.model.vocab_size)
 
 
 async def completions(request, served: Served):
   body = await read_json(request, served.settings.max_body)
   _check_model(body, served)
-  prompt = api.read_prompt(body)
-  params = api.read_params(body, served.settings.max_tokens, chat=False)
-  return await _respond(request, served, prompt, params, chat=False)
+  prompts = api.read_prompts(body, served.model.vocab_size)
+  params = _params(body, served, chat=False)
+  if len(prompts) * params.n > api.MAX_CHOICES:
+    raise api.ApiError(400, f"{len(prompts)} prompts x n {params.n} make "
+                       f"more than {api.MAX_CHOICES} choices; send fewer "
+                       "per request", "prompt", "invalid_value")
+  return await _respond(request, served, prompts, params, chat=False)
 
 
 async def chat_completions(request, served: Served):
   body = await read_json(request, served.settings.max_body)
   _check_model(body, served)
   messages = api.read_messages(body)
-  params = api.read_params(body, served.settings.max_tokens, chat=True)
+  params = _params(body, served, chat=True)
   if served.replies:
     prompt = api.last_user_message(messages)
   else:
     prompt = api.transcript(messages)
     if not params.stops:  # the end of the assistant's speech
       params = dataclasses.replace(params, stops=("\n\n",))
-  return await _respond(request, served, prompt, params, chat=True)
+  return await _respond(request, served, [prompt], params, chat=True)
 
 
-async def _respond(request, served: Served, prompt: str, params: api.Params,
+async def _echoes(served: Served, prompts: list[list[int]],
+                  params: api.Params) -> list[api.Echo]:
+  """The prompts said back; scored (one batched forward pass, in a worker
+  thread) when logprobs are asked, or max_tokens is 1 (the same pass finds
+  the distribution of the one token to make)."""
+  scored: list = [None] * len(prompts)
+  one = params.max_tokens == 1
+  if params.logprobs >= 0 or one:
+    scored = await anyio.to_thread.run_sync(
+        served.task.score, served.run, prompts, max(0, params.logprobs), one)
+  return [api.Echo(api.prompt_texts(served.tokenizer, p), s)
+          for p, s in zip(prompts, scored)]
+
+
+def _one(prompts: list, what: str) -> str | list[int]:
+  if len(prompts) != 1:
+    raise api.ApiError(400, f"{what} one prompt per request; send the "
+                       f"{len(prompts)} one by one", "prompt")
+  return prompts[0]
+
+
+async def _respond(request, served: Served, prompts: list, params: api.Params,
                    chat: bool):
-  source: Reply | unmasking.Unmasking | Generation
+  source: Reply | unmasking.Unmasking | Generation | Nothing | FirstTokens
+  param = "messages" if chat else "prompt"
+  echoes = None
+  if params.echo and tasks.Can.SCORE not in served.task.can:
+    raise api.ApiError(400, str(served.task.refusal(tasks.Can.SCORE,
+                                                    "'echo'")), "echo")
   if served.replies:
     if params.logprobs >= 0:
       raise api.ApiError(400, "an encoder-decoder's replies come without "
                          "log-probabilities; drop 'logprobs'", "logprobs")
+    prompt = _one(prompts, "an encoder-decoder answers")
+    if not isinstance(prompt, str):
+      raise api.ApiError(400, "an encoder-decoder answers a text prompt, not "
+                         "token ids", "prompt", "invalid_type")
     source = Reply(served, prompt, params)
-    ids = [t for t in source.src[0] if t != tokenizers.PAD_ID]
+    ids = [[t for t in source.src[0] if t != tokenizers.PAD_ID]]
   elif served.unmasks:
-    ids = served.encode(prompt, "messages" if chat else "prompt")
-    source = unmasking.Unmasking(served, ids, params)
+    ids = [served.encode(_one(prompts, "a masked model unmasks"), param)]
+    source = unmasking.Unmasking(served, ids[0], params)
   else:
-    ids = served.encode(prompt, "messages" if chat else "prompt")
-    if served.engine is None or not served.engine.running:
-      raise api.ApiError(503, "the server is shutting down",
-                         code="unavailable")
-    source = Generation(served, ids, params)
+    ids = [served.encode(p, param, scored=params.echo) for p in prompts]
+    if params.echo:
+      echoes = await _echoes(served, ids, params)
+    if params.max_tokens == 0:
+      source = Nothing(len(ids) * params.n)
+    elif echoes and all(e.scored is not None and e.scored.following is not None
+                        for e in echoes):
+      source = FirstTokens(served, ids, echoes, params)
+    else:
+      if served.engine is None or not served.engine.running:
+        raise api.ApiError(503, "the server is shutting down",
+                           code="unavailable")
+      source = Generation(served, ids, params)
   write = api.Writer(served.name, served.tokenizer, params, chat, ids,
-                     request.query_params.get("token_ids") == "1")
+                     request.query_params.get("token_ids") == "1", echoes)
   if params.stream:
     return StreamingResponse(_stream(source, write),
                              media_type="text/event-stream",
@@ -394,9 +507,13 @@ async def _stream(source, write):
   try:
     if write.chat:  # the assistant's role comes first, as OpenAI's does
       yield _event(write.chunk(0, [], None, role=True))
+    for i in range(len(write.texts) if write.echoes else 0):
+      yield _event(write.echo_chunk(i))
     async for i, released, finish in source.events():
       if released or finish:
         yield _event(write.chunk(i, released, finish))
+    if write.params.include_usage:
+      yield _event(write.usage_chunk())
     yield "data: [DONE]\n\n"
   finally:
     source.cancel()
@@ -418,7 +535,7 @@ async def inside(request, served: Served):
       isinstance(t, int) and not isinstance(t, bool) and 0 <= t < V
       for t in tokens) or not isinstance(position, int)
       or not 0 <= position < len(tokens)):
-    raise api.ApiError(422, f"send 'tokens' (ids in 0..{V - 1}) and a "
+    raise api.ApiError(400, f"send 'tokens' (ids in 0..{V - 1}) and a "
                        "'position' among them", "tokens", "invalid_type")
   if served.replies:
     raise api.ApiError(400, "the chat view has no internals to show",
@@ -452,10 +569,54 @@ async def fill(request, served: Served):
                                                     "/v1/fill")), "prompt")
   body = await read_json(request, served.settings.max_body)
   _check_model(body, served)
-  prompt = api.read_prompt(body)
+  prompt = _one(api.read_prompts(body, served.model.vocab_size),
+                "filling takes")
+  if not isinstance(prompt, str):
+    raise api.ApiError(400, "'prompt' must be text with blanks", "prompt",
+                       "invalid_type")
   served.check_queue()
   return JSONResponse(await served.in_turn(
       lambda: unmasking.fill(served, prompt)))
+
+
+async def tokenize(request, served: Served):
+  """vLLM's /tokenize: {"prompt": str} (or {"messages": [...]}, as the
+  chat transcript) -> {"tokens", "count", "max_model_len"}. These models
+  add no special tokens, so `add_special_tokens` changes nothing."""
+  body = await read_json(request, served.settings.max_body)
+  _check_model(body, served)
+  api._field(body, "add_special_tokens", (bool,), True, "true or false")
+  if "messages" in body:
+    messages = api.read_messages(body)
+    text = (api.last_user_message(messages) if served.replies
+            else api.transcript(messages))
+  elif isinstance(body.get("prompt"), str):
+    text = body["prompt"]
+  else:
+    raise api.ApiError(400, "'prompt' must be a string", "prompt",
+                       "invalid_type")
+  try:
+    ids = [int(i) for i in served.tokenizer.encode(
+        text, strict=served.tokenizer.strict_prompts)]
+  except UserError as e:
+    raise api.ApiError(400, str(e), "prompt", "invalid_value") from None
+  return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len":
+                       served.model.context_length or MAX_PROMPT})
+
+
+async def detokenize_route(request, served: Served):
+  """vLLM's /detokenize: {"tokens": [ids]} -> {"prompt": str}."""
+  body = await read_json(request, served.settings.max_body)
+  _check_model(body, served)
+  ids = body.get("tokens")
+  V = served.model.vocab_size
+  if not isinstance(ids, list) or not all(
+      isinstance(t, int) and not isinstance(t, bool) and 0 <= t < V
+      for t in ids):
+    raise api.ApiError(400, f"'tokens' must be a list of token ids in "
+                       f"0..{V - 1}", "tokens", "invalid_type")
+  return JSONResponse({"prompt": detokenize.detokenize(served.tokenizer,
+                                                       ids)})
 
 
 async def index(request):
@@ -487,6 +648,8 @@ def create_app(run, name: str, settings: Settings = Settings(),
       Route("/v1/chat/completions", _guard(chat_completions),
             methods=["POST"]),
       Route("/v1/internals", _guard(inside), methods=["POST"]),
+      Route("/tokenize", _guard(tokenize), methods=["POST"]),
+      Route("/detokenize", _guard(detokenize_route), methods=["POST"]),
       Route("/v1/fill", _guard(fill), methods=["POST"]),
       Route("/v1/playground", _guard(playground)),
       Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -16,7 +16,8 @@ A model whose `extend` cannot be vmapped is decoded one slot at a time
 (`batched=False`), in the same loop.
 
 Each slot is a one-row `sampling.Decoding` and goes through
-`sampling.generate`'s steps, with its own options as arrays: split the key
+`sampling.generate`'s steps, with its own options as arrays (its
+penalties, `sampling.Penalties`, ride in its Decoding): split the key
 and sample (`sampling.next_token`), then feed the token
 (`sampling.append`); a slot whose window was full is slid afterwards, on
 its own (`sampling.slide`), since a slide prefills W // 2 tokens and the
@@ -157,6 +158,36 @@ def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
       lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start, 0),
       slots, rows)
   return slots, tokens[:, 0], chosen, top_ids, top_lp, full
+
+
+@jax.jit
+def _pick(logp, key, temperature, top_k, top_p, penalties):
+  """`step`'s sampling and report for one row, from log-probabilities."""
+  d = sampling.Decoding(None, logp[None], key, None, jnp.int32(0), penalties)
+  d, token = sampling.next_token(d, temperature, top_k, top_p)
+  top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
+  return token[0], logp[token[0]], top_ids, top_lp
+
+
+_pick_rows = jax.jit(jax.vmap(_pick, in_axes=(0, 0, None, None, None, 0)))
+
+
+def first_tokens(logps: np.ndarray, options: sampling.SamplingOptions,
+                 seeds: list[int]) -> list[Token]:
+  """The token each request's first step picks (the same key, options and
+  sampler as `step`), from the log-probabilities (C, V) after its prompt
+  that scoring found (`scoring.score(..., following=True)`): an echo with
+  max_tokens 1 needs no prefill of its own. One call for the C rows."""
+  C, V = logps.shape
+  penalties = jax.tree.map(lambda x: x[:, None],
+                           sampling.penalties_of(options, C, V))
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  tokens, chosen, top_ids, top_lp = jax.device_get(_pick_rows(
+      jnp.asarray(logps), keys, options.temperature, options.top_k,
+      options.top_p, penalties))
+  return [Token(int(tokens[r]), float(chosen[r]),
+                tuple(int(i) for i in top_ids[r]),
+                tuple(float(p) for p in top_lp[r])) for r in range(C)]
 
 
 def chunks(n: int) -> list[int]:
@@ -307,7 +338,9 @@ class Engine:
     prompt = [int(t) for t in request.prompt]
     logits, state = self._prefill(prompt)
     row = sampling.begin(self.model, np.asarray([prompt], np.int32),
-                         logits[None], state, jax.random.key(request.seed))
+                         logits[None], state, jax.random.key(request.seed),
+                         sampling.penalties_of(request.options, 1,
+                                               self.model.vocab_size))
     self.slots = put(self.slots, len(self.active), row)
     with self.lock:
       self.active.append(_Slot(request))

@@ -113,7 +113,7 @@ class Task(abc.ABC):
     raise self.refusal(Can.INTERACTIVE, "--interactive")
 
   def score(self, run: rundir.Run, texts: Sequence[Sequence[int]],
-            top: int = 0) -> list[scoring.Scored]:
+            top: int = 0, following: bool = False) -> list[scoring.Scored]:
     """Each token's log-probability given the tokens before it, and the
     `top` likeliest at each position (`scoring.score`)."""
     raise self.refusal(Can.SCORE, "scoring a text")

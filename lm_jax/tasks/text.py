@@ -115,10 +115,10 @@ class TextTask(Task):
     return record, lines, texts
 
   def score(self, run: rundir.Run, texts: Sequence[Sequence[int]],
-            top: int = 0) -> list[scoring.Scored]:
+            top: int = 0, following: bool = False) -> list[scoring.Scored]:
     """Each token's log-probability given those before it (the first has
     none), one forward pass over the batch: `scoring.score`."""
-    return scoring.score(run.params, run.model, texts, top)
+    return scoring.score(run.params, run.model, texts, top, following)
 
   def sample(self, run: rundir.Run, prompt: str, key: jax.Array,
              options: sampling.SamplingOptions, num_samples: int,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lm_jax.errors import UserError
+from lm_jax.generation import sampling
 from lm_jax.generation.sampling import sample_logits, SamplingOptions
 
 # A fixed distribution over 6 tokens: probabilities .4 .3 .15 .1 .05 0+.
@@ -98,7 +99,40 @@ def test_traced_per_row_options_pick_what_one_row_picks():
 
 @pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1),
                                  dict(top_p=0), dict(top_p=1.5),
-                                 dict(top_k=-1)])
+                                 dict(top_k=-1), dict(presence_penalty=2.5),
+                                 dict(frequency_penalty=-3),
+                                 dict(logit_bias=((1, 101.0),))])
 def test_bad_options(bad):
   with pytest.raises(UserError):
     SamplingOptions(**bad)
+
+
+def test_penalties_change_the_logits_as_openai_writes_them():
+  options = SamplingOptions(presence_penalty=0.5, frequency_penalty=0.25,
+                            logit_bias=((2, 3.0), (5, -100.0)))
+  p = sampling.penalties_of(options, 2, 6)
+  p = p._replace(counts=jnp.asarray([[0, 1, 0, 4, 0, 0], [0] * 6]))
+  logits = jnp.zeros((2, 6))
+  np.testing.assert_allclose(sampling.penalized(logits, p), [
+      [0, -0.75, 3, -1.5, 0, -100], [0, 0, 3, 0, 0, -100]])
+  # Greedy picks by the changed logits too.
+  assert list(sample_logits(jax.random.key(0), LOGITS[:2], 0.0,
+                            penalties=p)) == [2, 2]
+  off = sampling.penalties_of(None, 2, 6)
+  np.testing.assert_array_equal(sampling.penalized(LOGITS[:2], off),
+                                LOGITS[:2])
+
+
+def test_decoding_counts_the_tokens_it_samples():
+  d = sampling.Decoding(None, jnp.log(jnp.asarray([[0.1, 0.9, 1e-9]])),
+                        jax.random.key(0), None, jnp.int32(1),
+                        sampling.penalties_of(SamplingOptions(
+                            frequency_penalty=2.0), 1, 3))
+  tokens = []
+  for _ in range(3):
+    d, token = sampling.next_token(d, 0.0, 0, 1.0)
+    tokens.append(int(token[0]))
+  # 1 is likelier than 0 by log 9 = 2.2 nats: once taken (2 nats off) it
+  # still is, twice (4 off) no longer.
+  assert tokens == [1, 1, 0]
+  assert int(d.penalties.counts.sum()) == 3

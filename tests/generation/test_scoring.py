@@ -58,6 +58,22 @@ def test_a_batch_scores_each_text_as_alone(lm):
     assert (s.logprobs[1:] <= s.top_logprobs[1:, 0] + 1e-6).all()
 
 
+def test_following_is_the_next_tokens_distribution_after_the_last_window(lm):
+  model, params = lm
+  W = model.context_length
+  texts = [_text(1, 1), _text(9, 2), _text(W, 3), _text(W + 1, 4)]
+  got = scoring.score(params, model, texts, top=2, following=True)
+  plain = scoring.score(params, model, texts, top=2)
+  for text, s, p in zip(texts, got, plain):
+    # After the last W tokens, as sampling continues a text.
+    logits = model.apply({"params": params}, jnp.asarray([text[-W:]],
+                                                         jnp.int32))
+    np.testing.assert_allclose(s.following, jax.nn.log_softmax(
+        logits[0, -1].astype(jnp.float32)), atol=1e-5)
+    np.testing.assert_allclose(s.logprobs, p.logprobs, atol=1e-5)
+  assert plain[0].following is None
+
+
 def test_past_the_context_each_token_sees_half_a_window_to_a_window(lm):
   model, params = lm
   W = model.context_length

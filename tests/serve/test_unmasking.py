@@ -73,6 +73,15 @@ def test_more_tokens_than_the_context_is_a_400(server, run):
   assert status == 400 and "within its context" in body["error"]["message"]
 
 
+def test_echo_needs_a_run_that_can_score(server):
+  status, body = post(server, "/v1/completions", json.dumps(
+      {"prompt": "LINE", "max_tokens": 0, "echo": True,
+       "logprobs": 1}).encode())
+  assert status == 400 and body["error"]["param"] == "echo"
+  assert body["error"]["message"].startswith(
+      "'echo' needs a run that can score a text")
+
+
 def test_the_page_fills_blanks(server):
   status, body = post(server, "/v1/fill", json.dumps(
       {"prompt": "LINE _: the qu_ck"}).encode())
