@@ -205,3 +205,19 @@ def test_init_from_a_folder_without_a_checkpoint_is_one_line(text_file,
                     f"--config.init_from={tmp_path}",
                     f"--workdir={tmp_path / 'run'}")
   refused(out, "config.init_from=", "config.json and model.safetensors")
+
+
+def test_init_from_reads_a_model_file_lm_jax_export_wrote(smoke_run,
+                                                          tmp_path):
+  from lm_jax.runs import modelfile
+  modelfile.export_run(smoke_run, tmp_path / "m.safetensors")
+  checkpoint = hf_checkpoint.read(tmp_path / "m.safetensors")
+  run = rundir.load_run(smoke_run)
+  assert checkpoint.settings == {
+      k: run.config.model[k] for k in hf_checkpoint.MODEL_SETTINGS}
+  assert checkpoint.tokenizer.vocab == run.tokenizer.vocab
+  assert tokenizers.load_from(tmp_path / "m.safetensors").vocab == \
+      run.tokenizer.vocab
+  jax.tree.map(np.testing.assert_array_equal,
+               hf_checkpoint.initial_params(checkpoint, run.config.model),
+               run.params)
