@@ -21,7 +21,10 @@ def evaluate(argv: list[str]) -> int:
   except ImportError:
     raise UserError("lm-jax-eval needs lm-eval: pip install lm-eval==0.4.13 "
                     "(pinned in requirements-test.txt)") from None
-  from lm_jax.evaluation import lm_eval_model  # noqa: F401 (registers it)
+  from lm_jax.evaluation import lm_eval_model  # registers the model
+  workdir = _lm_jax_workdir(argv)
+  if workdir is not None:  # refused in one line, before lm-eval logs
+    lm_eval_model.check_run(workdir)
   setup_logging()
   # lm-eval's parser reads sys.argv (and inserts its `run` subcommand).
   with mock.patch.object(sys, "argv", ["lm-jax-eval", *argv]):
@@ -29,6 +32,27 @@ def evaluate(argv: list[str]) -> int:
     args = parser.parse_args()
   parser.execute(args)
   return 0
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+  """The value of `flag` in `argv` (`--flag V` or `--flag=V`), or None."""
+  for i, arg in enumerate(argv):
+    if arg == flag and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith(flag + "="):
+      return arg[len(flag) + 1:]
+  return None
+
+
+def _lm_jax_workdir(argv: list[str]) -> str | None:
+  """The run directory of `--model lm_jax --model_args workdir=DIR`."""
+  if _value(argv, "--model") != "lm_jax":
+    return None
+  for part in (_value(argv, "--model_args") or "").split(","):
+    key, _, value = part.strip().partition("=")
+    if key == "workdir":
+      return value
+  return None
 
 
 def main(argv: list[str]) -> int:

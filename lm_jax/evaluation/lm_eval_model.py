@@ -56,6 +56,22 @@ def _batch_size(value) -> int:
       else DEFAULT_BATCH
 
 
+def check_run(workdir: str) -> None:
+  """Refuses a run directory whose task cannot score a text, from its
+  config alone (before lm-eval starts; the model is loaded later)."""
+  import pathlib
+
+  import ml_collections
+  path = pathlib.Path(workdir)
+  if not (path / rundir.CONFIG_FILE).is_file():
+    raise UserError(f"{workdir} is not a run directory (no "
+                    f"{rundir.CONFIG_FILE}); pass workdir=DIR of a trained "
+                    "run in --model_args")
+  task = tasks.task_for(ml_collections.ConfigDict(rundir.read_config(path)))
+  if Can.SCORE not in task.can:
+    raise task.refusal(Can.SCORE, "lm-eval's lm_jax model")
+
+
 @register_model("lm_jax")
 class LMJaxModel(LM):
   """A trained run (`workdir`, its best checkpoint or `step`) or a model
