@@ -18,6 +18,7 @@ Variants (`--config=configs/char_tf.py:NAME`):
   fast         baby with the recipe options, raced against nanoGPT's baby.
   speedrun     the quickest route found on a 2-core CPU to nanoGPT's 1.4697.
   shakespeare  nanoGPT's GPU setting (6 x 384, context 256), for a GPU.
+  hf           the default with SwiGLU, no QK-norm: exports as a Llama (--format=hf).
 """
 
 from lm_jax.config import base_config, smoke_train
@@ -57,9 +58,11 @@ def get_config(arg: str = ""):
     c.train.update(batch_size=64, seq_len=256, num_steps=5000,
                    learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=100,
                    eval_every=500, log_every=100)
-  elif arg:
+  elif arg and arg != "hf":
     raise ValueError(f"unknown variant {arg!r}: use 'smoke', 'baby', "
-                     "'fast', 'speedrun' or 'shakespeare'")
+                     "'fast', 'speedrun', 'shakespeare' or 'hf'")
   if arg in ("", "fast", "speedrun", "shakespeare"):  # options that measured (RECIPE.md)
     c.model.update(RECIPE)
+  if arg == "hf":  # Llama's layout: rope, RMSNorm, SwiGLU (hf_checkpoint.py)
+    c.model.update(RECIPE, mlp="swiglu", qk_norm=False)
   return c

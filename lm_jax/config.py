@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.distributed = False  # True: jax.distributed.initialize() (several hosts)
+  # Start from a checkpoint (fine-tuning): a Hugging Face folder (GPT-2 or
+  # Llama) or what lm-jax-export wrote; its model settings, vocabulary and
+  # weights replace the config's (lm_jax/runs/hf_checkpoint.py).
+  c.init_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""  # empty: the built-in Shakespeare corpus
@@ -62,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer = "char"  # or "word", "bpe" (byte-level subwords)
   c.data.vocab_size = 8192  # word and bpe tokenizers: ids in all, specials too
   c.data.min_count = 1  # word tokenizer: rarer words become `<unk>`
+  # A saved vocabulary to use instead of building one from the text: a
+  # tokenizer.json, a folder holding one, or a file lm-jax-export wrote
+  # (config.init_from sets it).
+  c.data.vocab_from = ""
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "transformer"

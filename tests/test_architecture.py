@@ -10,7 +10,8 @@ from conftest import REPO
 PACKAGE = REPO / "lm_jax"
 # Bottom to top; a module may import its own room and any room before it.
 ROOMS = ["errors", "special_tokens", "outputs", "data", "models", "training", "runs",
-         "generation", "views", "config", "tasks", "loop", "sweep", "serve", "cli",
+         "generation", "views", "config", "tasks", "loop", "sweep", "serve", "evaluation",
+         "cli",
          "train", "sample"]
 # Rooms that share a level (neither imports the other), and outputs.py,
 # which imports only errors.py.

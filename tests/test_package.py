@@ -38,7 +38,8 @@ def test_pyproject_pins_equal_the_requirements_files():
 
 def test_console_scripts_name_existing_functions():
   scripts = PYPROJECT["scripts"]
-  assert sorted(scripts) == ["lm-jax-export", "lm-jax-inspect", "lm-jax-plot",
+  assert sorted(scripts) == ["lm-jax-eval", "lm-jax-export", "lm-jax-inspect",
+                             "lm-jax-plot",
                              "lm-jax-sample", "lm-jax-serve", "lm-jax-sweep",
                              "lm-jax-train"]
   for target in scripts.values():  # parsed: each module defines its flags

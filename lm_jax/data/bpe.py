@@ -80,7 +80,7 @@ def _library() -> str:
 class BPETokenizer:
   """A byte-level BPE vocabulary of `vocab_size` ids, specials included."""
   kind = "bpe"
-  options: tuple[str, ...] = ("vocab_size",)
+  options: tuple[str, ...] = ("vocab_size", "vocab_from")
   strict_prompts = False  # nothing is unknown
   byte_level = True
 
@@ -102,10 +102,10 @@ class BPETokenizer:
 
   @classmethod
   def build(cls, text: str, vocab_size: int = 8192, specials: bool = False,
-            mask: bool = False) -> "BPETokenizer":
+            mask: bool = False, vocab_from: str = "") -> "BPETokenizer":
     """Trains on `text`, streamed in chunks; `specials` (pairs) and `mask`
     (the masked task): all five are always reserved."""
-    del specials
+    del specials, vocab_from  # (build_tokenizer reads vocab_from)
     check_vocab_size(vocab_size)
     tok = hf.Tokenizer(hf.models.BPE())
     tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -204,7 +204,3 @@ def check_vocab_size(vocab_size) -> None:
         f"{len(RESERVED)} special tokens) plus the merges; set "
         f"--config.data.vocab_size to at least {MIN_VOCAB}, e.g. 2048")
 
-
-def is_library_json(data: dict) -> bool:
-  """Whether `data` is a tokenizer.json written by `tokenizers`."""
-  return isinstance(data.get("model"), dict) and "added_tokens" in data

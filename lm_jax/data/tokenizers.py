@@ -6,12 +6,15 @@ built for pairs (`specials=True`) reserves ids 1-3 for `<pad>`, `<bos>` and
 `<eos>` as well; one built for the masked task (`mask=True`) those and
 `<mask>` at id 4. None of them is ever read from text; a tokenizer.json
 holds its vocabulary, specials included, so it loads as it was built.
+
+Every kind saves as the `tokenizers` library's tokenizer.json, which
+`transformers` loads too (lm_jax/data/hf_format.py); a run written before
+that, `{"kind": ..., "vocab": [...]}`, still loads (`tokenizer_from_json`).
 `encode(..., strict=True)` raises instead, naming the unknown symbols.
 
 Three kinds: `CharTokenizer` (every character of the training text),
 `WordTokenizer` (the most frequent words, punctuation marks and line breaks)
-and `BPETokenizer` (byte-level subwords, lm_jax/data/bpe.py), whose saved
-form is the `tokenizers` library's own tokenizer.json.
+and `BPETokenizer` (byte-level subwords, lm_jax/data/bpe.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lm_jax.data import bpe
+from lm_jax.data import hf_format
 from lm_jax.data.bpe import BPETokenizer
 from lm_jax.errors import UserError
 
@@ -66,7 +69,7 @@ class Tokenizer(Protocol):
 class CharTokenizer:
   """One token per Unicode character; `<unk>` first, then sorted characters."""
   kind = "char"
-  options: tuple[str, ...] = ()
+  options: tuple[str, ...] = ("vocab_from",)
   strict_prompts = True  # a character has no `<unk>`-worthy meaning
   byte_level = False
 
@@ -78,8 +81,8 @@ class CharTokenizer:
     self._table: np.ndarray | None = None  # _code_table(), on first use
 
   @classmethod
-  def build(cls, text: str, specials: bool = False, mask: bool = False
-            ) -> "CharTokenizer":
+  def build(cls, text: str, specials: bool = False, mask: bool = False,
+            vocab_from: str = "") -> "CharTokenizer":
     return cls(_head(specials, mask) + sorted(set(text)))
 
   @property
@@ -133,11 +136,12 @@ class CharTokenizer:
     return int(np.size(y))
 
   def to_json(self) -> dict:
-    return {"kind": self.kind, "vocab": self.vocab}
+    """The library's tokenizer.json, as a dict (hf_format.char_json)."""
+    return hf_format.char_json(self.vocab)
 
   @classmethod
   def from_json(cls, data: dict) -> "CharTokenizer":
-    return cls(data["vocab"])
+    return cls(_vocab(data))
 
 
 # Scripts written without spaces between words: every character is a token,
@@ -214,7 +218,7 @@ class WordTokenizer:
   token is in the vocabulary; any text does up to its spacing.
   """
   kind = "word"
-  options: tuple[str, ...] = ("vocab_size", "min_count")
+  options: tuple[str, ...] = ("vocab_size", "min_count", "vocab_from")
   strict_prompts = False  # an unknown word becomes `<unk>`, with a notice
   byte_level = False
 
@@ -228,7 +232,8 @@ class WordTokenizer:
 
   @classmethod
   def build(cls, text: str, vocab_size: int = 8192, min_count: int = 1,
-            specials: bool = False, mask: bool = False) -> "WordTokenizer":
+            specials: bool = False, mask: bool = False, vocab_from: str = ""
+            ) -> "WordTokenizer":
     if vocab_size < 2 or min_count < 1:
       raise UserError(
           f"config.data.vocab_size must be >= 2 and config.data.min_count >= "
@@ -292,11 +297,34 @@ class WordTokenizer:
     return int(self.token_lengths()[y].sum() - dropped.sum())
 
   def to_json(self) -> dict:
-    return {"kind": self.kind, "vocab": self.vocab}
+    """The library's tokenizer.json, as a dict (hf_format.word_json)."""
+    return hf_format.word_json(self.vocab, _library_word_pattern(),
+                               self._space.tolist(), self._glue.tolist())
 
   @classmethod
   def from_json(cls, data: dict) -> "WordTokenizer":
-    return cls(data["vocab"])
+    return cls(_vocab(data))
+
+
+def _vocab(data: dict) -> list[str]:
+  """The vocabulary of a saved char or word tokenizer: the library's
+  tokenizer.json, or the `{"kind", "vocab"}` of runs written before it."""
+  return hf_format.vocab(data) if hf_format.is_library_json(data) else \
+      data["vocab"]
+
+
+@functools.cache
+def _library_word_pattern() -> str:
+  """`_word_pattern` for the `tokenizers` library: the same matches, its
+  classes spelt out as code points (~1 s to build, once)."""
+  marks = hf_format.onig_class(
+      lambda c: unicodedata.category(c).startswith("M"))
+  letter = "[" + hf_format.onig_class(
+      lambda c: c.isalnum() and not _IS_CJK.match(c)) + "]"
+  part = rf"{letter}(?:{letter}+|[{marks}]+)*"
+  apos = "[" + "".join(f"\\x{{{ord(a):x}}}" for a in _APOSTROPHES) + "]"
+  return (rf"{apos}?{part}(?:{apos}{part})*|\n"
+          rf"|[^{hf_format.whitespace()}][{marks}]*")
 
 
 TOKENIZERS: dict[str, type[CharTokenizer] | type[WordTokenizer]
@@ -313,11 +341,20 @@ def build_tokenizer(kind: str, text: str, specials: bool = False,
   vocab_size).
   `specials`: reserve PAD_ID, BOS_ID and EOS_ID too (pairs need them);
   `mask`: those and MASK_ID (the masked task; a BPE reserves all five).
+  `vocab_from` (an option): a saved vocabulary, used as it is (`load_from`).
   """
   if kind not in TOKENIZERS:
     raise UserError(f"unknown tokenizer {kind!r}: set config.data.tokenizer "
                     f"to one of {sorted(TOKENIZERS)}")
   cls = TOKENIZERS[kind]
+  if options.get("vocab_from"):
+    tokenizer = load_from(options["vocab_from"])
+    if tokenizer.kind != kind:
+      raise UserError(
+          f"config.data.vocab_from={options['vocab_from']!r} holds a "
+          f"{tokenizer.kind} vocabulary, and config.data.tokenizer is "
+          f"{kind!r}; set --config.data.tokenizer={tokenizer.kind}")
+    return tokenizer
   return cls.build(text, specials=specials, mask=mask,
                    **{k: options[k] for k in cls.options if k in options})
 
@@ -340,16 +377,46 @@ def encode_prompt(tokenizer: Tokenizer, text: str
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | pathlib.Path) -> None:
+  """tokenizer.json at `path`; `side_files` names the two beside it."""
   pathlib.Path(path).write_text(
       json.dumps(tokenizer.to_json(), ensure_ascii=False, indent=1) + "\n",
       encoding="utf-8")
 
 
+def side_files(tokenizer: Tokenizer) -> dict[str, dict]:
+  """The files `transformers` reads beside tokenizer.json, by name."""
+  return hf_format.side_files(tokenizer.vocab)
+
+
+def kind_of(data: dict) -> str:
+  """The kind of a saved tokenizer: the library's tokenizer.json says it
+  by its model (hf_format.kind), an older file by its "kind"."""
+  return hf_format.kind(data) if hf_format.is_library_json(data) else \
+      data["kind"]
+
+
 def tokenizer_from_json(data: dict) -> Tokenizer:
-  """The tokenizer `to_json` gave `data`: ours name their kind, a
-  `tokenizers` tokenizer.json is a BPE."""
-  kind = "bpe" if bpe.is_library_json(data) else data["kind"]
-  return TOKENIZERS[kind].from_json(data)
+  """The tokenizer `to_json` gave `data` (or an older file's)."""
+  return TOKENIZERS[kind_of(data)].from_json(data)
+
+
+def load_from(path: str | pathlib.Path) -> Tokenizer:
+  """The vocabulary saved at `path`: a tokenizer.json, a folder holding
+  one, or a model file lm-jax-export wrote (its metadata holds it)."""
+  file = pathlib.Path(path)
+  file = file / "tokenizer.json" if file.is_dir() else file
+  try:
+    try:
+      return load_tokenizer(file)
+    except UnicodeDecodeError:  # binary: a model file
+      from safetensors import safe_open
+      with safe_open(file, framework="np") as f:
+        return tokenizer_from_json(json.loads(f.metadata()["tokenizer"]))
+  except Exception as e:  # OSError, JSON, a missing key, safetensors' own
+    raise UserError(
+        f"config.data.vocab_from={str(path)!r}: no vocabulary lm_jax reads "
+        f"there ({type(e).__name__}); pass a tokenizer.json, a folder with "
+        "one, or a file lm-jax-export wrote") from None
 
 
 def load_tokenizer(path: str | pathlib.Path) -> Tokenizer:

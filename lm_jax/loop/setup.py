@@ -20,7 +20,7 @@ from lm_jax.data import windows
 from lm_jax.errors import UserError
 from lm_jax.loop.clock import Clock
 from lm_jax.models import make_model
-from lm_jax.runs import checkpoints, rundir
+from lm_jax.runs import checkpoints, hf_checkpoint, rundir
 from lm_jax.runs.metrics import MetricsLog
 from lm_jax.training import parallel, steps, streaming
 from lm_jax.views import progress, summary
@@ -85,6 +85,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
   Every check on the user's input comes before the first write.
   """
+  checkpoint = hf_checkpoint.apply(config)  # --config.init_from: its model
   config_lib.validate(config)
   parallel.maybe_initialize_distributed(config)
   mesh = parallel.make_mesh(config.train.batch_size)
@@ -99,8 +100,10 @@ def set_up(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     claim(workdir, config, loaded.tokenizer, hold)
   init_key, seed_key = jax.random.split(jax.random.key(config.seed))
   state = parallel.place_state(
-      steps.create_train_state(model, config.train, init_key, stored=True,
-                               objective=task.objective),
+      steps.create_train_state(
+          model, config.train, init_key, stored=True,
+          objective=task.objective, params=checkpoint and
+          hf_checkpoint.initial_params(checkpoint, config.model)),
       mesh, config.train.fsdp)
   clock.mark("state")
   # A fresh run opens its checkpoint manager (and imports Orbax) at its

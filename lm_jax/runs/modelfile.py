@@ -179,7 +179,10 @@ def _validated(path, f) -> tuple:
     raise _Invalid(f"its step {step!r} is not a whole number")
   _check_sizes(model)
   data = _json_object(metadata, "tokenizer")
-  kind = "bpe" if tokenizers.bpe.is_library_json(data) else data.get("kind")
+  try:
+    kind = tokenizers.kind_of(data)
+  except (KeyError, AttributeError, TypeError):
+    kind = None
   if kind not in tokenizers.TOKENIZERS:
     raise _Invalid(f"its tokenizer kind {kind!r} is none of "
                    f"{sorted(tokenizers.TOKENIZERS)}")

@@ -2,9 +2,12 @@
 
 A run directory holds
   config.json     the resolved config (what `load_run` builds the model from)
-  tokenizer.json  the vocabulary (lm_jax/data/tokenizers.py); for a BPE, the
-                  `tokenizers` library's own file, with tokenizer_meta.json
-                  beside it (what the project knows of it)
+  tokenizer.json  the vocabulary (lm_jax/data/tokenizers.py), in the
+                  `tokenizers` library's format, with tokenizer_config.json
+                  and special_tokens_map.json beside it: what
+                  `transformers.AutoTokenizer.from_pretrained(DIR)` reads
+                  (lm_jax/data/hf_format.py); for a BPE, tokenizer_meta.json
+                  too (what the project knows of it)
   checkpoints/    Orbax checkpoints, the latest and the best (checkpoints.py)
   metrics.jsonl   one JSON record per log or evaluation (metrics.py)
 plus TensorBoard event files and loss.png. Running the trainer again on the
@@ -35,6 +38,9 @@ from lm_jax.training import optimizers, steps
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_META_FILE = "tokenizer_meta.json"
+# What `transformers.AutoTokenizer.from_pretrained(DIR)` reads.
+TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json",
+                   "special_tokens_map.json")
 CHECKPOINTS = "checkpoints"
 LOAD_TRIES = 5  # listings of the checkpoints tried while a run deletes some
 FILES = (CONFIG_FILE, TOKENIZER_FILE, CHECKPOINTS, METRICS_FILE)
@@ -50,7 +56,7 @@ ADDED_SETTINGS = {
     "train.carry_state": False, "train.optimizer": "adamw",
     "train.schedule": "cosine", "train.decay_fraction": 0.2,
     "train.muon_learning_rate": 0.02, "train.muon_momentum": 0.95,
-    "train.z_loss": 0.0, "data.text_field": "text"}
+    "train.z_loss": 0.0, "data.text_field": "text", "data.vocab_from": ""}
 # The same for each model kind's settings (config.model less `kind`); a
 # Transformer's dense attention computes what blocked attention does.
 ADDED_MODEL_SETTINGS: dict[str, dict[str, object]] = {
@@ -141,18 +147,36 @@ def read_config(workdir: pathlib.Path) -> dict:
 
 
 def read_tokenizer(workdir: pathlib.Path):
-  """The stored tokenizer; a missing or damaged one is a UserError."""
+  """The stored tokenizer; a missing or damaged one is a UserError.
+
+  A run written before tokenizer.json took the library's format is
+  upgraded in place (`write_tokenizer`), where the directory is writable.
+  """
   path = workdir / TOKENIZER_FILE
   if not path.exists():
     raise UserError(f"{path} is missing: the run cannot map text to ids "
                     "without it; restore it from a copy, or pass a new "
                     "--workdir")
   try:
-    return tokenizers.load_tokenizer(path)
-  except (OSError, ValueError, KeyError, TypeError):
+    data = json.loads(path.read_text(encoding="utf-8"))
+    tokenizer = tokenizers.tokenizer_from_json(data)
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
     raise UserError(f"{path} is damaged (not the JSON vocabulary a run "
                     "writes); restore it from a copy, or pass a new "
                     "--workdir") from None
+  if not all((workdir / name).exists() for name in TOKENIZER_FILES):
+    with contextlib.suppress(OSError):  # a read-only run still loads
+      write_tokenizer(workdir, tokenizer)
+  return tokenizer
+
+
+def write_tokenizer(workdir: pathlib.Path, tokenizer) -> None:
+  """tokenizer.json and the files `transformers` reads beside it."""
+  for name, data in tokenizers.side_files(tokenizer).items():
+    write_atomically(workdir / name, lambda p, data=data: p.write_text(
+        json.dumps(data, ensure_ascii=False, indent=1) + "\n"))
+  write_atomically(workdir / TOKENIZER_FILE,
+                   lambda p: tokenizers.save_tokenizer(tokenizer, p))
 
 
 def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
@@ -261,8 +285,7 @@ def write_run(workdir: pathlib.Path, config, tokenizer) -> None:
     if hasattr(tokenizer, "metadata"):
       write_atomically(workdir / TOKENIZER_META_FILE, lambda p: p.write_text(
           json.dumps(tokenizer.metadata(), indent=1) + "\n"))
-    write_atomically(workdir / TOKENIZER_FILE,
-                     lambda p: tokenizers.save_tokenizer(tokenizer, p))
+    write_tokenizer(workdir, tokenizer)
   if not (workdir / CONFIG_FILE).exists():
     write_atomically(workdir / CONFIG_FILE, lambda p: p.write_text(
         config.to_json(indent=1) + "\n"))

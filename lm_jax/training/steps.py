@@ -75,7 +75,8 @@ class TrainState(struct.PyTreeNode):
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
                        key: jax.Array, stored: bool = False,
-                       objective: Objective = NEXT_TOKEN) -> TrainState:
+                       objective: Objective = NEXT_TOKEN,
+                       params=None) -> TrainState:
   """Fresh parameters (from `key`) and optimiser state; with
   train.carry_state, the initial state of every lane. `objective`: the
   task's (`lm_jax.tasks`), next-token prediction unless it says otherwise.
@@ -83,6 +84,7 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
   `stored`: the program that makes them may come from, and goes to, the
   store of whole programs (lm_jax/training/programs.py), so that a start
   skips tracing the model; not inside a trace (`jax.eval_shape`).
+  `params`: start from these (a checkpoint's) instead of fresh ones.
   """
   tx = make_optimizer(train)
 
@@ -92,7 +94,9 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
 
   # One program for both (read from the compilation cache on a start that
   # has it), where the optimiser's init run eagerly took an op at a time.
-  if stored:
+  if params is not None:
+    opt_state = jax.jit(tx.init)(params)
+  elif stored:
     program = programs.compiled(
         "init", jax.jit(init), (key,), {},
         settings=dict(model=repr(model), train=train.to_dict()))

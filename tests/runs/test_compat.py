@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
 from lm_jax.generation import sampling
 from lm_jax.loop import trainer
@@ -53,12 +54,18 @@ def test_old_checkpoint_resumes_bitwise(layout, tmp_path):
   assert_scaled_close(got, want, rel=1e-5)
 
 
-def test_sampling_needs_no_optimiser_state(monkeypatch):
+def test_sampling_needs_no_optimiser_state(monkeypatch, tmp_path):
   """A run stays loadable after the optimiser changes: only parameters are
   restored. With another optax chain the whole train state no longer fits
-  the checkpoint, which is the case load_run must survive."""
-  workdir = FIXTURES / "ckpt_plain"
+  the checkpoint, which is the case load_run must survive. (A copy: loading
+  rewrites the fixture's old tokenizer.json in the library's format.)"""
+  workdir = tmp_path / "ckpt_plain"
+  shutil.copytree(FIXTURES / "ckpt_plain", workdir)
+  old = json.loads((workdir / "tokenizer.json").read_text())
   before = rundir.load_run(workdir)
+  assert "kind" in old and tokenizers.kind_of(json.loads(
+      (workdir / "tokenizer.json").read_text())) == old["kind"]
+  assert before.tokenizer.vocab == old["vocab"]
   monkeypatch.setattr(steps, "make_optimizer", lambda train: optax.chain(
       optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)))
   after = rundir.load_run(workdir)
