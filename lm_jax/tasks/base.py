@@ -27,7 +27,8 @@ NEXT_TOKEN_METRIC = "nats per token (next token)"  # a language model's
 class Loaded(NamedTuple):
   """A task's data: the tokenizer, the training data the train steps draw
   batches from (an array pytree, put on device), what evaluation reads,
-  and lines describing it for the log."""
+  and lines describing it for the log (the first names what it trains on:
+  a sweep's results quote it)."""
   tokenizer: tokenizers.Tokenizer
   train: Any
   val: Any

@@ -118,7 +118,7 @@ class TextTask(Task):
             f"{len(val_ids):,} val tokens, "
             f"{len(train_ids) / max(train_chars, 1):.3f} tokens per "
             f"character, vocab {tokenizer.vocab_size}, {unk}")
-    return Loaded(tokenizer, train_ids, val, (*notes, line))
+    return Loaded(tokenizer, train_ids, val, (line, *notes))
 
   def _check(self, config, workdir: pathlib.Path, tokenizer) -> None:
     """Refuses a mismatched resume, a vocabulary of `<unk>` alone and a

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from conftest import corpus_text, run_command
+from lm_jax.runs import rundir
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def inputs(tmp_path_factory, smoke_run):
   (d / "folder").mkdir()
   shutil.copytree(smoke_run, d / "run")
   (d / "untrained").mkdir()
-  for name in ("config.json", "tokenizer.json"):
+  for name in ("config.json", *rundir.TOKENIZER_FILES):
     shutil.copy(d / "run" / name, d / "untrained" / name)
   return d
 

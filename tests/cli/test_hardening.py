@@ -23,6 +23,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import REPO, corpus_text, refused, run_command
+from lm_jax.data import tokenizers
 from lm_jax.errors import UserError
 from lm_jax.runs import modelfile
 
@@ -59,7 +60,11 @@ def echo_run(tmp_path_factory):
 def _damaged(model_file, tmp_path, case: str) -> pathlib.Path:
   """A copy of `model_file` damaged as `case` says."""
   tensors, meta = modelfile.read_safetensors(model_file)
-  config, tok = json.loads(meta["config"]), json.loads(meta["tokenizer"])
+  config = json.loads(meta["config"])
+  # The vocabulary in the older {"kind", "vocab"} form, which lm_jax still
+  # reads: easy to damage by hand.
+  vocab = tokenizers.tokenizer_from_json(json.loads(meta["tokenizer"])).vocab
+  tok = {"kind": "char", "vocab": vocab}
   model = lambda **kw: json.dumps(
       {**config, "model": {**config["model"], **kw}})
   tensors = {k: v.copy() for k, v in tensors.items()}

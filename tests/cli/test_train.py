@@ -20,7 +20,9 @@ def test_show_config_prints_every_key_with_its_comment_and_exits(
              for l in lines)
   leaves = [k for k, v in smoke_config.model.items()] + [
       k for k, v in smoke_config.data.items()] + [
-      k for k, v in smoke_config.train.items()] + ["seed", "distributed"]
+      k for k, v in smoke_config.train.items()] + [
+      k for k, v in smoke_config.items() if not hasattr(v, "items")]
+  assert {"seed", "distributed", "init_from"} <= set(leaves)
   assert len([l for l in lines if " = " in l]) == len(leaves)
 
 

@@ -50,7 +50,7 @@ def test_loss_decreases(smoke_config, text_file, tmp_path):
                    log_every=20, sample_tokens=0, learning_rate=3e-3)
   result = trainer.train_and_evaluate(config, tmp_path / "run")
   # Uniform guessing over the vocabulary costs log(V) nats.
-  vocab = len(json.loads((tmp_path / "run/tokenizer.json").read_text())["vocab"])
+  vocab = rundir.read_tokenizer(tmp_path / "run").vocab_size
   assert result["val_loss"] < 0.75 * np.log(vocab)
 
 

@@ -1,7 +1,6 @@
 """lm_jax/runs/rundir.py: check_resumable through a real run: every changed
 setting is named."""
 
-import json
 import pathlib
 
 import pytest
@@ -40,8 +39,7 @@ def test_resume_with_other_settings_lists_every_difference(
   message = str(e.value)
   assert "model.num_layers: stored 2, requested 3" in message
   assert "train.seq_len: stored 32, requested 16" in message
-  stored_vocab = len(json.loads((workdir / "tokenizer.json").read_text())[
-      "vocab"])
+  stored_vocab = rundir.read_tokenizer(workdir).vocab_size
   assert (f"vocabulary: stored {stored_vocab} tokens, requested "
           f"{stored_vocab + 2} (new 'é', 'ü')") in message
   assert _snapshot(workdir) == before

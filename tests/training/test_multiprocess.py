@@ -46,7 +46,7 @@ def _train(text_file, workdir, cpu_devices: int, log, env=None):
 def _records(workdir) -> list[dict]:
   records, note = metrics.read_records(workdir / metrics.METRICS_FILE)
   assert note is None
-  timings = ("tokens_per_s", "elapsed_s", "eval_s")  # not results
+  timings = ("tokens_per_s", "elapsed_s", "eval_s", "train_s")  # not results
   return [{k: v for k, v in r.items() if k not in timings} for r in records]
 
 

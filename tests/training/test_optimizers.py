@@ -1,6 +1,5 @@
 """Schedules, Muon, schedule-free AdamW, and wall time in the metrics."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -100,8 +99,7 @@ def test_resume_is_exact_and_continues_the_clock(smoke_config, text_file,
   resumed = trainer.train_and_evaluate(config, tmp_path / "run")
   straight = trainer.train_and_evaluate(config, tmp_path / "straight")
   assert resumed["val_loss"] == straight["val_loss"]
-  vocab = len(json.loads((tmp_path / "run/tokenizer.json").read_text())[
-      "vocab"])
+  vocab = rundir.read_tokenizer(tmp_path / "run").vocab_size
   assert resumed["val_loss"] < half["val_loss"] < np.log(vocab)
   run = rundir.load_run(tmp_path / "run", 12)
   jax.tree.map(np.testing.assert_array_equal, run.params,
