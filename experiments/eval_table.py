@@ -73,6 +73,8 @@ def main() -> None:
   parser.add_argument("runs", nargs="+")
   parser.add_argument("--limit", type=int, default=None)
   parser.add_argument("--out", default="")
+  parser.add_argument("--note", default="", help="how the runs were "
+                      "trained, for the results file")
   args = parser.parse_args()
   load = os.getloadavg()[0]
   text = table([row(r, args.limit) for r in args.runs])
@@ -80,9 +82,10 @@ def main() -> None:
   if args.out:
     pathlib.Path(args.out).write_text(
         "Measured by `python experiments/eval_table.py "
-        + " ".join(args.runs) + "` on " + machine()
-        + f" (load average {load:.1f} at the start); chance is 0.25.\n\n"
-        + text)
+        + " ".join(args.runs) + (" --note=NOTE" if args.note else "")
+        + "` on " + machine()
+        + f" (load average {load:.1f} at the start); chance is 0.25."
+        + (f" NOTE: {args.note}" if args.note else "") + "\n\n" + text)
 
 
 if __name__ == "__main__":
