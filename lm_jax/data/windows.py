@@ -33,6 +33,12 @@ def get_batch(tokens: jax.Array, key: jax.Array, batch_size: int,
   return windows[:, :-1], windows[:, 1:]
 
 
+# The most tokens a training split may hold: window starts are drawn as
+# int32 (JAX without x64), so a split of more is refused (tasks/base.py:
+# check_splits) rather than overflowing at the first step.
+MAX_TOKENS = 2**31 - 1
+
+
 def random_starts(key: jax.Array, num_tokens: int, batch_size: int,
                   seq_len: int) -> jax.Array:
   """The first token of each of `get_batch`'s windows: (B,) ints."""

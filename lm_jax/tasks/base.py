@@ -197,7 +197,14 @@ def encode_splits(tokenizer, text, train) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_splits(train_ids, val_ids, train) -> None:
-  """A split shorter than one batch is a UserError naming it and the fix."""
+  """A split shorter than one batch, or longer than a window's start can
+  index, is a UserError naming it and the fix."""
+  if len(train_ids) > windows.MAX_TOKENS:
+    raise UserError(
+        f"the training text has {len(train_ids):,} tokens, more than the "
+        f"{windows.MAX_TOKENS:,} a window's start can index (JAX draws it "
+        "as an int32); train on a part of the corpus (a folder of fewer "
+        "files, or a shorter file)")
   need = windows.min_tokens(train.batch_size, train.seq_len)
   for name, ids in (("training", train_ids), ("validation", val_ids)):
     if len(ids) < need:

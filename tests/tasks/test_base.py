@@ -2,12 +2,15 @@
 carrying its objective and declaring what its runs can do."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from lm_jax import tasks
+from lm_jax.data import windows
 from lm_jax.errors import UserError
 from lm_jax.models import make_model
+from lm_jax.tasks import base
 from lm_jax.tasks.base import Can, Task, bits_per_char
 from lm_jax.training import steps
 
@@ -76,3 +79,23 @@ def test_each_model_kind_has_its_task(smoke_config, kind, task):
 
 def test_bits_per_char_spreads_the_total_over_the_characters():
   assert bits_per_char(np.log(2), 10, 5) == pytest.approx(2.0)
+
+
+def test_a_split_past_what_a_window_start_indexes_is_one_line():
+  """A corpus of more than 2^31 tokens: refused before the first step (its
+  window starts would overflow JAX's int32), not a traceback there."""
+  train = ml_collections.ConfigDict(dict(batch_size=2, seq_len=4))
+  huge = _Sized(windows.MAX_TOKENS + 1)
+  with pytest.raises(UserError, match="more than the 2,147,483,647"):
+    base.check_splits(huge, _Sized(100), train)
+  base.check_splits(_Sized(windows.MAX_TOKENS), _Sized(100), train)
+
+
+class _Sized:
+  """A split of n tokens, without the memory."""
+
+  def __init__(self, n: int):
+    self.n = n
+
+  def __len__(self) -> int:
+    return self.n
