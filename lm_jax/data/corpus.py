@@ -187,6 +187,12 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
   return text[:cut], text[cut:]
 
 
+def is_builtin(path: str) -> bool:
+  """Whether `config.data.path` names the built-in corpus (empty, or
+  BUILTIN) rather than the learner's own text."""
+  return not path or path == BUILTIN
+
+
 def load_corpus(path: str, val_fraction: float = 0.1,
                 val_plays: tuple[str, ...] = (), text_field: str = "text"
                 ) -> Corpus:
@@ -195,7 +201,7 @@ def load_corpus(path: str, val_fraction: float = 0.1,
   (lm_jax/data/documents.py) is read whole, its documents joined by line
   breaks; the text task tokenizes such corpora through the token cache
   instead (lm_jax/data/token_cache.py)."""
-  if not path or path == BUILTIN:
+  if is_builtin(path):
     return load_builtin(tuple(val_plays))
   source = documents.open_source(path, text_field)
   if source.several or source.files[0].suffix == ".gz":

@@ -273,7 +273,7 @@ def load_pairs(data, seed: int) -> PairSplits:
     source = f"{data.pairs_file} (last {data.val_fraction:.0%} of lines as val)"
   else:
     mix = parse_mix(data.pairs)
-    if data.path and data.path != corpus.BUILTIN:  # whole lines held out
+    if not corpus.is_builtin(data.path):  # whole lines held out
       train_text, val_text = split_lines(corpus.read_text_file(data.path),
                                          data.val_fraction, data.path)
       where = f"{data.path} (last {data.val_fraction:.0%} of lines as val)"

@@ -67,7 +67,7 @@ class PairsTask(Task):
     the vocabulary spells it and it fits the encoder (else the first
     training pair's prompt)."""
     d = config.data
-    own = d.get("pairs_file") or (d.path and d.path != corpus.BUILTIN)
+    own = d.get("pairs_file") or not corpus.is_builtin(d.path)
     fits = len(tokenizer.encode(self.example_prompt)
                ) <= config.model.max_source_len
     if not own and fits and spells(tokenizer, self.example_prompt):

@@ -31,14 +31,10 @@ def perplexity(nats_per_token: float) -> float:
     return math.inf
 
 
-def _builtin(path: str) -> bool:
-  return not path or path == corpus.BUILTIN
-
-
 def _opening_text(config) -> str:
   """The start of the training text (its first block of a file)."""
   d = config.data
-  if _builtin(d.path):
+  if corpus.is_builtin(d.path):
     return corpus.load_corpus(d.path, d.val_fraction,
                               tuple(d.val_plays)).train[:1 << 16]
   source = documents.open_source(d.path, d.get("text_field", "text"))
@@ -69,8 +65,8 @@ class TextTask(Task):
     first block: a big corpus is not read) that the vocabulary spells; on
     the built-in plays example_prompt; example_prompt too where the text is
     no longer there."""
-    own = config.data.path and config.data.path != corpus.BUILTIN
-    if not own and spells(tokenizer, self.example_prompt):
+    if (corpus.is_builtin(config.data.path)
+        and spells(tokenizer, self.example_prompt)):
       return self.example_prompt
     try:
       text = _opening_text(config)
@@ -91,7 +87,7 @@ class TextTask(Task):
     the tokenizer to equal the one stored in `workdir`.
     """
     d, t = config.data, config.train
-    if _builtin(d.path):
+    if corpus.is_builtin(d.path):
       text = corpus.load_corpus(d.path, d.val_fraction, tuple(d.val_plays))
       tokenizer = tokenizers.build_tokenizer(d.tokenizer, text.train, **d)
       self._check(config, workdir, tokenizer)

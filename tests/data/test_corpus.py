@@ -80,3 +80,8 @@ def test_whitespace_only_corpus_is_not_called_empty(tmp_path):
                   f"spaces and line breaks): {corpus}; give a file with text "
                   "in it")
   assert not (tmp_path / "run").exists()
+
+
+def test_is_builtin_names_the_shipped_corpus_only():
+  assert corpus.is_builtin("") and corpus.is_builtin(corpus.BUILTIN)
+  assert not corpus.is_builtin("my_book.txt")
