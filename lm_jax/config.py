@@ -187,6 +187,10 @@ def masked_config() -> ml_collections.ConfigDict:
   c.train.mask_rate = 0.15  # bert: the share of positions chosen
   c.train.mask_share = 0.8  # bert: chosen ones replaced by <mask>
   c.train.random_share = 0.1  # bert: by a random token (the rest stay)
+  # diffusion: the batch's rates one per 1/B of (0, 1] (MDLM's
+  # low-discrepancy sampler), not B independent draws; the same bound in
+  # expectation, less variance.
+  c.train.stratified_rates = True
   c.train.sample_tokens = 0  # a masked LM fills a held-out line instead
   return c
 

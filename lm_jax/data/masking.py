@@ -19,6 +19,13 @@ bound on the text's nats per token: -log p(x) <= n E_k[(1/k) sum over the
 k hidden of -log p(x_i | the visible)]. It compares directly with a causal
 model's val loss.
 
+`stratified` (config.train.stratified_rates; diffusion only): the batch's
+B rates are low-discrepancy, as MDLM draws them: one u ~ U[0, 1) per
+batch and t_b = 1 - ((u + b / B) mod 1), one rate in each 1/B of (0, 1].
+Each t_b is still U(0, 1], so the bound's expectation is unchanged; the
+batch covers the rates evenly, which cuts the variance of its estimate
+(and of the gradient) from B independent draws'.
+
 Rows have `valid` positions (padding is never chosen, never counted);
 windows of running text are valid everywhere.
 """
@@ -47,11 +54,14 @@ class MaskScheme:
   mask_share: float  # bert: the chosen replaced by <mask>
   random_share: float  # bert: the chosen replaced by a random text token
   vocab_size: int
+  stratified: bool = False  # diffusion: the batch's rates on a grid
 
   @classmethod
   def from_config(cls, train, vocab_size: int) -> "MaskScheme":
+    """A run saved before stratified_rates existed drew them apart."""
     return cls(train.mask_scheme, train.mask_rate, train.mask_share,
-               train.random_share, vocab_size)
+               train.random_share, vocab_size,
+               bool(train.get("stratified_rates", False)))
 
 
 class MaskedData(struct.PyTreeNode):
@@ -73,6 +83,15 @@ def choose(key: jax.Array, valid: jax.Array, k: jax.Array) -> jax.Array:
   return rank < k[:, None]
 
 
+def rates(key: jax.Array, rows: int, stratified: bool) -> jax.Array:
+  """(rows,) draws of U[0, 1): independent, or `stratified` (one u for
+  the batch, row b at (u + b / rows) mod 1: one in each 1/rows)."""
+  if not stratified:
+    return jax.random.uniform(key, (rows,))
+  u = jax.random.uniform(key, ())
+  return (u + jnp.arange(rows) / rows) % 1.0
+
+
 def mask_tokens(key: jax.Array, tokens: jax.Array, valid: jax.Array,
                 scheme: MaskScheme
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -86,7 +105,7 @@ def mask_tokens(key: jax.Array, tokens: jax.Array, valid: jax.Array,
   if scheme.scheme == "bert":
     k = jnp.maximum(jnp.round(scheme.rate * n), 1).astype(jnp.int32)
   else:  # diffusion: t ~ U(0, 1], k = ceil(t n): uniform in 1..n
-    t = 1.0 - jax.random.uniform(k_rate, n.shape)
+    t = 1.0 - rates(k_rate, n.shape[0], scheme.stratified)
     k = jnp.clip(jnp.ceil(t * n), 1, n).astype(jnp.int32)
   chosen = choose(k_choose, valid, k) & valid  # (B, T)
   if scheme.scheme == "bert":

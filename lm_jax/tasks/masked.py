@@ -354,8 +354,10 @@ class MaskedTask(Task):
 def describe(train) -> str:
   """The masking settings, in words."""
   if train.mask_scheme == "diffusion":
-    return ("diffusion (rate ~ U(0, 1] per row, all <mask>, loss weighted "
-            "1/rate)")
+    rates = ("stratified over the batch" if train.get("stratified_rates")
+             else "independent")
+    return (f"diffusion (rate ~ U(0, 1] per row, {rates}, all <mask>, loss "
+            "weighted 1/rate)")
   keep = 1 - train.mask_share - train.random_share
   return (f"bert ({train.mask_rate:.0%} chosen: {train.mask_share:.0%} "
           f"<mask>, {train.random_share:.0%} random, {keep:.0%} kept)")
