@@ -10,7 +10,8 @@ without the causal mask (lm_jax/models/mlm.py), trained on BERT's masking:
 a random character, 10% left; the loss counts the chosen ones
 (lm_jax/data/masking.py). docs/MASKED.md explains the task.
 
-`:diffusion` is masked diffusion: a rate per window ~ U(0, 1], every
+`:diffusion` is masked diffusion: a rate per window ~ U(0, 1] (the
+batch's on a grid, one per 1/B: config.train.stratified_rates), every
 chosen character hidden, loss weighted 1/rate; its val_loss is a bound on
 nats per character, comparable with char_tf's.
 
