@@ -14,6 +14,8 @@ Measured: experiments/results/configs/echo_s2s.md (not yet; untuned).
 Variants (`--config=configs/echo_s2s.py:NAME`):
   (none) 3000 steps toward 99% exact match on copy and reverse.
   smoke  a tiny model and 20 steps, for tests (mostly compiling).
+  fast   rotary positions and the causal model's recipe, for the 5-minute
+         goal (experiments/echo_fast.py): 600 steps, wsd schedule.
 """
 
 import ml_collections
@@ -24,9 +26,20 @@ from lm_jax.config import pairs_config, smoke_pairs
 def model(max_len: int, **fields) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict(dict(
       kind="transformer_s2s", num_layers=2, num_heads=4, d_model=128,
-      dropout=0.0, gelu_approximate=True))
+      dropout=0.0, gelu_approximate=True,
+      # The causal model's recipe (lm_jax/models/recipe.py), all off here;
+      # cross_position: what cross-attention knows of positions
+      # (lm_jax/models/transformer_s2s.py).
+      position="learned", cross_position="none", norm="layernorm",
+      qk_norm=False, mlp="gelu", zero_init_proj=False, logit_softcap=0.0))
   m.update(max_source_len=max_len, max_target_len=max_len, **fields)
   return m
+
+
+# Rotary positions in every attention (cross-attention: half the heads
+# counting the prompt from its end), RMSNorm, QK-norm, ReLU^2.
+RECIPE = dict(position="rope", cross_position="both", norm="rmsnorm",
+              qk_norm=True, mlp="relu2")
 
 
 def get_config(arg: str = ""):
@@ -36,6 +49,11 @@ def get_config(arg: str = ""):
   elif not arg:
     c = pairs_config(model(64))
     c.train.learning_rate = 1e-3
+  elif arg == "fast":
+    c = pairs_config(model(64, **RECIPE))
+    c.train.update(learning_rate=3e-3, schedule="wsd", decay_fraction=0.3,
+                   warmup_steps=50, num_steps=600, eval_every=200,
+                   log_every=50)
   else:
-    raise ValueError(f"unknown variant {arg!r}: use 'smoke'")
+    raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'fast'")
   return c
