@@ -4,6 +4,10 @@
     python experiments/echo_fast.py --models=configs/echo_lstm.py:fast \\
         --tasks=copy
 
+By default it measures both echo bots side by side, the LSTM and the
+Transformer with rotary positions (configs/echo_s2s.py:fast), each task
+in turn (3 tasks x 2 models, about 30 minutes).
+
 Trains each config on each task (`copy`, `reverse`, `swap_persons` of the
 built-in plays' lines, up to 64 characters; lm_jax/data/pairs.py) with
 `python -m lm_jax.train`, one run at a time, as a user would, and reads
@@ -33,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from experiments.bench_throughput import machine  # noqa: E402
 
-MODELS = ["configs/echo_lstm.py:fast"]
+MODELS = ["configs/echo_lstm.py:fast", "configs/echo_s2s.py:fast"]
 GOALS = {"copy": 0.99, "reverse": 0.99, "swap_persons": 0.95}
 BUDGET_S = 300.0
 

@@ -63,13 +63,17 @@ def check_config(model: ml_collections.ConfigDict) -> None:
         "change config.model.d_model or num_heads")
 
 
-def norm(kind: str, name: str) -> nn.Module:
-  """A LayerNorm or an RMSNorm (epsilon 1e-6 both, Flax's default)."""
+def norm(kind: str, name: str | None = None) -> nn.Module:
+  """A LayerNorm or an RMSNorm (epsilon 1e-6 both, Flax's default); no
+  name in a `setup`, where the attribute names it."""
   return nn.RMSNorm(name=name) if kind == "rmsnorm" else nn.LayerNorm(name=name)
 
 
 def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
   """x (..., T, K) rotated by its positions (T,), in float32.
+
+  `positions` may also carry leading axes that broadcast against x's
+  (e.g. (B, H, T): each row and head its own positions).
 
   Feature pairs (i, i + K/2) turn by angle position * ROPE_BASE^(-2i/K)
   (the "rotate half" layout of GPT-NeoX and Llama). Rotations compose, so
@@ -77,7 +81,7 @@ def rotary(x: jax.Array, positions: jax.Array) -> jax.Array:
   """
   K = x.shape[-1]
   freqs = ROPE_BASE ** (-jnp.arange(K // 2, dtype=jnp.float32) * 2 / K)
-  angles = positions.astype(jnp.float32)[:, None] * freqs  # (T, K/2)
+  angles = positions.astype(jnp.float32)[..., None] * freqs  # (..., T, K/2)
   cos, sin = jnp.cos(angles), jnp.sin(angles)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)  # (..., T, K/2) each
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)

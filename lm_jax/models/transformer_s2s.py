@@ -1,4 +1,4 @@
-"""An encoder-decoder Transformer (Vaswani et al. 2017), pre-LayerNorm.
+"""An encoder-decoder Transformer (Vaswani et al. 2017), pre-norm.
 
 The encoder reads the whole prompt at once: N blocks of self-attention
 over every source position (no causal mask; PAD keys masked out) and an
@@ -14,6 +14,18 @@ keys and values are cached as in `TransformerLM`. The decoder's causal
 self-attention, the MLP and their init are those of
 `lm_jax/models/transformer.py`.
 
+Positions and the causal model's recipe (lm_jax/models/recipe.py):
+`position="learned"` adds a table per side; `"rope"` rotates q and k in
+the encoder's and the decoder's self-attention instead. `cross_position`
+says what the cross-attention knows of positions: "none" (content only),
+"start" (rope: queries at their reply position, keys at their prompt
+position, so a score sees the offset, which is what copying needs) or
+"both" (as "start" in the first half of the heads, the other heads
+counting prompt positions from its last token backwards: reply position
+t then meets prompt token n-1-t at offset 0, which is what reversing
+needs). `norm`, `qk_norm`, `mlp`, `zero_init_proj` and `logit_softcap`
+are the causal model's, in every block.
+
 Shapes in comments: B batch, S source positions, T target positions,
 D width, H heads, K head size (D / H), L layers, V vocabulary.
 """
@@ -28,6 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.models import recipe
 from lm_jax.models.base import ConfigError, positive
 from lm_jax.models.seq2seq import Seq2SeqModel, Seq2SeqSettings
 from lm_jax.models.transformer import (MLP, CausalSelfAttention,
@@ -35,6 +48,7 @@ from lm_jax.models.transformer import (MLP, CausalSelfAttention,
 from lm_jax.special_tokens import PAD_ID
 
 F32 = jnp.float32
+CROSS_POSITIONS = ("none", "start", "both")
 
 
 def init(std: float) -> nn.initializers.Initializer:
@@ -47,6 +61,9 @@ class Attention(nn.Module):
   `keys_values(memory)` projects what is attended to (the encoder's
   output, or a block's own input in the encoder); `__call__` attends to
   them where `mask` (B, S) is True. Returns the output and the weights.
+  With `s.qk_norm` q and k are RMS-normed per head; given positions
+  (rotary: (S,) or broadcasting to (B, H, S) for keys, (T,) for queries)
+  they are rotated by them (recipe.py), keys once, as cached.
   """
   s: TransformerSettings
   residual_std: float
@@ -56,17 +73,28 @@ class Attention(nn.Module):
     self.q = nn.Dense(D, kernel_init=init(0.02))
     self.kv = nn.Dense(2 * D, kernel_init=init(0.02))
     self.proj = nn.Dense(D, kernel_init=init(self.residual_std))
+    if self.s.qk_norm:
+      self.q_norm, self.k_norm = nn.RMSNorm(), nn.RMSNorm()
 
-  def keys_values(self, memory):  # (B, S, D)
+  def keys_values(self, memory, positions=None):  # (B, S, D)
     B, S, _ = memory.shape
     H, K = self.s.num_heads, self.s.d_model // self.s.num_heads
     k, v = self.kv(memory).reshape(B, S, 2, H, K).transpose(2, 0, 3, 1, 4)
+    if self.s.qk_norm:
+      k = self.k_norm(k)
+    if positions is not None:
+      k = recipe.rotary(k, positions)
     return k, v  # (B, H, S, K) each
 
-  def __call__(self, x, k, v, mask):  # (B, T, D), (B, H, S, K) x 2, (B, S)
+  def __call__(self, x, k, v, mask, positions=None):
+    # x (B, T, D), k and v (B, H, S, K), mask (B, S), positions (T,)
     B, T, D = x.shape
     H, K = self.s.num_heads, D // self.s.num_heads
     q = self.q(x).reshape(B, T, H, K).transpose(0, 2, 1, 3)  # (B, H, T, K)
+    if self.s.qk_norm:
+      q = self.q_norm(q)
+    if positions is not None:
+      q = recipe.rotary(q, positions)
     scores = jnp.einsum("bhtk,bhsk->bhts", q, k) / math.sqrt(K)
     # The lowest finite score, not -inf: a row of PAD alone stays finite.
     scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(F32).min)
@@ -76,7 +104,8 @@ class Attention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """x + attn(ln(x)) over every unmasked position, then x + mlp(ln(x))."""
+  """x + attn(ln(x)) over every unmasked position, then x + mlp(ln(x)).
+  With rope, q and k are rotated by their prompt positions."""
   s: TransformerSettings
   residual_std: float
 
@@ -84,11 +113,13 @@ class EncoderBlock(nn.Module):
   def __call__(self, x, mask, train: bool):  # (B, S, D), (B, S)
     drop = nn.Dropout(self.s.dropout, deterministic=not train)
     attn = Attention(self.s, self.residual_std, name="attn")
-    h = nn.LayerNorm(name="ln1")(x)
-    k, v = attn.keys_values(h)
-    x = x + drop(attn(h, k, v, mask)[0])
+    h = recipe.norm(self.s.norm, "ln1")(x)
+    positions = (jnp.arange(x.shape[1]) if self.s.position == "rope"
+                 else None)
+    k, v = attn.keys_values(h, positions)
+    x = x + drop(attn(h, k, v, mask, positions)[0])
     return x + drop(MLP(self.s, self.residual_std, name="mlp")(
-        nn.LayerNorm(name="ln2")(x)))
+        recipe.norm(self.s.norm, "ln2")(x)))
 
 
 class DecoderBlock(nn.Module):
@@ -98,7 +129,8 @@ class DecoderBlock(nn.Module):
   residual_std: float
 
   def setup(self):
-    self.ln1, self.ln2, self.ln3 = (nn.LayerNorm() for _ in range(3))
+    self.ln1, self.ln2, self.ln3 = (recipe.norm(self.s.norm)
+                                    for _ in range(3))
     # The language model's causal self-attention (dense, no dropout on
     # its weights: the block drops the branch's output instead).
     self.attn = CausalSelfAttention(dataclasses.replace(self.s, dropout=0.0),
@@ -107,15 +139,16 @@ class DecoderBlock(nn.Module):
     self.mlp = MLP(self.s, self.residual_std)
     self.drop = nn.Dropout(self.s.dropout)
 
-  def cross_keys_values(self, memory):  # (B, S, D)
-    return self.cross.keys_values(memory)
+  def cross_keys_values(self, memory, positions=None):  # (B, S, D)
+    return self.cross.keys_values(memory, positions)
 
-  def __call__(self, x, past, cross, mask, train: bool):  # x (B, T, D)
-    """New x, this chunk's self-attention keys and values, cross weights."""
+  def __call__(self, x, past, cross, mask, train: bool, positions=None):
+    """New x (B, T, D), this chunk's self-attention keys and values, cross
+    weights; `positions` (T,) rotate the cross-attention's queries."""
     drop = lambda y: self.drop(y, deterministic=not train)
     h, kv = self.attn(self.ln1(x), past)
     x = x + drop(h)
-    h, weights = self.cross(self.ln2(x), *cross, mask)
+    h, weights = self.cross(self.ln2(x), *cross, mask, positions)
     x = x + drop(h)
     return x + drop(self.mlp(self.ln3(x))), kv, weights
 
@@ -129,11 +162,19 @@ class TransformerSeq2SeqSettings(Seq2SeqSettings):
   d_model: int  # D
   dropout: float
   gelu_approximate: bool  # tanh GELU, as in GPT-2
+  position: str  # "learned" or "rope" (self-attention; recipe.py)
+  cross_position: str  # "none", "start" or "both" (the module's docstring)
+  norm: str  # "layernorm" or "rmsnorm"
+  qk_norm: bool
+  mlp: str  # "gelu", "relu2" or "swiglu"
+  zero_init_proj: bool
+  logit_softcap: float  # 0: off
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
-  """Token and learned position embeddings (one table for source and
-  target), N encoder and N decoder blocks, final LayerNorms, tied head.
+  """Token embeddings (one table for source and target; learned position
+  tables, or rotary positions in attention), N encoder and N decoder
+  blocks, final norms, tied head.
 
   `settings` is `config.model` less `kind` (see configs/echo_s2s.py).
   """
@@ -145,42 +186,63 @@ class TransformerSeq2Seq(Seq2SeqModel):
   def setup(self):
     L, D = self.settings.num_layers, self.settings.d_model
     self.embed = nn.Embed(self.vocab_size, D, embedding_init=init(0.02))
-    self.src_pos = self.param("src_pos", init(0.02), (self.max_source_len, D))
-    self.tgt_pos = self.param("tgt_pos", init(0.02),
-                              (self.max_target_len + 1, D))
+    if self.settings.position == "learned":
+      self.src_pos = self.param("src_pos", init(0.02),
+                                (self.max_source_len, D))
+      self.tgt_pos = self.param("tgt_pos", init(0.02),
+                                (self.max_target_len + 1, D))
     s = self.block_settings()
     # GPT-2: scale the init of projections into the residual stream (3 of
-    # them per decoder layer, 2 per encoder layer).
-    std = 0.02 / math.sqrt(3 * L)
+    # them per decoder layer, 2 per encoder layer); zero_init_proj: 0.
+    std = 0.0 if s.zero_init_proj else 0.02 / math.sqrt(3 * L)
     self.encoder = [EncoderBlock(s, std) for _ in range(L)]
     self.decoder = [DecoderBlock(s, std) for _ in range(L)]
-    self.ln_enc, self.ln_dec = nn.LayerNorm(), nn.LayerNorm()
+    self.ln_enc, self.ln_dec = recipe.norm(s.norm), recipe.norm(s.norm)
     self.drop = nn.Dropout(self.settings.dropout)
 
   def block_settings(self) -> TransformerSettings:
-    """The blocks' settings: this model's sizes, dropout and GELU, with the
-    plain GPT's choices (learned positions, LayerNorm, GELU MLP, dense
-    attention)."""
+    """The blocks' settings: this model's sizes, dropout, GELU and recipe
+    options (recipe.py), dense float32 attention."""
     s = self.settings
     return TransformerSettings(
         num_layers=s.num_layers, num_heads=s.num_heads, d_model=s.d_model,
         max_len=s.max_target_len + 1, dropout=s.dropout, tie_embeddings=True,
         scan_layers=False, dtype="float32",
         gelu_approximate=s.gelu_approximate, attention="dense",
-        attention_tile=64, remat=False, position="learned",
-        norm="layernorm", qk_norm=False, mlp="gelu", zero_init_proj=False,
-        logit_softcap=0.0)
+        attention_tile=64, remat=False, position=s.position,
+        norm=s.norm, qk_norm=s.qk_norm, mlp=s.mlp,
+        zero_init_proj=s.zero_init_proj, logit_softcap=s.logit_softcap)
+
+  def cross_key_positions(self, mask):  # (B, S) bool
+    """The rotary positions of the cross-attention's keys: None ("none"),
+    (S,) from the prompt's start, or (B, H, S): the first H - H//2 heads
+    from the start, the others from the prompt's last token backwards."""
+    s, S = self.settings, mask.shape[1]
+    if s.cross_position == "none":
+      return None
+    forward = jnp.arange(S)
+    if s.cross_position == "start":
+      return forward
+    B, H = mask.shape[0], s.num_heads
+    last = mask.sum(axis=1, keepdims=True) - 1  # (B, 1): prompts end-padded
+    backward = jnp.broadcast_to(last - forward, (B, S))
+    heads = jnp.arange(H)[None, :, None] >= H - H // 2  # (1, H, 1)
+    return jnp.where(heads, backward[:, None, :], forward)  # (B, H, S)
 
   def encode(self, src, train: bool = False) -> dict:  # (B, S) int
     """The encoder's output, the source mask, and every decoder layer's
     cross-attention keys and values (L-tuples of (B, H, S, K))."""
     mask = src != PAD_ID  # (B, S)
-    x = self.embed(src) + self.src_pos[:src.shape[1]]  # (B, S, D)
+    x = self.embed(src)  # (B, S, D)
+    if self.settings.position == "learned":
+      x = x + self.src_pos[:src.shape[1]]
     x = self.drop(x, deterministic=not train)
     for block in self.encoder:
       x = block(x, mask, train)
     x = self.ln_enc(x)
-    k, v = zip(*(block.cross_keys_values(x) for block in self.decoder))
+    positions = self.cross_key_positions(mask)
+    k, v = zip(*(block.cross_keys_values(x, positions)
+                 for block in self.decoder))
     return {"encoded": x, "mask": mask, "cross_k": k, "cross_v": v}
 
   def initial_state(self, memory: dict) -> dict:
@@ -215,18 +277,23 @@ class TransformerSeq2Seq(Seq2SeqModel):
     (B, L, H, T, S) of `tokens` following the cached reply (`cache` None:
     from the first position, with nothing cached)."""
     start = 0 if cache is None else cache["length"]
-    x = self.embed(tokens) + jax.lax.dynamic_slice_in_dim(
-        self.tgt_pos, start, tokens.shape[1])  # (B, T, D)
+    x = self.embed(tokens)  # (B, T, D)
+    if self.settings.position == "learned":
+      x = x + jax.lax.dynamic_slice_in_dim(self.tgt_pos, start,
+                                           tokens.shape[1])
+    positions = (None if self.settings.cross_position == "none"
+                 else start + jnp.arange(tokens.shape[1]))  # cross queries
     x = self.drop(x, deterministic=not train)
     kvs, weights = [], []
     for i, block in enumerate(self.decoder):
       past = None if cache is None else (cache["k"][i], cache["v"][i], start)
       cross = (memory["cross_k"][i], memory["cross_v"][i])
-      x, kv, w = block(x, past, cross, memory["mask"], train)
+      x, kv, w = block(x, past, cross, memory["mask"], train, positions)
       kvs.append(kv)
       weights.append(w)
     logits = self.embed.attend(self.ln_dec(x))  # (B, T, V), tied
-    return logits.astype(F32), tuple(zip(*kvs)), jnp.stack(weights, axis=1)
+    logits = recipe.softcap(logits.astype(F32), self.settings.logit_softcap)
+    return logits, tuple(zip(*kvs)), jnp.stack(weights, axis=1)
 
   def cross_attention(self, src, tgt_in):  # (B, S), (B, T) int
     return self.decode(tgt_in, self.encode(src), None, False)[2]
@@ -239,6 +306,18 @@ class TransformerSeq2Seq(Seq2SeqModel):
       raise ConfigError(
           f"config.model.d_model ({model.d_model}) must be divisible by "
           f"config.model.num_heads ({model.num_heads}); change either")
+    recipe.check_config(model)
+    if model.cross_position not in CROSS_POSITIONS:
+      raise ConfigError(
+          f"config.model.cross_position must be one of "
+          f"{', '.join(map(repr, CROSS_POSITIONS))}, got "
+          f"{model.cross_position!r}")
+    if model.cross_position != "none" and (
+        model.d_model // model.num_heads) % 2:
+      raise ConfigError(
+          f"rotary cross-attention turns pairs of features, and the head "
+          f"size d_model / num_heads = {model.d_model // model.num_heads} "
+          "is odd; change config.model.d_model or num_heads")
     if train.carry_state:
       raise ConfigError(
           "config.train.carry_state=True needs a recurrent language model; "
@@ -246,5 +325,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
           "--config.train.carry_state=False")
 
   def lookup_params(self, params) -> int:
-    """Position embeddings (the token table is also the head: a product)."""
-    return int(params["src_pos"].size + params["tgt_pos"].size)
+    """Position embeddings, if learned (the token table is also the head:
+    a product)."""
+    return sum(int(params[name].size) for name in ("src_pos", "tgt_pos")
+               if name in params)

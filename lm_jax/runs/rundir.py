@@ -64,6 +64,10 @@ ADDED_MODEL_SETTINGS: dict[str, dict[str, object]] = {
         "attention": "dense", "attention_tile": 64, "remat": False,
         "position": "learned", "norm": "layernorm", "qk_norm": False,
         "mlp": "gelu", "zero_init_proj": False, "logit_softcap": 0.0},
+    "transformer_s2s": {
+        "position": "learned", "cross_position": "none", "norm": "layernorm",
+        "qk_norm": False, "mlp": "gelu", "zero_init_proj": False,
+        "logit_softcap": 0.0},
     "lstm": {"hand_written_backward": True}}
 
 

@@ -26,7 +26,9 @@ MODELS = {
         hidden_size=8, dropout=0.0, attention=True, input_feeding=True), V),
     "transformer_s2s": TransformerSeq2Seq.from_config(dict(
         max_source_len=4, max_target_len=3, num_layers=1, num_heads=2,
-        d_model=8, dropout=0.0, gelu_approximate=True), V)}
+        d_model=8, dropout=0.0, gelu_approximate=True, position="rope",
+        cross_position="both", norm="rmsnorm", qk_norm=True, mlp="relu2",
+        zero_init_proj=False, logit_softcap=0.0), V)}
 
 
 @functools.cache

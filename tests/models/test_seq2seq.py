@@ -116,3 +116,25 @@ def test_sample_command_line(copy_run):
   assert bad.stderr.strip().splitlines()[-1] == (
       "error: the prompt has 9 tokens, more than the encoder takes "
       "(config.model.max_source_len=8); shorten it")
+
+
+@pytest.mark.slow
+def test_rotary_recipe_learns_to_reverse(tmp_path):
+  """configs/echo_s2s.py:fast's settings (rope, half the cross-attention's
+  heads counting the prompt from its end) at the smoke size, on `reverse`."""
+  rng = np.random.default_rng(1)
+  lines = ["".join(rng.choice(list("abcdef"), size=rng.integers(3, 8)))
+           for _ in range(2000)]
+  (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n",
+                                      encoding="utf-8")
+  config = echo_s2s.get_config("smoke")
+  config.model.update(max_source_len=8, max_target_len=8, num_layers=1,
+                      **echo_s2s.RECIPE)
+  config.data.update(path=str(tmp_path / "lines.txt"), pairs="reverse:1")
+  config.train.update(num_steps=300, steps_per_call=50, log_every=100,
+                      eval_every=300, warmup_steps=20, learning_rate=1e-2,
+                      batch_size=32, seq_len=9, eval_pairs=64)
+  result = trainer.train_and_evaluate(config, tmp_path / "run")
+  assert result["val_exact_match"] >= 0.9
+  run = rundir.load_run(tmp_path / "run")  # the stored config reads back
+  assert run.config.model.cross_position == "both"
