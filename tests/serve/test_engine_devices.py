@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 CHILD = """
@@ -57,6 +59,7 @@ print(json.dumps(dict(devices=jax.device_count(), same=one == split,
 """
 
 
+@pytest.mark.slow  # three engines compile in a fresh process (about a minute)
 def test_slots_split_over_two_devices_give_the_tokens_of_one():
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=2")
