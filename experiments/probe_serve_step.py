@@ -8,12 +8,20 @@ call the engine's thread makes, warm: compiling excluded) for B = 1, 2, 4,
 8, 16 and 32 slots, three ways side by side in one process, interleaved,
 median of `--rounds` rounds of `--steps` steps:
   before    the step of issue 38's engine: one JAX device, the filters'
-            sorts (top_k, top_p) in every step;
-  no sorts  one device; the sorts left out when no row asks for a filter
-            (the engine's step now, on one device);
-  after     the engine now (`lm-jax-serve`'s default): the slots split over
-            one JAX CPU device per core (`--devices`), each core decoding
-            its share; B below the device count on the first device alone.
+            sorts (top_k, top_p) in every step, and the Transformer reading
+            its cache before writing the new position (XLA then copied
+            every layer's whole cache twice a step);
+  no sorts  one device, the cache written first
+            (`lm_jax/models/attention.py: attention_over_cache`), the sorts
+            left out when no row asks for a filter (the engine's step now,
+            on one device: `lm-jax-serve --cpu_devices=1`);
+  after     the engine with `lm-jax-serve --cpu_devices=0`: the slots split
+            over one JAX CPU device per core (`--devices`), each core
+            decoding its share; B below the device count on the first
+            device alone.
+With --devices=1 'after' is 'no sorts' (all on one device): compare its
+'no sorts' column with a run of the default to see what making two
+devices costs the first (one client, prefill).
 Each row's GFLOP/s counts 2 x parameters per row (the matrix products, the
 tied head included) plus 4 x layers x width x the cache positions read (the
 attention reads every cached position, valid or not), and its share of the
@@ -68,6 +76,19 @@ def load_model(workdir: str):
           f"{workdir or '--workdir'})")
 
 
+def cache_read_first(model):
+  """`model` deciding as before issue 39: its layers never write the cache
+  (the caller writes it after the step has read it)."""
+  import dataclasses
+  if not hasattr(model, "writes_cache"):
+    return model
+  before = type("ReadFirst" + type(model).__name__, (type(model),),
+                {"writes_cache": lambda self, state, T: False})
+  return before(**{f.name: getattr(model, f.name)
+                   for f in dataclasses.fields(model)
+                   if f.init and f.name not in ("parent", "name")})
+
+
 def matmul_gflops(repeats: int = 5) -> float:
   """float32 MATMUL_N^2 product GFLOP/s, best of `repeats`, on device 0."""
   import jax
@@ -118,6 +139,7 @@ def main() -> None:
   split_params = jax.device_put(params, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()))
   first = jax.devices()[0]
+  old_model = cache_read_first(model)
 
   def runner(path: str, B: int):
     """A function running `args.steps` steps of B slots, and its slots."""
@@ -140,8 +162,8 @@ def main() -> None:
               filtering=False)
         else:
           slots, tokens, *_ = engine.step(
-              params, model, slots, 0, *options, size=B,
-              filtering=path == "before")
+              params, old_model if path == "before" else model, slots, 0,
+              *options, size=B, filtering=path == "before")
       np.asarray(tokens)  # the engine reads the tokens every step
       box[0] = slots
     return run

@@ -205,7 +205,7 @@ def main():
   parser.add_argument("--leave_every", type=int, default=8)
   parser.add_argument("--cpu_devices", type=int, default=None,
                       help="the server's --cpu_devices (default: its own, "
-                      "one per core; 1: one device, the engine of issue 38)")
+                      "1, one device; 0: one per core, the batch split)")
   args = parser.parse_args()
   port = free_port()
   server = start_server(args.workdir, port, [] if args.cpu_devices is None

@@ -52,10 +52,10 @@ _MAX_BODY = flags.DEFINE_integer("max_body", 1 << 20,
                                  "Request body limit in bytes (413).",
                                  lower_bound=1, flag_values=FLAGS)
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 0, "JAX CPU devices to make, 0: one per core (lowered to "
-    "a divisor of --max_batch). A batch of requests is split over them, "
-    "each core decoding its share; one request runs on the first. 1: one "
-    "device for all cores.", lower_bound=0, flag_values=FLAGS)
+    "cpu_devices", 1, "JAX CPU devices to make: 1, one for all cores; 0, "
+    "one per core (lowered to a divisor of --max_batch): a batch of "
+    "requests is split over them, each core decoding its share, and one "
+    "request runs on the first.", lower_bound=0, flag_values=FLAGS)
 _WARM_UP = flags.DEFINE_boolean(
     "warm_up", True, "Compile the decoding programs before serving.",
     flag_values=FLAGS)

@@ -63,7 +63,7 @@ class Settings:
   # llama.cpp does), or 404 model_not_found (True, as vLLM does).
   strict_model_name: bool = False
   # Devices a batch of slots is split over (engine.Engine's `devices`):
-  # lm-jax-serve makes one JAX CPU device per core.
+  # lm-jax-serve --cpu_devices=0 makes one JAX CPU device per core.
   devices: int = 1
 
 
