@@ -95,10 +95,11 @@ def rss_mib(pid: int) -> float:
   return float("nan")
 
 
-def start_server(workdir: str, port: int) -> subprocess.Popen:
+def start_server(workdir: str, port: int,
+                 flags: list[str]) -> subprocess.Popen:
   server = subprocess.Popen(
       [sys.executable, "-m", "lm_jax.cli.serve", f"--workdir={workdir}",
-       f"--port={port}", "--max_tokens=400"], cwd=REPO,
+       f"--port={port}", "--max_tokens=400", *flags], cwd=REPO,
       stdout=subprocess.PIPE, text=True)
   for line in server.stdout:
     print(line, end="", flush=True)
@@ -202,9 +203,13 @@ def main():
   parser.add_argument("--seconds", type=float, default=60)
   parser.add_argument("--one_client_seconds", type=float, default=20)
   parser.add_argument("--leave_every", type=int, default=8)
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="the server's --cpu_devices (default: its own, "
+                      "1, one device; 0: one per core, the batch split)")
   args = parser.parse_args()
   port = free_port()
-  server = start_server(args.workdir, port)
+  server = start_server(args.workdir, port, [] if args.cpu_devices is None
+                        else [f"--cpu_devices={args.cpu_devices}"])
   try:
     expected = {p: completion(port, dict(prompt=p, max_tokens=60,
                                          temperature=0))[1]

@@ -51,6 +51,11 @@ _MAX_QUEUE = flags.DEFINE_integer(
 _MAX_BODY = flags.DEFINE_integer("max_body", 1 << 20,
                                  "Request body limit in bytes (413).",
                                  lower_bound=1, flag_values=FLAGS)
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 1, "JAX CPU devices to make: 1, one for all cores; 0, "
+    "one per core (lowered to a divisor of --max_batch): a batch of "
+    "requests is split over them, each core decoding its share, and one "
+    "request runs on the first.", lower_bound=0, flag_values=FLAGS)
 _WARM_UP = flags.DEFINE_boolean(
     "warm_up", True, "Compile the decoding programs before serving.",
     flag_values=FLAGS)
@@ -115,6 +120,10 @@ def serve_main() -> None:
           "server, and it has no authentication; pass --api_key=KEY to "
           "require one", file=sys.stderr)
   sock = listen(_HOST.value, _PORT.value)
+  # Before JAX starts (loading the run starts it); None: it had started
+  # or XLA_FLAGS chose (the devices there are used).
+  process.use_cpu_cores(_CPU_DEVICES.value, _MAX_BATCH.value)
+  import jax
   given = _MODEL.value or _WORKDIR.value
   assert given is not None  # one of the two, checked above
   path = pathlib.Path(given)
@@ -126,7 +135,9 @@ def serve_main() -> None:
       max_queue=_MAX_QUEUE.value, max_body=_MAX_BODY.value,
       api_key=_API_KEY.value, warm_up=_WARM_UP.value, host=_HOST.value,
       allow_origins=tuple(_ALLOW_ORIGIN.value),
-      strict_model_name=_STRICT_MODEL_NAME.value)
+      strict_model_name=_STRICT_MODEL_NAME.value,
+      devices=(jax.local_device_count() if _CPU_DEVICES.value != 1 and
+               jax.default_backend() == "cpu" else 1))
   host = f"[{_HOST.value}]" if ":" in _HOST.value else _HOST.value
   url = f"http://{host}:{sock.getsockname()[1]}/"
   print(f"loaded {name} (step {run.step}); compiling...", flush=True)

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.models.attention import (attention_with_past,
+from lm_jax.models.attention import (attention_over_cache,
+                                    attention_with_past,
                                      blocked_causal_attention)
 from lm_jax.models import recipe
 from lm_jax.models.base import (ConfigError, count, Internals, LanguageModel,
@@ -93,6 +94,10 @@ class CausalSelfAttention(nn.Module):
   residual_std: float
   deterministic: bool
   causal: bool = True
+  # One decoding position (T 1) with `past`: its key and value are written
+  # into the cache first and the cache is read after
+  # (`attention_over_cache`); the layer returns the whole updated cache.
+  write: bool = False
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -113,7 +118,14 @@ class CausalSelfAttention(nn.Module):
       positions = (0 if past is None else past[2]) + jnp.arange(T)
       q, k = recipe.rotary(q, positions), recipe.rotary(k, positions)
     q, k = q.astype(dtype), k.astype(dtype)
-    if s.attention == "blocked" and past is None and self.causal:
+    if self.write:  # decoding one position: the cache first, then read it
+      past_k, past_v, length = past
+      past_k = jax.lax.dynamic_update_slice_in_dim(
+          past_k, k.transpose(0, 1, 3, 2).astype(past_k.dtype), length, 3)
+      past_v = jax.lax.dynamic_update_slice_in_dim(
+          past_v, v.astype(past_v.dtype), length, 2)
+      y = attention_over_cache(q, past_k, past_v, length)
+    elif s.attention == "blocked" and past is None and self.causal:
       drop = s.dropout > 0 and not self.deterministic
       y = blocked_causal_attention(
           q, k, v, tile=s.attention_tile,
@@ -125,6 +137,8 @@ class CausalSelfAttention(nn.Module):
       y = self.dense(q, k, v, past)
     y = nn.Dense(D, dtype=dtype, kernel_init=_normal(self.residual_std),
                  name="proj")(y.transpose(0, 2, 1, 3).reshape(B, T, D))
+    if self.write:
+      return y.astype(jnp.float32), (past_k, past_v)  # the whole cache
     # Cache layouts in which the cached einsums read keys and values in
     # place: keys (B, H, K, T), values (B, H, T, K). With keys stored as
     # values are, XLA transposed each layer's whole key cache at every step.
@@ -185,6 +199,7 @@ class Block(nn.Module):
   s: TransformerSettings
   deterministic: bool
   causal: bool = True  # False: every position sees all (lm_jax/models/mlm.py)
+  write: bool = False  # CausalSelfAttention's: the whole cache returned
 
   @nn.compact
   def __call__(self, x, past=None):  # (B, T, D)
@@ -192,7 +207,7 @@ class Block(nn.Module):
     drop = lambda y: (nn.Dropout(s.dropout)(y, self.deterministic)
                       if s.dropout > 0 else y)
     h, kv = CausalSelfAttention(s, s.residual_std, self.deterministic,
-                                self.causal, name="attn")(
+                                self.causal, self.write, name="attn")(
                                     recipe.norm(s.norm, "ln1")(x), past)
     x = x + drop(h)
     x = x + drop(MLP(s, s.residual_std, name="mlp")(
@@ -262,12 +277,20 @@ class TransformerLM(LanguageModel):
     """
     length = state["length"]
     logits, (k, v) = self.forward(tokens, state, train)  # cache-shaped, T long
+    if self.writes_cache(state, tokens.shape[1]):  # the whole caches
+      return logits, {"k": k, "v": v, "length": length + 1}
     stacked = int(self.settings.scan_layers)  # the layer axis comes first
     write = lambda axis: lambda cache, new: (
         jax.lax.dynamic_update_slice_in_dim(cache, new, length, axis + stacked))
     return logits, {"k": jax.tree.map(write(3), state["k"], k),  # time axes
                     "v": jax.tree.map(write(2), state["v"], v),
                     "length": length + tokens.shape[1]}
+
+  def writes_cache(self, state: dict | None, T: int) -> bool:
+    """Whether the layers write a decoded position into the cache
+    themselves (one token, layers unscanned: `CausalSelfAttention.write`)."""
+    return (state is not None and T == 1 and not self.settings.scan_layers
+            and self.causal)
 
   @property
   def context_length(self) -> int:
@@ -393,8 +416,9 @@ class TransformerLM(LanguageModel):
       kvs = []
       for i in range(s.num_layers):
         layer_past = None if past is None else (past[0][i], past[1][i], start)
-        x, kv = wrap(Block)(s, not train, self.causal, name=f"block_{i}")(
-            x, layer_past)
+        x, kv = wrap(Block)(s, not train, self.causal,
+                            self.writes_cache(state, T), name=f"block_{i}")(
+                                x, layer_past)
         kvs.append(kv)
       k, v = zip(*kvs)  # L-tuples of (B, H, K, T) and (B, H, T, K)
     x = recipe.norm(s.norm, "ln_f")(x)

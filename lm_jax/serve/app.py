@@ -62,6 +62,9 @@ class Settings:
   # A request naming another model: answered by the one served (False, as
   # llama.cpp does), or 404 model_not_found (True, as vLLM does).
   strict_model_name: bool = False
+  # Devices a batch of slots is split over (engine.Engine's `devices`):
+  # lm-jax-serve --cpu_devices=0 makes one JAX CPU device per core.
+  devices: int = 1
 
 
 class Served:
@@ -86,7 +89,8 @@ class Served:
     if self.replying is None:
       self.engine = engine.Engine(self.run.params, self.model,
                                   self.settings.max_batch,
-                                  self.settings.max_queue)
+                                  self.settings.max_queue,
+                                  self.settings.devices)
       if self.settings.warm_up:
         self.engine.warm_up()
 

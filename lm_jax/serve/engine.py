@@ -150,24 +150,16 @@ def resize(model, slots: sampling.Decoding, n: int) -> sampling.Decoding:
                       empty_slots(model, n - have))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "size", "batched"),
-                   donate_argnames=("slots",))
-def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
-         top_p, size: int, batched: bool = True):
-  """One decode step of the slots start .. start + size - 1: sample,
-  report, append. Options are (size,) arrays.
-
-  Returns the new slots, the tokens (size,), their log-probabilities, the
-  TOP alternatives' ids and log-probabilities (size, TOP), and which slots
-  were full (the caller slides them). When the step covers every slot
-  (start 0, size S) XLA updates the donated slots in place; a slice of them
-  costs a copy of all (the one-by-one path).
-  """
-  rows = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size),
-                      slots)
+def _step_rows(params, model, rows: sampling.Decoding, temperature, top_k,
+               top_p, batched: bool, filtering: bool):
+  """`step` on rows (b, ...) of their own: sample, report, append."""
   logp = jax.nn.log_softmax(rows.logits[:, 0].astype(jnp.float32), axis=-1)
-  rows, tokens = jax.vmap(sampling.next_token)(rows, temperature, top_k,
-                                               top_p)  # tokens (b, 1)
+  if filtering:
+    rows, tokens = jax.vmap(sampling.next_token)(rows, temperature, top_k,
+                                                 top_p)  # tokens (b, 1)
+  else:  # no row filters: the numbers leave the sorts out of the program
+    rows, tokens = jax.vmap(sampling.next_token, in_axes=(0, 0, None, None))(
+        rows, temperature, 0, 1.0)
   full = sampling.full(model, rows)
   chosen = jnp.take_along_axis(logp, tokens, axis=-1)[:, 0]
   top_lp, top_ids = jax.lax.top_k(logp, min(TOP, logp.shape[-1]))
@@ -177,10 +169,65 @@ def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
   else:  # one slot (size 1), no vmap
     row = feed(jax.tree.map(_at(0), rows), tokens[0])
     rows = jax.tree.map(lambda x: x[None], row)
+  return rows, tokens[:, 0], chosen, top_ids, top_lp, full
+
+
+@functools.partial(jax.jit, static_argnames=("model", "size", "batched",
+                                             "filtering"),
+                   donate_argnames=("slots",))
+def step(params, model, slots: sampling.Decoding, start, temperature, top_k,
+         top_p, size: int, batched: bool = True, filtering: bool = True):
+  """One decode step of the slots start .. start + size - 1: sample,
+  report, append. Options are (size,) arrays; `filtering` False (no row
+  asks for top_k or top_p) leaves the filters' sorts out.
+
+  Returns the new slots, the tokens (size,), their log-probabilities, the
+  TOP alternatives' ids and log-probabilities (size, TOP), and which slots
+  were full (the caller slides them). When the step covers every slot
+  (start 0, size S) XLA updates the donated slots in place; a slice of them
+  costs a copy of all (the one-by-one path).
+  """
+  rows = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size),
+                      slots)
+  rows, *out = _step_rows(params, model, rows, temperature, top_k, top_p,
+                          batched, filtering)
   slots = jax.tree.map(
       lambda big, new: jax.lax.dynamic_update_slice_in_dim(big, new, start, 0),
       slots, rows)
-  return slots, tokens[:, 0], chosen, top_ids, top_lp, full
+  return slots, *out
+
+
+def slot_mesh(devices=None) -> jax.sharding.Mesh:
+  """The devices (default: all) as one axis "slots" that a step splits."""
+  return jax.sharding.Mesh(np.array(devices or jax.devices()), ("slots",))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "mesh", "filtering"),
+                   donate_argnames=("slots",))
+def sharded_step(params, model, slots: sampling.Decoding, temperature,
+                 top_k, top_p, mesh: jax.sharding.Mesh,
+                 filtering: bool = True):
+  """`step` of every slot (start 0, size S), the slots split evenly over
+  the devices of `mesh`: each device decodes its own S / n rows with no
+  exchange between them (the parameters are copied to each). The slots
+  and options are split along their first axis (`shard_slots`); the
+  outputs too."""
+  rows = jax.sharding.PartitionSpec("slots")
+  body = functools.partial(_step_rows, batched=True, filtering=filtering,
+                           model=model)
+  return jax.shard_map(
+      lambda p, s, t, k, q: body(p, rows=s, temperature=t, top_k=k, top_p=q),
+      mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), rows, rows, rows,
+                           rows),
+      out_specs=rows, check_vma=False)(params, slots, temperature, top_k,
+                                       top_p)
+
+
+def shard_slots(tree, mesh: jax.sharding.Mesh):
+  """`tree`'s arrays split along their first axis over `mesh`'s devices
+  (no copy where they already are)."""
+  return jax.device_put(tree, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec("slots")))
 
 
 @jax.jit
@@ -233,6 +280,7 @@ class _Slot:
     o = request.options
     self.options = (np.float32(o.temperature), np.int32(o.top_k),
                     np.float32(o.top_p))
+    self.filters = o.top_k > 0 or o.top_p < 1  # the step needs the sorts
     if not (np.isfinite(self.options[0]) and np.isfinite(self.options[2])):
       raise OverflowError("a sampling option is past float32's range")
 
@@ -246,16 +294,30 @@ class Engine:
   the smallest step size (1, 2, 4, ...) that holds the active requests:
   `resize` grows or shrinks them a power of two at a time, so that a step
   covers them all and updates them in place.
+
+  `devices` > 1 (lm-jax-serve makes one JAX CPU device per core): a step
+  of at least that many slots splits them evenly over the first `devices`
+  devices (`sharded_step`), each decoding its share on its own core; a
+  smaller step (one client) runs on the first device alone, as with
+  `devices` 1.
   """
 
   def __init__(self, params, model, max_batch: int = 32,
-               max_queue: int = 64):
+               max_queue: int = 64, devices: int = 1):
     self.params, self.model = params, model
+    self.devices = max(1, min(devices, len(jax.devices())))
+    self.mesh = (slot_mesh(jax.devices()[:self.devices])
+                 if self.devices > 1 else None)
+    self.params_split = (None if self.mesh is None else jax.device_put(
+        params, jax.sharding.NamedSharding(self.mesh,
+                                           jax.sharding.PartitionSpec())))
     self.max_batch, self.max_queue = max_batch, max_queue
     self.window = model.context_length
     self.sizes = [1 << i for i in range(max_batch.bit_length())
                   if 1 << i < max_batch] + [max_batch]
     self.batched = self._vmaps()
+    if not self.batched:
+      self.mesh = None
     self.slots = empty_slots(model, 1)  # as many as the batch size needs
     self.active: list[_Slot] = []  # slot i is self.active[i]
     self.queue: collections.deque[Request] = collections.deque()
@@ -302,7 +364,8 @@ class Engine:
     with self.lock:
       return dict(active=len(self.active), queued=len(self.queue),
                   max_batch=self.max_batch, max_queue=self.max_queue,
-                  batched=self.batched, steps=self.steps,
+                  batched=self.batched, devices=self._split_over(
+                      self.max_batch), steps=self.steps,
                   mean_batch=self.rows / max(1, self.steps))
 
   def begin_stop(self, drain_s: float) -> None:
@@ -346,6 +409,12 @@ class Engine:
                             0, functools.partial(_set_at_end, event)))
       for event in done:
         event.wait()
+      # The requests above ask for no filter; the step with the filters'
+      # sorts (a request with top_k or top_p) is compiled on spare slots.
+      slots = self._placed(empty_slots(
+          self.model, b if self.batched else self.max_batch))
+      self._call_step(slots, 0, b, [(np.float32(1), np.int32(1),
+                                     np.float32(0.5))] * b, True)
 
   # The engine's thread.
 
@@ -427,7 +496,8 @@ class Engine:
                          logits[None], state, jax.random.key(request.seed),
                          sampling.penalties_of(request.options, 1,
                                                self.model.vocab_size))
-    self.slots = put(self.slots, len(self.active), row)
+    self.slots = put(self.slots, len(self.active),
+                     self._placed(row, self.slots.logits.shape[0]))
     with self.lock:
       self.active.append(slot)
 
@@ -449,10 +519,49 @@ class Engine:
       n = self.max_batch  # one by one: every slot, once
     want = next(s for s in self.sizes if s >= max(1, n))
     have = self.slots.logits.shape[0]
+    if have == want:
+      return
     while have != want:
       have = min(have * 2, want) if want > have else max(have // 2, want)
       have = next(s for s in self.sizes if s >= have)
       self.slots = resize(self.model, self.slots, have)
+    self.slots = self._placed(self.slots)
+
+  def _split_over(self, size: int) -> int:
+    """Devices a step of `size` slots is split over (1: the first alone)."""
+    if self.mesh is None or size < self.devices or size % self.devices:
+      return 1
+    return self.devices
+
+  def _placed(self, tree, size: int | None = None):
+    """`tree` (slots, or a row to put in them: `size` theirs) where a step
+    of the slots runs: split over the devices, or on the first."""
+    size = tree.logits.shape[0] if size is None else size
+    if self._split_over(size) == 1:
+      return jax.device_put(tree, jax.devices()[0])
+    assert self.mesh is not None
+    if tree.logits.shape[0] == size:
+      return shard_slots(tree, self.mesh)
+    return jax.device_put(tree, jax.sharding.NamedSharding(
+        self.mesh, jax.sharding.PartitionSpec()))  # a row: on each device
+
+  def _params(self, size: int):
+    """The parameters on the devices of a step of `size` slots."""
+    return self.params if self._split_over(size) == 1 else self.params_split
+
+  def _call_step(self, slots, start: int, size: int, options: list,
+                 filtering: bool):
+    """`step` (or `sharded_step`) of slots start .. start + size - 1 with
+    one (temperature, top_k, top_p) of `options` each."""
+    column = lambda i, kind: jnp.asarray([o[i] for o in options], kind)
+    temperature, top_k, top_p = (column(0, jnp.float32),
+                                 column(1, jnp.int32), column(2, jnp.float32))
+    if self._split_over(size) > 1:
+      assert self.mesh is not None and start == 0
+      return sharded_step(self.params_split, self.model, slots, temperature,
+                          top_k, top_p, mesh=self.mesh, filtering=filtering)
+    return step(self.params, self.model, slots, start, temperature, top_k,
+                top_p, size=size, batched=self.batched, filtering=filtering)
 
   def _step(self) -> None:
     if self.batched:
@@ -467,12 +576,10 @@ class Engine:
     their rows are computed and ignored)."""
     slots = self.active[start:start + size]
     pad = size - len(slots)
-    column = lambda i, kind, fill: jnp.asarray(
-        [s.options[i] for s in slots] + [fill] * pad, kind)
-    self.slots, *out = step(
-        self.params, self.model, self.slots, start,
-        column(0, jnp.float32, 0.0), column(1, jnp.int32, 0),
-        column(2, jnp.float32, 1.0), size=size, batched=self.batched)
+    free = (np.float32(0), np.int32(0), np.float32(1))
+    self.slots, *out = self._call_step(
+        self.slots, start, size, [s.options for s in slots] + [free] * pad,
+        any(s.filters for s in slots))
     tokens, chosen, top_ids, top_lp, full = jax.device_get(out)
     self.steps += 1
     self.rows += len(slots)
@@ -487,6 +594,6 @@ class Engine:
         done.append(start + row)
         continue
       if full[row]:  # the step's append was void: slide instead
-        self.slots = slide(self.params, self.model, self.slots, start + row,
-                           token)
+        self.slots = slide(self._params(self.slots.logits.shape[0]),
+                           self.model, self.slots, start + row, token)
     self._finish(done)

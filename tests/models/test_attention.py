@@ -12,7 +12,8 @@ from lm_jax.config import validate
 from lm_jax.errors import UserError
 from lm_jax.generation import sampling
 from lm_jax.models import make_model, transformer
-from lm_jax.models.attention import (attention_with_past,
+from lm_jax.models.attention import (attention_over_cache,
+                                     attention_with_past,
                                      blocked_causal_attention, dropout_mask)
 from lm_jax.generation.sampling import SamplingOptions
 
@@ -120,6 +121,19 @@ def test_attention_with_past_equals_dense():
                     jnp.int32(0), tile=8)
   np.testing.assert_allclose(empty, dense(q, k, v), **TOL)
 
+
+def test_attention_over_cache_equals_dense():
+  """One position written into the cache at `length`, then read: what
+  dense attention gives that position (the decoding step, in place)."""
+  q, k, v, _ = _qkvw(30)
+  S, length = 32, 20
+  pad = lambda x: jnp.pad(x[:, :, :length + 1],
+                          ((0, 0), (0, 0), (0, S - length - 1), (0, 0)))
+  cache_k, cache_v = pad(k).transpose(0, 1, 3, 2), pad(v)
+  got = jax.jit(attention_over_cache)(q[:, :, length:length + 1], cache_k,
+                                      cache_v, jnp.int32(length))
+  np.testing.assert_allclose(got, dense(q, k, v)[:, :, length:length + 1],
+                             **TOL)
 
 def _models(config, **overrides):
   config.model.update(overrides)
