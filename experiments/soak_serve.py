@@ -206,7 +206,13 @@ def main():
   parser.add_argument("--cpu_devices", type=int, default=None,
                       help="the server's --cpu_devices (default: its own, "
                       "1, one device; 0: one per core, the batch split)")
+  parser.add_argument("--out", default="",
+                      help="also write the report to this Markdown file "
+                      "(e.g. experiments/results/serve_soak_cpu.md)")
+  parser.add_argument("--note", default="",
+                      help="the load, e.g. 'quiet machine'")
   args = parser.parse_args()
+  load_before = os.getloadavg()
   port = free_port()
   server = start_server(args.workdir, port, [] if args.cpu_devices is None
                         else [f"--cpu_devices={args.cpu_devices}"])
@@ -237,22 +243,46 @@ def main():
   ttft = alone["ttfts"]
   many = load.tokens / elapsed
   quarter = max(1, len(memory) // 4)
-  print(f"\none client: TTFT p50 {percentile(ttft, 50) * 1e3:.1f} ms, p95 "
-        f"{percentile(ttft, 95) * 1e3:.1f} ms (100-character prompts, "
-        f"{len(ttft)} requests); {alone['tokens_per_s']:.1f} tokens/s")
-  print(f"{args.clients} clients, {elapsed:.1f} s: {many:.1f} tokens/s "
+  report = [
+      f"one client: TTFT p50 {percentile(ttft, 50) * 1e3:.1f} ms, p95 "
+      f"{percentile(ttft, 95) * 1e3:.1f} ms (100-character prompts, "
+      f"{len(ttft)} requests); {alone['tokens_per_s']:.1f} tokens/s",
+      f"{args.clients} clients, {elapsed:.1f} s: {many:.1f} tokens/s "
         f"({many / alone['tokens_per_s']:.1f}x one client); TTFT p50 "
         f"{percentile(load.ttfts, 50) * 1e3:.1f} ms, p95 "
-        f"{percentile(load.ttfts, 95) * 1e3:.1f} ms")
-  print(f"requests: {load.done} completed, {load.left} left early, "
-        f"{load.refused} refused (429/503), {load.failed} failed; greedy "
-        f"checks {load.greedy}, mixed {load.mixed}")
-  print(f"server RSS: {memory[0]:.0f} MiB at the start of the load, "
-        f"{statistics.mean(memory[:quarter]):.0f} MiB mean of the first "
-        f"quarter, {statistics.mean(memory[-quarter:]):.0f} MiB of the last, "
-        f"max {max(memory):.0f} MiB; the clients used {client_cpu:.1f} CPU s")
-  for e in sorted(set(load.errors))[:5]:
-    print("error:", e)
+        f"{percentile(load.ttfts, 95) * 1e3:.1f} ms",
+      f"requests: {load.done} completed, {load.left} left early, "
+      f"{load.refused} refused (429/503), {load.failed} failed; greedy "
+      f"checks {load.greedy}, mixed {load.mixed}",
+      f"server RSS: {memory[0]:.0f} MiB at the start of the load, "
+      f"{statistics.mean(memory[:quarter]):.0f} MiB mean of the first "
+      f"quarter, {statistics.mean(memory[-quarter:]):.0f} MiB of the last, "
+      f"max {max(memory):.0f} MiB; the clients used {client_cpu:.1f} CPU s"]
+  report += [f"error: {e}" for e in sorted(set(load.errors))[:5]]
+  print("\n" + "\n".join(report))
+  if args.out:
+    write_report(pathlib.Path(args.out), args, report, load_before)
+
+
+def write_report(out: pathlib.Path, args, report: list[str],
+                 load_before: tuple[float, ...]) -> None:
+  """The report as a Markdown section: the command, the machine and its
+  load (1-minute load average before and after), the figures."""
+  sys.path.insert(0, str(REPO))
+  from experiments.bench_throughput import machine
+  command = "python experiments/soak_serve.py " + " ".join(sys.argv[1:])
+  after = os.getloadavg()
+  lines = [
+      "# lm-jax-serve under load (CPU)", "",
+      f"`{command.strip()}`, "
+      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+      "",
+      f"Machine: {machine()}; load average (1 min) {load_before[0]:.2f} "
+      f"before, {after[0]:.2f} after{'; ' + args.note if args.note else ''}."
+      " The clients are threads of this script on the same cores.", "",
+      "```", *report, "```", ""]
+  out.write_text("\n".join(lines))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
