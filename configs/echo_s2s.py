@@ -13,12 +13,12 @@ Measured: experiments/results/configs/echo_s2s.md (not yet; untuned).
 `:fast` (rotary positions in every attention, half the cross-attention's
 heads counting the prompt from its end; RMSNorm, QK-norm, ReLU^2: the
 causal model's recipe) is the one for the echo bot's 5-minute goal,
-measured beside configs/echo_lstm.py:fast by experiments/echo_fast.py.
+measured by experiments/echo_fast.py: experiments/results/echo_fast_cpu.md.
 
 Variants (`--config=configs/echo_s2s.py:NAME`):
   (none) 3000 steps toward 99% exact match on copy and reverse.
   smoke  a tiny model and 20 steps, for tests (mostly compiling).
-  fast   rope and the causal model's recipe in under 5 min: 450 steps, wsd.
+  fast   rope and the causal model's recipe in under 5 min: 750 steps, wsd.
 """
 
 import ml_collections
@@ -55,7 +55,7 @@ def get_config(arg: str = ""):
   elif arg == "fast":
     c = pairs_config(model(64, **RECIPE))
     c.train.update(learning_rate=3e-3, schedule="wsd", decay_fraction=0.3,
-                   warmup_steps=50, num_steps=450, eval_every=150,
+                   warmup_steps=50, num_steps=750, eval_every=250,
                    log_every=50)
   else:
     raise ValueError(f"unknown variant {arg!r}: use 'smoke' or 'fast'")
