@@ -109,13 +109,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_steps = 1500
   # A budget of training seconds (evaluations, compiling and start-up not
   # counted): the run stops at it, evaluated and saved, if num_steps has
-  # not stopped it first; 0: none. The schedule still spans num_steps.
+  # not stopped it first; 0: none. The schedule spans num_steps unless
+  # schedule_clock is "budget".
   c.train.max_seconds = 0.0
   c.train.learning_rate = 1e-3
   # "cosine", "wsd" (warmup, stable, linear decay over the last
   # decay_fraction of the steps) or "constant" (lm_jax/training/optimizers.py).
   c.train.schedule = "cosine"
   c.train.decay_fraction = 0.2  # wsd: the share of steps spent decaying
+  # What the decay follows: "steps" (to num_steps) or "budget" (the share
+  # of max_seconds trained, or of num_steps if further: a budgeted run
+  # decays to its end however many steps the machine fits).
+  c.train.schedule_clock = "steps"
   c.train.min_lr_ratio = 0.1  # the decay ends at learning_rate * this
   c.train.warmup_steps = 100
   # "adamw", "muon" (hidden matrices; AdamW for the rest) or
@@ -289,6 +294,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if t[name] not in choices:
       raise UserError(f"unknown config.train.{name} {t[name]!r}: set it to "
                       f"one of {', '.join(choices)}")
+  clock = t.get("schedule_clock", "steps")
+  if clock not in optimizers.CLOCKS:
+    raise UserError(f"unknown config.train.schedule_clock {clock!r}: set it "
+                    f"to one of {', '.join(optimizers.CLOCKS)}")
+  if clock == "budget" and not max_seconds:
+    raise UserError("config.train.schedule_clock=budget decays over the "
+                    "budget: set config.train.max_seconds (training seconds)")
+  if clock == "budget" and optimizers.evaluates_elsewhere(t):
+    raise UserError("schedule-free AdamW averages by its learning rates, "
+                    "which a budget clock cannot scale afterwards: set "
+                    "config.train.schedule_clock=steps or another optimizer")
   if not 0 < t.decay_fraction <= 1:
     raise UserError(f"config.train.decay_fraction must be in (0, 1], got "
                     f"{t.decay_fraction!r}")

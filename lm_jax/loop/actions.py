@@ -88,6 +88,16 @@ class CheckFinite(Action):
             "on", flush=True)
 
 
+def _rate(train: ml_collections.ConfigDict, step: int, metrics: dict,
+          i: int) -> float:
+  """Member i's learning rate at its last step (`step` - 1): the
+  schedule's, scaled by the step's decay where a budget clocks it."""
+  rate = float(optimizers.lr_schedule(train)(step - 1))
+  if "lr_factor" in metrics:
+    rate *= float(metrics["lr_factor"][i, -1])
+  return rate
+
+
 class LogStep(Action):
   """Every log_every steps: each member's train loss, learning rate,
   gradient norm and throughput in its metrics.jsonl; then a progress line
@@ -105,7 +115,7 @@ class LogStep(Action):
     records = []
     for i, m in enumerate(stepper.members):
       record = dict(step=step, loss=float(metrics["loss"][i, -1]),
-                    lr=float(optimizers.lr_schedule(m.config.train)(step - 1)),
+                    lr=_rate(m.config.train, step, metrics, i),
                     grad_norm=float(metrics["grad_norm"][i, -1]),
                     elapsed_s=m.clock.elapsed(),
                     train_s=m.clock.train_s)
@@ -121,7 +131,9 @@ class LogStep(Action):
   def step_lines(self, step: int, records: list[dict], rate) -> None:
     for record in records:
       print(progress.step_line(step, self.train.num_steps, record,
-                               self.meter.elapsed(), rate), flush=True)
+                               self.meter.elapsed(), rate,
+                               float(self.train.get("max_seconds", 0.0))),
+            flush=True)
 
 
 class Evaluate(Action):

@@ -12,6 +12,7 @@ Population). Both go through the same loop and the same actions.
 from __future__ import annotations
 
 import pathlib
+import time
 from typing import Any, Callable, Protocol
 
 import jax
@@ -38,12 +39,17 @@ class Stepper(Protocol):
   # The part of a chunk's wall seconds that is one member's training time
   # (its clock's train_s): 1 alone; less where members share a device.
   share: float
+  # Seconds the last `advance` spent reading or compiling its program
+  # (none once each program exists): not training time.
+  compile_s: float
 
-  def advance(self, count: int, dispatched: Callable | None = None) -> dict:
+  def advance(self, count: int, dispatched: Callable | None = None,
+              clock: np.ndarray | None = None) -> dict:
     """`count` steps of every member; their metrics on the host, (M, count).
 
     `dispatched()`, if given, is called once the call is compiled (or read
     from the compilation cache) and running, before its results are awaited.
+    `clock`: a budget-clocked run's budget line (`steps.train_steps`).
     """
 
   def member_state(self, i: int) -> steps.TrainState:
@@ -59,6 +65,7 @@ class Lone:
   compiling = "compiling the train step"
   evaluating = "evaluating"
   share = 1.0
+  compile_s = 0.0
 
   def __init__(self, run: Setup, clock: Clock):
     self.run, self.state, self.step = run, run.state, int(run.state.step)
@@ -67,14 +74,16 @@ class Lone:
     self.members = [Member(run.workdir.name, run.config, run.workdir,
                            run.mngr, run.log, clock)]
 
-  def advance(self, count: int, dispatched: Callable | None = None) -> dict:
+  def advance(self, count: int, dispatched: Callable | None = None,
+              clock: np.ndarray | None = None) -> dict:
     run, t, state = self.run, self.config.train, self.state
     # A whole call is the plain program; every shorter one shares another.
     whole = count == t.steps_per_call
     data = run.train_data
     if isinstance(data, streaming.Stream):  # this chunk's windows, read on host
       data = data.chunk(self.step)
-    args = (state, data, run.seed_key, None if whole else count)
+    args = (state, data, run.seed_key, None if whole else count, clock)
+    began, self.compile_s = time.perf_counter(), 0.0
     if whole not in run.programs:  # the first call of each: read or compile
       run.programs[whole] = programs.compiled(
           "train_steps", steps.train_steps, args, dict(
@@ -87,6 +96,7 @@ class Lone:
               range(tree.num_leaves))[1]),
           rebuild_out=lambda names: jax.tree.structure(
               (state, dict.fromkeys(names, 0))))
+      self.compile_s = time.perf_counter() - began
     self.state, metrics = run.programs[whole](*args)
     if isinstance(run.train_data, streaming.Stream) and \
         self.step + count < t.num_steps:  # read the next while this trains

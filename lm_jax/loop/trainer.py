@@ -13,12 +13,14 @@ goes through the same loop and actions, its members stacked
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pathlib
 import time
 from typing import Callable
 
 import ml_collections
+import numpy as np
 
 from lm_jax.loop import actions as actions_lib
 from lm_jax.loop import preemption
@@ -26,6 +28,7 @@ from lm_jax.loop.clock import Clock, Meter, StepTimer
 from lm_jax.loop.setup import set_up
 from lm_jax.loop.stepper import Lone, Stepper
 from lm_jax.tasks.base import NEXT_TOKEN_METRIC
+from lm_jax.training import optimizers
 from lm_jax.views import progress
 
 
@@ -75,6 +78,20 @@ def trained_s(stepper: Stepper) -> float:
   return min(m.clock.train_s for m in stepper.members)
 
 
+def budget_clock(train: ml_collections.ConfigDict, trained: float,
+                 step: int, per_step: float) -> np.ndarray | None:
+  """A budget-clocked run's line for its next chunk, (a, b): the share of
+  config.train.max_seconds spent by step s is a + b * s, from the seconds
+  `trained` by `step` and the seconds per step measured (0 before any:
+  the share then stays where it is); `optimizers.Decay` reads it. None
+  for a step-clocked run."""
+  if not optimizers.by_budget(train):
+    return None
+  budget = float(train.max_seconds)
+  b = per_step / budget
+  return np.asarray([trained / budget - b * step, b], np.float32)
+
+
 def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
                meter: Meter, stop_at: int | None = None,
                clock: Clock | None = None) -> None:
@@ -92,17 +109,26 @@ def train_loop(stepper: Stepper, actions: list[actions_lib.Action],
           f"{step} (config.train.max_seconds): nothing more to train")
     end = step
   compiled = False
+  per_step = 0.0  # a member's training seconds per step, once measured
   while step < end:
     if not compiled:
       progress.phase(stepper.compiling)
     count = min(t.steps_per_call, end - step,
                 min(a.next_due(step) for a in actions) - step)
+    if budget and per_step:  # the chunk that reaches the budget stops there
+      count = min(count, max(1, math.ceil(
+          (budget - trained_s(stepper)) / per_step)))
     dispatched = None
     if clock is not None and not compiled:
       dispatched = lambda: clock.mark("first step")  # noqa: E731
     began = time.perf_counter()
-    metrics = stepper.advance(count, dispatched)
-    spent = timer.seconds(count, time.perf_counter() - began, not compiled)
+    metrics = stepper.advance(count, dispatched, budget_clock(
+        t, trained_s(stepper), step, per_step))
+    took = time.perf_counter() - began
+    if compiled:  # a later program's compiling is not training either
+      took -= stepper.compile_s
+      per_step = took * stepper.share / count
+    spent = timer.seconds(count, took, not compiled)
     for member in stepper.members:
       member.clock.train_s += spent
     step = stepper.step

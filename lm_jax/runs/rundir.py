@@ -209,7 +209,7 @@ def check_resumable(workdir: pathlib.Path, config, tokenizer) -> None:
 
 # Settings of the learning-rate schedule: a resume with others reshapes it.
 SCHEDULE_SETTINGS = ("num_steps", "learning_rate", "warmup_steps", "schedule",
-                     "decay_fraction", "min_lr_ratio")
+                     "decay_fraction", "min_lr_ratio", "schedule_clock")
 
 
 def schedule_change(workdir: pathlib.Path, config, step: int) -> str | None:

@@ -74,6 +74,8 @@ def lr_schedule(train: ml_collections.ConfigDict, hp: dict) -> optax.Schedule:
   n = train.num_steps
   ramp = _linear(0.0, peak, jnp.maximum(warmup, 1))
   kind = train.schedule
+  if optimizers.by_budget(train):  # the step scales by its Decay instead
+    kind = "constant"
   if kind == "cosine":
     decay_steps = jnp.maximum(n, warmup + 1) - warmup
     alpha = low / peak
@@ -90,6 +92,12 @@ def lr_schedule(train: ml_collections.ConfigDict, hp: dict) -> optax.Schedule:
   return _join([ramp, lambda count: peak,
                 _linear(peak, low, jnp.maximum(n - start, 1))],
                [warmup, start])
+
+
+def decay(train: ml_collections.ConfigDict, hp: dict
+          ) -> optimizers.Decay | None:
+  """`optimizers.budget_decay` with the member's numbers as arrays."""
+  return optimizers.budget_decay(Settings(train, hp))
 
 
 def optimizer(train: ml_collections.ConfigDict, hp: dict

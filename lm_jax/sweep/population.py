@@ -60,8 +60,8 @@ def member_slice(tree, i: int):
 def static_train(train: ml_collections.ConfigDict) -> tuple:
   """What the program reads of config.train besides the member numbers:
   hashable, so that it can be a static argument."""
-  return tuple((k, train.get(k)) for k in ("num_steps", "optimizer",
-                                            "schedule") if k in train)
+  return tuple((k, train.get(k)) for k in (
+      "num_steps", "optimizer", "schedule", "schedule_clock") if k in train)
 
 
 def members_at_once(members_per_device: int) -> int:
@@ -71,12 +71,14 @@ def members_at_once(members_per_device: int) -> int:
 
 
 def _member_steps(state: steps.TrainState, hp: dict, seed_key: jax.Array,
-                  tokens, count, *, train: tuple, batch_size: int,
+                  tokens, count, clock, *, train: tuple, batch_size: int,
                   seq_len: int, num_steps: int, grad_accum_steps: int):
-  """One member's `steps.train_steps`, its optimiser built from `hp`."""
-  lone_tx = state.tx
-  state = state.replace(tx=hyper.optimizer(ml_collections.ConfigDict(
-      dict(train)), hp))
+  """One member's `steps.train_steps`, its optimiser (and a budget
+  clock's Decay) built from `hp`."""
+  lone_tx, lone_decay = state.tx, state.decay
+  settings = ml_collections.ConfigDict(dict(train))
+  state = state.replace(tx=hyper.optimizer(settings, hp),
+                        decay=hyper.decay(settings, hp))
 
   def one_step(state):
     data_key, dropout_key = steps.step_keys(seed_key, state.step)
@@ -84,17 +86,17 @@ def _member_steps(state: steps.TrainState, hp: dict, seed_key: jax.Array,
                                    seq_len)
     # The lone run's step itself (unjitted: it is traced into this one).
     return steps.train_step.__wrapped__(state, x, y, dropout_key,
-                                        grad_accum_steps)
+                                        grad_accum_steps, clock)
 
   state, metrics = steps.repeat_steps(one_step, state, count, num_steps)
-  return state.replace(tx=lone_tx), metrics
+  return state.replace(tx=lone_tx, decay=lone_decay), metrics
 
 
 @functools.partial(jax.jit, static_argnames=(
     "train", "batch_size", "seq_len", "num_steps", "grad_accum_steps",
     "sharding", "batch"), donate_argnames=("state",))
 def population_steps(state: steps.TrainState, hp: dict, seed_keys, tokens,
-                     count=None, *, train: tuple, batch_size: int,
+                     count=None, clock=None, *, train: tuple, batch_size: int,
                      seq_len: int, num_steps: int, grad_accum_steps: int,
                      sharding: NamedSharding, batch: int = 1):
   """`num_steps` (or `count`) steps of every member: state and metrics
@@ -113,18 +115,41 @@ def population_steps(state: steps.TrainState, hp: dict, seed_keys, tokens,
       _member_steps, train=train, batch_size=batch_size, seq_len=seq_len,
       num_steps=num_steps, grad_accum_steps=grad_accum_steps)
   member, whole = P(MEMBER), P()
-  counted = () if count is None else (jnp.asarray(count, jnp.int32),)
+  # The optional arguments given, the same for every member.
+  shared = {k: v for k, v in (("count", count), ("clock", clock))
+            if v is not None}
+  if count is not None:
+    shared["count"] = jnp.asarray(count, jnp.int32)
 
-  def local(state, hp, seed_keys, tokens, *counted):
-    return jax.lax.map(lambda m: run(*m, tokens, *(counted or (None,))),
+  def local(state, hp, seed_keys, tokens, shared):
+    return jax.lax.map(lambda m: run(*m, tokens, shared.get("count"),
+                                     shared.get("clock")),
                        (state, hp, seed_keys),
                        batch_size=batch if batch > 1 else None)
 
   return jax.shard_map(
       local, mesh=sharding.mesh,
-      in_specs=(member, member, member, whole) + (whole,) * len(counted),
+      in_specs=(member, member, member, whole, whole),
       out_specs=member, check_vma=False)(state, hp, seed_keys, tokens,
-                                         *counted)
+                                         shared)
+
+
+# Compiled population programs, by what `jax.jit` keys its own cache on:
+# compiled ahead of the call, so that the loop can leave the compiling out
+# of the members' training seconds.
+_PROGRAMS: dict = {}
+
+
+def _program(args: tuple, static: dict) -> Callable:
+  """`population_steps` compiled for `args` and `static` (once each)."""
+  leaves, tree = jax.tree.flatten(args)
+  key = (tree, tuple(sorted(static.items())), tuple(
+      (np.shape(a), str(getattr(a, "dtype", type(a))),
+       getattr(a, "sharding", None))
+      for a in leaves))
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = population_steps.trace(*args, **static).lower().compile()
+  return _PROGRAMS[key]
 
 
 class Population:
@@ -158,16 +183,22 @@ class Population:
     # Members step one at a time on a device (CPU) or together: each one's
     # part of the wall seconds.
     self.share = members_at_once(per_device) / per_device
-    self.program = functools.partial(
-        population_steps, train=static_train(t), batch_size=t.batch_size,
+    self.static = dict(
+        train=static_train(t), batch_size=t.batch_size,
         seq_len=t.seq_len, num_steps=t.steps_per_call,
         grad_accum_steps=t.grad_accum_steps, sharding=sharding,
         batch=members_at_once(per_device))
+    self.compile_s = 0.0
 
-  def advance(self, count: int, dispatched: Callable | None = None) -> dict:
+  def advance(self, count: int, dispatched: Callable | None = None,
+              clock: np.ndarray | None = None) -> dict:
     whole = count == self.config.train.steps_per_call
-    self.state, metrics = self.program(self.state, self.hp, self.seed_keys,
-                                       self.tokens, None if whole else count)
+    args = (self.state, self.hp, self.seed_keys, self.tokens,
+            None if whole else count, clock)
+    began = time.perf_counter()
+    program = _program(args, self.static)  # compiled apart: not training
+    self.compile_s = time.perf_counter() - began
+    self.state, metrics = program(*args)
     if dispatched is not None:
       dispatched()
     self.step += count

@@ -8,6 +8,17 @@ Schedules (all start with a linear warmup from 0 over warmup_steps):
             min_lr_ratio * learning_rate at num_steps.
   constant  the peak rate to the end (what schedule-free AdamW wants).
 
+The clock the decay follows (`config.train.schedule_clock`):
+  steps     the step count, to num_steps (optax's schedules, as above).
+  budget    the share of config.train.max_seconds trained so far, or of
+            num_steps if that is further: a budgeted run decays to its
+            end on any machine, however many steps it fits. The
+            optimiser keeps the warmup and the peak; the step scales
+            each update by `Decay` (AdamW's and Muon's updates, weight
+            decay included, are linear in the learning rate, so this is
+            the same as scaling the rate). The loop feeds the time
+            (lm_jax/loop/trainer.py: budget_clock).
+
 Optimisers (each inside the same clipping and `apply_if_finite` wrapper, so
 a run's checkpoint has one layout per optimiser):
   adamw          AdamW, weight decay on every array of rank >= 2.
@@ -22,16 +33,19 @@ a run's checkpoint has one layout per optimiser):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from optax import contrib
 
 SCHEDULES = ("cosine", "wsd", "constant")
+CLOCKS = ("steps", "budget")
 OPTIMIZERS = ("adamw", "muon", "schedule_free")
 # With config.train.skip_nonfinite, this many non-finite updates in a row
 # mean the run has diverged, not hit a bad batch: the next one is applied,
@@ -44,6 +58,8 @@ def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
   peak, warmup = train.learning_rate, train.warmup_steps
   low = peak * train.min_lr_ratio
   schedule = train.schedule
+  if by_budget(train):  # the step scales by Decay instead
+    schedule = "constant"
   if schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup,
@@ -58,6 +74,47 @@ def lr_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
       [ramp, optax.constant_schedule(peak),
        optax.linear_schedule(peak, low, max(train.num_steps - start, 1))],
       [warmup, start])
+
+
+def by_budget(train) -> bool:
+  """Whether the decay follows the budget (config.train.schedule_clock)."""
+  return train.get("schedule_clock", "steps") == "budget"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decay:
+  """The learning rate's decay as a factor of the peak, by progress: what
+  a budget-clocked step scales its update by (the module docstring).
+
+  `progress` of step s is max(a + b * s, s / num_steps): (a, b), the share
+  of the budget spent as a line in the step (`clock`, from the loop). The
+  numbers may be traced arrays (a population member's).
+  """
+  schedule: str
+  decay_fraction: Any
+  min_lr_ratio: Any
+  num_steps: int
+
+  def __call__(self, step: jax.Array, clock: jax.Array) -> jax.Array:
+    progress = jnp.clip(jnp.maximum(clock[0] + clock[1] * step,
+                                    step / self.num_steps), 0.0, 1.0)
+    low = self.min_lr_ratio
+    if self.schedule == "cosine":
+      return low + (1 - low) * 0.5 * (1 + jnp.cos(jnp.pi * progress))
+    if self.schedule == "wsd":
+      start = 1 - self.decay_fraction
+      return 1 - (1 - low) * jnp.clip((progress - start) /
+                                      self.decay_fraction, 0.0, 1.0)
+    return jnp.ones_like(progress)
+
+
+def budget_decay(train) -> Decay | None:
+  """The step's Decay for a budget-clocked run; None for a step-clocked
+  one (its optimiser's schedule decays)."""
+  if not by_budget(train):
+    return None
+  return Decay(train.schedule, train.decay_fraction, train.min_lr_ratio,
+               train.num_steps)
 
 
 def is_hidden_matrix(path: tuple, leaf: jax.Array) -> bool:

@@ -26,7 +26,7 @@ from flax import struct
 
 from lm_jax.data import windows
 from lm_jax.training import losses, programs
-from lm_jax.training.optimizers import make_optimizer
+from lm_jax.training.optimizers import Decay, budget_decay, make_optimizer
 
 
 class Objective(NamedTuple):
@@ -71,6 +71,9 @@ class TrainState(struct.PyTreeNode):
   z_loss: float = struct.field(pytree_node=False, default=0.0)
   objective: Objective = struct.field(pytree_node=False,
                                      default=NEXT_TOKEN)
+  # config.train.schedule_clock=budget: the update's scale by progress
+  # (optimizers.Decay); None: the optimiser's schedule decays.
+  decay: Decay | None = struct.field(pytree_node=False, default=None)
 
 
 def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
@@ -109,7 +112,8 @@ def create_train_state(model: nn.Module, train: ml_collections.ConfigDict,
     carry = jax.tree.map(jnp.copy, model.initial_state(train.batch_size))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=opt_state, model=model, tx=tx, carry=carry,
-                    z_loss=train.z_loss, objective=objective)
+                    z_loss=train.z_loss, objective=objective,
+                    decay=budget_decay(train))
 
 
 def skipped_updates(state: TrainState) -> int:
@@ -183,9 +187,12 @@ def accumulated_grads(params, model: nn.Module, x, y, dropout_key,
 
 @functools.partial(jax.jit, static_argnames=("grad_accum_steps",))
 def train_step(state: TrainState, x: jax.Array, y: jax.Array,
-               dropout_key: jax.Array, grad_accum_steps: int = 1
-               ) -> tuple[TrainState, dict]:
+               dropout_key: jax.Array, grad_accum_steps: int = 1,
+               clock: jax.Array | None = None) -> tuple[TrainState, dict]:
   """One optimiser update on the batch (x, y); returns the new state and metrics.
+
+  With the state's `decay` (a budget-clocked run) the update is scaled by
+  its factor at this step, `clock` the budget's line (`optimizers.Decay`).
 
   The batch continues from the state's `carry` (truncated BPTT; None: from
   scratch) and the new state holds the carry where the batch ended: the
@@ -195,8 +202,13 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array,
       state.params, state.model, x, y, dropout_key, grad_accum_steps,
       state.carry, state.z_loss, state.objective)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  if state.decay is not None:
+    # No clock given (a step taken alone): the steps' share only.
+    factor = state.decay(state.step, jnp.zeros(2) if clock is None else clock)
+    updates = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+    metrics["lr_factor"] = factor  # the logged rate is the schedule's x it
+  params = optax.apply_updates(state.params, updates)
   return state.replace(step=state.step + 1, params=params,
                        opt_state=opt_state, carry=carry), metrics
 
@@ -265,7 +277,8 @@ def repeat_steps(one_step: Callable, state, count, num_steps: int):
     "batch_size", "seq_len", "num_steps", "grad_accum_steps",
     "batch_sharding"), donate_argnames=("state",))
 def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
-                count: jax.Array | int | None = None, *,
+                count: jax.Array | int | None = None,
+                clock: jax.Array | None = None, *,
                 batch_size: int, seq_len: int, num_steps: int,
                 grad_accum_steps: int = 1,
                 batch_sharding: jax.sharding.Sharding | None = None
@@ -294,6 +307,9 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
   model's state passes from step to step in the state's `carry`, back to
   the initial state where the lanes wrap around; with `batch_sharding`
   each device keeps the state of its own lanes.
+
+  `clock`: a budget-clocked run's (a, b), the share of its budget spent
+  as a line in the step (`optimizers.Decay`); None for the rest.
   """
   constrain = lambda tree: (tree if batch_sharding is None else
                             jax.lax.with_sharding_constraint(tree,
@@ -304,7 +320,7 @@ def train_steps(state: TrainState, tokens: jax.Array, seed_key: jax.Array,
     state, x, y = next_batch(state, tokens, data_key, batch_size, seq_len,
                              constrain)
     return train_step(state, *constrain((x, y)), dropout_key,
-                      grad_accum_steps)
+                      grad_accum_steps, clock)
 
   state, metrics = repeat_steps(one_step, state, count, num_steps)
   # Returned as it came in (parallel.state_shardings), split by lane.

@@ -70,16 +70,21 @@ def startup_line(marks: dict[str, float]) -> str:
 
 
 def step_line(step: int, num_steps: int, record: dict, elapsed: float,
-              steps_per_s: float | None) -> str:
+              steps_per_s: float | None, budget: float = 0.0) -> str:
   """`step 40/100 | loss ... | elapsed 0m12s | ETA 0m18s`; no rate nor ETA
-  before a chunk of steps has been timed without compiling."""
+  before a chunk of steps has been timed without compiling. `budget`:
+  config.train.max_seconds (0: none), which ends the run if sooner (the
+  ETA then counts training seconds only)."""
   parts = [f"step {step}/{num_steps}", f"loss {record['loss']:.4f}",
            f"lr {record['lr']:.2e}", f"grad norm {record['grad_norm']:.3f}"]
   if steps_per_s:
     parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
   parts.append(f"elapsed {duration(elapsed)}")
   if steps_per_s:
-    parts.append(f"ETA {duration((num_steps - step) / steps_per_s)}")
+    left = (num_steps - step) / steps_per_s
+    if budget:
+      left = min(left, max(budget - record.get("train_s", 0.0), 0.0))
+    parts.append(f"ETA {duration(left)}")
   if "skipped_steps" in record:
     parts.append(f"{record['skipped_steps']} skipped")
   return " | ".join(parts)

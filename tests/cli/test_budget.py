@@ -58,3 +58,27 @@ def test_equal_time_beside_another_budget_is_one_line(tmp_path):
                     "--config.train.max_seconds=5", "--equal_time=3",
                     f"--workdir={tmp_path / 's'}", "--set=seed=0,1", "--show")
   refused(out, "--equal_time sets config.train.max_seconds")
+
+
+def test_a_budget_clock_decays_every_member_to_the_budgets_end(tmp_path):
+  """schedule_clock=budget: a population's members (one program) each
+  decay to learning_rate * min_lr_ratio where the budget ends, however
+  many steps this machine fits in it."""
+  workdir = tmp_path / "s"
+  out = run_command(
+      "lm_jax.cli.sweep", "--config=char_tf:smoke", *LONG,
+      "--config.train.log_every=25", "--config.train.schedule=wsd",
+      "--config.train.decay_fraction=0.5", "--config.train.min_lr_ratio=0.1",
+      "--config.train.schedule_clock=budget", "--equal_time=2",
+      f"--workdir={workdir}", "--set=train.learning_rate=1e-3,2e-3")
+  assert out.returncode == 0, out.stderr
+  members = sorted(p.parent for p in workdir.glob("*/metrics.jsonl"))
+  assert len(members) == 2
+  for member in members:
+    peak = json.loads((member / "config.json").read_text())["train"][
+        "learning_rate"]
+    lrs = [r["lr"] for r in records(member) if "lr" in r]
+    assert len(lrs) >= 4, lrs
+    assert max(lrs) == pytest.approx(peak)  # the stable half
+    assert lrs[-1] <= 0.2 * peak  # decayed at the budget's end
+    assert all(b <= a * 1.0001 for a, b in zip(lrs[1:], lrs[2:]))

@@ -16,7 +16,8 @@ from lm_jax.loop.stepper import Lone
 def test_a_lone_run_advances_by_its_programs_and_is_its_one_member():
   calls = []
 
-  def program(state, data, key, count):
+  def program(state, data, key, count, clock):
+    assert clock is None  # a step-clocked run
     calls.append(count)
     steps = 4 if count is None else count
     metrics = {"loss": np.arange(4.0)}  # a whole call's length, always

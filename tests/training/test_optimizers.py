@@ -175,3 +175,68 @@ def test_lr_schedule_and_decay_mask(smoke_config):
   assert float(lr(0)) == 0.0
   assert float(lr(10)) == pytest.approx(1e-3)
   assert float(lr(100)) == pytest.approx(1e-3 * t.min_lr_ratio)
+
+
+def test_budget_decay_follows_the_budget_or_the_steps(smoke_config):
+  """schedule_clock=budget: the factor by the share of the budget spent
+  (a + b * step), or of num_steps where that is further."""
+  t = smoke_config.train
+  t.update(num_steps=1000, min_lr_ratio=0.1, schedule="wsd",
+           decay_fraction=0.5, schedule_clock="budget", max_seconds=10.0)
+  at = lambda step, a, b=0.0: float(optimizers.budget_decay(t)(
+      jnp.asarray(step, jnp.float32), jnp.asarray([a, b])))
+  assert [at(0, 0.0), at(0, 0.5), at(0, 0.75), at(0, 1.0), at(0, 2.0)] == \
+      pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+  assert at(100, 0.5, 0.0025) == pytest.approx(0.55)  # 0.5 + 100 * 0.0025
+  assert at(900, 0.0) == pytest.approx(0.28)  # the steps are further: 0.9
+  t.schedule = "cosine"
+  assert [at(0, 0.0), at(0, 0.5), at(0, 1.0)] == pytest.approx(
+      [1.0, 0.55, 0.1])
+  # The optimiser keeps the warmup and the peak; the step decays.
+  t.warmup_steps = 10
+  assert float(optimizers.lr_schedule(t)(500)) == pytest.approx(
+      t.learning_rate)
+  t.schedule_clock = "steps"
+  assert optimizers.budget_decay(t) is None
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_budget_clocked_update_is_the_update_at_the_scaled_rate(
+    smoke_config, optimizer):
+  """Scaling AdamW's and Muon's update (weight decay included) by the
+  decay's factor is the same as training at the rate times the factor."""
+  t = smoke_config.train
+  t.update(optimizer=optimizer, schedule="wsd", warmup_steps=0,
+           decay_fraction=0.5, min_lr_ratio=0.1, weight_decay=0.1,
+           learning_rate=1e-2, muon_learning_rate=2e-2, max_seconds=10.0)
+  model = make_model(smoke_config.model, 20)
+  x = jax.random.randint(jax.random.key(1), (2, t.seq_len), 0, 20)
+  key = jax.random.key(2)
+  clocked = t.copy_and_resolve_references()
+  clocked.schedule_clock = "budget"
+  state = steps.create_train_state(model, clocked, jax.random.key(0))
+  assert state.decay is not None
+  budget_line = jnp.asarray([0.75, 0.0])  # 3/4 spent: the factor is 0.55
+  after, metrics = steps.train_step(state, x, x, key, clock=budget_line)
+  assert float(metrics["lr_factor"]) == pytest.approx(0.55)
+  scaled = t.copy_and_resolve_references()
+  scaled.update(schedule="constant", learning_rate=0.55e-2,
+                muon_learning_rate=0.55 * 2e-2)
+  plain = steps.create_train_state(model, scaled, jax.random.key(0))
+  expected, _ = steps.train_step(plain, x, x, key)
+  for a, b in zip(jax.tree.leaves(after.params),
+                  jax.tree.leaves(expected.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_budget_clock_needs_a_budget_and_no_schedule_free(smoke_config):
+  from lm_jax import config as config_lib
+  smoke_config.train.schedule_clock = "budget"
+  with pytest.raises(UserError, match="set config.train.max_seconds"):
+    config_lib.validate(smoke_config)
+  smoke_config.train.update(max_seconds=5.0, optimizer="schedule_free")
+  with pytest.raises(UserError, match="schedule_clock=steps"):
+    config_lib.validate(smoke_config)
+  smoke_config.train.schedule_clock = "hours"
+  with pytest.raises(UserError, match="schedule_clock 'hours'"):
+    config_lib.validate(smoke_config)

@@ -18,6 +18,9 @@ def test_step_line_has_no_rate_or_eta_before_a_timed_chunk():
   assert progress.step_line(8, 20, record, 70, 0.5) == (
       "step 8/20 | loss 2.5000 | lr 1.00e-03 | grad norm 0.500 | "
       "12,346 tok/s | elapsed 1m10s | ETA 0m24s")
+  # A budget of training seconds that ends the run sooner: its seconds left.
+  assert progress.step_line(8, 20, dict(record, train_s=50.0), 70, 0.5,
+                            budget=60.0).endswith("ETA 0m10s")
 
 
 def test_summary_names_the_best_evaluation(tmp_path):
