@@ -304,6 +304,10 @@ def main() -> None:
   parser.add_argument("--name", default="race_cpu")
   parser.add_argument("--out_dir", default=str(REPO / "experiments/results"))
   parser.add_argument("--note", default="", help="said under the machine")
+  parser.add_argument("--collect", nargs="+", default=None, metavar="DIR",
+                      help="a race stopped early: summarise the finished run "
+                      "directories of its one contestant (seeds 0, 1, ... "
+                      "in order) instead of running")
   parser.add_argument("--rewrite", action="store_true", help="only rewrite "
                       "the table and plot from OUT_DIR/NAME.json's runs")
   args = parser.parse_args()
@@ -328,8 +332,16 @@ def main() -> None:
   for key, value in quick.items():
     if getattr(args, key) is None:
       setattr(args, key, value)
-  with tempfile.TemporaryDirectory(prefix="race_") as scratch:
-    runs, load = run_all(args, pathlib.Path(scratch))
+  if args.collect:
+    if len(args.contestants) != 1 or not args.no_reference:
+      sys.exit("--collect summarises one contestant's runs: give one "
+               "--contestants and --no_reference (or --speedrun)")
+    runs = {args.contestants[0]: [read_run(pathlib.Path(d))
+                                  for d in args.collect]}
+    load, args.seeds = [os.getloadavg()[0]], len(args.collect)
+  else:
+    with tempfile.TemporaryDirectory(prefix="race_") as scratch:
+      runs, load = run_all(args, pathlib.Path(scratch))
   result = dict(
       name=args.name, mode="quick" if args.quick else "full",
       machine=machine(), seeds=args.seeds, eval_every=args.eval_every,
