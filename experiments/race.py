@@ -346,7 +346,8 @@ def main() -> None:
       name=args.name, mode="quick" if args.quick else "full",
       machine=machine(), seeds=args.seeds, eval_every=args.eval_every,
       command="python experiments/race.py " + shlex.join(sys.argv[1:]),
-      load=f"{min(load):.1f}-{max(load):.1f} (1-minute, between runs)",
+      load=("not recorded (runs collected afterwards)" if args.collect else
+            f"{min(load):.1f}-{max(load):.1f} (1-minute, between runs)"),
       note=args.note, targets=targets, summary=summarise(runs, targets),
       runs=runs)
   write(result, out)
