@@ -90,3 +90,20 @@ def test_fixed_targets_without_the_reference():
   assert ("| speedrun | 10 (9; 10) | 12 (14; 10) | not reached (-; -) | "
           "1.5050 (1.5300; 1.4800) | 1.5200; 1.4800 | 18 | 2 | 1,000 |"
           in table)
+
+
+def test_collect_summarises_the_runs_of_a_race_stopped_early(tmp_path,
+                                                             monkeypatch):
+  write_run(tmp_path / "s0", [(10, 5.0, 0.0, 2.5), (20, 9.0, 1.5, 1.9)])
+  write_run(tmp_path / "s1", [(10, 5.0, 0.0, 2.4), (20, 9.0, 1.5, 2.1)])
+  monkeypatch.setattr("sys.argv", [
+      "race.py", "--no_reference", "--contestants", "c", "--targets=2.0",
+      "--name=early", f"--out_dir={tmp_path}", "--collect",
+      str(tmp_path / "s0"), str(tmp_path / "s1")])
+  race.main()
+  result = json.loads((tmp_path / "early.json").read_text())
+  assert result["seeds"] == 2 and len(result["runs"]["c"]) == 2
+  assert result["load"].startswith("not recorded")
+  row = result["summary"]["rows"][0]
+  assert row["name"] == "c"
+  assert "| c |" in (tmp_path / "early.md").read_text()
