@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import statistics
 import subprocess
@@ -264,7 +265,7 @@ def run_all(args, scratch: pathlib.Path) -> tuple[dict, list[float]]:
   names = ([] if args.no_reference else [REFERENCE]) + args.contestants
   runs = {name: [] for name in names}
   load = []
-  for seed in range(args.seeds):
+  for seed in range(args.first_seed, args.first_seed + args.seeds):
     for i, name in enumerate(runs):
       workdir = scratch / f"c{i}_s{seed}"
       load.append(os.getloadavg()[0])
@@ -304,6 +305,11 @@ def main() -> None:
   parser.add_argument("--name", default="race_cpu")
   parser.add_argument("--out_dir", default=str(REPO / "experiments/results"))
   parser.add_argument("--note", default="", help="said under the machine")
+  parser.add_argument("--first_seed", type=int, default=0,
+                      help="run seeds first_seed, first_seed + 1, ...")
+  parser.add_argument("--append", action="store_true", help="add the runs "
+                      "to OUT_DIR/NAME.json's (more seeds of a race written "
+                      "before: give --first_seed) and rewrite the table")
   parser.add_argument("--collect", nargs="+", default=None, metavar="DIR",
                       help="a race stopped early: summarise the finished run "
                       "directories of its one contestant (seeds 0, 1, ... "
@@ -342,10 +348,21 @@ def main() -> None:
   else:
     with tempfile.TemporaryDirectory(prefix="race_") as scratch:
       runs, load = run_all(args, pathlib.Path(scratch))
+  command_line = "python experiments/race.py " + shlex.join(sys.argv[1:])
+  if args.append:  # the runs and commands written before come first
+    before = json.loads((out / f"{args.name}.json").read_text())
+    if sorted(before["runs"]) != sorted(runs):
+      sys.exit(f"--append: {args.name}.json raced {sorted(before['runs'])}, "
+               f"not {sorted(runs)}")
+    runs = {name: before["runs"][name] + runs[name] for name in runs}
+    command_line = before["command"] + "`, then `" + command_line
+    load = [float(x) for x in re.findall(
+        r"\d+\.\d+", before["load"].split("(")[0])] + load
+    args.seeds += before["seeds"]
   result = dict(
       name=args.name, mode="quick" if args.quick else "full",
       machine=machine(), seeds=args.seeds, eval_every=args.eval_every,
-      command="python experiments/race.py " + shlex.join(sys.argv[1:]),
+      command=command_line,
       load=("not recorded (runs collected afterwards)" if args.collect else
             f"{min(load):.1f}-{max(load):.1f} (1-minute, between runs)"),
       note=args.note, targets=targets, summary=summarise(runs, targets),
