@@ -42,7 +42,7 @@ class Stepper:
   """Members that only count steps; member i's loss becomes NaN from
   step `nan_from[i]` on (None: never)."""
   compiling, evaluating = "compiling the fake step", "evaluating the fakes"
-  share = 1.0
+  share, compile_s = 1.0, 0.0
 
   def __init__(self, tmp_path, members=1, start=0, nan_from=(), **train):
     self.config = ml_collections.ConfigDict(dict(train=_train(**train)))
@@ -57,7 +57,8 @@ class Stepper:
         evaluate=self._evaluate, metric=lambda config: NEXT_TOKEN_METRIC)
     self.loaded = self.model = None
 
-  def advance(self, count, dispatched=None):
+  def advance(self, count, dispatched=None, clock=None):
+    assert clock is None  # step-clocked fakes
     self.calls.append(count)
     steps = np.arange(self.step + 1, self.step + count + 1)
     self.step += count
