@@ -116,8 +116,7 @@ def population_steps(state: steps.TrainState, hp: dict, seed_keys, tokens,
       num_steps=num_steps, grad_accum_steps=grad_accum_steps)
   member, whole = P(MEMBER), P()
   # The optional arguments given, the same for every member.
-  shared = {k: v for k, v in (("count", count), ("clock", clock))
-            if v is not None}
+  shared = {} if clock is None else {"clock": clock}
   if count is not None:
     shared["count"] = jnp.asarray(count, jnp.int32)
 
